@@ -1,0 +1,1 @@
+"""Pieces shared by the queen, the hive and the worker: wire contracts, errors, ports."""

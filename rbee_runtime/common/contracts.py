@@ -1,0 +1,202 @@
+"""Wire contracts between the queen, the hives and the workers (pydantic models).
+
+The services import these models instead of redefining payloads, so a change of
+the protocol is one change here. The HTTP endpoints that carry them are listed in
+``docs/api.md``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class WorkerState(StrEnum):
+    """Life cycle of a worker: ``loading → idle ⇄ busy → draining → stopped``; ``crashed`` on failure."""
+
+    LOADING = "loading"
+    IDLE = "idle"
+    BUSY = "busy"
+    DRAINING = "draining"
+    CRASHED = "crashed"
+    STOPPED = "stopped"
+
+
+class Wire(BaseModel):
+    """Base of every payload: unknown fields are ignored so peers of other versions interoperate."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+# --------------------------------------------------------------------------- worker
+
+
+class ChatMessage(Wire):
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str
+
+
+class GenerateRequest(Wire):
+    """``POST /v1/generate`` on a worker: exactly one of ``prompt`` or ``messages``."""
+
+    request_id: str = Field(min_length=1, max_length=128)
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
+    max_tokens: int = Field(default=64, ge=1, le=8192)
+    temperature: float = Field(default=0.8, ge=0.0, le=2.0)
+    top_p: float = Field(default=0.95, ge=0.0, le=1.0)
+    seed: int | None = None
+    stop: list[str] = Field(default_factory=list, max_length=4)
+
+
+class TokenEvent(Wire):
+    """One generated piece of text (SSE ``data:`` line of a worker stream)."""
+
+    type: Literal["token"] = "token"
+    text: str
+    index: int
+
+
+class EndEvent(Wire):
+    """Terminal event of a successful (or cancelled) generation."""
+
+    type: Literal["end"] = "end"
+    tokens_out: int
+    prompt_tokens: int
+    stop_reason: Literal["length", "stop", "cancelled"]
+    decode_ms: float
+
+
+class ErrorEvent(Wire):
+    """Terminal event of a failed generation."""
+
+    type: Literal["error"] = "error"
+    code: str
+    message: str
+
+
+class WorkerHealth(Wire):
+    """``GET /health`` on a worker."""
+
+    status: Literal["ok", "error"]
+    worker_id: str
+    model_id: str
+    state: WorkerState
+    slots_total: int
+    slots_busy: int
+    tokens_generated_total: int
+    requests_cancelled_total: int = 0
+
+
+class WorkerReady(Wire):
+    """``POST /v1/workers/ready`` on the hive: a worker's callback once its model is loaded."""
+
+    worker_id: str
+    url: str
+    model_id: str
+    backend: str
+    device: int
+    slots_total: int
+    pid: int
+
+
+# --------------------------------------------------------------------------- hive
+
+
+class WorkerInfo(Wire):
+    """A worker as the hive (and, through heartbeats, the queen) knows it."""
+
+    worker_id: str
+    hive_id: str
+    model_id: str
+    url: str
+    state: WorkerState
+    backend: str = "cpu"
+    device: int = 0
+    slots_total: int = 1
+    pid: int | None = None
+    started_at: float
+    last_activity: float
+    restarts: int = 0
+    last_error: str | None = None
+
+
+class SpawnRequest(Wire):
+    """``POST /v1/workers`` on the hive."""
+
+    model_id: str
+    slots: int | None = Field(default=None, ge=1, le=64)
+    ctx_size: int | None = Field(default=None, ge=64)
+    backend: str | None = None
+    device: int | None = Field(default=None, ge=0)
+
+
+class CatalogEntry(Wire):
+    """One row of a hive's SQLite model catalog."""
+
+    model_id: str
+    reference: str
+    provider: str
+    local_path: str
+    size_bytes: int
+    sha256: str | None = None
+    added_at: float
+
+
+class RegisterModelRequest(Wire):
+    """``POST /v1/models`` on the hive: put a model file that is already on disk into the catalog."""
+
+    model_id: str
+    reference: str
+    local_path: str
+    sha256: str | None = None
+
+
+class GpuInfo(Wire):
+    index: int
+    name: str
+    memory_total_bytes: int
+    memory_free_bytes: int
+
+
+class Resources(Wire):
+    ram_total_bytes: int
+    ram_available_bytes: int
+    disk_total_bytes: int
+    disk_available_bytes: int
+    cpu_count: int
+    gpus: list[GpuInfo] = Field(default_factory=list)
+
+
+class HiveCapabilities(Wire):
+    """``GET /v1/capabilities`` on the hive."""
+
+    hive_id: str
+    version: str
+    backends: list[str]
+    resources: Resources
+
+
+class Heartbeat(Wire):
+    """``POST /v1/hives/heartbeat`` on the queen: a hive's registration and periodic report."""
+
+    hive_id: str
+    url: str
+    version: str
+    backends: list[str]
+    resources: Resources
+    models: list[str]
+    workers: list[WorkerInfo]
+    max_workers: int = 4
+
+
+class HealthResponse(Wire):
+    """``GET /health`` of the queen and of the hive."""
+
+    status: Literal["ok"] = "ok"
+    service: Literal["queen", "hive", "worker"]
+    version: str
+    api_version: str = "v1"
+    id: str | None = None

@@ -1,0 +1,78 @@
+"""Errors that cross an HTTP boundary: one exception type, one JSON envelope.
+
+Every error response of every rbee service has the OpenAI-compatible shape
+``{"error": {"code": "ALL_SLOTS_BUSY", "message": "...", "type": "...", "details": {...}}}``,
+so the ``openai`` client shows ``message`` and a person can act on it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+
+class ApiError(Exception):
+    """An error with an HTTP status, a stable machine code and a message for people."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details or {}
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        """The JSON envelope of this error."""
+        return error_body(self.code, self.message, self.details, status=self.status)
+
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    422: "invalid_request_error",
+    503: "overloaded_error",
+    507: "insufficient_resources_error",
+}
+
+
+def error_body(code: str, message: str, details: dict[str, Any] | None = None, status: int = 500) -> dict[str, Any]:
+    """Build the error envelope (also used inside SSE ``error`` events)."""
+    err: dict[str, Any] = {"code": code, "message": message, "type": _TYPES.get(status, "server_error")}
+    if details:
+        err["details"] = details
+    return {"error": err}
+
+
+def _describe_validation(exc: RequestValidationError) -> str:
+    parts = []
+    for e in exc.errors():
+        loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{loc}: {e.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Make ``ApiError`` and request validation errors answer with the shared envelope."""
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        message = f"Invalid request body: {_describe_validation(exc)}"
+        return JSONResponse(error_body("INVALID_REQUEST", message, status=422), status_code=422)
