@@ -1,0 +1,1 @@
+"""The ``rbee`` command line."""

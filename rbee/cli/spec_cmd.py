@@ -1,0 +1,103 @@
+"""``rbee spec``: validate a cluster spec, print its JSON Schema or its pyinfra inventory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rbee.cli import exits
+from rbee.spec import ClusterSpec, SpecError, load_spec
+from rbee.spec.inventory import inventory_groups
+from rbee.spec.placement import assign, eligible_hosts
+
+app = typer.Typer(help="Validate and inspect cluster specs (cluster.yaml).", no_args_is_help=True)
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+SpecFile = Annotated[Path, typer.Argument(help="Path to the cluster spec (YAML).", show_default=False)]
+
+
+def read_spec_or_exit(path: Path) -> ClusterSpec:
+    """Load a spec, or print why not and exit (2: invalid spec, 1: unreadable file)."""
+    try:
+        return load_spec(path)
+    except SpecError as exc:
+        err.print(exc.report(), markup=False, soft_wrap=True)
+        count = len(exc.issues)
+        err.print(f"{path}: {count} problem{'s' if count != 1 else ''}; the spec was not accepted", markup=False)
+        raise typer.Exit(exits.INVALID_SPEC) from None
+    except OSError as exc:
+        err.print(f"{path}: cannot read the spec: {exc.strerror or exc}", markup=False)
+        raise typer.Exit(exits.FAILURE) from None
+
+
+def _summary(spec: ClusterSpec) -> None:
+    hosts = Table(title=f"cluster {spec.cluster}: {len(spec.hosts)} host(s)", title_justify="left")
+    for column in ("host", "address", "roles", "backend", "gpus", "labels", "hive port"):
+        hosts.add_column(column)
+    for h in spec.hosts:
+        roles = "queen, hive" if h.name == spec.queen_host.name else "hive"
+        gpus = h.gpus if isinstance(h.gpus, str) else ",".join(map(str, h.gpus)) or "-"
+        hosts.add_row(h.name, h.address, roles, h.backend, gpus, ",".join(h.labels) or "-", str(h.hive.port))
+    out.print(hosts)
+    models = Table(title=f"{len(spec.models)} model(s)", title_justify="left")
+    for column in ("model", "source", "sha256", "context"):
+        models.add_column(column)
+    for m in spec.models:
+        models.add_row(m.id, m.source, (m.sha256 or "-")[:12], str(m.context))
+    out.print(models)
+    placed = Table(title=f"{len(spec.placements)} placement(s)", title_justify="left")
+    for column in ("model", "replicas", "slots", "device", "eligible hosts", "runs on"):
+        placed.add_column(column)
+    assignments = assign(spec)
+    for p in spec.placements:
+        runs_on = [a.host for a in assignments if a.model_id == p.model and a.device == p.device]
+        eligible = ",".join(h.name for h in eligible_hosts(spec, p))
+        placed.add_row(p.model, str(p.replicas), str(p.slots), p.device, eligible, ",".join(runs_on))
+    out.print(placed)
+    out.print(f"queen: http://{spec.queen_host.address}:{spec.queen.port}/v1", markup=False)
+
+
+@app.command()
+def validate(
+    spec_file: SpecFile,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing when the spec is valid.")] = False,
+) -> None:
+    """Check a spec and list every problem (exit 2 when invalid), or print a summary."""
+    spec = read_spec_or_exit(spec_file)
+    if not quiet:
+        _summary(spec)
+        out.print(f"{spec_file}: valid", markup=False)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the spec, for editors and CI checks."""
+    out.print_json(json.dumps(ClusterSpec.model_json_schema()))
+
+
+@app.command()
+def inventory(
+    spec_file: SpecFile,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the inventory as JSON.")] = False,
+) -> None:
+    """Print the hosts, groups and host data that the pyinfra inventory adapter gives pyinfra."""
+    spec = read_spec_or_exit(spec_file)
+    groups = inventory_groups(spec, spec_file.resolve().parent)
+    if as_json:
+        out.print_json(json.dumps({name: [list(e) for e in entries] for name, entries in groups.items()}))
+        return
+    for name, entries in groups.items():
+        out.print(f"[bold]group {name}[/bold]: {', '.join(host for host, _ in entries)}")
+    for host, data in groups["hives"]:
+        table = Table(title=f"host {host}", title_justify="left", show_header=False)
+        table.add_column("key")
+        table.add_column("value", overflow="fold")
+        for key, value in data.items():
+            table.add_row(key, json.dumps(value))
+        out.print(table)

@@ -1,0 +1,133 @@
+"""Rules that span several fields of a spec; each returns every problem it finds."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from rbee.spec.issues import SpecIssue
+from rbee.spec.models import ClusterSpec
+from rbee.spec.placement import device_fits, eligible_hosts
+
+
+def did_you_mean(word: str, choices: list[str]) -> str:
+    """``did you mean 'x'?`` for the closest choice, else the list of choices."""
+    choices = list(dict.fromkeys(choices))
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean '{close[0]}'?"
+    return f"choose one of: {', '.join(choices)}" if choices else ""
+
+
+def _unique_names(spec: ClusterSpec) -> Iterator[SpecIssue]:
+    seen: dict[str, int] = {}
+    for i, host in enumerate(spec.hosts):
+        if host.name in seen:
+            yield SpecIssue(
+                ("hosts", i, "name"),
+                f"duplicate host name (first used by hosts[{seen[host.name]}])",
+                host.name,
+                "give every host its own name",
+            )
+        seen.setdefault(host.name, i)
+    models: dict[str, int] = {}
+    for i, model in enumerate(spec.models):
+        if model.id in models:
+            yield SpecIssue(
+                ("models", i, "id"),
+                f"duplicate model id (first used by models[{models[model.id]}])",
+                model.id,
+                "give every model its own id",
+            )
+        models.setdefault(model.id, i)
+
+
+def _queen_host(spec: ClusterSpec) -> Iterator[SpecIssue]:
+    names = [h.name for h in spec.hosts]
+    if spec.queen.host is not None and spec.queen.host not in names:
+        yield SpecIssue(
+            ("queen", "host"),
+            "the queen must run on one of the hosts",
+            spec.queen.host,
+            did_you_mean(spec.queen.host, names),
+        )
+
+
+def _ports(spec: ClusterSpec) -> Iterator[SpecIssue]:
+    taken: dict[tuple[str, int], str] = {}
+    services: list[tuple[tuple[str | int, ...], str, int, str]] = []
+    queen_host = spec.queen.host or spec.hosts[0].name
+    for i, host in enumerate(spec.hosts):
+        if host.name == queen_host:
+            services.append((("queen", "port"), host.address, spec.queen.port, "the queen"))
+        services.append((("hosts", i, "hive", "port"), host.address, host.hive.port, f"the hive of {host.name}"))
+    for path, address, port, what in services:
+        key = (address, port)
+        if key in taken:
+            yield SpecIssue(
+                path,
+                f"{address}:{port} is already used by {taken[key]}",
+                port,
+                "give each service on a machine its own port",
+            )
+        else:
+            taken[key] = what
+
+
+def _placements(spec: ClusterSpec) -> Iterator[SpecIssue]:
+    model_ids = [m.id for m in spec.models]
+    host_names = [h.name for h in spec.hosts]
+    labels = sorted({label for h in spec.hosts for label in h.labels})
+    for i, placement in enumerate(spec.placements):
+        if placement.model not in model_ids:
+            yield SpecIssue(
+                ("placements", i, "model"),
+                "unknown model",
+                placement.model,
+                did_you_mean(placement.model, model_ids) or "add it under models first",
+            )
+        for j, name in enumerate(placement.hosts):
+            if name not in host_names:
+                yield SpecIssue(("placements", i, "hosts", j), "unknown host", name, did_you_mean(name, host_names))
+        for j, label in enumerate(placement.labels):
+            if label not in labels:
+                hint = did_you_mean(label, labels) if labels else "add it to a host's labels"
+                yield SpecIssue(("placements", i, "labels", j), "no host carries this label", label, hint)
+        selects_known = (
+            (not placement.hosts and not placement.labels)
+            or any(n in host_names for n in placement.hosts)
+            or any(label in labels for label in placement.labels)
+        )
+        eligible = eligible_hosts(spec, placement)
+        if selects_known and placement.replicas > len(eligible):
+            unfit = [h.name for h in spec.hosts if not device_fits(placement.device, h)]
+            why = f" (device {placement.device} excludes {', '.join(unfit)})" if unfit else ""
+            yield SpecIssue(
+                ("placements", i, "replicas"),
+                f"more replicas than eligible hosts: {len(eligible)} host(s) can run it{why}",
+                placement.replicas,
+                f"lower replicas to {len(eligible)} or select more hosts (one replica per host)",
+            )
+
+
+def _key_paths(spec: ClusterSpec, base_dir: Path) -> Iterator[SpecIssue]:
+    for i, host in enumerate(spec.hosts):
+        key = host.ssh.key
+        if key and not key.startswith(("/", "~")) and not (base_dir / key).exists():
+            yield SpecIssue(
+                ("hosts", i, "ssh", "key"),
+                f"key file not found at {base_dir / key}",
+                key,
+                "relative key paths are read from the spec's folder; fix the path or make it absolute",
+            )
+
+
+CHECKS: list[Callable[[ClusterSpec], Iterator[SpecIssue]]] = [_unique_names, _queen_host, _ports, _placements]
+
+
+def check_spec(spec: ClusterSpec, base_dir: Path) -> list[SpecIssue]:
+    """Every cross-field problem of a structurally valid spec."""
+    issues = [issue for check in CHECKS for issue in check(spec)]
+    issues.extend(_key_paths(spec, base_dir))
+    return issues
