@@ -17,7 +17,6 @@ from rbee.spec.placement import assign, eligible_hosts
 
 app = typer.Typer(help="Validate and inspect cluster specs (cluster.yaml).", no_args_is_help=True)
 out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
 
 SpecFile = Annotated[Path, typer.Argument(help="Path to the cluster spec (YAML).", show_default=False)]
 
@@ -27,12 +26,12 @@ def read_spec_or_exit(path: Path) -> ClusterSpec:
     try:
         return load_spec(path)
     except SpecError as exc:
-        err.print(exc.report(), markup=False, soft_wrap=True)
         count = len(exc.issues)
-        err.print(f"{path}: {count} problem{'s' if count != 1 else ''}; the spec was not accepted", markup=False)
+        typer.echo(exc.report(), err=True)
+        typer.echo(f"{path}: {count} problem{'s' if count != 1 else ''}; the spec was not accepted", err=True)
         raise typer.Exit(exits.INVALID_SPEC) from None
     except OSError as exc:
-        err.print(f"{path}: cannot read the spec: {exc.strerror or exc}", markup=False)
+        typer.echo(f"{path}: cannot read the spec: {exc.strerror or exc}", err=True)
         raise typer.Exit(exits.FAILURE) from None
 
 

@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rbee.spec.issues import SpecIssue
 from rbee.spec.models import ClusterSpec
 from rbee.spec.placement import device_fits, eligible_hosts
+
+
+@dataclass(frozen=True)
+class RawNames:
+    """Names written in the file, including those of items too broken to validate.
+
+    Cross-references to such items are not reported again; the item's own problem is.
+    """
+
+    hosts: set[str] = field(default_factory=set)
+    models: set[str] = field(default_factory=set)
+    hosts_complete: bool = True
 
 
 def did_you_mean(word: str, choices: list[str]) -> str:
@@ -43,9 +56,9 @@ def _unique_names(spec: ClusterSpec) -> Iterator[SpecIssue]:
         models.setdefault(model.id, i)
 
 
-def _queen_host(spec: ClusterSpec) -> Iterator[SpecIssue]:
+def _queen_host(spec: ClusterSpec, raw: RawNames) -> Iterator[SpecIssue]:
     names = [h.name for h in spec.hosts]
-    if spec.queen.host is not None and spec.queen.host not in names:
+    if spec.queen.host is not None and spec.queen.host not in names and spec.queen.host not in raw.hosts:
         yield SpecIssue(
             ("queen", "host"),
             "the queen must run on one of the hosts",
@@ -75,12 +88,12 @@ def _ports(spec: ClusterSpec) -> Iterator[SpecIssue]:
             taken[key] = what
 
 
-def _placements(spec: ClusterSpec) -> Iterator[SpecIssue]:
+def _placements(spec: ClusterSpec, raw: RawNames) -> Iterator[SpecIssue]:
     model_ids = [m.id for m in spec.models]
     host_names = [h.name for h in spec.hosts]
     labels = sorted({label for h in spec.hosts for label in h.labels})
     for i, placement in enumerate(spec.placements):
-        if placement.model not in model_ids:
+        if placement.model not in model_ids and placement.model not in raw.models:
             yield SpecIssue(
                 ("placements", i, "model"),
                 "unknown model",
@@ -88,7 +101,7 @@ def _placements(spec: ClusterSpec) -> Iterator[SpecIssue]:
                 did_you_mean(placement.model, model_ids) or "add it under models first",
             )
         for j, name in enumerate(placement.hosts):
-            if name not in host_names:
+            if name not in host_names and name not in raw.hosts:
                 yield SpecIssue(("placements", i, "hosts", j), "unknown host", name, did_you_mean(name, host_names))
         for j, label in enumerate(placement.labels):
             if label not in labels:
@@ -100,7 +113,7 @@ def _placements(spec: ClusterSpec) -> Iterator[SpecIssue]:
             or any(label in labels for label in placement.labels)
         )
         eligible = eligible_hosts(spec, placement)
-        if selects_known and placement.replicas > len(eligible):
+        if raw.hosts_complete and selects_known and placement.replicas > len(eligible):
             unfit = [h.name for h in spec.hosts if not device_fits(placement.device, h)]
             why = f" (device {placement.device} excludes {', '.join(unfit)})" if unfit else ""
             yield SpecIssue(
@@ -123,11 +136,13 @@ def _key_paths(spec: ClusterSpec, base_dir: Path) -> Iterator[SpecIssue]:
             )
 
 
-CHECKS: list[Callable[[ClusterSpec], Iterator[SpecIssue]]] = [_unique_names, _queen_host, _ports, _placements]
-
-
-def check_spec(spec: ClusterSpec, base_dir: Path) -> list[SpecIssue]:
-    """Every cross-field problem of a structurally valid spec."""
-    issues = [issue for check in CHECKS for issue in check(spec)]
-    issues.extend(_key_paths(spec, base_dir))
-    return issues
+def check_spec(spec: ClusterSpec, base_dir: Path, raw: RawNames | None = None) -> list[SpecIssue]:
+    """Every cross-field problem of a (possibly salvaged) structurally valid spec."""
+    raw = raw or RawNames()
+    return [
+        *_unique_names(spec),
+        *_queen_host(spec, raw),
+        *_ports(spec),
+        *_placements(spec, raw),
+        *_key_paths(spec, base_dir),
+    ]

@@ -38,6 +38,7 @@ class SpecIssue:
     value: Any = _UNSET
     hint: str = ""
     at_key: bool = False
+    kind: str = ""
     mark: Mark | None = field(default=None, compare=False)
 
     def render(self, filename: str) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from rbee.spec.checks import check_spec, did_you_mean
+from rbee.spec.checks import RawNames, check_spec, did_you_mean
 from rbee.spec.issues import SpecError, SpecIssue
 from rbee.spec.models import ClusterSpec
 from rbee.spec.positions import PositionMap, YamlSyntaxError, load_yaml_with_positions
@@ -79,9 +79,11 @@ def _issue_from_error(err: ErrorDetails) -> SpecIssue:
         hint = did_you_mean(key, allowed)
         if not hint.startswith("did you mean"):
             hint = _nested_suggestion(parent, key) or hint
-        return SpecIssue(loc, f"unknown key '{key}'", hint=hint, at_key=True)
+        return SpecIssue(loc, f"unknown key '{key}'", hint=hint, at_key=True, kind="extra")
     if kind == "missing":
-        return SpecIssue(loc, f"required key '{loc[-1]}' is missing", hint=f"add {loc[-1]}: ...", at_key=True)
+        return SpecIssue(
+            loc, f"required key '{loc[-1]}' is missing", hint=f"add {loc[-1]}: ...", at_key=True, kind="missing"
+        )
     if kind == "spec":
         return SpecIssue(loc, err["msg"], value, str(ctx.get("hint", "")))
     if kind == "literal_error":
@@ -147,6 +149,23 @@ def _salvage(data: dict[str, Any]) -> tuple[ClusterSpec | None, dict[str, list[i
     return None, origin
 
 
+def _drop_misspelt_missing(issues: list[SpecIssue]) -> list[SpecIssue]:
+    """A missing key whose misspelling is reported as unknown is one problem, not two."""
+    suggested = {
+        (*i.path[:-1], i.hint.removeprefix("did you mean '").removesuffix("'?"))
+        for i in issues
+        if i.kind == "extra" and i.hint.startswith("did you mean '")
+    }
+    return [i for i in issues if not (i.kind == "missing" and i.path in suggested)]
+
+
+def _raw_names(data: dict[str, Any], section: str, key: str) -> set[str]:
+    items = data.get(section)
+    if not isinstance(items, list):
+        return set()
+    return {str(item[key]) for item in items if isinstance(item, dict) and isinstance(item.get(key), str)}
+
+
 def _remap(issue: SpecIssue, origin: dict[str, list[int]]) -> SpecIssue:
     path = issue.path
     if len(path) >= 2 and path[0] in origin and isinstance(path[1], int):
@@ -197,10 +216,15 @@ def parse_spec(text: str, filename: str = "cluster.yaml", base_dir: Path | None 
     try:
         spec = ClusterSpec.model_validate(data)
     except ValidationError as exc:
-        issues.extend(_issue_from_error(err) for err in exc.errors())
+        issues.extend(_drop_misspelt_missing([_issue_from_error(err) for err in exc.errors()]))
         salvaged, origin = _salvage(data)
         if salvaged is not None:
-            issues.extend(_remap(i, origin) for i in check_spec(salvaged, base_dir))
+            raw = RawNames(
+                hosts=_raw_names(data, "hosts", "name"),
+                models=_raw_names(data, "models", "id"),
+                hosts_complete=len(origin.get("hosts", [])) == len(data.get("hosts") or []),
+            )
+            issues.extend(_remap(i, origin) for i in check_spec(salvaged, base_dir, raw))
     else:
         issues.extend(check_spec(spec, base_dir))
     if issues:

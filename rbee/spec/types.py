@@ -74,9 +74,11 @@ def _check_source(value: str) -> str:
         if len(value) <= len("https://") or "/" not in value[len("https://") :]:
             raise spec_error("an https source needs a host and a path", "write https://host/path/model.gguf")
     else:
-        scheme = value.split(":", 1)[0] if ":" in value else value
+        hint = "use hf:OWNER/REPO/FILE.gguf, file:///abs/path.gguf or https://host/path.gguf"
+        if ":" not in value:
+            raise spec_error("source has no scheme", hint)
         raise spec_error(
-            f"unsupported source scheme '{scheme}'",
+            f"unsupported source scheme '{value.split(':', 1)[0]}'",
             "use hf:OWNER/REPO/FILE.gguf, file:///abs/path.gguf or https://host/path.gguf",
         )
     return value
