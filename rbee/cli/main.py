@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from rbee.cli import spec_cmd
+from rbee.cli import engine_cmd, spec_cmd
 
 app = typer.Typer(
     name="rbee",
@@ -13,6 +13,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(spec_cmd.app, name="spec")
+app.add_typer(engine_cmd.app, name="engine")
 
 
 def main() -> None:

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Create .venv with rbee installed (idempotent, quick when nothing changed) and make sure the
+# llama-cpp-python engine is installed: built once into ~/.cache/rbee/wheels, reused afterwards.
+# Usage: scripts/bootstrap.sh [runtime|dev]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+profile=${1:-runtime}
+python=${PYTHON:-python3}
+"$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
+  echo "rbee needs Python >= 3.11 (found $("$python" --version 2>&1)); set PYTHON=/path/to/python3.11" >&2; exit 1; }
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+extras=$([ "$profile" = dev ] && echo "[dev]" || echo "")
+want="$(sha256sum pyproject.toml | cut -c1-16)-$profile"
+stamp=.venv/.rbee-bootstrap
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "bootstrap: installing rbee$extras into .venv" >&2
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip 2>&1 | grep -v WARNING >&2 || true
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".$extras" 2>&1 | grep -v WARNING >&2 || true
+  .venv/bin/python -c "import rbee, rbee_runtime" || { echo "bootstrap: installing rbee failed" >&2; exit 1; }
+  echo "$want" > "$stamp"
+fi
+if ! .venv/bin/python -c "import llama_cpp" 2>/dev/null; then
+  echo "bootstrap: installing the llama-cpp-python engine (first build takes ~8 min on 2 cores, then cached)" >&2
+  .venv/bin/rbee engine build --backend cpu --install >/dev/null
+fi
