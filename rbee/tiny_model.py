@@ -154,9 +154,7 @@ def is_valid_tiny_model(path: Path) -> bool:
         reader = gguf.GGUFReader(path)
         field = reader.get_field(_VERSION_KEY)
         return (
-            field is not None
-            and int(field.contents()) == _FORMAT_VERSION
-            and len(reader.tensors) == 3 + 9 * _N_LAYER
+            field is not None and int(field.contents()) == _FORMAT_VERSION and len(reader.tensors) == 3 + 9 * _N_LAYER
         )
     except Exception:
         return False

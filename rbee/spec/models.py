@@ -109,7 +109,7 @@ class QueenSpec(StrictModel):
     host: Name | None = Field(default=None, description="Name of the host that runs it (default: first host).")
     port: Port = Field(default=QUEEN_PORT, description="Port of the public API.")
     api_keys: ApiKeysSpec | None = Field(default=None, description="Require these Bearer keys on the API.")
-    queue_max: int = Field(default=64, ge=0, le=100_000, description="Requests waiting per model, at most.")
+    queue_max: int = Field(default=64, ge=1, le=100_000, description="Requests waiting per model, at most.")
 
     @field_validator("api_keys", mode="before")
     @classmethod
