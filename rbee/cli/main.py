@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from rbee.cli import engine_cmd, spec_cmd
+from rbee.cli import cluster_cmd, engine_cmd, spec_cmd, up_cmd
 
 app = typer.Typer(
     name="rbee",
@@ -14,6 +14,11 @@ app = typer.Typer(
 )
 app.add_typer(spec_cmd.app, name="spec")
 app.add_typer(engine_cmd.app, name="engine")
+app.command("up")(up_cmd.up)
+app.command("infer")(cluster_cmd.infer)
+app.add_typer(cluster_cmd.workers_app, name="workers")
+app.add_typer(cluster_cmd.hives_app, name="hives")
+app.add_typer(cluster_cmd.models_app, name="models")
 
 
 def main() -> None:

@@ -1,0 +1,119 @@
+"""Commands that talk to a running queen: ``infer`` and the ``ls`` views of its registries."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rbee.cli import exits
+from rbee.client import QueenClient, QueenError
+
+out = Console(highlight=False)
+QueenUrl = Annotated[str | None, typer.Option("--queen", help="Queen URL (default $RBEE_QUEEN_URL or local).")]
+ApiKey = Annotated[str | None, typer.Option("--api-key", help="API key (default $RBEE_API_KEY).", show_default=False)]
+
+
+def _fail(exc: QueenError) -> typer.Exit:
+    typer.echo(f"error: {exc} [{exc.code}]", err=True)
+    return typer.Exit(exits.FAILURE)
+
+
+def infer(
+    model: Annotated[str, typer.Option("--model", "-m", help="Model id, as in `rbee models ls`.")],
+    prompt: Annotated[str, typer.Option("--prompt", "-p", help="Text to complete.")],
+    max_tokens: Annotated[int, typer.Option(help="Most tokens to generate.")] = 128,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.7,
+    queen: QueenUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Stream a completion to the terminal; Ctrl+C cancels it on the worker (exit 130)."""
+    with QueenClient(queen, api_key) as client:
+        try:
+            stream = client.stream_completion(model, prompt, max_tokens, temperature)
+        except QueenError as exc:
+            raise _fail(exc) from None
+        try:
+            for piece in stream.pieces:
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+        except QueenError as exc:
+            sys.stdout.write("\n")
+            raise _fail(exc) from None
+        except KeyboardInterrupt:
+            sys.stdout.write("\n")
+            typer.echo(f"cancelling request {stream.request_id} ...", err=True)
+            try:
+                client.cancel(stream.request_id)
+                typer.echo("cancelled; the worker stopped generating", err=True)
+            except QueenError as exc:
+                typer.echo(f"could not cancel: {exc}", err=True)
+            raise typer.Exit(exits.INTERRUPTED) from None
+        sys.stdout.write("\n")
+
+
+workers_app = typer.Typer(help="Workers the queen knows.", no_args_is_help=True)
+hives_app = typer.Typer(help="Hives the queen knows.", no_args_is_help=True)
+models_app = typer.Typer(help="Models the cluster can serve.", no_args_is_help=True)
+
+
+@workers_app.command("ls")
+def workers_ls(queen: QueenUrl = None, api_key: ApiKey = None) -> None:
+    """List workers: state, model, hive, slots and requests in flight."""
+    with QueenClient(queen, api_key) as client:
+        try:
+            workers = client.workers()
+        except QueenError as exc:
+            raise _fail(exc) from None
+    table = Table(title=f"{len(workers)} worker(s)", title_justify="left")
+    for column in ("worker", "model", "hive", "state", "slots", "in flight", "url", "restarts"):
+        table.add_column(column)
+    for w in sorted(workers, key=lambda w: (w.hive_id, w.model_id, w.worker_id)):
+        state = w.state.value if w.status == "online" else f"{w.state.value} (hive stale)"
+        table.add_row(
+            w.worker_id, w.model_id, w.hive_id, state, str(w.slots_total), str(w.in_flight), w.url, str(w.restarts)
+        )
+    out.print(table)
+
+
+@hives_app.command("ls")
+def hives_ls(queen: QueenUrl = None, api_key: ApiKey = None) -> None:
+    """List hives: status, last heartbeat, backends, free RAM, workers and models."""
+    with QueenClient(queen, api_key) as client:
+        try:
+            hives = client.hives()
+        except QueenError as exc:
+            raise _fail(exc) from None
+    table = Table(title=f"{len(hives)} hive(s)", title_justify="left")
+    for column in ("hive", "status", "heartbeat", "backends", "RAM free", "workers", "models", "url"):
+        table.add_column(column)
+    for h in sorted(hives, key=lambda h: h.hive_id):
+        ram = f"{h.resources.ram_available_bytes / 2**30:.1f} GiB"
+        table.add_row(
+            h.hive_id, h.status, f"{h.last_heartbeat_age_s:.1f}s ago", ",".join(h.backends), ram,
+            f"{h.workers}/{h.max_workers}", ",".join(h.models), h.url,
+        )  # fmt: skip
+    out.print(table)
+
+
+@models_app.command("ls")
+def models_ls(queen: QueenUrl = None, api_key: ApiKey = None) -> None:
+    """List the models that some online hive holds, and where."""
+    with QueenClient(queen, api_key) as client:
+        try:
+            models = client.models()
+            hives = client.hives()
+            workers = client.workers()
+        except QueenError as exc:
+            raise _fail(exc) from None
+    table = Table(title=f"{len(models)} model(s)", title_justify="left")
+    for column in ("model", "on hives", "workers"):
+        table.add_column(column)
+    for model in sorted(models):
+        on = [h.hive_id for h in hives if model in h.models]
+        running = sum(1 for w in workers if w.model_id == model)
+        table.add_row(model, ",".join(sorted(on)), str(running))
+    out.print(table)
