@@ -12,7 +12,7 @@ from rich.table import Table
 from rbee.cli import exits
 from rbee.client import QueenClient, QueenError
 
-out = Console(highlight=False)
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 QueenUrl = Annotated[str | None, typer.Option("--queen", help="Queen URL (default $RBEE_QUEEN_URL or local).")]
 ApiKey = Annotated[str | None, typer.Option("--api-key", help="API key (default $RBEE_API_KEY).", show_default=False)]
 

@@ -69,9 +69,9 @@ def up(
     except KeyboardInterrupt:
         typer.echo("\nrbee up: stopping")
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for signum in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl+C must not abandon the children
+            signal.signal(signum, signal.SIG_IGN)
         cluster.stop()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
         typer.echo("rbee up: stopped; nothing left running")
     raise typer.Exit(code)
 
