@@ -11,7 +11,7 @@ import typer
 
 from rbee.cli import exits
 from rbee.cli.spec_cmd import read_spec_or_exit
-from rbee.local.plan import LocalPlanError, default_spec, plan_local
+from rbee.local.plan import LocalPlanError, default_spec, first_api_key, plan_local
 from rbee.local.processes import wait_for_exit
 from rbee.local.runner import LocalCluster, LocalClusterError
 from rbee.tiny_model import TINY_MODEL_ID, ensure_tiny_model
@@ -45,10 +45,11 @@ def up(
     folder = (run_dir or RUN_ROOT / cluster_spec.cluster).expanduser().resolve()
     try:
         plan = plan_local(cluster_spec, base_dir, folder)
+        api_key = first_api_key(cluster_spec, base_dir)
     except LocalPlanError as exc:
         typer.echo(f"rbee up: {exc}", err=True)
         raise typer.Exit(exits.FAILURE) from None
-    cluster = LocalCluster(plan, folder / "logs")
+    cluster = LocalCluster(plan, folder / "logs", api_key)
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     typer.echo(f"rbee up: cluster {cluster_spec.cluster}, files in {folder}")
     code = exits.OK
@@ -60,6 +61,8 @@ def up(
         for worker_id, model_id in ready.workers:
             typer.echo(f"  worker       {worker_id} serves {model_id}")
         _print_ready(plan.queen_url or "", cluster_spec.models[0].id if cluster_spec.models else TINY_MODEL_ID)
+        if api_key is not None:
+            typer.echo("  the API requires a key: export RBEE_API_KEY=<one of the queen's keys> for rbee commands")
         gone = wait_for_exit(cluster.processes)
         typer.echo(f"rbee up: {gone.service.name} stopped (status {gone.exit_code()}):\n{gone.log_tail()}", err=True)
         code = exits.FAILURE

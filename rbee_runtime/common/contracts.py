@@ -200,3 +200,38 @@ class HealthResponse(Wire):
     version: str
     api_version: str = "v1"
     id: str | None = None
+
+
+# --------------------------------------------------------------------------- queen
+
+
+class HeartbeatAck(Wire):
+    """Answer of ``POST /v1/hives/heartbeat``: the queen took the heartbeat."""
+
+    status: Literal["ok"] = "ok"
+    queen_id: str
+    heartbeat_interval_s: float
+    stale_timeout_s: float
+
+
+class QueenHive(Wire):
+    """A hive as ``GET /v1/hives`` on the queen shows it."""
+
+    hive_id: str
+    url: str
+    status: Literal["online", "stale"]
+    last_heartbeat_age_s: float
+    version: str
+    backends: list[str]
+    models: list[str]
+    max_workers: int
+    workers: int
+    resources: Resources
+
+
+class QueenWorker(WorkerInfo):
+    """A worker as ``GET /v1/workers`` on the queen shows it (``status``: that of its hive)."""
+
+    status: Literal["online", "stale"]
+    routable: bool
+    in_flight: int

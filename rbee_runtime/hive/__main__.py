@@ -1,0 +1,43 @@
+"""``python -m rbee_runtime.hive --config hive.yaml``: run one hive (SIGTERM stops its workers, then exits)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import uvicorn
+from pydantic import ValidationError
+
+from rbee_runtime.hive.app import create_app
+from rbee_runtime.hive.config import load_hive_config
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m rbee_runtime.hive", description="rbee hive: runs workers on this machine"
+    )
+    parser.add_argument("--config", required=True, help="hive config file (YAML or JSON)")
+    args = parser.parse_args(argv)
+    try:
+        config = load_hive_config(args.config)
+    except (OSError, ValueError, ValidationError) as exc:
+        print(f"rbee hive: cannot use config {args.config}: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if config.log_level != "debug":
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health check is noise
+    app = create_app(config)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=config.host, port=config.port, log_level=config.log_level, lifespan="on")
+    )
+    server.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

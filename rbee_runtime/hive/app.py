@@ -1,0 +1,121 @@
+"""The hive's HTTP API (``docs/api.md``, hive section): one router per resource."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+
+from rbee_runtime.common.contracts import (
+    CatalogEntry,
+    HealthResponse,
+    HiveCapabilities,
+    RegisterModelRequest,
+    SpawnRequest,
+    Wire,
+    WorkerInfo,
+    WorkerReady,
+)
+from rbee_runtime.common.errors import ApiError, install_error_handlers
+from rbee_runtime.hive.config import HiveConfig
+from rbee_runtime.hive.service import Hive
+
+
+class ModelList(Wire):
+    """``GET /v1/models`` on the hive."""
+
+    models: list[CatalogEntry]
+
+
+class WorkerList(Wire):
+    """``GET /v1/workers`` on the hive."""
+
+    workers: list[WorkerInfo]
+
+
+def get_hive(request: Request) -> Hive:
+    hive: Hive = request.app.state.hive
+    return hive
+
+
+system = APIRouter(tags=["system"])
+models = APIRouter(prefix="/v1/models", tags=["models"])
+workers = APIRouter(prefix="/v1/workers", tags=["workers"])
+
+
+@system.get("/health")
+async def health(hive: Hive = Depends(get_hive)) -> HealthResponse:
+    return HealthResponse(service="hive", version=hive.version, id=hive.config.hive_id)
+
+
+@system.get("/v1/capabilities")
+def capabilities(hive: Hive = Depends(get_hive)) -> HiveCapabilities:
+    return hive.capabilities()
+
+
+@models.get("")
+def list_models(provider: str | None = None, hive: Hive = Depends(get_hive)) -> ModelList:
+    return ModelList(models=hive.catalog.list_models(provider))
+
+
+@models.post("", status_code=201)
+def register_model(req: RegisterModelRequest, hive: Hive = Depends(get_hive)) -> CatalogEntry:
+    entry = hive.catalog.register(req)
+    hive.catalog_changed()
+    return entry
+
+
+@models.delete("/{model_id:path}", status_code=204)
+def remove_model(model_id: str, hive: Hive = Depends(get_hive)) -> Response:
+    if not hive.catalog.remove(model_id):
+        raise ApiError(
+            404,
+            "MODEL_NOT_FOUND",
+            f"Model {model_id!r} is not in this hive's catalog (GET /v1/models lists it).",
+            {"model_id": model_id},
+        )
+    hive.catalog_changed()
+    return Response(status_code=204)
+
+
+@workers.get("")
+async def list_workers(hive: Hive = Depends(get_hive)) -> WorkerList:
+    return WorkerList(workers=hive.registry.list())
+
+
+@workers.post("", status_code=202)
+async def spawn_worker(req: SpawnRequest, hive: Hive = Depends(get_hive)) -> WorkerInfo:
+    return await hive.supervisor.spawn(req)
+
+
+@workers.post("/ready")
+async def worker_ready(msg: WorkerReady, hive: Hive = Depends(get_hive)) -> WorkerInfo:
+    return hive.supervisor.ready(msg)
+
+
+@workers.delete("/{worker_id}", status_code=204)
+async def stop_worker(worker_id: str, hive: Hive = Depends(get_hive)) -> Response:
+    await hive.supervisor.stop(worker_id)
+    return Response(status_code=204)
+
+
+def create_app(config: HiveConfig) -> FastAPI:
+    """The hive application; its lifespan starts and stops the workers and the background loops."""
+    hive = Hive(config)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await hive.start()
+        try:
+            yield
+        finally:
+            await hive.stop()
+
+    app = FastAPI(title=f"rbee hive {config.hive_id}", version=hive.version, lifespan=lifespan)
+    app.state.hive = hive
+    install_error_handlers(app)
+    app.include_router(system)
+    app.include_router(models)
+    app.include_router(workers)
+    return app

@@ -1,0 +1,146 @@
+"""Hive configuration: one YAML (or JSON) file per machine, validated once at start."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from rbee_runtime.common.ports import HIVE_PORT, WORKER_PORT_FIRST, WORKER_PORT_LAST
+
+_WILDCARD_HOSTS = {"0.0.0.0", "::", ""}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelConfig(_Strict):
+    """A model file already on disk, registered into the catalog at start (idempotently)."""
+
+    model_id: str = Field(min_length=1)
+    reference: str = Field(min_length=1)
+    local_path: str = Field(min_length=1)
+    sha256: str | None = None
+
+
+class PlacementConfig(_Strict):
+    """Workers the hive keeps running: started at boot, restarted when they crash."""
+
+    model_id: str = Field(min_length=1)
+    replicas: int = Field(default=1, ge=0)
+    slots: int | None = Field(default=None, ge=1, le=64)
+
+
+def default_worker_command() -> list[str]:
+    """The command that starts a worker (the hive appends the worker flags)."""
+    return [sys.executable, "-m", "rbee_runtime.worker"]
+
+
+class HiveConfig(_Strict):
+    """Everything one hive needs; see ``docs/api.md`` (hive section)."""
+
+    hive_id: str = Field(min_length=1)
+    host: str = "127.0.0.1"
+    port: int = Field(default=HIVE_PORT, ge=1, le=65535)
+    advertise_host: str | None = None
+    queen_url: str | None = None
+    queen_api_key: str | None = None
+    data_dir: Path
+    backend: Literal["cpu", "cuda", "metal"] = "cpu"
+    devices: list[int] = Field(default_factory=list)
+    max_workers: int = Field(default=4, ge=1)
+    default_slots: int = Field(default=1, ge=1, le=64)
+    ctx_size: int = Field(default=2048, ge=64)
+    worker_threads: int | None = Field(default=None, ge=1)
+    ram_reserve_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
+    heartbeat_interval_s: float = Field(default=5.0, gt=0)
+    health_check_interval_s: float = Field(default=1.0, gt=0)
+    worker_idle_timeout_s: float = Field(default=600.0, ge=0)
+    loading_timeout_s: float = Field(default=120.0, gt=0)
+    max_restarts: int = Field(default=3, ge=0)
+    restart_backoff_s: float = Field(default=1.0, ge=0)
+    shutdown_grace_s: float = Field(default=10.0, ge=0)
+    worker_port_first: int = Field(default=WORKER_PORT_FIRST, ge=1, le=65535)
+    worker_port_last: int = Field(default=WORKER_PORT_LAST, ge=1, le=65535)
+    models: list[ModelConfig] = Field(default_factory=list)
+    placements: list[PlacementConfig] = Field(default_factory=list)
+    worker_command: list[str] = Field(default_factory=default_worker_command, min_length=1)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _check(self) -> HiveConfig:
+        if self.worker_port_first > self.worker_port_last:
+            raise ValueError(
+                f"worker_port_first ({self.worker_port_first}) is above worker_port_last ({self.worker_port_last})"
+            )
+        if self.queen_url is not None:
+            self.queen_url = self.queen_url.rstrip("/")
+            if not self.queen_url.startswith(("http://", "https://")):
+                raise ValueError(f"queen_url must start with http:// or https://, got {self.queen_url!r}")
+        known = {m.model_id for m in self.models}
+        ids = [m.model_id for m in self.models]
+        if len(ids) != len(known):
+            raise ValueError("models: every model_id must be unique")
+        return self
+
+    @property
+    def public_host(self) -> str:
+        """Address other machines use to reach this hive and its workers."""
+        host = self.advertise_host or self.host
+        return socket.gethostname() if host in _WILDCARD_HOSTS else host
+
+    @property
+    def local_host(self) -> str:
+        """Address this machine uses to reach the hive and its workers."""
+        return "127.0.0.1" if self.host in _WILDCARD_HOSTS else self.host
+
+    @property
+    def url(self) -> str:
+        """Base URL of this hive as others see it."""
+        return f"http://{_bracket(self.public_host)}:{self.port}"
+
+    @property
+    def local_url(self) -> str:
+        """Base URL of this hive from this machine (used for worker callbacks)."""
+        return f"http://{_bracket(self.local_host)}:{self.port}"
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.data_dir / "catalog.db"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def worker_url(host: str, port: int) -> str:
+    """Base URL of a worker on ``host:port``."""
+    return f"http://{_bracket(host)}:{port}"
+
+
+def load_hive_config(path: str | Path) -> HiveConfig:
+    """Read a ``HiveConfig`` from YAML or JSON; a relative ``data_dir`` is relative to the file."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    raw: Any = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping of hive settings, got {type(raw).__name__}")
+    config = HiveConfig.model_validate(raw)
+    data_dir = config.data_dir.expanduser()
+    if not data_dir.is_absolute():
+        data_dir = (path.parent / data_dir).resolve()
+    config.data_dir = data_dir
+    for model in config.models:
+        local = Path(model.local_path).expanduser()
+        model.local_path = str(local if local.is_absolute() else (path.parent / local).resolve())
+    return config

@@ -1,0 +1,127 @@
+"""HTTP clients of the queen: one per kind of peer (hive, worker), sharing one ``httpx.AsyncClient``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Annotated, Any, Final
+
+import httpx
+from pydantic import Field, TypeAdapter, ValidationError
+
+from rbee_runtime.common.contracts import (
+    EndEvent,
+    ErrorEvent,
+    GenerateRequest,
+    SpawnRequest,
+    TokenEvent,
+    WorkerInfo,
+)
+from rbee_runtime.common.errors import ApiError
+
+log = logging.getLogger(__name__)
+
+WorkerEvent = TokenEvent | EndEvent | ErrorEvent
+_EVENT: TypeAdapter[WorkerEvent] = TypeAdapter(Annotated[WorkerEvent, Field(discriminator="type")])
+DONE: Final = "[DONE]"
+
+
+def api_error_from(response: httpx.Response, peer: str) -> ApiError:
+    """Turn a peer's error response (the shared envelope, or anything else) into an :class:`ApiError`."""
+    code, message = "UPSTREAM_ERROR", ""
+    details: dict[str, Any] = {}
+    try:
+        body: Any = response.json()
+        err = body.get("error") if isinstance(body, dict) else None
+        if isinstance(err, dict):
+            code = str(err.get("code") or code)
+            message = str(err.get("message") or "")
+            raw = err.get("details")
+            details = raw if isinstance(raw, dict) else {}
+    except (ValueError, UnicodeDecodeError):
+        pass
+    if not message:
+        message = f"{peer} answered HTTP {response.status_code}: {response.text[:200]}"
+    headers = {"Retry-After": response.headers["retry-after"]} if "retry-after" in response.headers else {}
+    return ApiError(response.status_code, code, message, details=details, headers=headers)
+
+
+def parse_worker_line(line: str) -> WorkerEvent | str | None:
+    """Parse one line of a worker's SSE stream: an event, :data:`DONE`, or None (blank/comment/other)."""
+    if not line.startswith("data:"):
+        return None
+    data = line[5:].strip()
+    if data == DONE:
+        return DONE
+    if not data:
+        return None
+    try:
+        return _EVENT.validate_json(data)
+    except ValidationError:
+        log.warning("ignoring a malformed worker SSE line: %.200s", line)
+        return None
+
+
+class HiveClient:
+    """Calls a hive's API (spawn and list workers)."""
+
+    def __init__(self, http: httpx.AsyncClient, timeout_s: float = 10.0) -> None:
+        self._http = http
+        self._timeout = httpx.Timeout(timeout_s, connect=5.0)
+
+    async def spawn_worker(self, hive_url: str, request: SpawnRequest) -> WorkerInfo:
+        """``POST {hive}/v1/workers`` → the new worker (state ``loading``)."""
+        response = await self._http.post(
+            f"{hive_url.rstrip('/')}/v1/workers",
+            json=request.model_dump(mode="json", exclude_none=True),
+            timeout=self._timeout,
+        )
+        if response.status_code >= 400:
+            raise api_error_from(response, f"hive {hive_url}")
+        return WorkerInfo.model_validate(response.json())
+
+    async def list_workers(self, hive_url: str) -> list[WorkerInfo]:
+        """``GET {hive}/v1/workers``."""
+        response = await self._http.get(f"{hive_url.rstrip('/')}/v1/workers", timeout=self._timeout)
+        if response.status_code >= 400:
+            raise api_error_from(response, f"hive {hive_url}")
+        return [WorkerInfo.model_validate(w) for w in response.json().get("workers", [])]
+
+
+class WorkerClient:
+    """Calls a worker's API (generate, cancel)."""
+
+    def __init__(self, http: httpx.AsyncClient, read_timeout_s: float) -> None:
+        self._http = http
+        self._stream_timeout = httpx.Timeout(read_timeout_s, connect=5.0)
+
+    async def open_generate(self, worker_url: str, request: GenerateRequest) -> httpx.Response:
+        """Start ``POST {worker}/v1/generate``; the caller reads and closes the streamed response.
+
+        Raises :class:`ApiError` when the worker refuses (e.g. 503 ALL_SLOTS_BUSY) and
+        ``httpx.HTTPError`` when it cannot be reached.
+        """
+        req = self._http.build_request(
+            "POST",
+            f"{worker_url.rstrip('/')}/v1/generate",
+            content=json.dumps(request.model_dump(mode="json", exclude_none=True)),
+            headers={"Content-Type": "application/json", "Accept": "text/event-stream"},
+            timeout=self._stream_timeout,
+        )
+        response = await self._http.send(req, stream=True)
+        if response.status_code != 200:
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+            raise api_error_from(response, f"worker {worker_url}")
+        return response
+
+    async def cancel(self, worker_url: str, request_id: str) -> None:
+        """``DELETE {worker}/v1/requests/{id}`` (best effort: failures are logged, not raised)."""
+        try:
+            await self._http.delete(
+                f"{worker_url.rstrip('/')}/v1/requests/{request_id}", timeout=httpx.Timeout(3.0, connect=2.0)
+            )
+        except httpx.HTTPError as exc:
+            log.info("cancelling %s on %s failed: %s", request_id, worker_url, exc)

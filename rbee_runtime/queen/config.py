@@ -1,0 +1,120 @@
+"""Configuration of the queen (``queen.yaml``) and its loader.
+
+API keys are never written in the file: it names where they come from (``api_keys_env``: an
+environment variable holding comma-separated keys, ``api_keys_file``: a file with one key per
+line), and :func:`load_queen_config` resolves them into :attr:`QueenConfig.api_keys`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from rbee_runtime.common.ports import QUEEN_PORT
+
+
+class ConfigError(ValueError):
+    """The configuration file cannot be used; the message says what to change."""
+
+
+class QueenConfig(BaseModel):
+    """Settings of one queen process (all durations in seconds)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    queen_id: str = Field(default="queen", min_length=1)
+    host: str = "127.0.0.1"
+    port: int = Field(default=QUEEN_PORT, ge=1, le=65535)
+    api_keys: list[str] = Field(default_factory=list, description="Accepted Bearer keys; empty = no auth.")
+    heartbeat_interval_s: float = Field(default=5.0, gt=0, description="Interval the hives are asked to use.")
+    stale_timeout_s: float = Field(default=15.0, gt=0, description="No heartbeat for this long → stale.")
+    loading_timeout_s: float = Field(default=120.0, gt=0, description="Longest wait for a started worker.")
+    queue_max: int = Field(default=16, ge=1, description="Most requests waiting per model.")
+    queue_timeout_s: float = Field(default=30.0, gt=0, description="Longest wait in the queue.")
+    request_timeout_s: float = Field(default=300.0, gt=0, description="Longest silence of a worker stream.")
+    max_failover_attempts: int = Field(default=2, ge=0, description="Retries on other workers.")
+    default_max_tokens: int = Field(default=256, ge=1, le=8192, description="When a request gives none.")
+    spawn_poll_interval_s: float = Field(default=0.25, gt=0, description="Poll interval of a starting worker.")
+    log_level: str = "info"
+
+    @model_validator(mode="after")
+    def _check(self) -> QueenConfig:
+        if any(not key.strip() for key in self.api_keys):
+            raise ValueError("api_keys must not contain empty keys")
+        if self.stale_timeout_s <= self.heartbeat_interval_s:
+            raise ValueError(
+                f"stale_timeout_s ({self.stale_timeout_s}) must be longer than "
+                f"heartbeat_interval_s ({self.heartbeat_interval_s})"
+            )
+        return self
+
+
+def _keys_from_env(name: str) -> list[str]:
+    value = os.environ.get(name)
+    if value is None:
+        raise ConfigError(f"api_keys_env names the environment variable {name!r}, which is not set")
+    keys = [k.strip() for k in value.split(",") if k.strip()]
+    if not keys:
+        raise ConfigError(f"the environment variable {name!r} (api_keys_env) holds no key")
+    return keys
+
+
+def _keys_from_file(path: Path) -> list[str]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ConfigError(f"api_keys_file {str(path)!r} cannot be read: {exc.strerror or exc}") from exc
+    keys = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+    if not keys:
+        raise ConfigError(f"api_keys_file {str(path)!r} holds no key (one key per line)")
+    return keys
+
+
+def resolve_config(data: dict[str, Any], base_dir: Path | None = None) -> QueenConfig:
+    """Build a :class:`QueenConfig` from parsed file content, resolving the API key sources."""
+    data = dict(data)
+    if "api_keys" in data:
+        raise ConfigError(
+            "api_keys must not be written in the config file; "
+            "use api_keys_env: VAR (comma-separated keys) or api_keys_file: PATH (one key per line)"
+        )
+    keys: list[str] = []
+    env_name = data.pop("api_keys_env", None)
+    file_name = data.pop("api_keys_file", None)
+    if env_name:
+        keys += _keys_from_env(str(env_name))
+    if file_name:
+        path = Path(str(file_name)).expanduser()
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        keys += _keys_from_file(path)
+    data["api_keys"] = list(dict.fromkeys(keys))
+    try:
+        return QueenConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"invalid queen config: {problems}") from exc
+
+
+def load_queen_config(path: str | Path) -> QueenConfig:
+    """Read a YAML (or JSON) queen config file and resolve its API key sources."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read queen config {str(path)!r}: {exc.strerror or exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"queen config {str(path)!r} is not valid YAML/JSON: {exc}") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"queen config {str(path)!r} must be a mapping of settings")
+    return resolve_config(data, base_dir=path.parent)

@@ -1,0 +1,57 @@
+"""Prometheus metrics of the queen (one ``CollectorRegistry`` per app, never the global one)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from rbee_runtime.common.contracts import WorkerState
+from rbee_runtime.queen.registry import Registry
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+class QueenMetrics:
+    """The queen's counters, histogram and gauges."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "rbee_queen_requests", "Completion requests by model and HTTP status.",
+            ["model", "status"], registry=self.registry,
+        )
+        self.tokens = Counter(
+            "rbee_queen_tokens_generated", "Tokens streamed back to clients.", ["model"], registry=self.registry
+        )
+        self.failovers = Counter(
+            "rbee_queen_failovers", "Requests retried on another worker.", ["model"], registry=self.registry
+        )
+        self.ttft = Histogram(
+            "rbee_queen_time_to_first_token_seconds", "From request arrival to the first token.",
+            ["model"], buckets=_TTFT_BUCKETS, registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "rbee_queen_queue_depth", "Requests waiting for a worker slot.", ["model"], registry=self.registry
+        )
+        self.workers = Gauge(
+            "rbee_queen_workers", "Workers known from heartbeats, by state (stale hives: state 'stale').",
+            ["state"], registry=self.registry,
+        )
+        self.hives_online = Gauge("rbee_queen_hives_online", "Hives sending heartbeats.", registry=self.registry)
+        self.hives_stale = Gauge("rbee_queen_hives_stale", "Hives whose heartbeats stopped.", registry=self.registry)
+        self._queued_models: set[str] = set()
+
+    def render(self, registry: Registry, queue_depths: dict[str, int]) -> bytes:
+        """Refresh the gauges from the current state and return the text exposition."""
+        hives = registry.hives()
+        self.hives_online.set(sum(1 for h in hives if h.status == "online"))
+        self.hives_stale.set(sum(1 for h in hives if h.status == "stale"))
+        counts = {str(s): 0 for s in WorkerState} | {"stale": 0}
+        for w in registry.workers():
+            counts["stale" if w.status == "stale" else str(w.info.state)] += 1
+        for state, n in counts.items():
+            self.workers.labels(state=state).set(n)
+        self._queued_models |= set(queue_depths) | set(registry.models())
+        for model in self._queued_models:
+            self.queue_depth.labels(model=model).set(queue_depths.get(model, 0))
+        return generate_latest(self.registry)

@@ -1,0 +1,190 @@
+"""Hives and workers as the queen learns them from heartbeats.
+
+A hive is ``online`` while its heartbeats arrive, ``stale`` after ``stale_timeout_s`` without one
+(its workers are never routed to) and dropped after twice that. The workers of a hive are the
+ones its last heartbeat listed: a worker missing from a heartbeat is removed. All methods are
+thread safe (one lock, no I/O under it) and therefore also safe between asyncio tasks.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from rbee_runtime.common.contracts import Heartbeat, WorkerInfo, WorkerState
+
+Clock = Callable[[], float]
+PresenceStatus = Literal["online", "stale"]
+
+ROUTABLE_STATES = frozenset({WorkerState.IDLE, WorkerState.BUSY})
+ACTIVE_STATES = frozenset({WorkerState.LOADING, WorkerState.IDLE, WorkerState.BUSY})
+
+
+@dataclass(frozen=True)
+class HiveSnapshot:
+    """A hive at one instant: its last heartbeat, status and age of that heartbeat."""
+
+    heartbeat: Heartbeat
+    status: PresenceStatus
+    age_s: float
+
+    @property
+    def active_workers(self) -> int:
+        """Workers of this hive that hold (or will hold) a model in memory."""
+        return sum(1 for w in self.heartbeat.workers if w.state in ACTIVE_STATES)
+
+
+@dataclass(frozen=True)
+class WorkerSnapshot:
+    """A worker at one instant, with the status of the hive that reported it."""
+
+    info: WorkerInfo
+    status: PresenceStatus
+    quarantined: bool
+
+    @property
+    def routable(self) -> bool:
+        """True when requests may be sent to it."""
+        return self.status == "online" and not self.quarantined and self.info.state in ROUTABLE_STATES
+
+
+@dataclass
+class _Hive:
+    heartbeat: Heartbeat
+    last_seen: float
+    workers: dict[str, WorkerInfo]
+
+
+class Registry:
+    """The queen's view of the cluster, fed by ``POST /v1/hives/heartbeat``."""
+
+    def __init__(self, stale_timeout_s: float, clock: Clock = time.monotonic) -> None:
+        self.stale_timeout_s = stale_timeout_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._hives: dict[str, _Hive] = {}
+        self._quarantine: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ updates
+
+    def apply_heartbeat(self, heartbeat: Heartbeat) -> list[str]:
+        """Record a hive's heartbeat; return the ids of its workers that vanished from it."""
+        now = self._clock()
+        with self._lock:
+            old = self._hives.get(heartbeat.hive_id)
+            workers = {w.worker_id: w for w in heartbeat.workers}
+            removed = sorted(set(old.workers) - set(workers)) if old else []
+            for worker_id in removed:
+                self._quarantine.pop(worker_id, None)
+            self._hives[heartbeat.hive_id] = _Hive(heartbeat=heartbeat, last_seen=now, workers=workers)
+            return removed
+
+    def upsert_worker(self, info: WorkerInfo) -> bool:
+        """Add or update one worker of a known hive (from polling the hive); False if the hive is unknown."""
+        with self._lock:
+            hive = self._hives.get(info.hive_id)
+            if hive is None:
+                return False
+            hive.workers[info.worker_id] = info
+            return True
+
+    def quarantine(self, worker_id: str, seconds: float) -> None:
+        """Route nothing to a worker that failed for ``seconds`` (a new heartbeat does not lift it)."""
+        with self._lock:
+            self._quarantine[worker_id] = self._clock() + seconds
+
+    def prune(self) -> list[str]:
+        """Drop the hives silent for twice the stale timeout; return their ids."""
+        now = self._clock()
+        with self._lock:
+            return self._prune_locked(now)
+
+    def _prune_locked(self, now: float) -> list[str]:
+        dropped = [hid for hid, h in self._hives.items() if now - h.last_seen > 2 * self.stale_timeout_s]
+        for hive_id in dropped:
+            for worker_id in self._hives.pop(hive_id).workers:
+                self._quarantine.pop(worker_id, None)
+        for worker_id, until in list(self._quarantine.items()):
+            if until <= now:
+                del self._quarantine[worker_id]
+        return dropped
+
+    # ------------------------------------------------------------------ queries
+
+    def _status(self, hive: _Hive, now: float) -> PresenceStatus:
+        return "online" if now - hive.last_seen <= self.stale_timeout_s else "stale"
+
+    def hives(self) -> list[HiveSnapshot]:
+        """Every hive not yet dropped, sorted by id."""
+        now = self._clock()
+        with self._lock:
+            self._prune_locked(now)
+            return [
+                HiveSnapshot(
+                    heartbeat=h.heartbeat.model_copy(update={"workers": list(h.workers.values())}),
+                    status=self._status(h, now),
+                    age_s=max(0.0, now - h.last_seen),
+                )
+                for _, h in sorted(self._hives.items())
+            ]
+
+    def workers(self, model_id: str | None = None) -> list[WorkerSnapshot]:
+        """Every known worker (optionally of one model), sorted by id."""
+        now = self._clock()
+        with self._lock:
+            self._prune_locked(now)
+            out = [
+                WorkerSnapshot(info=w, status=self._status(h, now), quarantined=w.worker_id in self._quarantine)
+                for h in self._hives.values()
+                for w in h.workers.values()
+                if model_id is None or w.model_id == model_id
+            ]
+        return sorted(out, key=lambda s: s.info.worker_id)
+
+    def worker(self, worker_id: str) -> WorkerSnapshot | None:
+        """One worker by id."""
+        return next((w for w in self.workers() if w.info.worker_id == worker_id), None)
+
+    def routable_workers(self, model_id: str, exclude: Iterable[str] = ()) -> list[WorkerInfo]:
+        """Workers of ``model_id`` that may take requests now (online, idle/busy, not quarantined)."""
+        skip = set(exclude)
+        return [s.info for s in self.workers(model_id) if s.routable and s.info.worker_id not in skip]
+
+    def loading_workers(self, model_id: str) -> list[WorkerInfo]:
+        """Workers of ``model_id`` on online hives that are still loading their model."""
+        return [
+            s.info
+            for s in self.workers(model_id)
+            if s.status == "online" and s.info.state == WorkerState.LOADING and not s.quarantined
+        ]
+
+    def spawn_candidates(self, model_id: str) -> list[HiveSnapshot]:
+        """Online hives whose catalog holds ``model_id``, the most free capacity first."""
+        hives = [h for h in self.hives() if h.status == "online" and model_id in h.heartbeat.models]
+        return sorted(
+            hives,
+            key=lambda h: (
+                -(h.heartbeat.max_workers - h.active_workers),
+                -h.heartbeat.resources.ram_available_bytes,
+                h.heartbeat.hive_id,
+            ),
+        )
+
+    def models(self) -> list[str]:
+        """Models that can be served: in an online hive's catalog or run by an online worker."""
+        names: set[str] = set()
+        for h in self.hives():
+            if h.status == "online":
+                names.update(h.heartbeat.models)
+                names.update(w.model_id for w in h.heartbeat.workers if w.state in ACTIVE_STATES)
+        return sorted(names)
+
+    def knows_model(self, model_id: str) -> bool:
+        """True when any hive (online or stale) has heard of ``model_id``."""
+        return any(
+            model_id in h.heartbeat.models or any(w.model_id == model_id for w in h.heartbeat.workers)
+            for h in self.hives()
+        )

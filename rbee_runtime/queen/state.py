@@ -1,0 +1,34 @@
+"""The objects one queen app owns, reachable from routes through a FastAPI dependency."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+from fastapi import Request
+
+from rbee_runtime.queen.auth import ApiKeys
+from rbee_runtime.queen.config import QueenConfig
+from rbee_runtime.queen.inference import InferenceService
+from rbee_runtime.queen.metrics import QueenMetrics
+from rbee_runtime.queen.registry import Registry
+from rbee_runtime.queen.scheduler import Scheduler
+
+
+@dataclass
+class QueenState:
+    """Config, registry, scheduler, inference service, metrics and the shared HTTP client."""
+
+    config: QueenConfig
+    registry: Registry
+    scheduler: Scheduler
+    inference: InferenceService
+    metrics: QueenMetrics
+    api_keys: ApiKeys
+    http: httpx.AsyncClient
+
+
+def get_state(request: Request) -> QueenState:
+    """FastAPI dependency: the state of the app serving this request."""
+    state: QueenState = request.app.state.queen
+    return state

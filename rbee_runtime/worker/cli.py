@@ -1,0 +1,66 @@
+"""Command line of ``python -m rbee_runtime.worker`` (started by a hive, see docs/api.md)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from rbee_runtime.common.ports import WORKER_PORT_FIRST
+from rbee_runtime.worker.server import WorkerSettings, run
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {number}")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m rbee_runtime.worker", description="Serve one GGUF model.")
+    p.add_argument("--worker-id", required=True)
+    p.add_argument("--model-id", required=True)
+    p.add_argument("--model-path", required=True, help="path of the .gguf file")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=WORKER_PORT_FIRST)
+    p.add_argument("--slots", type=_positive_int, default=1, help="concurrent generations")
+    p.add_argument("--ctx-size", type=_positive_int, default=2048, help="context length per slot")
+    p.add_argument("--backend", choices=["cpu", "cuda", "metal"], default="cpu")
+    p.add_argument("--device", type=int, default=0, help="GPU index (cuda)")
+    p.add_argument("--callback-url", default=None, help="hive URL to POST WorkerReady to once loaded")
+    p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (default: llama.cpp's)")
+    p.add_argument("--grace-period", type=float, default=30.0, help="seconds a drain waits for running work")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return p
+
+
+def parse_settings(argv: Sequence[str] | None = None) -> WorkerSettings:
+    a = build_parser().parse_args(argv)
+    return WorkerSettings(
+        worker_id=a.worker_id,
+        model_id=a.model_id,
+        model_path=a.model_path,
+        host=a.host,
+        port=a.port,
+        slots=a.slots,
+        ctx_size=a.ctx_size,
+        backend=a.backend,
+        device=a.device,
+        callback_url=a.callback_url,
+        threads=a.threads,
+        grace_period_s=a.grace_period,
+        log_level=a.log_level,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Parse the arguments, serve, and exit with the worker's status."""
+    settings = parse_settings(argv)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format=f"%(asctime)s %(levelname)s worker[{settings.worker_id}] %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    sys.exit(run(settings))

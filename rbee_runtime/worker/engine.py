@@ -1,0 +1,196 @@
+"""The inference engine: llama.cpp (``llama_cpp``) with one ``Llama`` context per slot.
+
+Weights are memory-mapped, so the N contexts of a worker share them; each context owns its KV
+cache. A generation is a blocking iterator of text pieces, meant to run in a thread. A per-token
+hook (a llama.cpp logits processor, the one callback both the plain and the chat API forward)
+counts tokens and, once the caller's cancel event is set, forces EOS so the generation stops
+after at most one more token.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from rbee_runtime.common.contracts import GenerateRequest
+
+log = logging.getLogger(__name__)
+
+Backend = Literal["cpu", "cuda", "metal"]
+StopReason = Literal["length", "stop", "cancelled"]
+
+_CTX_PAD = 256
+
+
+class EngineError(Exception):
+    """A generation failed; ``code`` is the stable error code sent to the client."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """What the engine needs to load a model."""
+
+    model_path: str
+    ctx_size: int = 2048
+    backend: Backend = "cpu"
+    device: int = 0
+    threads: int | None = None
+
+
+@dataclass
+class GenerationStats:
+    """Filled in while a generation runs; final once its iterator is exhausted."""
+
+    prompt_tokens: int = 0
+    tokens_out: int = 0
+    stop_reason: StopReason = "length"
+    first_token_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def decode_ms(self) -> float:
+        """Milliseconds from the first sampled token to the end."""
+        if self.first_token_at is None or self.finished_at is None:
+            return 0.0
+        return (self.finished_at - self.first_token_at) * 1000.0
+
+
+@dataclass
+class _TokenGate:
+    """Logits processor called once per sampled token: counts, and forces EOS once cancelled."""
+
+    cancel: threading.Event
+    eos_id: int
+    stats: GenerationStats
+    on_token: Callable[[], None]
+    cancelled: bool = field(default=False, init=False)
+
+    def __call__(self, input_ids: npt.NDArray[np.intc], scores: npt.NDArray[np.single]) -> Any:
+        if self.stats.first_token_at is None:
+            self.stats.first_token_at = time.perf_counter()
+            self.stats.prompt_tokens = len(input_ids)
+        if self.cancel.is_set() or self.cancelled:
+            self.cancelled = True
+            forced = np.full_like(scores, -np.inf)
+            forced[self.eos_id] = 0.0
+            return forced
+        self.stats.tokens_out += 1
+        self.on_token()
+        return scores
+
+
+class Engine:
+    """One model, ``slots`` llama.cpp contexts; ``generate`` runs on the context of one slot."""
+
+    def __init__(self, config: EngineConfig, slots: int) -> None:
+        self.config = config
+        self.slots = slots
+        self._contexts: list[Any] = []
+
+    @property
+    def loaded(self) -> bool:
+        return len(self._contexts) == self.slots
+
+    def load(self) -> None:
+        """Load the model once per slot (blocking); raise ``EngineError`` with the reason on failure."""
+        try:
+            import llama_cpp
+        except ImportError as exc:  # pragma: no cover - depends on the installation
+            raise EngineError("ENGINE_MISSING", f"llama-cpp-python is not installed: {exc}") from exc
+        cfg = self.config
+        # llama.cpp pads the context to a multiple of 256; llama-cpp-python sizes its token buffer
+        # from the unpadded value and overflows it, so ask for the padded size directly.
+        n_ctx = -(-cfg.ctx_size // _CTX_PAD) * _CTX_PAD
+        kwargs: dict[str, Any] = {
+            "model_path": cfg.model_path,
+            "n_ctx": n_ctx,
+            "n_batch": min(512, n_ctx),
+            "n_gpu_layers": 0 if cfg.backend == "cpu" else -1,
+            "use_mmap": True,
+            "n_threads": cfg.threads,
+            "n_threads_batch": cfg.threads,
+            "verbose": False,
+        }
+        if cfg.backend == "cuda":  # pin the whole model to the one GPU we were given
+            kwargs["split_mode"] = llama_cpp.LLAMA_SPLIT_MODE_NONE
+            kwargs["main_gpu"] = cfg.device
+        for i in range(self.slots):
+            try:
+                self._contexts.append(llama_cpp.Llama(**kwargs))
+            except Exception as exc:
+                self.close()
+                raise EngineError("MODEL_LOAD_FAILED", f"{type(exc).__name__}: {exc}") from exc
+            log.info("slot %d/%d: context loaded (n_ctx=%d)", i + 1, self.slots, n_ctx)
+
+    def close(self) -> None:
+        """Free every context."""
+        contexts, self._contexts = self._contexts, []
+        for ctx in contexts:
+            ctx.close()
+
+    def generate(
+        self,
+        slot: int,
+        request: GenerateRequest,
+        cancel: threading.Event,
+        stats: GenerationStats,
+        on_token: Callable[[], None] = lambda: None,
+    ) -> Iterator[str]:
+        """Yield the text pieces of one generation on ``slot``; ``stats`` is final at the end.
+
+        Raises ``EngineError`` (``CONTEXT_LENGTH_EXCEEDED``, ``GENERATION_FAILED``).
+        """
+        import llama_cpp
+
+        llm = self._contexts[slot]
+        gate = _TokenGate(cancel=cancel, eos_id=llm.token_eos(), stats=stats, on_token=on_token)
+        common: dict[str, Any] = {
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "top_p": request.top_p,
+            "seed": request.seed if request.seed is not None else secrets.randbits(31),
+            "stop": list(request.stop),
+            "stream": True,
+            "logits_processor": llama_cpp.LogitsProcessorList([gate]),
+        }
+        finish: str | None = None
+        try:
+            if request.messages is not None:
+                messages = [m.model_dump() for m in request.messages]
+                for chunk in llm.create_chat_completion(messages=messages, **common):
+                    choice = chunk["choices"][0]
+                    finish = choice.get("finish_reason") or finish
+                    text = choice.get("delta", {}).get("content")
+                    if text:
+                        yield text
+            else:
+                for chunk in llm.create_completion(prompt=request.prompt or "", **common):
+                    choice = chunk["choices"][0]
+                    finish = choice.get("finish_reason") or finish
+                    if choice["text"]:
+                        yield choice["text"]
+        except ValueError as exc:
+            if "context window" in str(exc):
+                raise EngineError("CONTEXT_LENGTH_EXCEEDED", str(exc)) from exc
+            raise EngineError("GENERATION_FAILED", f"{type(exc).__name__}: {exc}") from exc
+        except Exception as exc:
+            raise EngineError("GENERATION_FAILED", f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            stats.finished_at = time.perf_counter()
+        if gate.cancelled:
+            stats.stop_reason = "cancelled"
+        else:
+            stats.stop_reason = "stop" if finish == "stop" else "length"

@@ -1,0 +1,160 @@
+"""Run a worker: bind HTTP (state ``loading``), load in the background, call back, drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from types import FrameType
+
+import uvicorn
+
+from rbee_runtime.common.contracts import WorkerReady
+from rbee_runtime.worker.app import create_app
+from rbee_runtime.worker.callback import send_ready
+from rbee_runtime.worker.engine import Backend, Engine, EngineConfig, EngineError
+from rbee_runtime.worker.service import WorkerService
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """Everything the command line gives a worker."""
+
+    worker_id: str
+    model_id: str
+    model_path: str
+    host: str = "127.0.0.1"
+    port: int = 7840
+    slots: int = 1
+    ctx_size: int = 2048
+    backend: Backend = "cpu"
+    device: int = 0
+    callback_url: str | None = None
+    threads: int | None = None
+    grace_period_s: float = 30.0
+    log_level: str = "info"
+
+    @property
+    def url(self) -> str:
+        """The URL others reach this worker at."""
+        host = self.host
+        if host in ("0.0.0.0", "::", ""):
+            host = socket.gethostname()
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+
+class WorkerServer(uvicorn.Server):
+    """uvicorn, plus: the model loads once the socket is bound, and SIGTERM drains instead of stopping."""
+
+    def __init__(self, config: uvicorn.Config, settings: WorkerSettings, service: WorkerService) -> None:
+        super().__init__(config)
+        self.settings = settings
+        self.service = service
+        self.exit_code = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.should_exit:  # e.g. the port could not be bound
+            return
+        self._loop = asyncio.get_running_loop()
+        task = asyncio.create_task(self._drain_when_asked())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        threading.Thread(target=self._load_and_announce, name="model-loader", daemon=True).start()
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if sig != signal.SIGTERM:
+            super().handle_exit(sig, frame)
+        elif self._loop is None:  # not serving yet: nothing to drain
+            self.should_exit = True
+        else:
+            log.info("SIGTERM received")
+            self._loop.call_soon_threadsafe(self.service.start_drain)
+
+    def _load_and_announce(self) -> None:
+        """Thread: load the model, POST the ready callback, then become ``idle``."""
+        s = self.settings
+        started = time.perf_counter()
+        log.info("loading model %r from %s (%d slot(s), backend %s)", s.model_id, s.model_path, s.slots, s.backend)
+        try:
+            self.service.engine.load()
+        except EngineError as exc:
+            message = f"failed to load model {s.model_id!r} from {s.model_path}: {exc.message}"
+            log.error(message)
+            self.service.mark_failed(message)
+            self.exit_code = 1
+            self.should_exit = True
+            return
+        log.info("model loaded in %.2f s", time.perf_counter() - started)
+        if s.callback_url:
+            ready = WorkerReady(
+                worker_id=s.worker_id,
+                url=s.url,
+                model_id=s.model_id,
+                backend=s.backend,
+                device=s.device,
+                slots_total=s.slots,
+                pid=os.getpid(),
+            )
+            try:
+                send_ready(s.callback_url, ready)
+            except Exception as exc:  # the hive may still find us through /health
+                log.error("ready callback to %s failed: %s", s.callback_url, exc)
+        self.service.mark_loaded()
+        log.info("worker %s idle at %s", s.worker_id, s.url)
+
+    async def _drain_when_asked(self) -> None:
+        """Once draining: wait for running generations (grace period), cancel the rest, stop."""
+        await self.service.drain_requested.wait()
+        deadline = time.monotonic() + self.settings.grace_period_s
+        while self.service.slots.busy and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if self.service.slots.busy:
+            log.warning("grace period over: cancelling %d running generation(s)", self.service.slots.busy)
+            self.service.cancel_all()
+            deadline = time.monotonic() + 5.0
+            while self.service.slots.busy and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(0.1)  # let the last terminal events reach their clients
+        log.info("drained; exiting")
+        self.should_exit = True
+
+
+def run(settings: WorkerSettings) -> int:
+    """Serve until drained (0) or until the model fails to load (1); return the exit status."""
+    engine = Engine(
+        EngineConfig(
+            model_path=settings.model_path,
+            ctx_size=settings.ctx_size,
+            backend=settings.backend,
+            device=settings.device,
+            threads=settings.threads,
+        ),
+        slots=settings.slots,
+    )
+    service = WorkerService(settings.worker_id, settings.model_id, engine)
+    config = uvicorn.Config(
+        create_app(service),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=5,
+    )
+    server = WorkerServer(config, settings, service)
+    server.run()
+    if not service.slots.busy:
+        engine.close()
+    return server.exit_code

@@ -1,0 +1,194 @@
+"""The worker's state: life cycle, slots, running generations and counters.
+
+Generations run in threads (llama.cpp blocks); each one pushes its events through an
+``asyncio.Queue`` to the HTTP response that streams them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from rbee_runtime.common.contracts import (
+    EndEvent,
+    ErrorEvent,
+    GenerateRequest,
+    TokenEvent,
+    WorkerHealth,
+    WorkerState,
+)
+from rbee_runtime.common.errors import ApiError
+from rbee_runtime.worker.engine import Engine, EngineError, GenerationStats
+from rbee_runtime.worker.slots import SlotPool
+
+log = logging.getLogger(__name__)
+
+Event = TokenEvent | EndEvent | ErrorEvent
+
+_RECENT_CANCELS = 1024
+
+
+@dataclass
+class Job:
+    """One running generation: its slot, its cancel flag and the queue its events arrive on."""
+
+    request_id: str
+    slot: int
+    loop: asyncio.AbstractEventLoop
+    cancel: threading.Event = field(default_factory=threading.Event)
+    events: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
+
+    def emit(self, event: Event) -> None:
+        """Hand an event to the event loop (called from the generation thread)."""
+        with contextlib.suppress(RuntimeError):  # loop already closed: nobody listens any more
+            self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+
+
+class WorkerService:
+    """Everything the HTTP layer needs: ``health``, ``start``, ``cancel``, ``start_drain``."""
+
+    def __init__(self, worker_id: str, model_id: str, engine: Engine) -> None:
+        self.worker_id = worker_id
+        self.model_id = model_id
+        self.engine = engine
+        self.slots = SlotPool(engine.slots)
+        self.drain_requested = asyncio.Event()
+        self.load_error: str | None = None
+        self._loaded = False
+        self._draining = False
+        self._jobs: dict[str, Job] = {}
+        self._recent_cancels: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
+        self._tokens_total = 0
+        self._cancelled_total = 0
+        self.last_activity = time.time()
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def state(self) -> WorkerState:
+        if self._draining:
+            return WorkerState.DRAINING
+        if not self._loaded:
+            return WorkerState.CRASHED if self.load_error else WorkerState.LOADING
+        return WorkerState.BUSY if self.slots.busy else WorkerState.IDLE
+
+    def mark_loaded(self) -> None:
+        self._loaded = True
+        self.last_activity = time.time()
+
+    def mark_failed(self, reason: str) -> None:
+        self.load_error = reason
+
+    def start_drain(self) -> None:
+        """Refuse new work from now on and wake the drain watcher (call on the event loop)."""
+        if not self._draining:
+            log.info("draining: refusing new requests, %d running", self.slots.busy)
+        self._draining = True
+        self.drain_requested.set()
+
+    def health(self) -> WorkerHealth:
+        with self._lock:
+            tokens, cancelled = self._tokens_total, self._cancelled_total
+        return WorkerHealth(
+            status="error" if self.load_error else "ok",
+            worker_id=self.worker_id,
+            model_id=self.model_id,
+            state=self.state,
+            slots_total=self.slots.total,
+            slots_busy=self.slots.busy,
+            tokens_generated_total=tokens,
+            requests_cancelled_total=cancelled,
+        )
+
+    # ------------------------------------------------------------------ generations
+
+    def start(self, request: GenerateRequest) -> Job:
+        """Take a slot and start the generation in a thread (call on the event loop)."""
+        state = self.state
+        if state is WorkerState.DRAINING:
+            raise ApiError(503, "WORKER_DRAINING", "This worker is shutting down; send the request elsewhere.")
+        if state in (WorkerState.LOADING, WorkerState.CRASHED):
+            raise ApiError(
+                503, "WORKER_LOADING", "The model is still loading; retry shortly.", headers={"Retry-After": "1"}
+            )
+        with self._lock:
+            if request.request_id in self._jobs:
+                raise ApiError(
+                    409, "REQUEST_ID_IN_USE", f"A generation with request_id {request.request_id!r} is running."
+                )
+        slot = self.slots.acquire()
+        job = Job(request_id=request.request_id, slot=slot, loop=asyncio.get_running_loop())
+        with self._lock:
+            self._jobs[job.request_id] = job
+            if job.request_id in self._recent_cancels:  # cancelled before it arrived
+                del self._recent_cancels[job.request_id]
+                job.cancel.set()
+        self.last_activity = time.time()
+        thread = threading.Thread(target=self._run, args=(job, request), name=f"gen-{request.request_id}", daemon=True)
+        thread.start()
+        return job
+
+    def cancel(self, request_id: str) -> None:
+        """Stop a generation (idempotent; an unknown id is remembered in case it arrives late)."""
+        with self._lock:
+            job = self._jobs.get(request_id)
+            if job is None:
+                self._recent_cancels[request_id] = None
+                self._recent_cancels.move_to_end(request_id)
+                while len(self._recent_cancels) > _RECENT_CANCELS:
+                    self._recent_cancels.popitem(last=False)
+                return
+        job.cancel.set()
+
+    def cancel_all(self) -> None:
+        with self._lock:
+            jobs = list(self._jobs.values())
+        for job in jobs:
+            job.cancel.set()
+
+    def _count_token(self) -> None:
+        with self._lock:
+            self._tokens_total += 1
+
+    def _run(self, job: Job, request: GenerateRequest) -> None:
+        """Thread body: stream the pieces of one generation, then exactly one terminal event."""
+        stats = GenerationStats()
+        terminal: EndEvent | ErrorEvent
+        index = 0
+        try:
+            for piece in self.engine.generate(job.slot, request, job.cancel, stats, self._count_token):
+                job.emit(TokenEvent(text=piece, index=index))
+                index += 1
+            terminal = EndEvent(
+                tokens_out=stats.tokens_out,
+                prompt_tokens=stats.prompt_tokens,
+                stop_reason=stats.stop_reason,
+                decode_ms=round(stats.decode_ms, 3),
+            )
+        except EngineError as exc:
+            log.warning("request %s failed: %s", job.request_id, exc.message)
+            terminal = ErrorEvent(code=exc.code, message=exc.message)
+        except Exception as exc:  # never leave a stream without its terminal event
+            log.exception("request %s failed", job.request_id)
+            terminal = ErrorEvent(code="GENERATION_FAILED", message=f"{type(exc).__name__}: {exc}")
+        finally:
+            with self._lock:
+                self._jobs.pop(job.request_id, None)
+                if stats.stop_reason == "cancelled":
+                    self._cancelled_total += 1
+            self.slots.release(job.slot)  # before the terminal event: a client may retry at once
+            self.last_activity = time.time()
+        log.info(
+            "request %s: %s, %d prompt + %d generated tokens",
+            job.request_id,
+            getattr(terminal, "stop_reason", terminal.type),
+            stats.prompt_tokens,
+            stats.tokens_out,
+        )
+        job.emit(terminal)

@@ -1,0 +1,52 @@
+"""Shared fixtures: the tiny GGUF model, free TCP ports, skipping engine tests without llama.cpp."""
+
+from __future__ import annotations
+
+import importlib.util
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from rbee.tiny_model import ensure_tiny_model
+
+MODEL_CACHE_DIR = Path("~/.cache/rbee/models").expanduser()
+ENGINE_AVAILABLE = importlib.util.find_spec("llama_cpp") is not None
+
+
+def get_free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip ``@pytest.mark.engine`` tests, with the reason, when llama-cpp-python is not importable."""
+    if ENGINE_AVAILABLE:
+        return
+    skip = pytest.mark.skip(
+        reason="llama-cpp-python is not installed (pip install -e '.[engine]'); engine tests skipped"
+    )
+    for item in items:
+        if "engine" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path() -> Path:
+    """Path of the tiny random llama GGUF (written once into ~/.cache/rbee/models, then reused)."""
+    return ensure_tiny_model(MODEL_CACHE_DIR)
+
+
+@pytest.fixture
+def free_port() -> int:
+    """One free TCP port on 127.0.0.1."""
+    return get_free_port()
+
+
+@pytest.fixture
+def free_port_factory() -> Callable[[], int]:
+    """A function returning a free TCP port on 127.0.0.1 at each call (for several services)."""
+    return get_free_port

@@ -1,0 +1,67 @@
+"""End to end: one real worker with one slot, a queue of one, and what happens beyond it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from processes import Processes, Service, metric, register_workers
+
+from rbee.tiny_model import TINY_MODEL_ID
+
+pytestmark = [pytest.mark.engine, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def queen(procs: Processes, tiny_model_path: Path) -> Service:
+    queen = procs.queen("queen-queue", queue_max=1, queue_timeout_s=30, stale_timeout_s=600)
+    worker = procs.worker("w-single", tiny_model_path, slots=1)
+    procs.wait_healthy(queen)
+    procs.wait_healthy(worker, state="idle")
+    register_workers(queen, [worker])
+    return queen
+
+
+def wait_for(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
+
+
+def test_slots_exhausted_then_queue_full(queen: Service) -> None:
+    url = f"{queen.url}/v1/completions"
+    long_body = {"model": TINY_MODEL_ID, "prompt": "Long", "max_tokens": 3000, "stream": True}
+    queued: dict[str, httpx.Response] = {}
+
+    def queued_request() -> None:
+        queued["response"] = httpx.post(url, json={"model": TINY_MODEL_ID, "prompt": "Short", "max_tokens": 3},
+                                        timeout=60, trust_env=False)
+
+    with httpx.Client(timeout=30, trust_env=False) as http, \
+            http.stream("POST", url, json=long_body) as running:
+        assert running.status_code == 200  # the only slot is now taken
+        request_id = running.headers["x-request-id"]
+        waiter = threading.Thread(target=queued_request)
+        waiter.start()
+        try:
+            wait_for(lambda: metric(queen, "rbee_queen_queue_depth", model=TINY_MODEL_ID) == 1)
+
+            over = http.post(url, json={"model": TINY_MODEL_ID, "prompt": "x", "max_tokens": 2})
+            assert over.status_code == 503
+            assert over.headers["retry-after"] == "1"
+            error = over.json()["error"]
+            assert error["code"] == "QUEUE_FULL"
+            assert "queue_max=1" in error["message"]
+
+            assert http.delete(f"{queen.url}/v1/requests/{request_id}").status_code == 204
+        finally:
+            waiter.join(timeout=30)
+    response = queued["response"]
+    assert response.status_code == 200, response.text
+    assert response.json()["usage"]["completion_tokens"] == 3
+    assert metric(queen, "rbee_queen_requests_total", model=TINY_MODEL_ID, status="503") == 1
+    assert metric(queen, "rbee_queen_queue_depth", model=TINY_MODEL_ID) == 0

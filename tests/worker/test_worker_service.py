@@ -1,0 +1,258 @@
+"""The worker service end to end: a real process, real HTTP, real llama.cpp on the tiny model."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from rbee_runtime.common.contracts import EndEvent, TokenEvent, WorkerHealth, WorkerReady
+
+from .conftest import WorkerProcess, running_worker
+
+pytestmark = pytest.mark.engine
+
+LONG = 1500  # tokens: several seconds of generation, so there is time to cancel mid-way
+
+
+@pytest.fixture(scope="module")
+def worker(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+    """One shared worker with a single slot; each test leaves it idle."""
+    with running_worker(tiny_model_path, tmp_path_factory.mktemp("worker")) as w:
+        w.wait_idle()
+        yield w
+        assert w.proc.poll() is None, w.log()
+
+
+@contextlib.contextmanager
+def generate(url: str, body: dict[str, Any]) -> Iterator[tuple[httpx.Response, Iterator[Any]]]:
+    """POST /v1/generate; yield the response and an iterator of (arrival time, event or "[DONE]")."""
+    with httpx.Client(timeout=30) as client, client.stream("POST", f"{url}/v1/generate", json=body) as response:
+
+        def events() -> Iterator[Any]:
+            for line in response.iter_lines():
+                if line.startswith("data: "):
+                    data = line[len("data: ") :]
+                    yield time.perf_counter(), data if data == "[DONE]" else json.loads(data)
+
+        yield response, events()
+
+
+def read_all(events: Iterator[Any]) -> tuple[list[dict[str, Any]], dict[str, Any], list[float]]:
+    """Consume a stream: (token events, terminal event, arrival times); checks the framing."""
+    tokens: list[dict[str, Any]] = []
+    times: list[float] = []
+    terminal: dict[str, Any] | None = None
+    done = False
+    for at, event in events:
+        times.append(at)
+        assert not done, "nothing may follow [DONE]"
+        if event == "[DONE]":
+            assert terminal is not None, "[DONE] before the terminal event"
+            done = True
+        elif event["type"] == "token":
+            assert terminal is None, "token after the terminal event"
+            TokenEvent.model_validate(event)
+            tokens.append(event)
+        else:
+            assert terminal is None, "two terminal events"
+            terminal = event
+    assert done and terminal is not None
+    return tokens, terminal, times
+
+
+def wait_tokens_stable(worker: WorkerProcess, settle: float = 0.3) -> dict[str, Any]:
+    """Wait for the slot to be free and ``tokens_generated_total`` to stop moving."""
+    health = worker.wait_idle(timeout=5)
+    time.sleep(settle)
+    again = worker.health()
+    assert again["tokens_generated_total"] == health["tokens_generated_total"], "generation kept running"
+    return again
+
+
+def test_health_goes_loading_then_idle_and_ready_callback_arrives(start_worker, callback_receiver) -> None:
+    callback_receiver.release.clear()  # hold the callback: the worker must stay `loading` meanwhile
+    w = start_worker(worker_id="w-cb", slots=2, callback_url=callback_receiver.url)
+    assert callback_receiver.arrived.wait(15), w.log()
+    loading = WorkerHealth.model_validate(w.health())
+    assert loading.state == "loading"
+    refused = httpx.post(f"{w.url}/v1/generate", json={"request_id": "early", "prompt": "hi"})
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "WORKER_LOADING"
+    callback_receiver.release.set()
+    idle = WorkerHealth.model_validate(w.wait_idle())
+    assert (idle.worker_id, idle.model_id, idle.slots_total, idle.slots_busy) == ("w-cb", "rbee-tiny", 2, 0)
+    assert idle.tokens_generated_total == 0
+    [post] = callback_receiver.received
+    ready = WorkerReady.model_validate(post["body"])
+    assert post["path"] == "/v1/workers/ready"
+    assert ready.worker_id == "w-cb" and ready.url == w.url and ready.slots_total == 2
+    assert ready.pid == w.proc.pid and ready.backend == "cpu" and ready.model_id == "rbee-tiny"
+
+
+def test_tokens_stream_incrementally(worker: WorkerProcess) -> None:
+    before = worker.health()["tokens_generated_total"]
+    started = time.perf_counter()
+    body = {"request_id": "inc", "prompt": "Once upon a time", "max_tokens": 400, "seed": 7}
+    with generate(worker.url, body) as (response, events):
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        tokens, end, times = read_all(events)
+    assert [t["index"] for t in tokens] == list(range(400))
+    assert all(t["text"] for t in tokens)
+    final = EndEvent.model_validate(end)
+    assert final.stop_reason == "length" and final.tokens_out == 400 and final.prompt_tokens > 1
+    assert final.decode_ms > 0
+    first, last = times[0] - started, times[-1] - started
+    assert first < last / 3, f"first token at {first:.3f}s, end at {last:.3f}s: not streamed"
+    assert worker.wait_idle()["tokens_generated_total"] == before + 400
+
+
+def test_chat_messages_generate(worker: WorkerProcess) -> None:
+    messages = [{"role": "system", "content": "You are a bee."}, {"role": "user", "content": "Buzz?"}]
+    body = {"request_id": "chat", "messages": messages, "max_tokens": 12, "temperature": 0.0}
+    with generate(worker.url, body) as (response, events):
+        assert response.status_code == 200
+        tokens, end, _ = read_all(events)
+    assert len(tokens) == 12 and "".join(t["text"] for t in tokens).strip()
+    assert end["type"] == "end" and end["tokens_out"] == 12 and end["prompt_tokens"] > 10
+
+
+def test_all_slots_busy_is_503_with_retry_after(worker: WorkerProcess) -> None:
+    with generate(worker.url, {"request_id": "hog", "prompt": "hi", "max_tokens": LONG}) as (response, events):
+        assert response.status_code == 200
+        next(events)  # the slot is taken
+        second = httpx.post(f"{worker.url}/v1/generate", json={"request_id": "late", "prompt": "hi"})
+        assert second.status_code == 503
+        assert second.headers["retry-after"] == "1"
+        error = second.json()["error"]
+        assert error["code"] == "ALL_SLOTS_BUSY"
+        assert error["details"] == {"slots_total": 1, "slots_busy": 1}
+        assert worker.health()["state"] == "busy"
+        assert httpx.delete(f"{worker.url}/v1/requests/hog").status_code == 204
+        _, end, _ = read_all(events)
+        assert end["stop_reason"] == "cancelled"
+    worker.wait_idle()
+
+
+def test_delete_cancels_mid_stream(worker: WorkerProcess) -> None:
+    before = worker.health()
+    with generate(worker.url, {"request_id": "c1", "prompt": "hi", "max_tokens": LONG}) as (_, events):
+        for _ in range(5):
+            next(events)
+        assert httpx.delete(f"{worker.url}/v1/requests/c1").status_code == 204
+        tokens, end, _ = read_all(events)
+    assert end["stop_reason"] == "cancelled"
+    assert 5 <= end["tokens_out"] < LONG
+    assert len(tokens) + 5 == end["tokens_out"]  # every generated token was streamed
+    after = wait_tokens_stable(worker)
+    assert after["tokens_generated_total"] - before["tokens_generated_total"] == end["tokens_out"]
+    assert after["requests_cancelled_total"] == before["requests_cancelled_total"] + 1
+    assert httpx.delete(f"{worker.url}/v1/requests/c1").status_code == 204  # idempotent
+    assert httpx.delete(f"{worker.url}/v1/requests/never-existed").status_code == 204
+
+
+def test_cancel_that_arrives_before_the_request_still_cancels(worker: WorkerProcess) -> None:
+    assert httpx.delete(f"{worker.url}/v1/requests/early-bird").status_code == 204
+    with generate(worker.url, {"request_id": "early-bird", "prompt": "hi", "max_tokens": LONG}) as (_, events):
+        tokens, end, _ = read_all(events)
+    assert tokens == [] and end["stop_reason"] == "cancelled" and end["tokens_out"] == 0
+    worker.wait_idle()
+
+
+def test_client_disconnect_stops_generation_and_frees_slot(worker: WorkerProcess) -> None:
+    before = worker.health()
+    with generate(worker.url, {"request_id": "gone", "prompt": "hi", "max_tokens": LONG}) as (_, events):
+        for _ in range(3):
+            next(events)
+    # leaving the block closed the connection mid-stream
+    after = wait_tokens_stable(worker)
+    generated = after["tokens_generated_total"] - before["tokens_generated_total"]
+    assert 3 <= generated < LONG
+    assert after["requests_cancelled_total"] == before["requests_cancelled_total"] + 1
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"prompt": "hi"}, "request_id"),
+        ({"request_id": "x", "prompt": "hi", "max_tokens": 0}, "max_tokens"),
+        ({"request_id": "x", "prompt": "hi", "temperature": "hot"}, "temperature"),
+        ({"request_id": "x", "messages": [{"role": "alien", "content": "hi"}]}, "messages.0.role"),
+        ({"request_id": "x"}, "prompt"),
+        ({"request_id": "x", "prompt": "hi", "messages": [{"role": "user", "content": "hi"}]}, "messages"),
+    ],
+)
+def test_invalid_body_is_422_naming_the_field(worker: WorkerProcess, body: dict[str, Any], field: str) -> None:
+    response = httpx.post(f"{worker.url}/v1/generate", json=body)
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "INVALID_REQUEST"
+    assert field in error["message"]
+
+
+def test_prompt_longer_than_context_is_400(worker: WorkerProcess) -> None:
+    response = httpx.post(f"{worker.url}/v1/generate", json={"request_id": "big", "prompt": "word " * 2100})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "CONTEXT_LENGTH_EXCEEDED" and "context window" in error["message"]
+    assert worker.wait_idle()["slots_busy"] == 0
+
+
+def test_bad_model_path_exits_1_with_a_clear_message(start_worker, tmp_path: Path) -> None:
+    missing = tmp_path / "nope.gguf"
+    w = start_worker(model_path=str(missing))
+    assert w.wait_exit() == 1
+    log = w.log()
+    assert "failed to load model 'rbee-tiny'" in log and str(missing) in log
+
+
+def test_sigterm_drains_running_request_then_exits_0(start_worker) -> None:
+    w = start_worker(slots=2)
+    w.wait_idle()
+    result: dict[str, Any] = {}
+    started = threading.Event()
+
+    def consume() -> None:
+        with generate(w.url, {"request_id": "drain", "prompt": "hi", "max_tokens": 600}) as (_, events):
+            next(events)
+            started.set()
+            result["tokens"], result["end"], _ = read_all(events)
+
+    reader = threading.Thread(target=consume)
+    reader.start()
+    assert started.wait(15)
+    w.signal(signal.SIGTERM)
+    health = w.wait_health(lambda h: h["state"] == "draining")
+    assert health["slots_busy"] == 1
+    refused = httpx.post(f"{w.url}/v1/generate", json={"request_id": "new", "prompt": "hi"})
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "WORKER_DRAINING"
+    reader.join(30)
+    assert result["end"]["stop_reason"] == "length" and len(result["tokens"]) == 599  # all but the first
+    assert w.wait_exit() == 0, w.log()
+
+
+def test_shutdown_endpoint_drains_and_exits_0(start_worker) -> None:
+    w = start_worker()
+    w.wait_idle()
+    response = httpx.post(f"{w.url}/v1/shutdown")
+    assert response.status_code == 202 and response.json()["state"] == "draining"
+    assert w.wait_exit() == 0, w.log()
+
+
+def test_grace_period_over_cancels_running_work(start_worker) -> None:
+    w = start_worker(grace_period=0.2)
+    w.wait_idle()
+    with generate(w.url, {"request_id": "slow", "prompt": "hi", "max_tokens": LONG}) as (_, events):
+        next(events)
+        assert httpx.post(f"{w.url}/v1/shutdown").status_code == 202
+        _, end, _ = read_all(events)
+    assert end["stop_reason"] == "cancelled"
+    assert w.wait_exit() == 0, w.log()
