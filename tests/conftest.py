@@ -3,29 +3,25 @@
 from __future__ import annotations
 
 import importlib.util
-import socket
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from rbee.tiny_model import ensure_tiny_model
+from rbee_runtime.common.ports import free_port as get_free_port
 
 MODEL_CACHE_DIR = Path("~/.cache/rbee/models").expanduser()
 ENGINE_AVAILABLE = importlib.util.find_spec("llama_cpp") is not None
-
-
-def get_free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free on ``host`` right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip ``@pytest.mark.engine`` tests, with the reason, when llama-cpp-python is not importable."""
     if ENGINE_AVAILABLE:
         return
+    if os.environ.get("RBEE_REQUIRE_ENGINE") == "1":
+        raise pytest.UsageError("RBEE_REQUIRE_ENGINE=1 but llama_cpp is not importable: run scripts/bootstrap.sh dev")
     skip = pytest.mark.skip(
         reason="llama-cpp-python is not installed (pip install -e '.[engine]'); engine tests skipped"
     )
