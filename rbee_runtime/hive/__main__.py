@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from rbee_runtime.hive.app import create_app
 from rbee_runtime.hive.config import load_hive_config
+from rbee_runtime.hive.service import DataDirInUseError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     if config.log_level != "debug":
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health check is noise
-    app = create_app(config)
+    try:
+        app = create_app(config)
+    except DataDirInUseError as exc:
+        print(f"rbee hive: {exc}", file=sys.stderr)
+        return 1
     server = uvicorn.Server(
         uvicorn.Config(app, host=config.host, port=config.port, log_level=config.log_level, lifespan="on")
     )

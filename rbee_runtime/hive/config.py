@@ -43,7 +43,17 @@ def default_worker_command() -> list[str]:
 
 
 class HiveConfig(_Strict):
-    """Everything one hive needs; see ``docs/api.md`` (hive section)."""
+    """Everything one hive needs; see ``docs/api.md`` (hive section).
+
+    - ``host`` is the bind address (workers bind to it too); ``advertise_host`` (default ``host``) is
+      what the hive's and its workers' URLs carry for other machines.
+    - ``queen_url`` None: no heartbeats. ``queen_api_key``: Bearer key for the queen's heartbeat endpoint.
+    - ``data_dir`` holds ``catalog.db`` and ``logs/<worker_id>.log``.
+    - ``worker_idle_timeout_s`` (0 = never) applies to workers spawned over HTTP, not to ``placements``,
+      which are kept running and restarted up to ``max_restarts`` times after ``restart_backoff_s``.
+    - ``health_check_interval_s``: how often the hive asks each worker's ``/health`` (activity, busy/idle).
+    - ``ram_reserve_bytes`` is added to model size x 1.2 in the RAM preflight.
+    """
 
     hive_id: str = Field(min_length=1)
     host: str = "127.0.0.1"

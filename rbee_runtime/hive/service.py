@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
 
 from rbee_runtime import __version__
 from rbee_runtime.common.contracts import Heartbeat, HiveCapabilities, RegisterModelRequest
@@ -19,6 +21,28 @@ from rbee_runtime.hive.worker_client import WorkerClient
 log = logging.getLogger("rbee.hive")
 
 
+class DataDirInUseError(RuntimeError):
+    """Another hive process already runs on this ``data_dir``."""
+
+
+def _lock_data_dir(config: HiveConfig) -> int:
+    """Hold ``<data_dir>/hive.lock`` for the life of this process (two hives would fight over workers)."""
+    path = config.data_dir / "hive.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise DataDirInUseError(
+            f"another hive (pid {holder}) already uses data_dir {config.data_dir}; stop it first "
+            "or give this hive its own data_dir"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
 class Hive:
     """Owns the hive's parts; the HTTP routes call into it."""
 
@@ -26,6 +50,7 @@ class Hive:
         self.config = config
         self.version = __version__
         config.data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = _lock_data_dir(config)
         self.catalog = Catalog(config.catalog_path)
         self.registry = WorkerRegistry()
         self.client = WorkerClient()
@@ -68,6 +93,7 @@ class Hive:
             await self.heartbeat.close(final=True)
         await self.client.aclose()
         self.catalog.close()
+        os.close(self._lock_fd)
 
     def _register_configured_models(self) -> None:
         for model in self.config.models:

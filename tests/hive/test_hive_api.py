@@ -120,3 +120,15 @@ def test_unreachable_queen_does_not_stop_the_hive(hive: HiveProcess) -> None:
     assert hive.http.get("/health").status_code == 200
     wait_until(lambda: "unreachable" in hive.log(), timeout=5, what="a log line about the unreachable queen")
     assert hive.proc is not None and hive.proc.poll() is None
+
+
+def test_second_hive_on_same_data_dir_is_refused(hive: HiveProcess, tmp_path: Path) -> None:
+    config = {**hive.config, "port": free_port(), "hive_id": "api-twin"}
+    twin = HiveProcess(config, tmp_path, tag="twin")
+    twin.start(wait=False)
+    try:
+        assert twin.wait_exit(timeout=20) == 1
+        assert "already uses data_dir" in twin.log()
+        assert hive.http.get("/health").status_code == 200
+    finally:
+        twin.kill_all()

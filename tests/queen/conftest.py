@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+
 import pytest
-from processes import Processes
+from queen_processes import Processes
 
 
 @pytest.fixture(scope="module")

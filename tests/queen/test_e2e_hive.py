@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from processes import Processes, Service
+from queen_processes import Processes, Service
 
 from rbee.tiny_model import TINY_MODEL_ID
 

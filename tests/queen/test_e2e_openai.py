@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from processes import Processes, Service, metric, register_workers
+from queen_processes import Processes, Service, metric, register_workers
 
 from rbee.tiny_model import TINY_MODEL_ID
 

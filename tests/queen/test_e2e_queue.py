@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
-from processes import Processes, Service, metric, register_workers
+from queen_processes import Processes, Service, metric, register_workers
 
 from rbee.tiny_model import TINY_MODEL_ID
 
@@ -25,43 +26,60 @@ def queen(procs: Processes, tiny_model_path: Path) -> Service:
     return queen
 
 
-def wait_for(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(0.05)
 
 
+def in_background(url: str, timeout: float) -> tuple[threading.Thread, dict[str, object]]:
+    """POST a short completion from a thread; the outcome lands in the returned dict."""
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            outcome["response"] = httpx.post(
+                url, json={"model": TINY_MODEL_ID, "prompt": "Short", "max_tokens": 3}, timeout=timeout,
+                trust_env=False,
+            )
+        except httpx.HTTPError as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
 def test_slots_exhausted_then_queue_full(queen: Service) -> None:
     url = f"{queen.url}/v1/completions"
+    depth: Callable[[], float] = lambda: metric(queen, "rbee_queen_queue_depth", model=TINY_MODEL_ID)  # noqa: E731
     long_body = {"model": TINY_MODEL_ID, "prompt": "Long", "max_tokens": 3000, "stream": True}
-    queued: dict[str, httpx.Response] = {}
-
-    def queued_request() -> None:
-        queued["response"] = httpx.post(url, json={"model": TINY_MODEL_ID, "prompt": "Short", "max_tokens": 3},
-                                        timeout=60, trust_env=False)
-
-    with httpx.Client(timeout=30, trust_env=False) as http, \
-            http.stream("POST", url, json=long_body) as running:
+    with httpx.Client(timeout=30, trust_env=False) as http, http.stream("POST", url, json=long_body) as running:
         assert running.status_code == 200  # the only slot is now taken
         request_id = running.headers["x-request-id"]
-        waiter = threading.Thread(target=queued_request)
-        waiter.start()
-        try:
-            wait_for(lambda: metric(queen, "rbee_queen_queue_depth", model=TINY_MODEL_ID) == 1)
 
-            over = http.post(url, json={"model": TINY_MODEL_ID, "prompt": "x", "max_tokens": 2})
-            assert over.status_code == 503
-            assert over.headers["retry-after"] == "1"
-            error = over.json()["error"]
-            assert error["code"] == "QUEUE_FULL"
-            assert "queue_max=1" in error["message"]
+        # A client that gives up while queued leaves the queue (the queen notices the disconnect).
+        impatient, outcome = in_background(url, timeout=1.0)
+        wait_for(lambda: depth() == 1)
+        over = http.post(url, json={"model": TINY_MODEL_ID, "prompt": "x", "max_tokens": 2})
+        assert over.status_code == 503
+        assert over.headers["retry-after"] == "1"
+        error = over.json()["error"]
+        assert error["code"] == "QUEUE_FULL"
+        assert "queue_max=1" in error["message"]
+        impatient.join(timeout=10)
+        assert isinstance(outcome.get("error"), httpx.ReadTimeout)
+        wait_for(lambda: depth() == 0)
 
-            assert http.delete(f"{queen.url}/v1/requests/{request_id}").status_code == 204
-        finally:
-            waiter.join(timeout=30)
-    response = queued["response"]
+        # A patient one gets the slot once the running request is cancelled.
+        patient, outcome = in_background(url, timeout=60)
+        wait_for(lambda: depth() == 1)
+        assert http.delete(f"{queen.url}/v1/requests/{request_id}").status_code == 204
+        patient.join(timeout=30)
+    response = outcome["response"]
+    assert isinstance(response, httpx.Response)
     assert response.status_code == 200, response.text
     assert response.json()["usage"]["completion_tokens"] == 3
     assert metric(queen, "rbee_queen_requests_total", model=TINY_MODEL_ID, status="503") == 1
-    assert metric(queen, "rbee_queen_queue_depth", model=TINY_MODEL_ID) == 0
+    assert depth() == 0
