@@ -74,7 +74,8 @@ def up(
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl+C must not abandon the children
             signal.signal(signum, signal.SIG_IGN)
-        cluster.stop()
+        for problem in cluster.stop():
+            typer.echo(f"rbee up: warning: {problem}", err=True)
         typer.echo("rbee up: stopped; nothing left running")
     raise typer.Exit(code)
 

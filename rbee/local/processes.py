@@ -49,10 +49,14 @@ class ServiceProcess:
         except psutil.NoSuchProcess:
             return []
 
-    def stop(self, grace_s: float) -> None:
-        """SIGTERM, wait up to ``grace_s``, then SIGKILL it and anything it left running."""
+    def stop(self, grace_s: float) -> list[str]:
+        """SIGTERM, wait up to ``grace_s``, then SIGKILL it and anything it left running.
+
+        Returns what had to be forced (empty when the service stopped cleanly with its workers).
+        """
         if self._process is None:
-            return
+            return []
+        forced: list[str] = []
         started = self.descendants()
         if self._process.poll() is None:
             self._process.send_signal(signal.SIGTERM)
@@ -61,9 +65,13 @@ class ServiceProcess:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
-        kill_all(started)
+                forced.append(f"{self.service.name} did not stop within {grace_s:g}s and was killed")
+        leftovers = kill_all(started)
+        if leftovers:
+            forced.append(f"{self.service.name} left {len(leftovers)} process(es) running; they were stopped")
         if self._log:
             self._log.close()
+        return forced
 
     def log_tail(self, lines: int = 15) -> str:
         """The last lines of the service's log."""

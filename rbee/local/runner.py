@@ -79,7 +79,9 @@ class LocalCluster:
             return f"placed workers to load their model ({len(idle)}/{placed} ready)"
         return ""
 
-    def stop(self, grace_s: float = 15.0) -> None:
-        """Stop every service, the last started first; nothing they started is left running."""
-        for process in reversed(self.processes):
-            process.stop(grace_s)
+    def stop(self, grace_s: float = 15.0) -> list[str]:
+        """Stop every service, the last started first; nothing they started is left running.
+
+        Returns the problems met on the way (services that had to be killed).
+        """
+        return [problem for process in reversed(self.processes) for problem in process.stop(grace_s)]

@@ -94,8 +94,13 @@ class HeartbeatSender:
         while True:
             self._wake_event.clear()
             await self.send_once()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake_event.wait(), timeout=self.interval_s)
+            # asyncio.wait, not wait_for: on Python 3.11 wait_for can swallow the task's
+            # cancellation when the event is set at the same moment, and close() then hangs.
+            waiter = asyncio.ensure_future(self._wake_event.wait())
+            try:
+                await asyncio.wait({waiter}, timeout=self.interval_s)
+            finally:
+                waiter.cancel()
 
     async def send_once(self) -> bool:
         """Build and post one heartbeat; False (and a log line) when the queen did not take it."""
