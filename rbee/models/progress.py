@@ -74,9 +74,7 @@ def rich_progress_callback(bar: Progress) -> ProgressCallback:
         with lock:
             task = tasks.get(event.model_id)
             if task is None:
-                tasks[event.model_id] = bar.add_task(
-                    description, total=event.bytes_total, completed=event.bytes_done
-                )
+                tasks[event.model_id] = bar.add_task(description, total=event.bytes_total, completed=event.bytes_done)
             else:
                 bar.update(task, description=description, total=event.bytes_total, completed=event.bytes_done)
 

@@ -107,7 +107,7 @@ def ensure_tarball(paths: Paths, log: Log = print) -> Path:
     if tar.is_file() and stamp.is_file() and stamp.read_text().strip() == tarball_stamp():
         return tar
     paths.cache.mkdir(parents=True, exist_ok=True)
-    partial = tar.with_suffix(".tar.partial")
+    partial = tar.with_suffix(".partial.tar")  # mmdebstrap picks the format from the suffix
     log(f"building the {SUITE} rootfs with mmdebstrap (about a minute, once)")
     started = time.monotonic()
     command = [

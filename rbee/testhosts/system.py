@@ -147,9 +147,7 @@ def file_lock(path: Path, timeout: float, what: str) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise TestHostsError(
-                        f"{what}: another process holds {path} for more than {timeout:.0f}s"
-                    ) from None
+                    raise TestHostsError(f"{what}: another process holds {path} for more than {timeout:.0f}s") from None
                 time.sleep(0.2)
         try:
             yield
