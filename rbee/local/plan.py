@@ -13,6 +13,7 @@ from rbee.render import render
 from rbee.spec import ClusterSpec, ModelSpec, parse_spec
 from rbee.spec.inventory import inventory_groups
 from rbee.tiny_model import TINY_MODEL_ID
+from rbee_runtime.common.ports import WORKER_PORT_FIRST
 
 
 class LocalPlanError(Exception):
@@ -127,7 +128,15 @@ def plan_local(spec: ClusterSpec, base_dir: Path, run_dir: Path) -> LocalPlan:
     queen_url = f"http://127.0.0.1:{spec.queen.port}" if queen.is_local else None
     if queen.is_local:
         path = run_dir / "queen.yaml"
-        path.write_text(render("queen.yaml.j2", {**entries[queen.name], "bind_host": "127.0.0.1"}))
+        keys = spec.queen.api_keys
+        keys_file = str((base_dir / Path(keys.file).expanduser()).resolve()) if keys and keys.file else None
+        context = {
+            **entries[queen.name],
+            "bind_host": "127.0.0.1",
+            "api_keys_env": keys.env if keys else None,
+            "api_keys_file": keys_file,
+        }
+        path.write_text(render("queen.yaml.j2", context))
         services.append(LocalService("queen", "queen", path, f"http://127.0.0.1:{spec.queen.port}"))
     for host in local:
         data = entries[host.name]
@@ -136,6 +145,9 @@ def plan_local(spec: ClusterSpec, base_dir: Path, run_dir: Path) -> LocalPlan:
         context = {
             **data,
             "bind_host": "127.0.0.1",
+            "advertise_host": "127.0.0.1",
+            "worker_port_first": WORKER_PORT_FIRST,
+            "hive_placements": data["rbee_placements"],
             "data_dir": str(run_dir / "hives" / host.name),
             "backend": backend,
             "devices": [] if host.gpus == "all" or backend == "cpu" else host.gpus,
