@@ -12,6 +12,7 @@ FetchErrorCode = Literal[
     "INSUFFICIENT_DISK",  # the cache folder has less free space than the rest of the file needs
     "NOT_GGUF",  # the file does not start with the GGUF magic (the file is deleted)
     "UNSUPPORTED_SOURCE",  # a source rbee cannot fetch (e.g. plain http to another machine)
+    "CACHE_ERROR",  # the cache folder cannot be used (permissions, I/O error)
 ]
 
 
