@@ -5,9 +5,16 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from pyinfra.api import FactBase
+from pyinfra.api.facts import FactBase
+from pyinfra.api.host import Host
 
 from rbee.deploy.probe import PROBE_SCRIPT, HostFacts, parse_probe
+
+
+def host_data(target: Host) -> dict[str, Any]:
+    """All data of a host as a plain dict (pyinfra's ``HostData.dict`` is untyped)."""
+    data: dict[str, Any] = target.data.dict()  # type: ignore[no-untyped-call]
+    return data
 
 
 class RbeeProbe(FactBase[HostFacts]):

@@ -1,0 +1,62 @@
+"""rbee's own pyinfra operations: each compares a fact with the wanted state and yields only what is missing."""
+
+from __future__ import annotations
+
+import shlex
+import time
+from collections.abc import Callable, Generator
+from typing import Any
+
+from pyinfra.api.command import StringCommand
+from pyinfra.api.exceptions import OperationError
+from pyinfra.api.operation import operation
+from pyinfra.context import host
+
+from deploys.facts import StampFile
+
+
+@operation()
+def fail_host(reason: str) -> Generator[Any, None, None]:
+    """Fail this host with ``reason`` when the operation executes (nothing is predicted at plan time)."""
+    if host.state.is_executing:
+        raise OperationError(reason)
+    yield from ()
+
+
+@operation()
+def stamped_install(
+    stamp: str, want: str, commands: list[str], description: str
+) -> Generator[StringCommand, None, None]:
+    """Run ``commands`` unless the stamp file already holds ``want``; write the stamp last.
+
+    A deploy interrupted half-way leaves the old stamp, so the next run redoes the whole step.
+    """
+    if host.get_fact(StampFile, path=stamp) == want:
+        host.noop(f"{description}: already installed")
+        return
+    for command in commands:
+        yield StringCommand(command)
+    folder = shlex.quote(stamp.rsplit("/", 1)[0])
+    yield StringCommand(f"mkdir -p {folder} && printf '%s\\n' {shlex.quote(want)} > {shlex.quote(stamp)}")
+
+
+@operation()
+def wait_until(
+    check: Callable[[], str], timeout_s: float, description: str, interval_s: float = 0.5
+) -> Generator[Any, None, None]:
+    """At execution, poll ``check`` (returns what is still missing, "" when done) until done or timeout.
+
+    Changes nothing: a ready cluster reports "No changes"; a timeout fails the host naming what is missing.
+    """
+    if not host.state.is_executing:
+        yield from ()
+        return
+    deadline = time.monotonic() + timeout_s
+    missing = check()
+    while missing and time.monotonic() < deadline:
+        time.sleep(interval_s)
+        missing = check()
+    if missing:
+        raise OperationError(f"{description}: not ready after {timeout_s:g}s; still missing: {missing}")
+    host.noop(f"{description}: ready")
+    yield from ()

@@ -1,0 +1,81 @@
+"""Step 1, SSH preflight: reachable, a command runs, latency, OS/arch, Python, RAM, disk, GPUs.
+
+Every host is probed with one round trip; the table of all hosts is printed once. A host
+that cannot run rbee is failed by name with its reasons, and the deploy goes on for the
+others (or stops, when the spec says ``deploy.on_unreachable: stop``).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+
+from pyinfra.api.deploy import deploy
+from pyinfra.context import host, state
+from pyinfra.facts.server import Command
+
+from deploys import control
+from deploys.facts import RbeeProbe
+from deploys.operations import fail_host
+from rbee.deploy.probe import HostFacts, Requirements, judge
+
+MODEL_RAM_FACTOR = 1.2
+_rows: dict[str, tuple[HostFacts, float, list[str]]] = {}
+
+
+def _requirements() -> Requirements:
+    data = host.data
+    cache = data.rbee_deploy["model_cache"]
+    fetched = [control.model_file(raw, cache) for raw in data.rbee_models]
+    model_bytes = sum(f.size_bytes for f in fetched if f is not None)
+    return Requirements(
+        backend=data.rbee_backend,
+        gpus=data.rbee_gpus,
+        min_ram_bytes=int(model_bytes * MODEL_RAM_FACTOR) + int(data.rbee_reserve["ram_bytes"]),
+        min_disk_bytes=model_bytes + 512 * 1024**2,
+    )
+
+
+def _latency_ms() -> float:
+    """Round trip of one trivial command (a unique one, so no fact cache answers it)."""
+    started = time.perf_counter()
+    host.get_fact(Command, command=f"echo rbee-ping-{uuid.uuid4().hex[:8]}")
+    return (time.perf_counter() - started) * 1000
+
+
+def _print_table() -> None:
+    names = [h.name for h in state.inventory]
+    width = max(len(n) for n in names) + 2
+    lines = [f"--> rbee preflight ({len(_rows)}/{len(names)} hosts answered)"]
+    lines.append(
+        f"    {'host':<{width}}{'latency':>9}  {'os/arch':<16}{'python':<9}"
+        f"{'RAM free':>10}{'disk free':>11}  gpus  result"
+    )
+    for name in names:
+        if name not in _rows:
+            lines.append(f"    {name:<{width}}{'-':>9}  unreachable: see the connection error above")
+            continue
+        facts, latency, problems = _rows[name]
+        result = "ok" if not problems else "FAILED: " + "; ".join(problems)
+        lines.append(
+            f"    {name:<{width}}{latency:>7.1f}ms  {facts.os + '/' + facts.arch:<16}{facts.python_text:<9}"
+            f"{facts.ram_available_bytes / 2**30:>8.1f}Gi{facts.disk_free_bytes / 2**30:>9.1f}Gi  "
+            f"{len(facts.gpus):>4}  {result}"
+        )
+    print("\n".join(lines), file=sys.stderr, flush=True)
+
+
+@deploy("rbee preflight")
+def preflight() -> HostFacts:
+    """Probe this host, record its line of the table, and fail it when rbee cannot run there."""
+    latency = _latency_ms()
+    facts = host.get_fact(RbeeProbe, prefix=host.data.rbee_deploy["prefix"])
+    problems = judge(facts, _requirements())
+    _rows[host.name] = (facts, latency, problems)
+    active = [h.name for h in state.inventory.get_active_hosts()]
+    if host.name == active[-1]:
+        _print_table()
+    if problems:
+        fail_host(name=f"preflight: {host.name} cannot run rbee", reason="; ".join(problems))
+    return facts

@@ -1,0 +1,59 @@
+"""Step 3, the runtime: a service user, rbee's folders, a venv with rbee installed from wheels.
+
+Hosts need no internet: the control machine prepares a wheelhouse (rbee + dependencies) for
+the host's Python and arch and syncs it; pip installs with ``--no-index``. The install is
+stamped with the wheelhouse's fingerprint, so an unchanged release installs nothing.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from pyinfra.api.deploy import deploy
+from pyinfra.api.operation import OperationMeta
+from pyinfra.context import host
+from pyinfra.operations import files, server
+
+from deploys import control
+from deploys.operations import stamped_install
+from rbee.deploy.layout import CONFIG_DIR, DATA_DIR, WORKERS_DIR, HostLayout
+from rbee.deploy.probe import HostFacts
+
+
+@deploy("rbee runtime")
+def runtime(facts: HostFacts) -> OperationMeta:
+    """Install the rbee runtime; returns the install operation (when it changes, services restart)."""
+    layout = HostLayout(host.data.rbee_deploy["prefix"])
+    user = host.data.rbee_deploy["service_user"]
+    server.group(name=f"runtime: group {user}", group=user, system=True)
+    server.user(
+        name=f"runtime: service user {user}", user=user, group=user, system=True,
+        home=DATA_DIR, shell="/usr/sbin/nologin", create_home=False, ensure_home=False,
+    )  # fmt: skip
+    files.directory(name="runtime: install prefix", path=layout.prefix, mode="755")
+    for path in (layout.models, layout.engines, layout.stamps):
+        files.directory(name=f"runtime: {path}", path=path, mode="755")
+    files.directory(name="runtime: config folder", path=CONFIG_DIR, user="root", group=user, mode="750")
+    files.directory(name="runtime: worker configs", path=WORKERS_DIR, user="root", group=user, mode="750")
+    files.directory(name="runtime: state folder", path=DATA_DIR, user=user, group=user, mode="750")
+    house = control.wheelhouse(facts.python_abi, facts.arch)
+    files.sync(
+        name="runtime: wheelhouse (rbee and its dependencies)",
+        src=str(house.folder), dest=layout.wheelhouse, delete=True, mode="644", dir_mode="755",
+        exclude=[".deps", ".rbee-source"],
+    )  # fmt: skip
+    python = shlex.quote(layout.python)
+    return stamped_install(
+        name="runtime: venv with rbee",
+        stamp=f"{layout.stamps}/runtime",
+        want=house.fingerprint,
+        commands=[
+            f"[ -x {python} ] || python3 -m venv {shlex.quote(layout.venv)}",
+            f"{python} -m pip install --quiet --no-index --find-links {shlex.quote(layout.wheelhouse)} "
+            f"--force-reinstall --no-deps {shlex.quote(layout.wheelhouse + '/' + house.rbee_wheel.name)}",
+            f"{python} -m pip install --quiet --no-index --find-links {shlex.quote(layout.wheelhouse)} "
+            f"{shlex.quote(layout.wheelhouse + '/' + house.rbee_wheel.name)}",
+            f"{python} -c 'import rbee_runtime.queen, rbee_runtime.hive, rbee_runtime.worker'",
+        ],
+        description="rbee runtime",
+    )
