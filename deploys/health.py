@@ -14,6 +14,7 @@ import httpx
 from pyinfra.api.deploy import deploy
 from pyinfra.context import host, state
 
+from deploys.facts import host_data
 from deploys.operations import wait_until
 from deploys.services import api_keys_text
 from rbee.deploy.layout import worker_instances
