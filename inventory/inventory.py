@@ -21,6 +21,11 @@ except OSError as _exc:
     print(f"{_spec_path}: cannot read the cluster spec: {_exc.strerror}; set RBEE_SPEC=FILE", file=sys.stderr)
     raise SystemExit(1) from None
 
+if _spec.deploy.on_unreachable == "stop":
+    from pyinfra import config as _config
+
+    _config.FAIL_PERCENT = 0  # any unreachable or failed host stops the whole deploy
+
 _groups = inventory_groups(_spec, _spec_path.parent)
 queen = _groups["queen"]
 hives = _groups["hives"]
