@@ -1,0 +1,63 @@
+"""The systemd units rendered from templates/ are valid and hardened (checked offline with systemd-analyze)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rbee.render import render
+
+pytestmark = pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+
+
+def context(backend: str = "cpu") -> dict[str, object]:
+    return {
+        "rbee_cluster": "lab", "rbee_host": "h1", "python": sys.executable, "service_user": "nobody",
+        "config_dir": "/etc/rbee", "workers_dir": "/etc/rbee/workers", "data_dir": "/var/lib/rbee",
+        "backend": backend, "gpu_indices": [0, 1], "loading_timeout": 300.0,
+    }  # fmt: skip
+
+
+def write_units(folder: Path, backend: str) -> list[Path]:
+    paths = []
+    for name in ("rbee-queen.service", "rbee-hive.service", "rbee-worker@.service"):
+        path = folder / name
+        path.write_text(render(f"systemd/{name}.j2", context(backend)))
+        paths.append(path)
+    instance = folder / "rbee-worker@tiny-1.service"
+    instance.symlink_to(folder / "rbee-worker@.service")
+    return [*paths[:2], instance]
+
+
+@pytest.mark.parametrize("backend", ["cpu", "cuda"])
+def test_units_verify(tmp_path: Path, backend: str) -> None:
+    units = write_units(tmp_path, backend)
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", *map(str, units)], capture_output=True, text=True, timeout=60
+    )
+    problems = [line for line in result.stderr.splitlines() if str(tmp_path) in line and "EnvironmentFile" not in line]
+    assert result.returncode == 0 or not problems, result.stderr
+
+
+def test_cuda_units_allow_only_nvidia_devices() -> None:
+    text = render("systemd/rbee-worker@.service.j2", context("cuda"))
+    assert "DevicePolicy=closed" in text and "DeviceAllow=/dev/nvidia1 rw" in text and "PrivateDevices" not in text
+    cpu = render("systemd/rbee-worker@.service.j2", context("cpu"))
+    assert "PrivateDevices=yes" in cpu and "DeviceAllow" not in cpu
+
+
+@pytest.mark.parametrize("name", ["rbee-queen.service", "rbee-hive.service"])
+def test_units_are_hardened(tmp_path: Path, name: str) -> None:
+    unit = tmp_path / name
+    unit.write_text(render(f"systemd/{name}.j2", context()))
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", "--no-pager", str(unit)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    line = next(line for line in result.stdout.splitlines() if "Overall exposure level" in line)
+    exposure = float(line.split("level for")[1].split(":")[1].split()[0])
+    assert exposure <= 3.0, result.stdout[-2000:]
