@@ -120,7 +120,7 @@ def services(facts: HostFacts, upgrades: list[OperationMeta], model_ops: dict[st
     units += [hive_unit, worker_unit]
     wanted.append(("rbee-hive.service", [hive_config, hive_unit, *upgrades, *model_ops.values()]))
 
-    hive_url = f"http://127.0.0.1:{data.rbee_hive['port']}"
+    hive_url = f"http://{_bind_host()}:{data.rbee_hive['port']}"
     for worker in instances:
         model = next(m for m in data.rbee_models if m["id"] == worker.model_id)
         env = render("worker.env.j2", {

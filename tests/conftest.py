@@ -12,6 +12,12 @@ import pytest
 from rbee.tiny_model import ensure_tiny_model
 from rbee_runtime.common.ports import free_port as get_free_port
 
+pytest_plugins = ["tests.hosts.plugin"]
+
+# tests/host are pytest-testinfra checks of deployed hosts: run by the deploy tests and molecule
+# (with --hosts), never against this machine.
+collect_ignore = [] if os.environ.get("RBEE_TESTINFRA") == "1" else ["host"]
+
 MODEL_CACHE_DIR = Path("~/.cache/rbee/models").expanduser()
 ENGINE_AVAILABLE = importlib.util.find_spec("llama_cpp") is not None
 
