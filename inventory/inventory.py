@@ -22,7 +22,7 @@ except OSError as _exc:
     raise SystemExit(1) from None
 
 if _spec.deploy.on_unreachable == "stop":
-    from pyinfra import config as _config
+    from pyinfra.context import config as _config
 
     _config.FAIL_PERCENT = 0  # any unreachable or failed host stops the whole deploy
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from rbee.cli import cluster_cmd, engine_cmd, spec_cmd, up_cmd
+from rbee.cli import cluster_cmd, engine_cmd, spec_cmd, testhosts_cmd, up_cmd
 
 app = typer.Typer(
     name="rbee",
@@ -19,6 +19,7 @@ app.command("infer")(cluster_cmd.infer)
 app.add_typer(cluster_cmd.workers_app, name="workers")
 app.add_typer(cluster_cmd.hives_app, name="hives")
 app.add_typer(cluster_cmd.models_app, name="models")
+app.add_typer(testhosts_cmd.app, name="testhosts")
 
 
 def main() -> None:

@@ -1,0 +1,176 @@
+"""``rbee testhosts``: real SSH + systemd test hosts on this machine (root), to deploy to and to break.
+
+For example::
+
+    rbee testhosts up 3            # h1..h3 = 10.210.0.11..13, booted in a few seconds
+    rbee testhosts ls
+    rbee testhosts ssh h2 -- systemctl is-system-running
+    rbee testhosts kill h2         # crash; `start h2` boots it again with the same disk
+    rbee testhosts cable h3 down   # timeouts;  `partition h1 h3` / `heal h1 h3`
+    rbee testhosts down            # everything gone
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rbee.cli import exits
+from rbee.testhosts import naming
+from rbee.testhosts.hosts import TestHosts, require_root
+from rbee.testhosts.packages import PackagesError
+from rbee.testhosts.system import TestHostsError
+
+app = typer.Typer(
+    help="Real SSH + systemd test hosts on this machine (root): boot them, break them, destroy them.",
+    no_args_is_help=True,
+)
+out = Console(highlight=False)
+
+HostName = Annotated[str, typer.Argument(help="A test host: h1, h2, ...", show_default=False)]
+
+
+class CableState(enum.StrEnum):
+    UP = "up"
+    DOWN = "down"
+
+
+def _hosts() -> TestHosts:
+    return TestHosts(log=lambda message: typer.echo(message, err=True))
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Turn harness errors into a message and exit status 1 (130 on Ctrl-C)."""
+    try:
+        require_root()
+        yield
+    except (TestHostsError, PackagesError, naming.UnknownHostError) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(exits.FAILURE) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(exits.INTERRUPTED) from None
+
+
+def _timed(what: str, action: Callable[[], object]) -> None:
+    started = time.monotonic()
+    with _errors():
+        action()
+    typer.echo(f"{what} ({time.monotonic() - started:.1f}s)", err=True)
+
+
+@app.command()
+def up(
+    count: Annotated[int, typer.Argument(min=1, max=naming.MAX_HOSTS, help="Boot h1..hCOUNT.")] = 3,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the hosts to boot.")] = 120.0,
+) -> None:
+    """Boot h1..hCOUNT (already running hosts are left alone); the first run builds the rootfs (~2 min)."""
+    started = time.monotonic()
+    with _errors():
+        states = _hosts().up(count, timeout=timeout)
+    table = Table(title=f"{count} test host(s) up in {time.monotonic() - started:.1f}s", title_justify="left")
+    for column in ("host", "address", "systemd"):
+        table.add_column(column)
+    for name, state in states.items():
+        table.add_row(name, naming.address(name), state)
+    out.print(table)
+    out.print(f"ssh: ssh -F {_hosts().paths.ssh_config} h1", markup=False)
+
+
+@app.command()
+def down(
+    purge: Annotated[bool, typer.Option(help="Also delete the cached rootfs, the base and the test key.")] = False,
+) -> None:
+    """Destroy every host (processes, mounts, network namespaces, bridge, firewall table)."""
+    hosts = _hosts()
+    _timed("test hosts destroyed", hosts.down)
+    if purge:
+        shutil.rmtree(hosts.paths.root, ignore_errors=True)
+        typer.echo(f"removed {hosts.paths.root}", err=True)
+
+
+@app.command("ls")
+def list_hosts() -> None:
+    """List the hosts: address, running or stopped, whether SSH answers."""
+    with _errors():
+        rows = _hosts().status()
+    if not rows:
+        typer.echo("no test hosts (rbee testhosts up 3)", err=True)
+        return
+    table = Table(title_justify="left")
+    for column in ("host", "address", "state", "ssh"):
+        table.add_column(column)
+    for row in rows:
+        ssh = "-" if row.ssh_ok is None else ("ok" if row.ssh_ok else "no answer")
+        table.add_row(row.name, row.address, "running" if row.running else "stopped", ssh)
+    out.print(table)
+
+
+@app.command(context_settings={"allow_interspersed_args": False})
+def ssh(
+    name: HostName,
+    command: Annotated[list[str] | None, typer.Argument(help="Command to run (after --); none: a shell.")] = None,
+) -> None:
+    """Log in to a host as root, or run a command there: rbee testhosts ssh h1 -- systemctl status."""
+    with _errors():
+        naming.index(name)
+        config = str(_hosts().paths.ssh_config)
+    os.execvp("ssh", ["ssh", "-F", config, name, *(command or [])])
+
+
+@app.command()
+def start(name: HostName) -> None:
+    """Boot a stopped or killed host again, with the same disk."""
+    _timed(f"{name} started", lambda: _hosts().start(name))
+
+
+@app.command()
+def stop(name: HostName) -> None:
+    """Clean poweroff of a host (connections to it are then refused)."""
+    _timed(f"{name} stopped", lambda: _hosts().stop(name))
+
+
+@app.command()
+def kill(name: HostName) -> None:
+    """Crash a host: SIGKILL its init (connections to it are then refused)."""
+    _timed(f"{name} killed", lambda: _hosts().kill(name))
+
+
+@app.command()
+def cable(name: HostName, state: Annotated[CableState, typer.Argument(help="up or down.")]) -> None:
+    """Plug (up) or pull (down) a host's network cable; pulled, its packets are dropped (timeouts)."""
+    _timed(f"{name} cable {state.value}", lambda: _hosts().cable(name, state is CableState.UP))
+
+
+@app.command()
+def partition(a: HostName, b: HostName) -> None:
+    """Drop all traffic between two hosts (both ways); the others still reach both."""
+    _timed(f"{a} and {b} partitioned", lambda: _hosts().partition(a, b))
+
+
+@app.command()
+def heal(a: HostName, b: HostName) -> None:
+    """Undo a partition between two hosts."""
+    _timed(f"{a} and {b} healed", lambda: _hosts().heal(a, b))
+
+
+@app.command()
+def pause(name: HostName) -> None:
+    """Freeze every process of a host (a hung machine)."""
+    _timed(f"{name} paused", lambda: _hosts().pause(name))
+
+
+@app.command()
+def resume(name: HostName) -> None:
+    """Thaw a paused host."""
+    _timed(f"{name} resumed", lambda: _hosts().resume(name))
