@@ -73,8 +73,8 @@ def preflight() -> HostFacts:
     facts = host.get_fact(RbeeProbe, prefix=host.data.rbee_deploy["prefix"])
     problems = judge(facts, _requirements())
     _rows[host.name] = (facts, latency, problems)
-    active = [h.name for h in state.inventory.get_active_hosts()]
-    if host.name == active[-1]:
+    active = {h.name for h in state.inventory.get_active_hosts()}
+    if active <= set(_rows):  # the last active host to be probed prints the table
         _print_table()
     if problems:
         fail_host(name=f"preflight: {host.name} cannot run rbee", reason="; ".join(problems))

@@ -76,7 +76,7 @@ def _dependencies() -> list[str]:
     import tomllib
 
     data = tomllib.loads((project_root() / "pyproject.toml").read_text())
-    return list(data["project"]["dependencies"])
+    return [*data["project"]["dependencies"], "diskcache>=5.6"]  # + what the engine wheel needs
 
 
 def build_wheelhouse(python: str, arch: str, root: Path = DEFAULT_ROOT) -> Wheelhouse:

@@ -12,7 +12,7 @@ EngineBackend = Literal["cpu", "cuda", "metal"]
 
 # CPU builds are portable (AVX2 baseline, no -march=native) so one wheel serves every x86-64-v3 host.
 _CMAKE_ARGS: dict[str, tuple[str, ...]] = {
-    "cpu": ("-DGGML_NATIVE=OFF",),
+    "cpu": ("-DGGML_NATIVE=OFF", "-DGGML_OPENMP=OFF"),  # no libgomp needed on the hosts
     "cuda": ("-DGGML_CUDA=on", "-DGGML_NATIVE=OFF"),
     "metal": ("-DGGML_METAL=on",),
 }

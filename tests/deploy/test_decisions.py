@@ -67,7 +67,7 @@ def test_auto_backend(system: str, machine: str, fixture: str | None, expected: 
 @pytest.mark.parametrize(
     ("backend", "arch", "flags"),
     [
-        ("cpu", "x86_64", ("-DGGML_NATIVE=OFF",)),
+        ("cpu", "x86_64", ("-DGGML_NATIVE=OFF", "-DGGML_OPENMP=OFF")),
         ("cuda", "x86_64", ("-DGGML_CUDA=on", "-DGGML_NATIVE=OFF")),
         (
             "metal",
