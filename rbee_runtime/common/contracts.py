@@ -90,8 +90,16 @@ class WorkerHealth(Wire):
     requests_cancelled_total: int = 0
 
 
+#: Who owns a worker's process: the hive that spawned it, or something else (e.g. a systemd unit).
+ManagedBy = Literal["hive", "external"]
+
+
 class WorkerReady(Wire):
-    """``POST /v1/workers/ready`` on the hive: a worker's callback once its model is loaded."""
+    """``POST /v1/workers/ready`` on the hive: a worker's callback once its model is loaded.
+
+    Re-sent every ``--announce-interval`` seconds for the worker's whole life; an ``external`` worker
+    the hive does not know yet is registered by it.
+    """
 
     worker_id: str
     url: str
@@ -100,6 +108,7 @@ class WorkerReady(Wire):
     device: int
     slots_total: int
     pid: int
+    managed_by: ManagedBy = "hive"
 
 
 # --------------------------------------------------------------------------- hive
@@ -121,6 +130,7 @@ class WorkerInfo(Wire):
     last_activity: float
     restarts: int = 0
     last_error: str | None = None
+    managed_by: ManagedBy = "hive"
 
 
 class SpawnRequest(Wire):

@@ -14,6 +14,15 @@ from rbee_runtime.hive.config import load_hive_config
 from rbee_runtime.hive.service import DataDirInUseError
 
 
+def _quiet_announces(record: logging.LogRecord) -> bool:
+    """Access-log filter: drop the accepted ``POST /v1/workers/ready`` lines (workers repeat them)."""
+    args = record.args
+    if isinstance(args, tuple) and len(args) == 5:
+        _client, method, path, _version, status = args
+        return not (method == "POST" and path == "/v1/workers/ready" and status == 200)
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m rbee_runtime.hive", description="rbee hive: runs workers on this machine"
@@ -40,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     server = uvicorn.Server(
         uvicorn.Config(app, host=config.host, port=config.port, log_level=config.log_level, lifespan="on")
     )
+    if config.log_level != "debug":  # after uvicorn.Config, which (re)configures its loggers
+        logging.getLogger("uvicorn.access").addFilter(_quiet_announces)  # workers re-announce every few s
     server.run()
     return 0
 

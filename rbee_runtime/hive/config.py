@@ -53,6 +53,8 @@ class HiveConfig(_Strict):
       which are kept running and restarted up to ``max_restarts`` times after ``restart_backoff_s``.
     - ``health_check_interval_s``: how often the hive asks each worker's ``/health`` (activity, busy/idle).
     - ``ram_reserve_bytes`` is added to model size x 1.2 in the RAM preflight.
+    - ``external_worker_drop_s``: an external worker (one the hive did not start, e.g. a systemd unit,
+      registered by its ready callback) that stays unreachable this long is dropped from the registry.
     """
 
     hive_id: str = Field(min_length=1)
@@ -76,6 +78,7 @@ class HiveConfig(_Strict):
     max_restarts: int = Field(default=3, ge=0)
     restart_backoff_s: float = Field(default=1.0, ge=0)
     shutdown_grace_s: float = Field(default=10.0, ge=0)
+    external_worker_drop_s: float = Field(default=30.0, gt=0)
     worker_port_first: int = Field(default=WORKER_PORT_FIRST, ge=1, le=65535)
     worker_port_last: int = Field(default=WORKER_PORT_LAST, ge=1, le=65535)
     models: list[ModelConfig] = Field(default_factory=list)

@@ -74,9 +74,14 @@ class WorkerRegistry:
         with self._lock:
             return sorted(self._workers.values(), key=lambda w: (w.started_at, w.worker_id))
 
-    def count(self, states: frozenset[WorkerState] = LIVE_STATES) -> int:
+    def count(self, states: frozenset[WorkerState] = LIVE_STATES, managed_by: str | None = None) -> int:
+        """Workers in ``states`` (only those with this ``managed_by`` when given)."""
         with self._lock:
-            return sum(1 for w in self._workers.values() if w.state in states)
+            return sum(
+                1
+                for w in self._workers.values()
+                if w.state in states and (managed_by is None or w.managed_by == managed_by)
+            )
 
     def remove(self, worker_id: str) -> WorkerInfo | None:
         with self._lock:
@@ -104,12 +109,30 @@ class WorkerRegistry:
             self._workers[worker_id] = new
         if old.state != new.state:
             log.info("worker %s: %s → %s", worker_id, old.state.value, new.state.value)
-            for listener in self._listeners:
-                try:
-                    listener(old, new)
-                except Exception:
-                    log.exception("worker state listener failed")
+            self._notify(old, new)
         return new
+
+    def replace(self, info: WorkerInfo) -> WorkerInfo:
+        """Put ``info`` in place of the worker registered under its id, whatever its state was.
+
+        For a new process of a worker the hive does not own (an external worker that announces
+        itself again after a crash): no transition check; listeners hear the state change.
+        KeyError when unknown.
+        """
+        with self._lock:
+            old = self._workers[info.worker_id]
+            self._workers[info.worker_id] = info
+        if old.state != info.state:
+            log.info("worker %s: %s → %s (announced again)", info.worker_id, old.state.value, info.state.value)
+            self._notify(old, info)
+        return info
+
+    def _notify(self, old: WorkerInfo, new: WorkerInfo) -> None:
+        for listener in self._listeners:
+            try:
+                listener(old, new)
+            except Exception:
+                log.exception("worker state listener failed")
 
     def touch(self, worker_id: str, when: float | None = None) -> None:
         """Record activity now (or at ``when``)."""

@@ -62,7 +62,9 @@ class Hive:
                 config.backend,
                 ", ".join(self.backends),
             )
-        self.supervisor = Supervisor(config, self.catalog, self.registry, self.client, self.backends)
+        self.supervisor = Supervisor(
+            config, self.catalog, self.registry, self.client, self.backends, on_registered=self.catalog_changed
+        )
         self.heartbeat: HeartbeatSender | None = None
         if config.queen_url:
             self.heartbeat = HeartbeatSender(
@@ -127,5 +129,6 @@ class Hive:
         )
 
     def catalog_changed(self) -> None:
+        """Beat at once (the catalog changed, or a worker joined without a state change)."""
         if self.heartbeat is not None:
             self.heartbeat.wake()

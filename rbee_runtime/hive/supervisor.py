@@ -4,6 +4,12 @@ Each worker is a child process in its own process group (so a signal to the hive
 terminal does not reach it and the hive can stop it with everything it started),
 with stdout/stderr in ``<data_dir>/logs/<worker_id>.log``. The hive only ever
 signals processes it started or re-adopted (checked by pid *and* process start time).
+
+*External* workers (``managed_by: external``, e.g. systemd units ``rbee-worker@<name>``)
+register themselves with their ready callback, which they repeat for their whole life. The
+hive lists them, health-checks them and reports them to the queen like its own, but never
+starts, restarts, stops or signals them: unreachable, they turn ``crashed``, then are dropped
+until they announce themselves again.
 """
 
 from __future__ import annotations
@@ -17,10 +23,11 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import psutil
 from pydantic import BaseModel, ValidationError
@@ -41,6 +48,8 @@ LOG_TAIL_LINES = 20
 KILL_WAIT_S = 5.0
 #: A crashed worker that will not be restarted stays listed (with its last_error) this long.
 CRASHED_RETENTION_S = 600.0
+#: Failed health checks in a row after which an external worker is reported ``crashed``.
+EXTERNAL_FAILURES_CRASHED = 3
 
 
 class WorkerSpec(BaseModel):
@@ -67,6 +76,25 @@ class WorkerRecord(BaseModel):
     pid: int
     create_time: float
     info: WorkerInfo
+
+
+class ExternalRecord(BaseModel):
+    """Row of the ``workers`` table for an external worker: no process of the hive's, only what it announced."""
+
+    managed_by: Literal["external"]
+    info: WorkerInfo
+
+
+@dataclass
+class _External:
+    """Runtime state of an external worker (the hive only watches it)."""
+
+    worker_id: str
+    last_health_at: float = 0.0
+    #: Last time it answered /health or announced itself.
+    last_seen: float = 0.0
+    health_failures: int = 0
+    tokens_seen: int = -1
 
 
 @dataclass
@@ -107,6 +135,10 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES, max_bytes: int = 8192) -> 
     return "\n".join(data.splitlines()[-lines:])
 
 
+def _working(health: WorkerHealth) -> bool:
+    return health.state == S.BUSY or health.slots_busy > 0
+
+
 def _describe_exit(rc: int | None) -> str:
     if rc is None:
         return "worker process is gone"
@@ -129,13 +161,17 @@ class Supervisor:
         registry: WorkerRegistry,
         client: WorkerClient,
         backends: list[str],
+        on_registered: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
         self.catalog = catalog
         self.registry = registry
         self.client = client
         self.backends = backends
+        #: Called when a worker joins without a state change (an external worker): beat at once.
+        self.on_registered = on_registered
         self._managed: dict[str, _Managed] = {}
+        self._external: dict[str, _External] = {}
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -151,7 +187,7 @@ class Supervisor:
         self._task = asyncio.create_task(self._monitor(), name="hive-supervisor")
 
     async def close(self) -> None:
-        """Stop watching and stop every worker this hive runs."""
+        """Stop watching and stop every worker this hive runs (external workers keep running)."""
         self._closing = True
         if self._task is not None:
             self._task.cancel()
@@ -187,7 +223,7 @@ class Supervisor:
                     f"Device {device} is not available on hive {self.config.hive_id!r}. Try {options}.",
                     {"device": device, "devices": self.config.devices},
                 )
-            live = self.registry.count(LIVE_STATES)
+            live = self.registry.count(LIVE_STATES, managed_by="hive")
             if live >= self.config.max_workers:
                 raise ApiError(
                     409,
@@ -226,16 +262,35 @@ class Supervisor:
             return info
 
     def ready(self, msg: WorkerReady) -> WorkerInfo:
-        """A worker's ready callback: ``loading → idle``."""
-        info = self.registry.require(msg.worker_id)
-        m = self._managed.get(msg.worker_id)
+        """A worker's ready callback: ``loading → idle`` for the hive's own workers.
+
+        An external worker is registered (unknown id) or refreshed (known id; a crashed one is
+        ``idle`` again). An unknown id that is not external is 404 ``WORKER_NOT_FOUND``.
+        """
+        wid = msg.worker_id
+        if wid in self._external or (wid not in self._managed and msg.managed_by == "external"):
+            return self._announce_external(msg)
+        info = self.registry.require(wid)
+        m = self._managed.get(wid)
         if m is None or m.stopping or info.state != S.LOADING:
             return info
         return self._mark_ready(m, msg.slots_total)
 
     async def stop(self, worker_id: str, reason: str = "requested") -> None:
-        """Stop a worker gracefully (``/v1/shutdown``, SIGTERM, then SIGKILL after the grace period)."""
+        """Stop a worker gracefully (``/v1/shutdown``, SIGTERM, then SIGKILL after the grace period).
+
+        An external worker is refused: 409 ``WORKER_EXTERNALLY_MANAGED``.
+        """
         self.registry.require(worker_id)
+        if worker_id in self._external:
+            raise ApiError(
+                409,
+                "WORKER_EXTERNALLY_MANAGED",
+                f"Worker {worker_id!r} is managed outside this hive (e.g. by systemd unit "
+                "rbee-worker@<name>.service), so the hive does not stop it. Change the cluster's placements "
+                "and deploy again to remove it (or stop its unit on the host).",
+                {"worker_id": worker_id, "managed_by": "external"},
+            )
         m = self._managed.get(worker_id)
         if m is None:
             self._forget(worker_id)
@@ -271,6 +326,11 @@ class Supervisor:
 
     def _pick_port(self) -> int:
         taken = {m.port for m in self._managed.values() if m.pid is not None}
+        for wid in self._external:
+            info = self.registry.get(wid)
+            with contextlib.suppress(ValueError):
+                if info is not None and (port := urlsplit(info.url).port) is not None:
+                    taken.add(port)
         family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
         for port in range(self.config.worker_port_first, self.config.worker_port_last + 1):
             if port in taken:
@@ -303,6 +363,7 @@ class Supervisor:
             "--backend", spec.backend,
             "--device", str(spec.device),
             "--callback-url", f"{self.config.local_url}/v1/workers/ready",
+            "--announce-interval", "0",  # the hive re-adopts its own workers; one callback is enough
         ]  # fmt: skip
         if self.config.worker_threads:
             cmd += ["--threads", str(self.config.worker_threads)]
@@ -402,6 +463,13 @@ class Supervisor:
     async def _readopt(self) -> None:
         for row in self.catalog.load_workers():
             try:
+                ext = ExternalRecord.model_validate_json(row.record)
+            except ValidationError:
+                pass
+            else:
+                await self._readopt_external(ext)
+                continue
+            try:
                 rec = WorkerRecord.model_validate_json(row.record)
             except ValidationError:
                 log.warning("dropping unreadable worker record %s", row.worker_id)
@@ -444,6 +512,41 @@ class Supervisor:
             self.registry.add(info)
             self._persist(m)
             log.info("re-adopted worker %s (pid %s, %s)", rec.spec.worker_id, proc.pid, state.value)
+
+    async def _readopt_external(self, rec: ExternalRecord) -> None:
+        """Take back an external worker of the table if it answers (it is never killed: not ours)."""
+        wid = rec.info.worker_id
+        health: WorkerHealth | None = None
+        for attempt in range(3):
+            if attempt:
+                await asyncio.sleep(0.3)
+            health = await self.client.health(rec.info.url)
+            if health is not None:
+                break
+        if health is None or health.worker_id != wid or health.state not in (S.IDLE, S.BUSY, S.DRAINING):
+            log.info(
+                "external worker %s does not answer at %s; forgetting it until it announces itself again",
+                wid,
+                rec.info.url,
+            )
+            self.catalog.delete_worker(wid)
+            return
+        now = time.time()
+        info = rec.info.model_copy(
+            update={
+                "hive_id": self.config.hive_id,
+                "state": health.state,
+                "slots_total": health.slots_total,
+                "last_activity": now,
+                "managed_by": "external",
+            }
+        )
+        self._external[wid] = _External(
+            worker_id=wid, last_health_at=now, last_seen=now, tokens_seen=health.tokens_generated_total
+        )
+        self.registry.add(info)
+        self._persist_external(wid)
+        log.info("re-adopted external worker %s at %s (%s)", wid, info.url, health.state.value)
 
     @staticmethod
     def _find_process(rec: WorkerRecord) -> psutil.Process | None:
@@ -495,6 +598,18 @@ class Supervisor:
             if now - m.last_health_at >= self.config.health_check_interval_s:
                 m.last_health_at = now
                 checks.append(self._check_health(m))
+        for ext in list(self._external.values()):
+            info = self.registry.get(ext.worker_id)
+            if info is None:
+                self._external.pop(ext.worker_id, None)
+                continue
+            unreachable_s = now - ext.last_seen
+            if info.state == S.CRASHED and unreachable_s > self.config.external_worker_drop_s:
+                self._drop_external(ext.worker_id, f"unreachable for {unreachable_s:.0f} s")
+                continue
+            if now - ext.last_health_at >= self.config.health_check_interval_s:
+                ext.last_health_at = now
+                checks.append(self._check_external(ext))
         if checks:
             await asyncio.gather(*checks)
 
@@ -511,21 +626,13 @@ class Supervisor:
             return
         m.health_failures = 0
         now = time.time()
-        working = health.state == S.BUSY or health.slots_busy > 0
-        active = working or (m.tokens_seen >= 0 and health.tokens_generated_total != m.tokens_seen)
+        active = _working(health) or (m.tokens_seen >= 0 and health.tokens_generated_total != m.tokens_seen)
         m.tokens_seen = health.tokens_generated_total
         if info.state == S.LOADING:
             if health.state in (S.IDLE, S.BUSY):
                 self._mark_ready(m, health.slots_total)  # the ready callback got lost
             return
-        if info.state in (S.IDLE, S.BUSY):
-            target = S.BUSY if working else S.IDLE
-            if health.state == S.DRAINING:
-                target = S.DRAINING
-            ended = info.state == S.BUSY and target == S.IDLE
-            fields = {"last_activity": now} if active or ended else {}
-            if target != info.state or fields:
-                info = self.registry.set_state(wid, target, **fields)
+        info = self._apply_health(info, health, active)
         timeout = self.config.worker_idle_timeout_s
         if (
             timeout > 0
@@ -536,6 +643,145 @@ class Supervisor:
         ):
             log.info("worker %s idle for %.1f s (> %g s): stopping it", wid, now - info.last_activity, timeout)
             self._in_background(self._terminate(m, "idle timeout"))
+
+    def _apply_health(self, info: WorkerInfo, health: WorkerHealth, active: bool) -> WorkerInfo:
+        """Follow an idle/busy worker's /health: busy ⇄ idle, draining, and ``last_activity``."""
+        if info.state not in (S.IDLE, S.BUSY):
+            return info
+        working = _working(health)
+        target = S.BUSY if working else S.IDLE
+        if health.state == S.DRAINING:
+            target = S.DRAINING
+        ended = info.state == S.BUSY and target == S.IDLE
+        fields = {"last_activity": time.time()} if active or ended else {}
+        if target != info.state or fields:
+            info = self.registry.set_state(info.worker_id, target, **fields)
+        return info
+
+    # ------------------------------------------------------------------ external workers
+
+    def _announce_external(self, msg: WorkerReady) -> WorkerInfo:
+        """Register or refresh an external worker from its (repeated) ready callback."""
+        wid = msg.worker_id
+        now = time.time()
+        announced: dict[str, Any] = {
+            "hive_id": self.config.hive_id,
+            "model_id": msg.model_id,
+            "url": msg.url,
+            "backend": msg.backend,
+            "device": msg.device,
+            "slots_total": msg.slots_total,
+            "pid": msg.pid,
+            "managed_by": "external",
+        }
+        ext = self._external.get(wid)
+        info = self.registry.get(wid)
+        if ext is None or info is None:
+            self._warn_unknown_model(wid, msg.model_id)
+            info = WorkerInfo(worker_id=wid, state=S.IDLE, started_at=now, last_activity=now, **announced)
+            ext = _External(worker_id=wid, last_health_at=now)
+            self._external[wid] = ext
+            self.registry.add(info)
+            log.info(
+                "registered external worker %s for %s at %s (pid %s, %d slot(s))",
+                wid,
+                msg.model_id,
+                msg.url,
+                msg.pid,
+                msg.slots_total,
+            )
+            if self.on_registered is not None:
+                self.on_registered()
+        else:
+            if msg.model_id != info.model_id:
+                self._warn_unknown_model(wid, msg.model_id)
+            new_process = msg.pid != info.pid or msg.url != info.url
+            if info.state in (S.IDLE, S.BUSY):
+                changed = {k: v for k, v in announced.items() if getattr(info, k) != v}
+                if not changed:
+                    ext.last_seen = now
+                    ext.health_failures = 0
+                    return info
+                info = self.registry.update(wid, **changed)
+            else:  # crashed, or draining and a new process took its place: it is back
+                fields: dict[str, Any] = {**announced, "state": S.IDLE, "last_activity": now}
+                if new_process:
+                    fields["started_at"] = now
+                    if info.state == S.CRASHED:
+                        fields["restarts"] = info.restarts + 1
+                info = self.registry.replace(info.model_copy(update=fields))
+                log.info("external worker %s is back (pid %s)", wid, msg.pid)
+            if new_process:
+                ext.tokens_seen = -1
+        ext.last_seen = now
+        ext.health_failures = 0
+        self._persist_external(wid)
+        return info
+
+    def _warn_unknown_model(self, worker_id: str, model_id: str) -> None:
+        if self.catalog.get(model_id) is None:
+            log.warning(
+                "external worker %s serves model %r, which is not in this hive's catalog; it is listed anyway "
+                "(register the model with POST /v1/models so the queen offers it)",
+                worker_id,
+                model_id,
+            )
+
+    async def _check_external(self, ext: _External) -> None:
+        wid = ext.worker_id
+        before = self.registry.get(wid)
+        if before is None:
+            return
+        health = await self.client.health(before.url)
+        info = self.registry.get(wid)
+        if info is None or self._external.get(wid) is not ext:
+            return  # dropped or announced anew meanwhile
+        now = time.time()
+        if health is None or health.worker_id != wid:
+            ext.health_failures += 1
+            if ext.health_failures < EXTERNAL_FAILURES_CRASHED or info.state not in LIVE_STATES:
+                return
+            if info.state == S.DRAINING:  # it was being stopped (e.g. systemctl stop): gone for good
+                self._drop_external(wid, "stopped after draining")
+                return
+            reason = (
+                f"external worker did not answer {ext.health_failures} health checks in a row at {info.url}; "
+                f"it is managed outside the hive (e.g. by systemd), which should restart it; dropped after "
+                f"{self.config.external_worker_drop_s:g} s without an answer or a new announce"
+            )
+            log.warning("worker %s: %s", wid, reason)
+            self.registry.set_state(wid, S.CRASHED, last_error=reason)
+            self._persist_external(wid)
+            return
+        ext.health_failures = 0
+        ext.last_seen = now
+        active = _working(health) or (ext.tokens_seen >= 0 and health.tokens_generated_total != ext.tokens_seen)
+        ext.tokens_seen = health.tokens_generated_total
+        if info.state not in (S.IDLE, S.BUSY):
+            if health.state in (S.IDLE, S.BUSY) and info.state in (S.CRASHED, S.LOADING, S.DRAINING):
+                state = S.BUSY if _working(health) else S.IDLE
+                self.registry.replace(
+                    info.model_copy(update={"state": state, "slots_total": health.slots_total, "last_activity": now})
+                )
+                log.info("external worker %s answers again", wid)
+                self._persist_external(wid)
+            elif health.state == S.DRAINING and info.state in (S.CRASHED, S.LOADING):
+                self.registry.replace(info.model_copy(update={"state": S.DRAINING}))
+            return
+        self._apply_health(info, health, active)
+
+    def _persist_external(self, worker_id: str) -> None:
+        info = self.registry.get(worker_id)
+        if info is None:
+            return
+        record = ExternalRecord(managed_by="external", info=info)
+        self.catalog.save_worker(worker_id, record.model_dump_json())
+
+    def _drop_external(self, worker_id: str, reason: str) -> None:
+        """Forget an external worker (its process, if any, is left alone); ``stopped`` in the next heartbeat."""
+        log.info("dropping external worker %s (%s); it comes back when it announces itself", worker_id, reason)
+        self._external.pop(worker_id, None)
+        self._forget(worker_id)
 
     def _in_background(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
@@ -597,7 +843,7 @@ class Supervisor:
             info = self.registry.get(wid)
             if info is None or m.stopping or self._closing:
                 return
-            if self.registry.count(LIVE_STATES) >= self.config.max_workers:
+            if self.registry.count(LIVE_STATES, managed_by="hive") >= self.config.max_workers:
                 m.restart_at = time.time() + max(self.config.restart_backoff_s, 1.0)  # wait for a free place
                 return
             restarts = info.restarts + 1

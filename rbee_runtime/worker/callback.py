@@ -1,8 +1,15 @@
-"""The ready callback: tell the hive that this worker has loaded its model."""
+"""The ready callback: tell the hive that this worker has loaded its model, and keep telling it.
+
+``send_ready`` is the one-shot callback (a few retries, then give up). ``Announcer`` re-sends the
+same ``WorkerReady`` every ``interval_s`` for the worker's whole life, and retries with a back-off
+capped at ``interval_s`` while the hive is unreachable, so a worker started before its hive (or a
+hive restarted later) always ends up knowing it. Neither ever stops the worker.
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
 
 import httpx
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
@@ -10,6 +17,9 @@ from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponen
 from rbee_runtime.common.contracts import WorkerReady
 
 log = logging.getLogger(__name__)
+
+#: First delay between two failed announces; doubled each time, up to the announce interval.
+FIRST_BACKOFF_S = 0.2
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -29,8 +39,78 @@ def send_ready(url: str, ready: WorkerReady, *, attempts: int = 5, timeout_s: fl
         reraise=True,
     )
     def _post() -> None:
-        response = httpx.post(url, json=ready.model_dump(mode="json"), timeout=timeout_s)
+        response = httpx.post(url, json=ready.model_dump(mode="json"), timeout=timeout_s, trust_env=False)
         response.raise_for_status()
 
     _post()
     log.info("ready callback accepted by %s", url)
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, httpx.HTTPStatusError):
+        return f"HTTP {exc.response.status_code} {exc.response.text[:200]}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class Announcer:
+    """POSTs ``ready`` to ``url`` every ``interval_s`` until ``stop`` is set (run it in a thread).
+
+    A failed POST (unreachable hive, any error answer) is retried after ``FIRST_BACKOFF_S``, doubled
+    after each failure up to ``interval_s``; the first failure of an outage is logged as a warning,
+    the recovery as info, everything else at debug level.
+    """
+
+    def __init__(self, url: str, ready: WorkerReady, interval_s: float, *, timeout_s: float = 5.0) -> None:
+        if interval_s <= 0:
+            raise ValueError("interval_s must be > 0 (0 means a single callback: use send_ready)")
+        self.url = url
+        self.ready = ready
+        self.interval_s = interval_s
+        self.timeout_s = timeout_s
+        self.stop = threading.Event()
+        self.sent = 0
+        self._ok: bool | None = None
+        self._backoff = FIRST_BACKOFF_S
+        self._http = httpx.Client(timeout=timeout_s, trust_env=False)
+
+    def announce_once(self) -> bool:
+        """One POST; True when the hive took it. Never raises."""
+        try:
+            response = self._http.post(self.url, json=self.ready.model_dump(mode="json"))
+            response.raise_for_status()
+        except Exception as exc:
+            if self._ok is not False:
+                log.warning(
+                    "ready callback to %s failed (%s); the worker keeps serving and retries (at least every %g s)",
+                    self.url,
+                    _describe(exc),
+                    self.interval_s,
+                )
+            else:
+                log.debug("ready callback to %s failed again: %s", self.url, _describe(exc))
+            self._ok = False
+            return False
+        self.sent += 1
+        if self._ok is not True:
+            log.info("ready callback accepted by %s (re-sent every %g s)", self.url, self.interval_s)
+        self._ok = True
+        self._backoff = FIRST_BACKOFF_S
+        return True
+
+    def next_delay(self) -> float:
+        """Seconds to wait before the next POST: the interval after a success, else the back-off."""
+        if self._ok:
+            return self.interval_s
+        delay = min(self._backoff, self.interval_s)
+        self._backoff = min(self._backoff * 2, self.interval_s)
+        return delay
+
+    def run(self, first_done: bool | None = None) -> None:
+        """Announce until ``stop`` is set. ``first_done``: the outcome of a POST the caller already made."""
+        if first_done is not None:
+            self._ok = first_done
+        try:
+            while not self.stop.wait(self.next_delay() if self._ok is not None else 0):
+                self.announce_once()
+        finally:
+            self._http.close()

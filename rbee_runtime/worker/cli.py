@@ -18,6 +18,13 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _non_negative_float(value: str) -> float:
+    number = float(value)
+    if not number >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m rbee_runtime.worker", description="Serve one GGUF model.")
     p.add_argument("--worker-id", required=True)
@@ -33,6 +40,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (default: llama.cpp's)")
     p.add_argument("--grace-period", type=float, default=30.0, help="seconds a drain waits for running work")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--announce-interval",
+        type=_non_negative_float,
+        default=10.0,
+        help="seconds between two ready callbacks for the worker's whole life, retried (back-off capped at "
+        "this) while the hive is unreachable; 0 = one callback only (default 10)",
+    )
+    p.add_argument(
+        "--managed-by",
+        choices=["hive", "external"],
+        default="hive",
+        help="who owns this process: 'hive' (spawned by it) or 'external' (e.g. a systemd unit; the hive "
+        "registers it on its callback and never stops it)",
+    )
     return p
 
 
@@ -52,6 +73,8 @@ def parse_settings(argv: Sequence[str] | None = None) -> WorkerSettings:
         threads=a.threads,
         grace_period_s=a.grace_period,
         log_level=a.log_level,
+        announce_interval_s=a.announce_interval,
+        managed_by=a.managed_by,
     )
 
 
@@ -63,4 +86,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         format=f"%(asctime)s %(levelname)s worker[{settings.worker_id}] %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if settings.log_level != "debug":
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per announce is noise
     sys.exit(run(settings))

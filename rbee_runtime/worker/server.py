@@ -14,9 +14,9 @@ from types import FrameType
 
 import uvicorn
 
-from rbee_runtime.common.contracts import WorkerReady
+from rbee_runtime.common.contracts import ManagedBy, WorkerReady
 from rbee_runtime.worker.app import create_app
-from rbee_runtime.worker.callback import send_ready
+from rbee_runtime.worker.callback import Announcer, send_ready
 from rbee_runtime.worker.engine import Backend, Engine, EngineConfig, EngineError
 from rbee_runtime.worker.service import WorkerService
 
@@ -40,6 +40,9 @@ class WorkerSettings:
     threads: int | None = None
     grace_period_s: float = 30.0
     log_level: str = "info"
+    #: Seconds between two ready callbacks (0: a single one, with a few retries).
+    announce_interval_s: float = 10.0
+    managed_by: ManagedBy = "hive"
 
     @property
     def url(self) -> str:
@@ -62,6 +65,26 @@ class WorkerServer(uvicorn.Server):
         self.exit_code = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self.announcer: Announcer | None = None
+        if settings.callback_url and settings.announce_interval_s > 0:
+            self.announcer = Announcer(settings.callback_url, self._ready_message(), settings.announce_interval_s)
+
+    def _ready_message(self) -> WorkerReady:
+        s = self.settings
+        return WorkerReady(
+            worker_id=s.worker_id,
+            url=s.url,
+            model_id=s.model_id,
+            backend=s.backend,
+            device=s.device,
+            slots_total=s.slots,
+            pid=os.getpid(),
+            managed_by=s.managed_by,
+        )
+
+    def stop_announcing(self) -> None:
+        if self.announcer is not None:
+            self.announcer.stop.set()
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -83,7 +106,11 @@ class WorkerServer(uvicorn.Server):
             self._loop.call_soon_threadsafe(self.service.start_drain)
 
     def _load_and_announce(self) -> None:
-        """Thread: load the model, POST the ready callback, then become ``idle``."""
+        """Thread: load the model, POST the ready callback, become ``idle``, then keep announcing.
+
+        The worker stays ``loading`` while the hive answers its first callback; a first callback
+        that fails does not hold it back (it serves, and the announcer keeps trying).
+        """
         s = self.settings
         started = time.perf_counter()
         log.info("loading model %r from %s (%d slot(s), backend %s)", s.model_id, s.model_path, s.slots, s.backend)
@@ -97,26 +124,25 @@ class WorkerServer(uvicorn.Server):
             self.should_exit = True
             return
         log.info("model loaded in %.2f s", time.perf_counter() - started)
-        if s.callback_url:
-            ready = WorkerReady(
-                worker_id=s.worker_id,
-                url=s.url,
-                model_id=s.model_id,
-                backend=s.backend,
-                device=s.device,
-                slots_total=s.slots,
-                pid=os.getpid(),
-            )
+        announcer = self.announcer
+        first_ok: bool | None = None
+        if announcer is not None:
+            if not announcer.stop.is_set():  # not when already draining
+                first_ok = announcer.announce_once()
+        elif s.callback_url:
             try:
-                send_ready(s.callback_url, ready)
+                send_ready(s.callback_url, self._ready_message())
             except Exception as exc:  # the hive may still find us through /health
                 log.error("ready callback to %s failed: %s", s.callback_url, exc)
         self.service.mark_loaded()
         log.info("worker %s idle at %s", s.worker_id, s.url)
+        if announcer is not None:
+            announcer.run(first_done=first_ok)  # until draining or exit
 
     async def _drain_when_asked(self) -> None:
         """Once draining: wait for running generations (grace period), cancel the rest, stop."""
         await self.service.drain_requested.wait()
+        self.stop_announcing()  # a draining worker must not look available to a hive
         deadline = time.monotonic() + self.settings.grace_period_s
         while self.service.slots.busy and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
@@ -154,7 +180,10 @@ def run(settings: WorkerSettings) -> int:
         timeout_graceful_shutdown=5,
     )
     server = WorkerServer(config, settings, service)
-    server.run()
+    try:
+        server.run()
+    finally:
+        server.stop_announcing()
     if not service.slots.busy:
         engine.close()
     return server.exit_code

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from .support import HiveFactory, QueenStub
+from .support import ExternalWorkers, HiveFactory, QueenStub
 
 
 @pytest.fixture
@@ -28,3 +28,13 @@ def queen() -> Iterator[QueenStub]:
         yield stub
     finally:
         stub.close()
+
+
+@pytest.fixture
+def external_workers(tmp_path: Path, tiny_model_path: Path) -> Iterator[ExternalWorkers]:
+    """Starts workers the way systemd would (not children of any hive); kills every one afterwards."""
+    factory = ExternalWorkers(tmp_path, tiny_model_path)
+    try:
+        yield factory
+    finally:
+        factory.cleanup()

@@ -264,3 +264,80 @@ class QueenStub:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class ExternalWorker:
+    """A worker started by the test itself, as systemd would (``--managed-by external``): no hive's child.
+
+    It runs in its own session without the hive test tag, so ``HiveFactory.leftovers`` does not see it;
+    ``kill()`` (the ``external_workers`` fixture calls it) SIGKILLs its process group.
+    """
+
+    def __init__(
+        self,
+        worker_id: str,
+        model_path: Path,
+        callback_url: str,
+        workdir: Path,
+        port: int | None = None,
+        announce_interval: float = 0.5,
+        model_id: str = "rbee-tiny",
+    ) -> None:
+        self.worker_id = worker_id
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = workdir / f"external-{worker_id}-{uuid.uuid4().hex[:6]}.log"
+        cmd = [
+            sys.executable, "-m", "rbee_runtime.worker",
+            "--worker-id", worker_id,
+            "--model-id", model_id,
+            "--model-path", str(model_path),
+            "--host", "127.0.0.1",
+            "--port", str(self.port),
+            "--ctx-size", "256",
+            "--threads", "1",
+            "--callback-url", callback_url,
+            "--managed-by", "external",
+            "--announce-interval", str(announce_interval),
+        ]  # fmt: skip
+        env = {k: v for k, v in os.environ.items() if k != TAG_ENV}
+        env["PYTHONUNBUFFERED"] = "1"
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
+
+
+class ExternalWorkers:
+    """Factory of ``ExternalWorker``s; ``cleanup()`` kills every one it started."""
+
+    def __init__(self, workdir: Path, model_path: Path) -> None:
+        self.workdir = workdir
+        self.model_path = model_path
+        self.started: list[ExternalWorker] = []
+
+    def start(self, worker_id: str, callback_url: str, **options: Any) -> ExternalWorker:
+        worker = ExternalWorker(worker_id, self.model_path, callback_url, self.workdir, **options)
+        self.started.append(worker)
+        return worker
+
+    def cleanup(self) -> None:
+        for worker in self.started:
+            worker.kill()

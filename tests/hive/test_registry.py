@@ -98,6 +98,27 @@ def test_count_live() -> None:
     assert reg.count() == 4
 
 
+def test_count_by_manager() -> None:
+    reg = WorkerRegistry()
+    reg.add(_info("own", S.IDLE))
+    reg.add(_info("ext", S.IDLE).model_copy(update={"managed_by": "external"}))
+    reg.add(_info("ext-dead", S.CRASHED).model_copy(update={"managed_by": "external"}))
+    assert (reg.count(), reg.count(managed_by="hive"), reg.count(managed_by="external")) == (2, 1, 1)
+
+
+def test_replace_skips_the_transition_check_and_notifies() -> None:
+    reg = WorkerRegistry()
+    seen: list[tuple[str, str]] = []
+    reg.subscribe(lambda old, new: seen.append((old.state.value, new.state.value)))
+    reg.add(_info(state=S.CRASHED))
+    back = reg.replace(_info(state=S.IDLE).model_copy(update={"pid": 7, "managed_by": "external"}))
+    assert reg.require("w1") == back and back.pid == 7
+    reg.replace(back.model_copy(update={"pid": 8}))  # same state: no notification
+    assert seen == [("crashed", "idle")] and reg.require("w1").pid == 8
+    with pytest.raises(KeyError):
+        reg.replace(_info("nobody"))
+
+
 def test_concurrent_updates() -> None:
     reg = WorkerRegistry()
     reg.add(_info(state=S.IDLE))

@@ -124,9 +124,12 @@ def start_worker(tiny_model_path: Path, tmp_path: Path) -> Iterator[Callable[...
 
 
 class CallbackReceiver:
-    """A tiny real HTTP server recording the JSON bodies POSTed to it (the hive's ready endpoint)."""
+    """A tiny real HTTP server recording the JSON bodies POSTed to it (the hive's ready endpoint).
 
-    def __init__(self) -> None:
+    ``port``: listen there (0: any free port). Each record has ``path``, ``body`` and ``at`` (monotonic).
+    """
+
+    def __init__(self, port: int = 0) -> None:
         self.received: list[dict[str, Any]] = []
         self.arrived = threading.Event()
         self.release = threading.Event()  # answer only once set (set by default)
@@ -136,7 +139,8 @@ class CallbackReceiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
-                receiver.received.append({"path": self.path, "body": json.loads(self.rfile.read(length))})
+                body = json.loads(self.rfile.read(length))
+                receiver.received.append({"path": self.path, "body": body, "at": time.monotonic()})
                 receiver.arrived.set()
                 receiver.release.wait(10)
                 self.send_response(200)
@@ -147,7 +151,7 @@ class CallbackReceiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1/workers/ready"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
