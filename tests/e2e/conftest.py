@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -74,17 +75,28 @@ def start_rbee_up(spec: Path, run_dir: Path, timeout_s: float = 90.0) -> Running
             stdout=sink, stderr=subprocess.STDOUT, text=True, env=env,
         )  # fmt: skip
     deadline = time.monotonic() + timeout_s
+    seen: list[psutil.Process] = []
     while time.monotonic() < deadline:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            seen = psutil.Process(process.pid).children(recursive=True) or seen
         text = output.read_text()
         if "ready: OpenAI-compatible API at " in text:
             url = text.split("ready: OpenAI-compatible API at ")[1].split("/v1")[0]
             descendants = psutil.Process(process.pid).children(recursive=True)
             return RunningCluster(process, url, run_dir, output, descendants)
         if process.poll() is not None:
+            _kill(seen)
             raise AssertionError(f"rbee up exited with {process.returncode}:\n{text}")
         time.sleep(0.2)
     process.kill()
+    _kill(seen)
     raise AssertionError(f"rbee up was not ready in {timeout_s}s:\n{output.read_text()}")
+
+
+def _kill(processes: list[psutil.Process]) -> None:
+    for leftover in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            leftover.kill()
 
 
 def stop_rbee_up(cluster: RunningCluster) -> int:

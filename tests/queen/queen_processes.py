@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import yaml
 from queen_helpers import heartbeat, worker_info
 
@@ -50,6 +51,14 @@ class Service:
         response.raise_for_status()
         body: dict[str, Any] = response.json()
         return body
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    """Every process ``pid`` started, recursively (empty when it is gone)."""
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
 
 
 class Processes:
@@ -89,6 +98,7 @@ class Processes:
 
     def close(self) -> None:
         """SIGTERM everything (newest first), then SIGKILL the process groups that did not exit."""
+        started = [child for service in self.services for child in descendants(service.proc.pid)]
         for service in reversed(self.services):
             if service.proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -103,6 +113,10 @@ class Processes:
             # Children of the process (workers of a hive) live in its session: make sure they are gone.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(service.proc.pid, signal.SIGKILL)
+        # A hive starts each worker in a session of its own: kill what is left of them too.
+        for child in started:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
 
     # ------------------------------------------------------------------ services
 

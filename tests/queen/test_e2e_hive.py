@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from queen_processes import Processes, Service
+from queen_processes import Processes, Service, descendants
 
 from rbee.tiny_model import TINY_MODEL_ID
 
@@ -69,7 +70,10 @@ def test_worker_started_on_demand(cluster: tuple[Service, Service]) -> None:
 
 def test_silent_hive_goes_stale_then_is_dropped(cluster: tuple[Service, Service]) -> None:
     queen, hive = cluster
-    os.killpg(hive.proc.pid, signal.SIGKILL)  # the machine goes away: the hive and its workers
+    machine = [hive.proc.pid, *(p.pid for p in descendants(hive.proc.pid))]
+    for pid in machine:  # the machine goes away: the hive and its workers
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     hive.proc.wait(timeout=10)
     wait_for(lambda: hive_ids(queen) == [("hive-1", "stale")], timeout=5)
     client = openai.OpenAI(base_url=f"{queen.url}/v1", api_key=KEY, max_retries=0, timeout=30)
