@@ -1,0 +1,1 @@
+"""Step library of the Gherkin features, one module per domain."""
