@@ -7,9 +7,12 @@ others (or stops, when the spec says ``deploy.on_unreachable: stop``).
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 import time
 import uuid
+from pathlib import Path
 
 from pyinfra.api.deploy import deploy
 from pyinfra.context import host, state
@@ -44,6 +47,21 @@ def _latency_ms() -> float:
     return (time.perf_counter() - started) * 1000
 
 
+def _write_report() -> None:
+    """The table as JSON, for ``rbee plan`` / ``rbee deploy`` (``$RBEE_PREFLIGHT_REPORT``)."""
+    target = os.environ.get("RBEE_PREFLIGHT_REPORT")
+    if not target:
+        return
+    hosts = {
+        name: {
+            "latency_ms": round(latency, 1), "os": facts.os, "arch": facts.arch, "python": facts.python_text,
+            "gpus": len(facts.gpus), "problems": problems,
+        }
+        for name, (facts, latency, problems) in _rows.items()
+    }  # fmt: skip
+    Path(target).write_text(json.dumps({"hosts": hosts}, indent=1))
+
+
 def _print_table() -> None:
     names = [h.name for h in state.inventory]
     width = max(len(n) for n in names) + 2
@@ -76,6 +94,7 @@ def preflight() -> HostFacts:
     active = {h.name for h in state.inventory.get_active_hosts()}
     if active <= set(_rows):  # the last active host to be probed prints the table
         _print_table()
+        _write_report()
     if problems:
         fail_host(name=f"preflight: {host.name} cannot run rbee", reason="; ".join(problems))
     return facts

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from rbee.cli import cluster_cmd, engine_cmd, spec_cmd, testhosts_cmd, up_cmd
+from rbee.cli import cluster_cmd, engine_cmd, rollout_cmd, spec_cmd, testhosts_cmd, up_cmd
 
 app = typer.Typer(
     name="rbee",
@@ -16,6 +16,7 @@ app.add_typer(spec_cmd.app, name="spec")
 app.add_typer(engine_cmd.app, name="engine")
 app.command("up")(up_cmd.up)
 app.command("infer")(cluster_cmd.infer)
+app.command("plan")(rollout_cmd.plan)
 app.add_typer(cluster_cmd.workers_app, name="workers")
 app.add_typer(cluster_cmd.hives_app, name="hives")
 app.add_typer(cluster_cmd.models_app, name="models")

@@ -57,10 +57,10 @@ class Cluster:
         )
 
 
-def deploy(cluster: Cluster, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """``pyinfra -y --json inventory/inventory.py deploys/site.py``, as an operator runs it."""
+def deploy(cluster: Cluster, *args: str, timeout: float = 600, yes: bool = True) -> subprocess.CompletedProcess[str]:
+    """``pyinfra -y --json inventory/inventory.py deploys/site.py``, as an operator runs it (no -y: plan only)."""
     env = {**os.environ, "RBEE_SPEC": str(cluster.spec), "RBEE_TEST_KEYS": API_KEY}
-    command = [PYINFRA, "-y", "--json", *args, "inventory/inventory.py", "deploys/site.py"]
+    command = [PYINFRA, *(["-y"] if yes else []), "--json", *args, "inventory/inventory.py", "deploys/site.py"]
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -143,7 +143,7 @@ def test_host_state_with_testinfra(cluster: Cluster, first: subprocess.Completed
 def test_dry_run_shows_changes_and_changes_nothing(cluster: Cluster, first: subprocess.CompletedProcess[str]) -> None:
     env_before = cluster.hosts.ssh("h2", "cat /etc/rbee/workers/tiny-1.env").stdout
     cluster.write(slots=3)
-    dry = deploy(cluster, "--dry")
+    dry = deploy(cluster, "--dry", yes=False)
     assert dry.returncode == 0, dry.stderr[-4000:]
     changing = [op["names"] for op in results(dry)["plan"] if op["hosts_with_change"]]
     assert any("worker tiny-1 config" in " ".join(names) for names in changing), changing

@@ -1,0 +1,283 @@
+"""The Ansible deploy's control-machine side: ``rbee spec ansible-inventory``, ``rbee spec prepare``, role helpers.
+
+``ansible_inventory`` and ``prepare_control`` are commands of ``rbee spec``. The roles in
+``roles/`` call the helpers of this module on the control machine (``delegate_to: localhost``)
+as ``python -m rbee.cli.ansible_cmd HELPER``: each reads one JSON document on stdin and prints
+one on stdout, so the decisions stay in Python (``rbee.deploy``) and the roles only copy files::
+
+    probe       the preflight probe script (POSIX sh, run on each host) → its text
+    models      fetch the models into the control machine's cache       → their local paths
+    plan        judge each host's probe (``rbee.deploy.probe.judge``)  → problems, engine key, workers
+    wheelhouse  rbee + dependencies as wheels per target (Python, arch) → folder, files and their sha1
+    engine      the engine wheel per feature set (CPU builds cached)    → wheel path, or why there is none
+    health      wait until the queen sees every hive and placed worker  → ready, what is missing
+
+``inventory SPEC`` and ``prepare SPEC`` are the two ``rbee spec`` commands, reachable here too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+import yaml
+
+from rbee.cli import exits
+from rbee.cli.spec_cmd import SpecFile, read_spec_or_exit
+from rbee.deploy.ansible_inventory import ansible_inventory as build_inventory
+from rbee.deploy.ansible_inventory import cluster_missing, cluster_state, host_plan
+from rbee.deploy.probe import PROBE_SCRIPT, parse_probe
+from rbee.deploy.wheelhouse import Wheelhouse, WheelhouseError, build_wheelhouse
+from rbee.engine.features import FeatureSet
+from rbee.engine.wheelcache import EngineBuildError, build_wheel, cached_wheel
+from rbee.models import ModelFetchError, cached_model, fetch_model
+from rbee.spec.models import ModelSpec
+
+HEADER = "# rbee Ansible inventory, made by `rbee spec ansible-inventory {spec}`: change the spec, not this file.\n"
+LOCAL_PYTHON = f"{sys.version_info[0]}.{sys.version_info[1]}"
+
+
+# ---------------------------------------------------------------------------------------------- rbee spec commands
+
+
+def ansible_inventory(
+    spec_file: SpecFile,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the inventory here (default: stdout).")
+    ] = None,
+) -> None:
+    """Print the Ansible inventory of a spec (YAML): groups queen and hives, all.vars, rbee_* host vars."""
+    spec = read_spec_or_exit(spec_file)
+    text = HEADER.format(spec=spec_file) + yaml.safe_dump(
+        build_inventory(spec, spec_file.resolve().parent), sort_keys=False, width=120
+    )
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text)
+        typer.echo(f"{output}: {len(spec.hosts)} host(s)", err=True)
+
+
+def prepare_control(
+    spec_file: SpecFile,
+    python: Annotated[str, typer.Option(help="Python (X.Y) of the hosts.")] = LOCAL_PYTHON,
+    arch: Annotated[str, typer.Option(help="CPU arch of the hosts.")] = platform.machine(),
+) -> None:
+    """Prepare on this machine what a deploy ships (wheelhouse, engine wheels, models); print their paths as JSON.
+
+    The Ansible playbook runs the same steps itself after probing the hosts; this command warms the
+    caches ahead (e.g. in CI), assuming every host has this Python and arch (``backend: auto`` → cpu).
+    """
+    spec = read_spec_or_exit(spec_file)
+    version = spec.deploy.llama_cpp_python
+    engines = [
+        {"backend": "cpu" if h.backend == "auto" else h.backend, "arch": arch, "python": python, "version": version}
+        for h in spec.hosts
+    ]
+    try:
+        out = {
+            "wheelhouses": prepare_wheelhouses([{"python": python, "arch": arch}])["wheelhouses"],
+            "engines": prepare_engines(engines, spec.deploy.build_cache, build=True)["engines"],
+            "models": prepare_models([m.model_dump() for m in spec.models], spec.deploy.model_cache)["models"],
+        }
+    except (WheelhouseError, ModelFetchError) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(exits.FAILURE) from None
+    typer.echo(json.dumps(out, indent=2))
+    if any(e["wheel"] is None for e in out["engines"].values()):
+        raise typer.Exit(exits.FAILURE)
+
+
+# ---------------------------------------------------------------------------------------------- the steps
+
+
+def prepare_models(models: list[dict[str, Any]], cache_dir: str) -> dict[str, Any]:
+    """Each model fetched (once) into the cache: id → path, size, sha256; ``changed`` when one was downloaded."""
+    cache = Path(cache_dir).expanduser()
+    out: dict[str, Any] = {}
+    changed = False
+    for raw in models:
+        model = ModelSpec.model_validate(raw)
+        if model.id in out:
+            continue
+        found = cached_model(model, cache) or fetch_model(model, cache)
+        changed = changed or found.fetched
+        out[model.id] = {"path": str(found.path), "size_bytes": found.size_bytes, "sha256": found.sha256}
+    return {"models": out, "changed": changed}
+
+
+def _target(python: str, arch: str) -> str:
+    return f"{python}-{arch}"
+
+
+def _manifest(house: Wheelhouse) -> dict[str, str]:
+    """Wheel name → sha1, the checksum ``ansible.builtin.find`` reports for the copies on a host."""
+    return {
+        w.name: hashlib.sha1(w.read_bytes(), usedforsecurity=False).hexdigest()
+        for w in sorted(house.folder.glob("*.whl"))
+    }
+
+
+def prepare_wheelhouses(targets: list[dict[str, str]]) -> dict[str, Any]:
+    """The wheelhouse of each target (``{"python": "3.11", "arch": "x86_64"}``), keyed ``3.11-x86_64``."""
+    out: dict[str, Any] = {}
+    for target in targets:
+        key = _target(target["python"], target["arch"])
+        if key in out:
+            continue
+        house = build_wheelhouse(target["python"], target["arch"])
+        out[key] = {
+            "folder": str(house.folder),
+            "rbee_wheel": house.rbee_wheel.name,
+            "fingerprint": house.fingerprint,
+            "files": _manifest(house),
+        }
+    return {"wheelhouses": out}
+
+
+def prepare_engines(features: list[dict[str, Any]], cache_dir: str, *, build: bool) -> dict[str, Any]:
+    """The engine wheel of each feature set: cached, or built now (CPU on this arch only, when ``build``)."""
+    cache = Path(cache_dir).expanduser()
+    local_arch = platform.machine()
+    out: dict[str, Any] = {}
+    changed = False
+    for raw in features:
+        fs = FeatureSet(backend=raw["backend"], arch=raw["arch"], python=raw["python"], version=raw["version"])
+        if fs.key in out:
+            continue
+        wheel = cached_wheel(fs, cache)
+        buildable = fs.backend == "cpu" and fs.arch == local_arch
+        problem = None
+        if wheel is None and buildable and build:
+            print(f"--> building engine {fs.key} (once; minutes)", file=sys.stderr, flush=True)
+            try:
+                wheel = build_wheel(fs, cache)
+                changed = True
+            except EngineBuildError as exc:
+                problem = str(exc)
+        elif wheel is None:
+            problem = (
+                f"engine {fs.key} is not in the build cache and this control machine builds cpu wheels "
+                f"for {local_arch} only: run `rbee engine build --backend {fs.backend}` on a "
+                f"{fs.arch} machine with the {fs.backend} toolchain and copy the wheel into {cache_dir}/{fs.key}/"
+            )
+        found = {"wheel": str(wheel), "name": wheel.name} if wheel else {"wheel": None, "name": None}
+        out[fs.key] = {**found, "problem": problem}
+    return {"engines": out, "changed": changed}
+
+
+def plan_hosts(hosts: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Judge each host's probe output; ``hosts``: name → {"probe": text, "vars": its rbee_* variables}."""
+    out: dict[str, Any] = {}
+    for name, entry in hosts.items():
+        data = entry["vars"]
+        cache = Path(data["rbee_deploy"]["model_cache"]).expanduser()
+        found = [cached_model(ModelSpec.model_validate(m), cache) for m in data["rbee_models"]]
+        model_bytes = sum(f.size_bytes for f in found if f is not None)
+        out[name] = host_plan(data, parse_probe(entry["probe"]), model_bytes)
+    return {"hosts": out}
+
+
+def wait_healthy(
+    queen_url: str, expected: dict[str, int], timeout_s: float, api_key: str | None, interval_s: float = 0.5
+) -> dict[str, Any]:
+    """Poll the queen until it sees every expected hive online and its placed workers ready, or time out."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    deadline = time.monotonic() + timeout_s
+    with httpx.Client(base_url=queen_url, headers=headers, timeout=5.0) as client:
+        while True:
+            try:
+                hives = client.get("/v1/hives").json()["hives"]
+                workers = client.get("/v1/workers").json()["workers"]
+                missing = cluster_missing(expected, hives, workers)
+            except (httpx.HTTPError, ValueError, KeyError) as exc:
+                hives, workers = [], []
+                missing = f"the queen at {queen_url} ({type(exc).__name__}: {exc})"
+            if not missing:
+                return {"ready": True, "missing": "", "state": cluster_state(queen_url, hives, workers)}
+            if time.monotonic() >= deadline:
+                return {"ready": False, "missing": missing, "state": []}
+            time.sleep(interval_s)
+
+
+# ---------------------------------------------------------------------------------------------- role helpers
+
+
+helpers = typer.Typer(
+    help="Control-machine helpers of the Ansible roles: JSON on stdin, JSON on stdout.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+def _stdin() -> dict[str, Any]:
+    data: dict[str, Any] = json.load(sys.stdin)
+    return data
+
+
+def _print(data: dict[str, Any]) -> None:
+    typer.echo(json.dumps(data))
+
+
+@helpers.command("probe")
+def probe_helper() -> None:
+    """{} → {"script": the preflight probe (``rbee.deploy.probe.PROBE_SCRIPT``, POSIX sh)}."""
+    _print({"script": PROBE_SCRIPT})
+
+
+@helpers.command("models")
+def models_helper() -> None:
+    """{"models": [...], "cache": DIR} → {"models": {id: {path, size_bytes, sha256}}, "changed": bool}."""
+    data = _stdin()
+    try:
+        _print(prepare_models(data["models"], data["cache"]))
+    except ModelFetchError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(exits.FAILURE) from None
+
+
+@helpers.command("plan")
+def plan_helper() -> None:
+    """{"hosts": {name: {"probe": TEXT, "vars": {...}}}} → {"hosts": {name: plan}}."""
+    _print(plan_hosts(_stdin()["hosts"]))
+
+
+@helpers.command("wheelhouse")
+def wheelhouse_helper() -> None:
+    """{"targets": [{"python", "arch"}]} → {"wheelhouses": {"PY-ARCH": {folder, rbee_wheel, fingerprint, files}}}."""
+    try:
+        _print(prepare_wheelhouses(_stdin()["targets"]))
+    except WheelhouseError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(exits.FAILURE) from None
+
+
+@helpers.command("engine")
+def engine_helper() -> None:
+    """{"features": [...], "cache": DIR, "build": bool} → {"engines": {key: {wheel, name, problem}}, "changed"}."""
+    data = _stdin()
+    _print(prepare_engines(data["features"], data["cache"], build=bool(data.get("build", True))))
+
+
+@helpers.command("health")
+def health_helper() -> None:
+    """{"queen_url", "expected": {hive: workers}, "timeout"} (+ $RBEE_API_KEY) → {"ready", "missing", "state"}."""
+    data = _stdin()
+    key = os.environ.get("RBEE_API_KEY") or None
+    _print(wait_healthy(data["queen_url"], data["expected"], float(data["timeout"]), key))
+
+
+helpers.command("inventory")(ansible_inventory)
+helpers.command("prepare")(prepare_control)
+
+
+if __name__ == "__main__":
+    helpers()

@@ -1,0 +1,60 @@
+"""``rbee plan`` and ``rbee status``: what a deploy would change, and what is deployed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rbee.cli import exits
+from rbee.cli.spec_cmd import read_spec_or_exit
+from rbee.rollout.plan import Plan, build_plan
+from rbee.rollout.pyinfra_run import run_pyinfra
+from rbee.spec.inventory import inventory_groups
+
+SpecFile = Annotated[Path, typer.Argument(help="Path to the cluster spec (YAML).", show_default=False)]
+
+
+def inventory_names(spec_file: Path) -> list[str]:
+    """The pyinfra host names of a (valid) spec, in spec order."""
+    spec = read_spec_or_exit(spec_file)
+    return [name for name, _ in inventory_groups(spec, spec_file.resolve().parent)["hives"]]
+
+
+def _print_plan(plan: Plan) -> None:
+    for host, changes in plan.changes.items():
+        if host in plan.failing:
+            continue
+        if changes:
+            typer.echo(f"{host}: {len(changes)} change(s)")
+            for change in changes:
+                typer.echo(f"  ~ {change}")
+        else:
+            typer.echo(f"{host}: up to date")
+    for host, problems in plan.failing.items():
+        typer.echo(f"{host}: cannot be deployed: {'; '.join(problems)}", err=True)
+    for host in plan.unreachable:
+        typer.echo(f"{host}: unreachable (see pyinfra's connection error); its changes are unknown", err=True)
+
+
+def plan(
+    spec_file: SpecFile,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+) -> None:
+    """Show what a deploy would change on each host, changing nothing (exit 0: nothing to do, 3: changes)."""
+    hosts = inventory_names(spec_file)
+    run = run_pyinfra(spec_file, "--dry")
+    if not run.document:
+        typer.echo(f"rbee plan: the dry run failed (pyinfra exit {run.returncode}):\n{run.log[-3000:]}", err=True)
+        raise typer.Exit(exits.FAILURE)
+    result = build_plan(run.document, run.preflight, hosts)
+    if as_json:
+        typer.echo(json.dumps({"changes": result.changes, "failing": result.failing,
+                               "unreachable": result.unreachable}, indent=1))  # fmt: skip
+    else:
+        _print_plan(result)
+    if result.failing or result.unreachable:
+        raise typer.Exit(exits.FAILURE)
+    raise typer.Exit(exits.CHANGES_PENDING if result.pending else exits.OK)
