@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -10,6 +14,7 @@ import typer
 
 from rbee.cli import exits
 from rbee.cli.spec_cmd import read_spec_or_exit
+from rbee.deploy.wheelhouse import project_root
 from rbee.rollout.plan import Plan, build_plan
 from rbee.rollout.pyinfra_run import run_pyinfra
 from rbee.spec.inventory import inventory_groups
@@ -58,3 +63,54 @@ def plan(
     if result.failing or result.unreachable:
         raise typer.Exit(exits.FAILURE)
     raise typer.Exit(exits.CHANGES_PENDING if result.pending else exits.OK)
+
+
+def _records(spec_file: Path, prefix: str) -> dict[str, dict[str, object]]:
+    """Each host's ``release.json`` (``{}`` when the host has none or was not reached)."""
+
+    pyinfra = str(Path(sys.executable).parent / "pyinfra")
+    env = {**os.environ, "RBEE_SPEC": str(spec_file.resolve())}
+    command = [pyinfra, "--json", "inventory/inventory.py", "fact", "server.Command",
+               f"command=cat {prefix}/release.json 2>/dev/null || true"]  # fmt: skip
+    done = subprocess.run(command, cwd=project_root(), env=env, capture_output=True, text=True, check=False)
+    try:
+        facts = next(iter(json.loads(done.stdout).values()))
+    except (json.JSONDecodeError, StopIteration):
+        return {}
+    out: dict[str, dict[str, object]] = {}
+    for host, text in facts.items():
+        try:
+            out[host] = json.loads(text) if text else {}
+        except json.JSONDecodeError:
+            out[host] = {}
+    return out
+
+
+def status(
+    spec_file: SpecFile,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the records as JSON.")] = False,
+) -> None:
+    """Show what each host runs: the spec hash, git commit, engine build and model checksums of its deploy."""
+    spec = read_spec_or_exit(spec_file)
+    hosts = inventory_names(spec_file)
+    records = _records(spec_file, spec.deploy.prefix)
+    if as_json:
+        typer.echo(json.dumps(records, indent=1, sort_keys=True))
+        return
+    local_hash = hashlib.sha256(spec_file.read_bytes()).hexdigest()
+    for host in hosts:
+        record = records.get(host)
+        if record is None:
+            typer.echo(f"{host}: unreachable")
+        elif not record:
+            typer.echo(f"{host}: never deployed by rbee")
+        else:
+            same = "this spec" if record.get("spec_sha256") == local_hash else "ANOTHER spec (drift: run rbee plan)"
+            typer.echo(f"{host}: {same}, commit {str(record.get('git_commit', ''))[:12] or '?'}, "
+                       f"engine {record.get('engine') or '-'}")  # fmt: skip
+            models = record.get("models") or {}
+            assert isinstance(models, dict)
+            for model_id, sha in models.items():
+                typer.echo(f"  model {model_id}: sha256 {str(sha)[:16]}")
+    if any(records.get(h) is None for h in hosts):
+        raise typer.Exit(exits.FAILURE)

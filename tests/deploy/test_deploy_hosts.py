@@ -140,6 +140,42 @@ def test_host_state_with_testinfra(cluster: Cluster, first: subprocess.Completed
     assert " passed" in run.stdout
 
 
+def rbee(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "RBEE_TEST_KEYS": API_KEY}
+    command = [str(Path(sys.executable).parent / "rbee"), *args, str(cluster.spec)]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_plan_is_empty_then_reports_drift_and_placement_changes(
+    cluster: Cluster, first: subprocess.CompletedProcess[str]
+) -> None:
+    clean = rbee(cluster, "plan")
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert "h1: up to date" in clean.stdout and "h3: up to date" in clean.stdout
+    cluster.hosts.ssh("h3", "sed -i 's/^RestartSec=2/RestartSec=9/' /etc/systemd/system/rbee-hive.service")
+    drift = rbee(cluster, "plan")
+    assert drift.returncode == 3, drift.stdout + drift.stderr
+    assert "h3: 1 change(s)\n  ~ services: unit rbee-hive.service" in drift.stdout
+    assert "h2: up to date" in drift.stdout
+    cluster.write(slots=3)
+    try:
+        placed = rbee(cluster, "plan", "--json")
+        assert placed.returncode == 3
+        changes = json.loads(placed.stdout)["changes"]
+        assert "services: worker tiny-1 config" in changes["h2"] and changes["h1"] == []
+    finally:
+        cluster.write()
+    assert deploy(cluster).returncode == 0  # puts the hand-edited unit back
+
+
+def test_status_shows_what_each_host_runs(cluster: Cluster, first: subprocess.CompletedProcess[str]) -> None:
+    shown = rbee(cluster, "status")
+    assert shown.returncode == 0, shown.stderr
+    for host in HOSTS:
+        assert f"{host}: this spec, commit " in shown.stdout
+    assert "model tiny: sha256 " in shown.stdout
+
+
 def test_dry_run_shows_changes_and_changes_nothing(cluster: Cluster, first: subprocess.CompletedProcess[str]) -> None:
     env_before = cluster.hosts.ssh("h2", "cat /etc/rbee/workers/tiny-1.env").stdout
     cluster.write(slots=3)
