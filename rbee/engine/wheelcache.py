@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from rbee.engine.features import FeatureSet
@@ -25,6 +26,23 @@ def cached_wheel(features: FeatureSet, cache_dir: Path = DEFAULT_CACHE) -> Path 
     return wheels[-1] if wheels else None
 
 
+def build_command(features: FeatureSet, out_dir: Path, python: str = sys.executable) -> list[str]:
+    """The command that builds the wheel of ``features`` from source into ``out_dir`` (run with :func:`build_env`)."""
+    return [
+        python, "-m", "pip", "wheel", "--no-deps", "--no-binary", "llama-cpp-python",
+        "--no-cache-dir", "-w", str(out_dir), f"llama-cpp-python=={features.version}",
+    ]  # fmt: skip
+
+
+def build_env(features: FeatureSet, jobs: int | None = None, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of the build: ``base`` (default this process's) plus ``CMAKE_ARGS`` and the parallelism."""
+    return {
+        **(os.environ if base is None else base),
+        "CMAKE_ARGS": " ".join(features.cmake_args),
+        "CMAKE_BUILD_PARALLEL_LEVEL": str(jobs or os.cpu_count() or 2),
+    }
+
+
 def build_wheel(features: FeatureSet, cache_dir: Path = DEFAULT_CACHE, jobs: int | None = None) -> Path:
     """Return the cached wheel, building it first when missing (minutes on a small machine)."""
     found = cached_wheel(features, cache_dir)
@@ -32,17 +50,10 @@ def build_wheel(features: FeatureSet, cache_dir: Path = DEFAULT_CACHE, jobs: int
         return found
     folder = cache_dir.expanduser() / features.key
     folder.parent.mkdir(parents=True, exist_ok=True)
-    env = {
-        **os.environ,
-        "CMAKE_ARGS": " ".join(features.cmake_args),
-        "CMAKE_BUILD_PARALLEL_LEVEL": str(jobs or os.cpu_count() or 2),
-    }
+    env = build_env(features, jobs)
     with tempfile.TemporaryDirectory(prefix="rbee-engine-", dir=folder.parent) as tmp:
         log = Path(tmp) / "build.log"
-        command = [
-            sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-binary", "llama-cpp-python",
-            "--no-cache-dir", "-w", str(Path(tmp) / "out"), f"llama-cpp-python=={features.version}",
-        ]  # fmt: skip
+        command = build_command(features, Path(tmp) / "out")
         with log.open("w") as sink:
             result = subprocess.run(command, env=env, stdout=sink, stderr=subprocess.STDOUT, check=False)
         if result.returncode != 0:

@@ -215,13 +215,27 @@ class HealthResponse(Wire):
 # --------------------------------------------------------------------------- queen
 
 
+class RejectedWorker(Wire):
+    """A worker of a heartbeat the queen did not take (its id belongs to a worker of another live hive)."""
+
+    worker_id: str
+    code: Literal["WORKER_ALREADY_REGISTERED"] = "WORKER_ALREADY_REGISTERED"
+    message: str
+    owner_hive_id: str
+
+
 class HeartbeatAck(Wire):
-    """Answer of ``POST /v1/hives/heartbeat``: the queen took the heartbeat."""
+    """Answer of ``POST /v1/hives/heartbeat``: the queen took the heartbeat.
+
+    ``rejected_workers``: workers of the heartbeat left out because another online hive already
+    reports a live worker with the same id (the rest of the heartbeat is taken).
+    """
 
     status: Literal["ok"] = "ok"
     queen_id: str
     heartbeat_interval_s: float
     stale_timeout_s: float
+    rejected_workers: list[RejectedWorker] = Field(default_factory=list)
 
 
 class QueenHive(Wire):

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -34,6 +39,17 @@ class WorkerList(Wire):
     workers: list[WorkerInfo]
 
 
+class CatalogRestoreResult(Wire):
+    """``POST /v1/catalog/restore`` on the hive: the models now in the catalog."""
+
+    restored: list[str]
+    missing_files: list[str]
+
+
+#: The largest catalog backup ``POST /v1/catalog/restore`` reads (a catalog is a few hundred KB).
+MAX_BACKUP_BYTES = 64 * 1024 * 1024
+
+
 def get_hive(request: Request) -> Hive:
     hive: Hive = request.app.state.hive
     return hive
@@ -42,6 +58,7 @@ def get_hive(request: Request) -> Hive:
 system = APIRouter(tags=["system"])
 models = APIRouter(prefix="/v1/models", tags=["models"])
 workers = APIRouter(prefix="/v1/workers", tags=["workers"])
+catalog = APIRouter(prefix="/v1/catalog", tags=["catalog"])
 
 
 @system.get("/health")
@@ -79,6 +96,49 @@ def remove_model(model_id: str, hive: Hive = Depends(get_hive)) -> Response:
     return Response(status_code=204)
 
 
+@catalog.get("/backup", response_class=Response)
+def backup_catalog(hive: Hive = Depends(get_hive)) -> Response:
+    """A consistent copy of ``catalog.db`` (SQLite online backup), as a download."""
+    tmp = hive.config.data_dir / f".backup-{uuid.uuid4().hex}.db"
+    try:
+        hive.catalog.backup(tmp)
+        data = tmp.read_bytes()
+    finally:
+        tmp.unlink(missing_ok=True)
+    name = f"catalog-{hive.config.hive_id}-{time.strftime('%Y%m%dT%H%M%S')}.db"
+    return Response(
+        data, media_type="application/vnd.sqlite3", headers={"Content-Disposition": f'attachment; filename="{name}"'}
+    )
+
+
+@catalog.post("/restore")
+async def restore_catalog(request: Request, hive: Hive = Depends(get_hive)) -> CatalogRestoreResult:
+    """Replace the model catalog with the one of a backup (the request body: the SQLite file)."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BACKUP_BYTES:
+            raise ApiError(
+                400,
+                "CATALOG_BACKUP_INVALID",
+                f"The backup is larger than {MAX_BACKUP_BYTES // 2**20} MiB: that is not a catalog backup. "
+                "The catalog was not changed.",
+                {"max_bytes": MAX_BACKUP_BYTES},
+            )
+    tmp = hive.config.data_dir / f".restore-{uuid.uuid4().hex}.db"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(body)
+        report = await asyncio.to_thread(hive.catalog.restore, tmp)
+    finally:
+        for leftover in (tmp, *(tmp.with_name(tmp.name + s) for s in ("-wal", "-shm", "-journal"))):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+    hive.catalog_changed()
+    return CatalogRestoreResult(restored=report.restored, missing_files=report.missing_files)
+
+
 @workers.get("")
 async def list_workers(hive: Hive = Depends(get_hive)) -> WorkerList:
     return WorkerList(workers=hive.registry.list())
@@ -86,11 +146,13 @@ async def list_workers(hive: Hive = Depends(get_hive)) -> WorkerList:
 
 @workers.post("", status_code=202)
 async def spawn_worker(req: SpawnRequest, hive: Hive = Depends(get_hive)) -> WorkerInfo:
+    req = await asyncio.to_thread(hive.gpu_preflight, req)
     return await hive.supervisor.spawn(req)
 
 
 @workers.post("/ready")
 async def worker_ready(msg: WorkerReady, hive: Hive = Depends(get_hive)) -> WorkerInfo:
+    hive.check_ready_claim(msg)
     return hive.supervisor.ready(msg)
 
 
@@ -118,4 +180,5 @@ def create_app(config: HiveConfig) -> FastAPI:
     app.include_router(system)
     app.include_router(models)
     app.include_router(workers)
+    app.include_router(catalog)
     return app

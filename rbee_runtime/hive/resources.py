@@ -1,4 +1,8 @@
-"""What this machine has: RAM, disk, CPUs, GPUs, backends; and the RAM preflight before a spawn."""
+"""What this machine has: RAM, disk, CPUs, GPUs, backends; and the RAM and VRAM preflights before a spawn.
+
+The preflights are pure functions of the facts they are given (``check_ram``, ``check_vram``,
+``choose_gpu``), so they are tested on recorded facts as well as on this machine's.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import logging
 import os
 import platform
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +23,8 @@ log = logging.getLogger("rbee.hive.resources")
 
 #: A model needs its file size times this much RAM (weights plus KV cache and runtime buffers).
 RAM_FACTOR = 1.2
+#: A model offloaded to a GPU needs its file size times this much VRAM (weights, KV cache, CUDA buffers).
+VRAM_FACTOR = 1.2
 
 
 def detect_gpus() -> list[GpuInfo]:
@@ -121,5 +128,115 @@ def check_ram(
             "available_bytes": available,
             "model_size_bytes": model_size_bytes,
             "reserve_bytes": reserve_bytes,
+        },
+    )
+
+
+# --------------------------------------------------------------------------- VRAM
+
+
+def required_vram(model_size_bytes: int) -> int:
+    """VRAM a CUDA worker of this model needs: model size x 1.2."""
+    return int(model_size_bytes * VRAM_FACTOR)
+
+
+def _free_after(gpu: GpuInfo, pending: Mapping[int, int] | None) -> int:
+    return max(0, gpu.memory_free_bytes - (pending or {}).get(gpu.index, 0))
+
+
+def _vram_details(model_size_bytes: int, gpu: GpuInfo, free: int) -> dict[str, Any]:
+    return {
+        "device": gpu.index,
+        "gpu": gpu.name,
+        "required_bytes": required_vram(model_size_bytes),
+        "available_bytes": free,
+        "total_bytes": gpu.memory_total_bytes,
+        "model_size_bytes": model_size_bytes,
+    }
+
+
+_VRAM_HINT = (
+    "a smaller quantization of the model (e.g. Q4_K_M instead of Q8_0), stop a worker on that GPU, "
+    "or run it with backend cpu."
+)
+
+
+def check_vram(
+    model_size_bytes: int,
+    gpus: Sequence[GpuInfo],
+    device: int,
+    *,
+    pending: Mapping[int, int] | None = None,
+    model_id: str | None = None,
+) -> GpuInfo:
+    """The GPU ``device`` when the model fits in its free VRAM (less ``pending``: VRAM promised to loading
+    workers, by device); else ApiError 507 ``VRAM_EXHAUSTED`` (details ``required_bytes``, ``available_bytes``),
+    or 400 ``DEVICE_UNAVAILABLE`` when there is no such GPU.
+    """
+    model = repr(model_id) if model_id else "the model"
+    gpu = next((g for g in gpus if g.index == device), None)
+    if gpu is None:
+        present = sorted(g.index for g in gpus)
+        options = " or ".join(f"device {i}" for i in present) or "backend cpu (no CUDA device was found)"
+        raise ApiError(
+            400,
+            "DEVICE_UNAVAILABLE",
+            f"CUDA device {device} is not available on this machine. Try {options}.",
+            {"device": device, "devices": present},
+        )
+    free = _free_after(gpu, pending)
+    required = required_vram(model_size_bytes)
+    if free >= required:
+        return gpu
+    elsewhere = [g for g in gpus if g.index != gpu.index and _free_after(g, pending) >= required]
+    other = f"device {elsewhere[0].index} ({_human(_free_after(elsewhere[0], pending))} free), " if elsewhere else ""
+    raise ApiError(
+        507,
+        "VRAM_EXHAUSTED",
+        f"Insufficient VRAM on CUDA device {gpu.index} ({gpu.name}) for {model}: it needs {_human(required)} "
+        f"(model {_human(model_size_bytes)} × {VRAM_FACTOR}) but only {_human(free)} of "
+        f"{_human(gpu.memory_total_bytes)} is free. Use {other}{_VRAM_HINT}",
+        _vram_details(model_size_bytes, gpu, free),
+    )
+
+
+def choose_gpu(
+    model_size_bytes: int,
+    gpus: Sequence[GpuInfo],
+    *,
+    allowed: Sequence[int] | None = None,
+    pending: Mapping[int, int] | None = None,
+    model_id: str | None = None,
+) -> GpuInfo:
+    """The GPU (among ``allowed`` indexes, default all) with the most free VRAM, if the model fits there.
+
+    Ties go to the lower index. 507 ``VRAM_EXHAUSTED`` (details also list every candidate's free bytes) when
+    it fits nowhere; 400 ``DEVICE_UNAVAILABLE`` when there is no candidate GPU at all.
+    """
+    candidates = [g for g in gpus if allowed is None or g.index in allowed]
+    if not candidates:
+        raise ApiError(
+            400,
+            "DEVICE_UNAVAILABLE",
+            "No CUDA device is available for this worker"
+            + (f" (allowed devices {list(allowed)}, found {sorted(g.index for g in gpus)})" if allowed else "")
+            + ". Use backend cpu, or check the GPUs with nvidia-smi.",
+            {"devices": sorted(g.index for g in gpus), "allowed": list(allowed) if allowed is not None else None},
+        )
+    best = min(candidates, key=lambda g: (-_free_after(g, pending), g.index))
+    free = _free_after(best, pending)
+    required = required_vram(model_size_bytes)
+    if free >= required:
+        return best
+    model = repr(model_id) if model_id else "the model"
+    raise ApiError(
+        507,
+        "VRAM_EXHAUSTED",
+        f"No CUDA device has enough free VRAM for {model}: it needs {_human(required)} (model "
+        f"{_human(model_size_bytes)} × {VRAM_FACTOR}); the most free is {_human(free)} of "
+        f"{_human(best.memory_total_bytes)} on device {best.index} ({best.name}). Use {_VRAM_HINT}",
+        {
+            **_vram_details(model_size_bytes, best, free),
+            "free_bytes_by_device": {str(g.index): _free_after(g, pending) for g in candidates},
         },
     )

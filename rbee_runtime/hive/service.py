@@ -6,19 +6,44 @@ import asyncio
 import fcntl
 import logging
 import os
+from urllib.parse import urlsplit
 
 from rbee_runtime import __version__
-from rbee_runtime.common.contracts import Heartbeat, HiveCapabilities, RegisterModelRequest
+from rbee_runtime.common.contracts import (
+    Heartbeat,
+    HiveCapabilities,
+    RegisterModelRequest,
+    SpawnRequest,
+    WorkerReady,
+    WorkerState,
+)
 from rbee_runtime.common.errors import ApiError
 from rbee_runtime.hive.catalog import Catalog
 from rbee_runtime.hive.config import HiveConfig
 from rbee_runtime.hive.heartbeat import HeartbeatSender
 from rbee_runtime.hive.registry import WorkerRegistry
-from rbee_runtime.hive.resources import detect_backends, detect_gpus, probe_resources
+from rbee_runtime.hive.resources import (
+    check_vram,
+    choose_gpu,
+    detect_backends,
+    detect_gpus,
+    probe_resources,
+    required_vram,
+)
 from rbee_runtime.hive.supervisor import Supervisor
 from rbee_runtime.hive.worker_client import WorkerClient
 
 log = logging.getLogger("rbee.hive")
+
+#: States in which a worker id is held by its registration: a second claim of the id is refused.
+CLAIMED_STATES = frozenset({WorkerState.LOADING, WorkerState.IDLE, WorkerState.BUSY})
+
+
+def _port(url: str) -> int | None:
+    try:
+        return urlsplit(url).port
+    except ValueError:
+        return None
 
 
 class DataDirInUseError(RuntimeError):
@@ -51,7 +76,9 @@ class Hive:
         self.version = __version__
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock_fd = _lock_data_dir(config)
-        self.catalog = Catalog(config.catalog_path)
+        self.catalog = Catalog(
+            config.catalog_path, rebuild_from_disk=True, known_models=self._configured_model_requests
+        )
         self.registry = WorkerRegistry()
         self.client = WorkerClient()
         gpus = detect_gpus()
@@ -97,15 +124,20 @@ class Hive:
         self.catalog.close()
         os.close(self._lock_fd)
 
-    def _register_configured_models(self) -> None:
-        for model in self.config.models:
-            req = RegisterModelRequest(
-                model_id=model.model_id, reference=model.reference, local_path=model.local_path, sha256=model.sha256
+    def _configured_model_requests(self) -> list[RegisterModelRequest]:
+        return [
+            RegisterModelRequest(
+                model_id=m.model_id, reference=m.reference, local_path=m.local_path, sha256=m.sha256
             )
+            for m in self.config.models
+        ]
+
+    def _register_configured_models(self) -> None:
+        for req in self._configured_model_requests():
             try:
                 self.catalog.register(req)
             except ApiError as exc:
-                log.error("model %s from the config was not registered: %s", model.model_id, exc.message)
+                log.error("model %s from the config was not registered: %s", req.model_id, exc.message)
 
     def capabilities(self) -> HiveCapabilities:
         return HiveCapabilities(
@@ -127,6 +159,79 @@ class Hive:
             workers=self.registry.list(),
             max_workers=self.config.max_workers,
         )
+
+    def check_ready_claim(self, msg: WorkerReady) -> None:
+        """Refuse (409 ``WORKER_ALREADY_REGISTERED``) a ready callback that claims another live worker's id.
+
+        A worker id belongs to one registration while that worker is ``loading``, ``idle`` or ``busy``:
+        an announce with the same id from another endpoint (another port for the hive's own workers,
+        another URL for external ones) or another owner (``managed_by``) is refused. Re-announces of the
+        same endpoint are accepted, and so is any announce once the registered worker is crashed,
+        draining or gone (e.g. systemd restarted it elsewhere).
+        """
+        info = self.registry.get(msg.worker_id)
+        if info is None or info.state not in CLAIMED_STATES:
+            return
+        if info.managed_by != msg.managed_by:
+            same = False
+        elif info.managed_by == "hive":
+            same = _port(msg.url) == _port(info.url)
+        else:
+            same = msg.url.rstrip("/") == info.url.rstrip("/")
+        if same:
+            return
+        log.warning(
+            "refused the ready callback of %s from %s (%s): the id is registered to the %s worker at %s (%s)",
+            msg.worker_id,
+            msg.url,
+            msg.managed_by,
+            info.state.value,
+            info.url,
+            info.managed_by,
+        )
+        raise ApiError(
+            409,
+            "WORKER_ALREADY_REGISTERED",
+            f"Worker id {msg.worker_id!r} is already registered on hive {self.config.hive_id!r} to the "
+            f"{info.state.value} worker at {info.url} (managed by {info.managed_by}); {msg.url} cannot take it "
+            "over while that worker runs. Give every worker its own --worker-id (e.g. the systemd instance "
+            "name), or stop the other worker first.",
+            {
+                "worker_id": msg.worker_id,
+                "registered_url": info.url,
+                "registered_state": info.state.value,
+                "registered_managed_by": info.managed_by,
+                "announced_url": msg.url,
+                "announced_managed_by": msg.managed_by,
+            },
+        )
+
+    def gpu_preflight(self, req: SpawnRequest) -> SpawnRequest:
+        """VRAM check of a CUDA spawn against the GPUs' free memory now (less what loading workers will take).
+
+        Without a device in the request, the allowed GPU (``devices`` of the config, else any) with the most
+        free VRAM is chosen. 507 ``VRAM_EXHAUSTED`` when the model does not fit, 400 ``DEVICE_UNAVAILABLE``
+        for a device that is not there. Nothing is checked without NVIDIA GPUs (the spawn checks the backend).
+        """
+        if (req.backend or self.config.backend) != "cuda":
+            return req
+        entry = self.catalog.get(req.model_id)
+        gpus = detect_gpus()
+        if entry is None or not gpus:
+            return req
+        pending: dict[int, int] = {}
+        for w in self.registry.list():
+            if w.state == WorkerState.LOADING and w.backend == "cuda":
+                loading = self.catalog.get(w.model_id)
+                if loading is not None:
+                    pending[w.device] = pending.get(w.device, 0) + required_vram(loading.size_bytes)
+        if req.device is None:
+            chosen = choose_gpu(
+                entry.size_bytes, gpus, allowed=self.config.devices or None, pending=pending, model_id=entry.model_id
+            )
+            return req.model_copy(update={"device": chosen.index})
+        check_vram(entry.size_bytes, gpus, req.device, pending=pending, model_id=entry.model_id)
+        return req
 
     def catalog_changed(self) -> None:
         """Beat at once (the catalog changed, or a worker joined without a state change)."""

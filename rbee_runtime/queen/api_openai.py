@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any, Literal
 
@@ -25,6 +26,30 @@ router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], tags=[
 
 _STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
+#: A request id a client may choose (``X-Request-Id``): what the workers accept, safe in URLs and logs.
+CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+
+
+def client_request_id(request: Request) -> str | None:
+    """The request id the client chose with an ``X-Request-Id`` header (None without one).
+
+    Raises 422 ``INVALID_REQUEST`` when it is not 1-128 letters, digits, ``.``, ``_``, ``:`` or ``-``
+    starting with a letter or digit (so it can be used in ``DELETE /v1/requests/{id}``).
+    """
+    chosen = request.headers.get("x-request-id")
+    if chosen is None:
+        return None
+    if not CLIENT_REQUEST_ID.fullmatch(chosen):
+        shown = chosen if len(chosen) <= 40 else chosen[:40] + "…"
+        raise ApiError(
+            422,
+            "INVALID_REQUEST",
+            "The X-Request-Id header must be 1 to 128 letters, digits, '.', '_', ':' or '-', starting with "
+            f"a letter or digit (got {shown!r}); leave it out to get an id from the queen.",
+            details={"fields": ["X-Request-Id"]},
+        )
+    return chosen
+
 
 @router.get("/models")
 async def list_models(state: QueenState = Depends(get_state)) -> dict[str, Any]:
@@ -44,12 +69,21 @@ async def _run(request: Request, state: QueenState, kind: Literal["completion", 
         body = await parse_body(request, ChatCompletionRequest)
     else:
         body = await parse_body(request, CompletionRequest)
-    request_id = new_request_id(kind)
+    label = body.model if state.registry.knows_model(body.model) else "unknown"
+    try:
+        request_id = client_request_id(request) or new_request_id(kind)
+    except ApiError as exc:
+        state.metrics.requests.labels(model=label, status=str(exc.status)).inc()
+        raise
     headers = {"X-Request-Id": request_id}
     fmt: Formatter = (ChatFormatter if kind == "chat" else CompletionFormatter)(request_id, body.model)
-    label = body.model if state.registry.knows_model(body.model) else "unknown"
     service = state.inference
-    job = service.begin(request_id, body.model, body.to_generate(request_id, state.config.default_max_tokens))
+    try:
+        job = service.begin(request_id, body.model, body.to_generate(request_id, state.config.default_max_tokens))
+    except ApiError as exc:  # the id is in use
+        exc.headers = {**exc.headers, **headers}
+        state.metrics.requests.labels(model=label, status=str(exc.status)).inc()
+        raise
     try:
         async with watch_disconnect(request, lambda: service.cancel(request_id)):
             if body.stream:

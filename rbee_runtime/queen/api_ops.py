@@ -2,13 +2,60 @@
 
 from __future__ import annotations
 
+import logging
+import re
+
 from fastapi import APIRouter, Depends, Response
 
 from rbee_runtime import __version__
-from rbee_runtime.common.contracts import HealthResponse, Heartbeat, HeartbeatAck, QueenHive, QueenWorker
+from rbee_runtime.common.contracts import (
+    HealthResponse,
+    Heartbeat,
+    HeartbeatAck,
+    QueenHive,
+    QueenWorker,
+    RejectedWorker,
+)
+from rbee_runtime.common.errors import ApiError
 from rbee_runtime.queen.auth import require_api_key
 from rbee_runtime.queen.metrics import CONTENT_TYPE
 from rbee_runtime.queen.state import QueenState, get_state
+
+log = logging.getLogger(__name__)
+
+_RELEASE = re.compile(r"^v?(\d+)\.(\d+)(?:[.+-].*)?$")
+
+
+def major_minor(version: str) -> tuple[int, int] | None:
+    """``0.1.3`` → ``(0, 1)``; None for a version that is not a release number (e.g. a test build)."""
+    match = _RELEASE.match(version.strip())
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def check_hive_version(hive_id: str, hive_version: str, queen_version: str = __version__) -> None:
+    """Refuse (409 ``VERSION_MISMATCH``) a hive whose major.minor version differs from the queen's.
+
+    Releases with the same major.minor speak the same protocol (patch releases interoperate). A version
+    that is not a release number on either side is let through (there is nothing to compare).
+    """
+    hive_mm, queen_mm = major_minor(hive_version), major_minor(queen_version)
+    if hive_mm is None or queen_mm is None or hive_mm == queen_mm:
+        return
+    older, target = ("hive", queen_version) if queen_mm > hive_mm else ("queen", hive_version)
+    raise ApiError(
+        409,
+        "VERSION_MISMATCH",
+        f"Hive {hive_id!r} runs rbee {hive_version} but the queen runs {queen_version}: versions "
+        f"{hive_mm[0]}.{hive_mm[1]}.x and {queen_mm[0]}.{queen_mm[1]}.x are not compatible. Upgrade the "
+        f"{older} to rbee {target} (deploy the same rbee release to every host); the hive's heartbeats are "
+        "taken again once the versions match.",
+        {
+            "hive_id": hive_id,
+            "hive_version": hive_version,
+            "queen_version": queen_version,
+            "upgrade": older,
+        },
+    )
 
 open_router = APIRouter(tags=["operations"])
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], tags=["operations"])
@@ -29,12 +76,27 @@ async def metrics(state: QueenState = Depends(get_state)) -> Response:
 
 @open_router.post("/v1/hives/heartbeat")
 async def heartbeat(beat: Heartbeat, state: QueenState = Depends(get_state)) -> HeartbeatAck:
-    """A hive's registration and periodic report (internal)."""
-    state.registry.apply_heartbeat(beat)
+    """A hive's registration and periodic report (internal).
+
+    409 ``VERSION_MISMATCH`` for a hive of an incompatible release (nothing of it is recorded).
+    """
+    check_hive_version(beat.hive_id, beat.version)
+    outcome = state.registry.record_heartbeat(beat)
+    rejected = []
+    for r in outcome.rejected:
+        message = (
+            f"Worker id {r.worker_id!r} is already registered by hive {r.owner_hive_id!r}, which reports it "
+            f"live; hive {beat.hive_id!r} cannot register a worker with the same id. Give every worker its own id."
+        )
+        log.warning("heartbeat of %s: %s", beat.hive_id, message)
+        rejected.append(RejectedWorker(worker_id=r.worker_id, message=message, owner_hive_id=r.owner_hive_id))
     state.scheduler.dispatch()
     cfg = state.config
     return HeartbeatAck(
-        queen_id=cfg.queen_id, heartbeat_interval_s=cfg.heartbeat_interval_s, stale_timeout_s=cfg.stale_timeout_s
+        queen_id=cfg.queen_id,
+        heartbeat_interval_s=cfg.heartbeat_interval_s,
+        stale_timeout_s=cfg.stale_timeout_s,
+        rejected_workers=rejected,
     )
 
 

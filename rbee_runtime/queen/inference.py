@@ -3,7 +3,8 @@
 Before the first token a failure (unreachable worker, worker refusing with 503, stream broken) is
 retried on another worker, up to ``max_failover_attempts`` times; a ``stream=false`` request may
 also be retried after that, since nothing was sent yet. A streamed request that loses its worker
-after the first token ends with an error chunk. Cancelling (``DELETE /v1/requests/{id}`` or the
+after the first token ends with an error chunk (``WORKER_FAILED``, or ``WORKER_TIMEOUT`` when the
+worker stayed silent longer than ``request_timeout_s``). Cancelling (``DELETE /v1/requests/{id}`` or the
 client going away) takes the request out of its queue or sends the cancel to its worker.
 """
 
@@ -34,12 +35,40 @@ _RETRYABLE_REFUSALS = {"ALL_SLOTS_BUSY", "WORKER_LOADING", "WORKER_DRAINING"}
 
 
 class WorkerLostError(Exception):
-    """A worker's stream broke (or ended) before its end event."""
+    """A worker's stream broke (or ended, or fell silent) before its end event."""
 
-    def __init__(self, worker_id: str, reason: str) -> None:
+    def __init__(self, worker_id: str, reason: str, *, timed_out: bool = False, silent_s: float | None = None) -> None:
         super().__init__(f"worker {worker_id}: {reason}")
         self.worker_id = worker_id
         self.reason = reason
+        #: True when the worker stayed silent longer than the request timeout (``silent_s``, when known).
+        self.timed_out = timed_out
+        self.silent_s = silent_s
+
+
+def read_timeout_s(request: httpx.Request) -> float | None:
+    """The read timeout a request was sent with (httpx keeps it in the request's extensions)."""
+    timeout = request.extensions.get("timeout")
+    value = timeout.get("read") if isinstance(timeout, dict) else None
+    return float(value) if isinstance(value, int | float) else None
+
+
+def silence_reason(silent_s: float | None) -> str:
+    """How a request timeout reads in errors and logs."""
+    if silent_s is None:
+        return "it sent nothing for longer than request_timeout_s"
+    return f"it sent nothing for {silent_s:g} s (request_timeout_s)"
+
+
+def worker_timeout(request_id: str, failures: list[str], silent_s: float | None) -> ApiError:
+    """504 when the last worker tried stayed silent longer than ``request_timeout_s`` before the first token."""
+    return ApiError(
+        504,
+        "WORKER_TIMEOUT",
+        f"The request {request_id} timed out: {silence_reason(silent_s)} before the first token "
+        f"({'; '.join(failures)}).",
+        details={"request_id": request_id, "request_timeout_s": silent_s, "failures": failures},
+    )
 
 
 def worker_error(event: ErrorEvent, worker_id: str) -> ApiError:
@@ -61,6 +90,9 @@ class Job:
     exclude: set[str] = field(default_factory=set)
     failures: list[str] = field(default_factory=list)
     lease: Lease | None = None
+    #: The last failure was a worker silent for longer than the request timeout (``silent_s``).
+    last_failure_timed_out: bool = False
+    silent_s: float | None = None
 
 
 class Generation:
@@ -85,6 +117,12 @@ class Generation:
             except StopAsyncIteration:
                 self.lost = True
                 raise WorkerLostError(self.lease.worker_id, "the stream ended without an end event") from None
+            except httpx.ReadTimeout as exc:
+                self.lost = True
+                silent_s = read_timeout_s(self.response.request)
+                raise WorkerLostError(
+                    self.lease.worker_id, silence_reason(silent_s), timed_out=True, silent_s=silent_s
+                ) from exc
             except httpx.HTTPError as exc:
                 self.lost = True
                 raise WorkerLostError(self.lease.worker_id, f"{type(exc).__name__}: {exc}") from exc
@@ -154,7 +192,15 @@ class InferenceService:
     # ------------------------------------------------------------------ jobs
 
     def begin(self, request_id: str, model_id: str, generate: GenerateRequest) -> Job:
-        """Track a new request."""
+        """Track a new request; 409 ``REQUEST_ID_IN_USE`` when a request with that id is queued or running."""
+        if request_id in self.jobs:
+            raise ApiError(
+                409,
+                "REQUEST_ID_IN_USE",
+                f"A request with id {request_id!r} is already queued or running; choose another X-Request-Id "
+                f"(or cancel that one with DELETE /v1/requests/{request_id}).",
+                details={"request_id": request_id},
+            )
         job = Job(request_id=request_id, model_id=model_id, generate=generate, started_at=self._clock())
         self.jobs[request_id] = job
         return job
@@ -179,14 +225,20 @@ class InferenceService:
     # ------------------------------------------------------------------ running
 
     def _give_up(self, job: Job) -> ApiError:
+        if job.last_failure_timed_out:
+            return worker_timeout(job.request_id, job.failures, job.silent_s)
         return no_worker_available(
             job.model_id,
             f"the request failed on {job.attempts} worker(s): {'; '.join(job.failures)}",
             {"attempts": job.attempts, "failures": job.failures},
         )
 
-    def _worker_failed(self, job: Job, worker_id: str, reason: str) -> None:
+    def _worker_failed(self, job: Job, worker_id: str, reason: str, *, silent_s: float | None = None,
+                       timed_out: bool = False) -> None:
         log.warning("request %s: worker %s failed (%s)", job.request_id, worker_id, reason)
+        job.last_failure_timed_out = timed_out
+        if timed_out:
+            job.silent_s = silent_s
         job.exclude.add(worker_id)
         job.failures.append(f"{worker_id}: {reason}")
         self.registry.quarantine(worker_id, self.quarantine_s)
@@ -219,11 +271,19 @@ class InferenceService:
                         self._worker_failed(job, lease.worker_id, f"{exc.code}: {exc.message}")
                     else:
                         job.failures.append(f"{lease.worker_id}: {exc.code}")
+                        job.last_failure_timed_out = False
                     if self._can_retry(job):
                         await asyncio.sleep(0.1 * job.attempts)
                         continue
                     raise self._give_up(job) from exc
                 raise
+            except httpx.ReadTimeout as exc:  # connected, but no answer within request_timeout_s
+                lease.release()
+                silent_s = read_timeout_s(exc.request)
+                self._worker_failed(job, lease.worker_id, silence_reason(silent_s), silent_s=silent_s, timed_out=True)
+                if self._can_retry(job):
+                    continue
+                raise self._give_up(job) from exc
             except httpx.HTTPError as exc:
                 lease.release()
                 self._worker_failed(job, lease.worker_id, f"unreachable ({type(exc).__name__})")
@@ -239,7 +299,8 @@ class InferenceService:
                 first = await generation.next_event()
             except WorkerLostError as exc:
                 await generation.close()
-                self._worker_failed(job, lease.worker_id, f"died before the first token ({exc.reason})")
+                what = exc.reason if exc.timed_out else f"died before the first token ({exc.reason})"
+                self._worker_failed(job, lease.worker_id, what, silent_s=exc.silent_s, timed_out=exc.timed_out)
                 if self._can_retry(job):
                     continue
                 raise self._give_up(job) from exc
@@ -272,7 +333,8 @@ class InferenceService:
                         return "".join(parts), event
                 raise request_cancelled(job.request_id)
             except WorkerLostError as exc:
-                self._worker_failed(job, exc.worker_id, f"died during generation ({exc.reason})")
+                what = exc.reason if exc.timed_out else f"died during generation ({exc.reason})"
+                self._worker_failed(job, exc.worker_id, what, silent_s=exc.silent_s, timed_out=exc.timed_out)
                 if not self._can_retry(job):
                     raise self._give_up(job) from exc
             finally:
@@ -310,13 +372,22 @@ class InferenceService:
             log.warning("request %s: worker %s lost after %d tokens: %s", job.request_id, exc.worker_id,
                         tokens, exc.reason)
             self.registry.quarantine(exc.worker_id, self.quarantine_s)
-            yield sse(error_body(
-                "WORKER_FAILED",
-                f"The worker {exc.worker_id} failed after {tokens} token(s) ({exc.reason}); "
-                "the output is incomplete.",
-                {"worker_id": exc.worker_id, "tokens": tokens},
-                status=502,
-            ))
+            if exc.timed_out:
+                yield sse(error_body(
+                    "WORKER_TIMEOUT",
+                    f"The worker {exc.worker_id} timed out after {tokens} token(s): {exc.reason}; "
+                    "the request was stopped and the output is incomplete.",
+                    {"worker_id": exc.worker_id, "tokens": tokens, "request_timeout_s": exc.silent_s},
+                    status=504,
+                ))
+            else:
+                yield sse(error_body(
+                    "WORKER_FAILED",
+                    f"The worker {exc.worker_id} failed after {tokens} token(s) ({exc.reason}); "
+                    "the output is incomplete.",
+                    {"worker_id": exc.worker_id, "tokens": tokens},
+                    status=502,
+                ))
             yield SSE_DONE
         finally:
             self.metrics.tokens.labels(model=job.model_id).inc(tokens)

@@ -2,8 +2,11 @@
 
 A hive is ``online`` while its heartbeats arrive, ``stale`` after ``stale_timeout_s`` without one
 (its workers are never routed to) and dropped after twice that. The workers of a hive are the
-ones its last heartbeat listed: a worker missing from a heartbeat is removed. All methods are
-thread safe (one lock, no I/O under it) and therefore also safe between asyncio tasks.
+ones its last heartbeat listed: a worker missing from a heartbeat is removed. A worker id belongs
+to one hive: a heartbeat listing an id that another *online* hive reports as a live worker
+(``loading``/``idle``/``busy``/``draining``) is taken without that worker, which is reported as
+rejected (``WORKER_ALREADY_REGISTERED``); once the owner is stale or its worker is gone, the id moves.
+All methods are thread safe (one lock, no I/O under it) and therefore also safe between asyncio tasks.
 """
 
 from __future__ import annotations
@@ -21,6 +24,24 @@ PresenceStatus = Literal["online", "stale"]
 
 ROUTABLE_STATES = frozenset({WorkerState.IDLE, WorkerState.BUSY})
 ACTIVE_STATES = frozenset({WorkerState.LOADING, WorkerState.IDLE, WorkerState.BUSY})
+#: States in which a worker holds its id: another hive cannot report a worker with that id meanwhile.
+CLAIMING_STATES = frozenset({*ACTIVE_STATES, WorkerState.DRAINING})
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A worker of a heartbeat that was not taken: ``owner_hive_id`` reports a live worker with its id."""
+
+    worker_id: str
+    owner_hive_id: str
+
+
+@dataclass(frozen=True)
+class HeartbeatOutcome:
+    """What one heartbeat changed: workers of the hive that vanished, workers refused."""
+
+    removed: list[str]
+    rejected: list[Rejection]
 
 
 @dataclass(frozen=True)
@@ -72,15 +93,42 @@ class Registry:
 
     def apply_heartbeat(self, heartbeat: Heartbeat) -> list[str]:
         """Record a hive's heartbeat; return the ids of its workers that vanished from it."""
+        return self.record_heartbeat(heartbeat).removed
+
+    def record_heartbeat(self, heartbeat: Heartbeat) -> HeartbeatOutcome:
+        """Record a hive's heartbeat: the workers that vanished from it, and those refused.
+
+        A worker whose id another online hive reports as live is left out (``rejected``); the id of a
+        worker of a stale hive, or of one that is crashed or stopped, moves to this hive.
+        """
         now = self._clock()
         with self._lock:
             old = self._hives.get(heartbeat.hive_id)
-            workers = {w.worker_id: w for w in heartbeat.workers}
+            owners = {
+                worker_id: hive_id
+                for hive_id, hive in self._hives.items()
+                if hive_id != heartbeat.hive_id
+                for worker_id in hive.workers
+            }
+            workers: dict[str, WorkerInfo] = {}
+            rejected: list[Rejection] = []
+            for info in heartbeat.workers:
+                owner_id = owners.get(info.worker_id)
+                if owner_id is not None:
+                    owner = self._hives[owner_id]
+                    held = owner.workers[info.worker_id]
+                    if self._status(owner, now) == "online" and held.state in CLAIMING_STATES:
+                        rejected.append(Rejection(info.worker_id, owner_id))
+                        continue
+                    del owner.workers[info.worker_id]  # the stale or dead owner's record gives way
+                workers[info.worker_id] = info
             removed = sorted(set(old.workers) - set(workers)) if old else []
             for worker_id in removed:
                 self._quarantine.pop(worker_id, None)
+            if rejected:
+                heartbeat = heartbeat.model_copy(update={"workers": list(workers.values())})
             self._hives[heartbeat.hive_id] = _Hive(heartbeat=heartbeat, last_seen=now, workers=workers)
-            return removed
+            return HeartbeatOutcome(removed=removed, rejected=rejected)
 
     def upsert_worker(self, info: WorkerInfo) -> bool:
         """Add or update one worker of a known hive (from polling the hive); False if the hive is unknown."""
