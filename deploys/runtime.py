@@ -48,7 +48,9 @@ def runtime(facts: HostFacts) -> OperationMeta:
         stamp=f"{layout.stamps}/runtime",
         want=house.fingerprint,
         commands=[
-            f"[ -x {python} ] || python3 -m venv {shlex.quote(layout.venv)}",
+            # a venv cut short by an interrupted deploy has python but no pip: make it again
+            f"{python} -m pip --version >/dev/null 2>&1 || "
+            f"{{ rm -rf {shlex.quote(layout.venv)} && python3 -m venv {shlex.quote(layout.venv)}; }}",
             f"{python} -m pip install --quiet --no-index --find-links {shlex.quote(layout.wheelhouse)} "
             f"--force-reinstall --no-deps {shlex.quote(layout.wheelhouse + '/' + house.rbee_wheel.name)}",
             f"{python} -m pip install --quiet --no-index --find-links {shlex.quote(layout.wheelhouse)} "

@@ -8,7 +8,8 @@ one on stdout, so the decisions stay in Python (``rbee.deploy``) and the roles o
     probe       the preflight probe script (POSIX sh, run on each host) → its text
     models      fetch the models into the control machine's cache       → their local paths
     plan        judge each host's probe (``rbee.deploy.probe.judge``)  → problems, engine key, workers
-    wheelhouse  rbee + dependencies as wheels per target (Python, arch) → folder, files and their sha1
+    wheelhouse  rbee + dependencies as wheels per target (Python, arch) → folder, fingerprint
+    wheelsync   what a host's wheelhouse lacks (from ``find``)          → one tar of those wheels, strays
     engine      the engine wheel per feature set (CPU builds cached)    → wheel path, or why there is none
     health      wait until the queen sees every hive and placed worker  → ready, what is missing
 
@@ -22,6 +23,8 @@ import json
 import os
 import platform
 import sys
+import tarfile
+import tempfile
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -35,7 +38,7 @@ from rbee.cli.spec_cmd import SpecFile, read_spec_or_exit
 from rbee.deploy.ansible_inventory import ansible_inventory as build_inventory
 from rbee.deploy.ansible_inventory import cluster_missing, cluster_state, host_plan
 from rbee.deploy.probe import PROBE_SCRIPT, parse_probe
-from rbee.deploy.wheelhouse import Wheelhouse, WheelhouseError, build_wheelhouse
+from rbee.deploy.wheelhouse import WheelhouseError, build_wheelhouse
 from rbee.engine.features import FeatureSet
 from rbee.engine.wheelcache import EngineBuildError, build_wheel, cached_wheel
 from rbee.models import ModelFetchError, cached_model, fetch_model
@@ -118,14 +121,6 @@ def _target(python: str, arch: str) -> str:
     return f"{python}-{arch}"
 
 
-def _manifest(house: Wheelhouse) -> dict[str, str]:
-    """Wheel name → sha1, the checksum ``ansible.builtin.find`` reports for the copies on a host."""
-    return {
-        w.name: hashlib.sha1(w.read_bytes(), usedforsecurity=False).hexdigest()
-        for w in sorted(house.folder.glob("*.whl"))
-    }
-
-
 def prepare_wheelhouses(targets: list[dict[str, str]]) -> dict[str, Any]:
     """The wheelhouse of each target (``{"python": "3.11", "arch": "x86_64"}``), keyed ``3.11-x86_64``."""
     out: dict[str, Any] = {}
@@ -138,9 +133,39 @@ def prepare_wheelhouses(targets: list[dict[str, str]]) -> dict[str, Any]:
             "folder": str(house.folder),
             "rbee_wheel": house.rbee_wheel.name,
             "fingerprint": house.fingerprint,
-            "files": _manifest(house),
         }
     return {"wheelhouses": out}
+
+
+def wheel_sync(folder: str, there: list[dict[str, Any]], packs: Path | None = None) -> dict[str, Any]:
+    """What a host's wheelhouse lacks, and one tar of those wheels to send (None when nothing is missing).
+
+    ``there``: the files ``ansible.builtin.find`` lists in the host's wheelhouse (``path``,
+    ``checksum``: sha1). ``extra``: files there that are not in the wheelhouse (to remove). The
+    tar (members 0644 root:root, no timestamps) is named by its content, so it is made once.
+    """
+    source = Path(folder)
+    wanted = {w.name: w for w in sorted(source.glob("*.whl"))}
+    have = {Path(f["path"]).name: f.get("checksum") for f in there}
+    sums = {name: hashlib.sha1(w.read_bytes(), usedforsecurity=False).hexdigest() for name, w in wanted.items()}
+    needed = [name for name in wanted if have.get(name) != sums[name]]
+    extra = sorted(set(have) - set(wanted))
+    if not needed:
+        return {"needed": [], "extra": extra, "tar": None}
+    digest = hashlib.sha256("\n".join(f"{n} {sums[n]}" for n in needed).encode()).hexdigest()[:16]
+    folder_out = packs or Path(tempfile.gettempdir()) / "rbee-wheel-packs"
+    folder_out.mkdir(parents=True, exist_ok=True)
+    tar = folder_out / f"wheels-{digest}.tar"
+    if not tar.exists():
+        partial = tar.with_suffix(f".tar.{os.getpid()}")
+        with tarfile.open(partial, "w") as archive:
+            for name in needed:
+                info = archive.gettarinfo(str(wanted[name]), arcname=name)
+                info.mode, info.uid, info.gid, info.uname, info.gname, info.mtime = 0o644, 0, 0, "root", "root", 0
+                with wanted[name].open("rb") as data:
+                    archive.addfile(info, data)
+        partial.replace(tar)
+    return {"needed": needed, "extra": extra, "tar": str(tar)}
 
 
 def prepare_engines(features: list[dict[str, Any]], cache_dir: str, *, build: bool) -> dict[str, Any]:
@@ -252,12 +277,19 @@ def plan_helper() -> None:
 
 @helpers.command("wheelhouse")
 def wheelhouse_helper() -> None:
-    """{"targets": [{"python", "arch"}]} → {"wheelhouses": {"PY-ARCH": {folder, rbee_wheel, fingerprint, files}}}."""
+    """{"targets": [{"python", "arch"}]} → {"wheelhouses": {"PY-ARCH": {folder, rbee_wheel, fingerprint}}}."""
     try:
         _print(prepare_wheelhouses(_stdin()["targets"]))
     except WheelhouseError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(exits.FAILURE) from None
+
+
+@helpers.command("wheelsync")
+def wheelsync_helper() -> None:
+    """{"folder": WHEELHOUSE, "there": [find's files]} → {"needed": [...], "extra": [...], "tar": PATH|null}."""
+    data = _stdin()
+    _print(wheel_sync(data["folder"], data["there"]))
 
 
 @helpers.command("engine")

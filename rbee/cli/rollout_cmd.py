@@ -1,4 +1,4 @@
-"""``rbee plan`` and ``rbee status``: what a deploy would change, and what is deployed."""
+"""``rbee plan``, ``rbee deploy`` and ``rbee status``: what would change, a rolling deploy, what runs."""
 
 from __future__ import annotations
 
@@ -14,10 +14,13 @@ import typer
 
 from rbee.cli import exits
 from rbee.cli.spec_cmd import read_spec_or_exit
+from rbee.client import QueenClient
 from rbee.deploy.wheelhouse import project_root
+from rbee.local.plan import LocalPlanError, first_api_key
 from rbee.rollout.plan import Plan, build_plan
 from rbee.rollout.pyinfra_run import run_pyinfra
-from rbee.spec.inventory import inventory_groups
+from rbee.rollout.rolling import batches, rolling_deploy
+from rbee.spec.inventory import inventory_groups, queen_url
 
 SpecFile = Annotated[Path, typer.Argument(help="Path to the cluster spec (YAML).", show_default=False)]
 
@@ -114,3 +117,28 @@ def status(
                 typer.echo(f"  model {model_id}: sha256 {str(sha)[:16]}")
     if any(records.get(h) is None for h in hosts):
         raise typer.Exit(exits.FAILURE)
+
+
+def deploy(
+    spec_file: SpecFile,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Hosts per batch after the queen's host.")] = 1,
+    gate_timeout: Annotated[float, typer.Option(help="Seconds a batch may take to become healthy.")] = 180.0,
+) -> None:
+    """Rolling deploy: the queen's host, then BATCH hosts at a time, each gated on health and rolled back on failure."""
+    spec = read_spec_or_exit(spec_file)
+    try:
+        key = first_api_key(spec, spec_file.resolve().parent)
+    except LocalPlanError as exc:
+        typer.echo(f"rbee deploy: {exc}", err=True)
+        raise typer.Exit(exits.FAILURE) from None
+    with QueenClient(queen_url(spec), api_key=key) as queen:
+        result = rolling_deploy(spec, spec_file, queen, batch, gate_timeout, typer.echo)
+    if result.ok:
+        typer.echo(f"rbee deploy: {len(result.done)} batch(es) deployed and healthy")
+        return
+    where = ", ".join(result.failed_batch)
+    state = "rolled back and serving the previous release" if result.rolled_back else "NOT rolled back"
+    untouched = [h for b in batches(spec, batch)[len(result.done) + 1 :] for h in b]
+    typer.echo(f"rbee deploy: failed on {where}: {result.reason}", err=True)
+    typer.echo(f"rbee deploy: {where} {state}; untouched: {', '.join(untouched) or 'none'}", err=True)
+    raise typer.Exit(exits.FAILURE)

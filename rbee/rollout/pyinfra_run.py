@@ -24,7 +24,9 @@ class PyinfraRun:
     preflight: dict[str, Any]
 
 
-def run_pyinfra(spec: Path, *args: str, limit: list[str] | None = None, timeout_s: float = 1800) -> PyinfraRun:
+def run_pyinfra(
+    spec: Path, *args: str, limit: list[str] | None = None, timeout_s: float = 1800, deploy: str = "deploys/site.py"
+) -> PyinfraRun:
     """``pyinfra --json [--limit H]... ARGS inventory/inventory.py deploys/site.py`` for ``spec``.
 
     Pass ``-y`` to execute; without it (and with ``--dry``) pyinfra only detects changes.
@@ -34,7 +36,7 @@ def run_pyinfra(spec: Path, *args: str, limit: list[str] | None = None, timeout_
     with tempfile.TemporaryDirectory(prefix="rbee-run-") as tmp:
         report = Path(tmp) / "preflight.json"
         env = {**os.environ, "RBEE_SPEC": str(spec.resolve()), "RBEE_PREFLIGHT_REPORT": str(report)}
-        command = [pyinfra, "--json", *limits, *args, "inventory/inventory.py", "deploys/site.py"]
+        command = [pyinfra, "--json", *limits, *args, "inventory/inventory.py", deploy]
         done = subprocess.run(
             command, cwd=project_root(), env=env, capture_output=True, text=True, timeout=timeout_s, check=False
         )
