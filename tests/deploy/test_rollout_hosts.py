@@ -1,0 +1,118 @@
+"""Rolling deploys on the real test hosts: no failed request during a rollout, rollback of a broken release.
+
+Runs after test_deploy_hosts.py on the same hosts (h1: queen + hive, h2/h3: a placed worker each).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+
+from rbee.testhosts import TestHosts
+from rbee.testhosts.inventory import spec_for_hosts
+
+pytestmark = [pytest.mark.engine, pytest.mark.slow]
+
+ROOT = Path(__file__).parents[2]
+RBEE = str(Path(sys.executable).parent / "rbee")
+API_KEY = "sk-deploy-test"
+HOSTS = ["h1", "h2", "h3"]
+
+
+def write_spec(path: Path, model: Path, slots: int = 2, h2_hive_port: int | None = None) -> None:
+    text = spec_for_hosts(
+        HOSTS, cluster="deploytest", queen_host="h1",
+        models_yaml=f"- {{id: tiny, source: 'file://{model}', context: 512}}",
+        placements_yaml=f"- {{model: tiny, hosts: [h2, h3], replicas: 2, slots: {slots}}}",
+        extra_yaml="queen: {api_keys: {env: RBEE_TEST_KEYS}}\n"
+        "runtime: {heartbeat_interval: 1s, stale_timeout: 5s, loading_timeout: 90s}",
+    )  # fmt: skip
+    if h2_hive_port is not None:  # valid in the spec, fatal at start: the port is taken (sshd)
+        text = text.replace("- name: h2\n", f"- name: h2\n  hive: {{port: {h2_hive_port}}}\n", 1)
+    path.write_text(text)
+
+
+def rbee(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "RBEE_TEST_KEYS": API_KEY}
+    return subprocess.run([RBEE, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+class Traffic:
+    """A client streaming completions through the queen for as long as it runs; counts every outcome."""
+
+    def __init__(self) -> None:
+        self.ok = 0
+        self.failed: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._client = openai.OpenAI(base_url="http://10.210.0.11:7833/v1", api_key=API_KEY, max_retries=0, timeout=60)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                stream = self._client.completions.create(model="tiny", prompt="Bees", max_tokens=24, stream=True)
+                text = "".join(chunk.choices[0].text for chunk in stream if chunk.choices)
+                if text:
+                    self.ok += 1
+                else:
+                    self.failed.append("empty completion")
+            except openai.OpenAIError as exc:
+                self.failed.append(repr(exc))
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=120)
+
+
+@pytest.fixture(scope="module")
+def spec(test_hosts: TestHosts, tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    path = tmp_path_factory.mktemp("rollout") / "cluster.yaml"
+    write_spec(path, tiny_model_path)
+    first = rbee("deploy", str(path))  # converge (a no-op when test_deploy_hosts ran before)
+    assert first.returncode == 0, first.stdout + first.stderr
+    yield path
+
+
+def test_a_changed_placement_rolls_out_without_a_failed_request(spec: Path, tiny_model_path: Path) -> None:
+    write_spec(spec, tiny_model_path, slots=3)
+    planned = rbee("plan", str(spec))
+    assert planned.returncode == 3 and "services: worker tiny-1 config" in planned.stdout
+    with Traffic() as traffic:
+        rolled = rbee("deploy", str(spec))
+    assert rolled.returncode == 0, rolled.stdout + rolled.stderr
+    assert "batch h1: healthy" in rolled.stdout and "batch h3: healthy" in rolled.stdout
+    assert traffic.failed == [], traffic.failed[:5]
+    assert traffic.ok >= 5
+    assert rbee("plan", str(spec)).returncode == 0
+
+
+def test_a_release_whose_hive_cannot_start_is_rolled_back(
+    spec: Path, tiny_model_path: Path, test_hosts: TestHosts
+) -> None:
+    h3_before = test_hosts.ssh("h3", "cat /opt/rbee/release.json").stdout
+    write_spec(spec, tiny_model_path, slots=3, h2_hive_port=22)
+    broken = rbee("deploy", "--gate-timeout", "25", str(spec))
+    assert broken.returncode == 1
+    assert "rbee deploy: failed on h2: " in broken.stderr and "hive h2" in broken.stderr
+    assert "h2 rolled back and serving the previous release; untouched: h3" in broken.stderr
+    assert test_hosts.ssh("h3", "cat /opt/rbee/release.json").stdout == h3_before
+    assert "--port 7835" not in test_hosts.ssh("h2", "cat /etc/rbee/hive.yaml").stdout
+    assert "port: 7835" in test_hosts.ssh("h2", "cat /etc/rbee/hive.yaml").stdout
+    client = openai.OpenAI(base_url="http://10.210.0.11:7833/v1", api_key=API_KEY, max_retries=0, timeout=60)
+    workers = client.get("/workers", cast_to=object)
+    assert sorted(w["hive_id"] for w in workers["workers"] if w["state"] == "idle") == ["h2", "h3"]  # type: ignore[index]
+    write_spec(spec, tiny_model_path, slots=3)
+    status = json.loads(rbee("status", "--json", str(spec)).stdout)
+    assert set(status) == set(HOSTS)
