@@ -24,6 +24,7 @@ import httpx
 import pytest
 import yaml
 
+from rbee.engine.detect import parse_nvidia_smi
 from rbee_runtime import __version__
 from rbee_runtime.common.contracts import GpuInfo, Heartbeat, Resources, WorkerInfo, WorkerState
 from tests.hive.support import HiveFactory, HiveProcess, free_port, wait_until
@@ -48,8 +49,6 @@ def parse_size(text: str) -> int:
 
 def gpus_from_nvidia_smi(text: str) -> list[GpuInfo]:
     """The GPUs of a recorded ``nvidia-smi`` CSV as the hive sees them (bytes), via the deploy's parser."""
-    from rbee.engine.detect import parse_nvidia_smi
-
     return [
         GpuInfo(
             index=g.index,
@@ -65,6 +64,7 @@ def gpus_from_nvidia_smi(text: str) -> list[GpuInfo]:
 
 
 def worker(worker_id: str, state: str, model_id: str = "tinyllama-q4", hive_id: str = "gpu-box") -> WorkerInfo:
+    """A worker as a hive reports it in its heartbeat."""
     now = time.time()
     return WorkerInfo(
         worker_id=worker_id,
@@ -78,6 +78,7 @@ def worker(worker_id: str, state: str, model_id: str = "tinyllama-q4", hive_id: 
 
 
 def heartbeat(hive_id: str, workers: list[WorkerInfo], version: str = __version__) -> Heartbeat:
+    """The heartbeat a hive of ``version`` (default: this release) sends to the queen."""
     return Heartbeat(
         hive_id=hive_id,
         url=f"http://{hive_id}.invalid:7835",
@@ -258,7 +259,3 @@ def queen_procs(tmp_path: Path) -> Iterator[Callable[..., QueenProcess]]:
 def wait_for(fn: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
     """Poll ``fn`` until it returns something truthy (re-export of the hive tests' helper)."""
     return wait_until(fn, timeout=timeout, what=what)
-
-
-def elapsed_ms(start: float) -> float:
-    return (time.perf_counter() - start) * 1000.0

@@ -49,6 +49,14 @@ class Job:
             self.loop.call_soon_threadsafe(self.events.put_nowait, event)
 
 
+def _remember(ids: OrderedDict[str, None], request_id: str) -> None:
+    """Add ``request_id`` as the newest of ``ids``, which keeps the last ``_RECENT_CANCELS``."""
+    ids[request_id] = None
+    ids.move_to_end(request_id)
+    while len(ids) > _RECENT_CANCELS:
+        ids.popitem(last=False)
+
+
 class WorkerService:
     """Everything the HTTP layer needs: ``health``, ``start``, ``cancel``, ``start_drain``."""
 
@@ -63,6 +71,7 @@ class WorkerService:
         self._draining = False
         self._jobs: dict[str, Job] = {}
         self._recent_cancels: OrderedDict[str, None] = OrderedDict()
+        self._recent_ended: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
         self._tokens_total = 0
         self._cancelled_total = 0
@@ -126,6 +135,7 @@ class WorkerService:
         job = Job(request_id=request.request_id, slot=slot, loop=asyncio.get_running_loop())
         with self._lock:
             self._jobs[job.request_id] = job
+            self._recent_ended.pop(job.request_id, None)
             if job.request_id in self._recent_cancels:  # cancelled before it arrived
                 del self._recent_cancels[job.request_id]
                 job.cancel.set()
@@ -135,14 +145,17 @@ class WorkerService:
         return job
 
     def cancel(self, request_id: str) -> None:
-        """Stop a generation (idempotent; an unknown id is remembered in case it arrives late)."""
+        """Stop a generation (idempotent).
+
+        An id that is not running is remembered in case its request arrives late, unless a request
+        with that id just ended here: then the cancel came after the end (e.g. the client's
+        disconnect stopped it first), and must not cancel a later request that reuses the id.
+        """
         with self._lock:
             job = self._jobs.get(request_id)
             if job is None:
-                self._recent_cancels[request_id] = None
-                self._recent_cancels.move_to_end(request_id)
-                while len(self._recent_cancels) > _RECENT_CANCELS:
-                    self._recent_cancels.popitem(last=False)
+                if request_id not in self._recent_ended:
+                    _remember(self._recent_cancels, request_id)
                 return
         job.cancel.set()
 
@@ -180,6 +193,7 @@ class WorkerService:
         finally:
             with self._lock:
                 self._jobs.pop(job.request_id, None)
+                _remember(self._recent_ended, job.request_id)
                 if stats.stop_reason == "cancelled":
                     self._cancelled_total += 1
             self.slots.release(job.slot)  # before the terminal event: a client may retry at once

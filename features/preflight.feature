@@ -1,0 +1,69 @@
+Feature: Preflight of hosts and hives
+  Before a deploy, rbee probes every host over SSH: can it be reached, does key authentication work,
+  how long does a round trip take, and does the host have what rbee needs (Linux or macOS, Python
+  3.11+ with venv, systemd, RAM, disk, GPUs). Before the queen sends work to a hive, the hive must
+  answer its health check, speak a compatible version, and report its backends and resources.
+
+  Scenario: A reachable host passes the SSH preflight
+    Given the SSH test hosts are up
+    When the SSH preflight probes "h1" with the deploy key
+    Then "h1" is reachable and accepts the key
+    And the probe reports Linux with Python 3.11 or newer, the venv module and systemd
+    And the probe reports the RAM and free disk of "h1"
+    And "h1" has no problem for a cpu deployment needing 256 MiB of RAM and 1 GiB of disk
+
+  Scenario: A host without enough RAM for its models is not fit for the deploy
+    Given the SSH test hosts are up
+    When the SSH preflight probes "h1" with the deploy key
+    Then "h1" is not fit for a cpu deployment needing 1 TiB of RAM, because of its RAM
+    And "h1" is not fit for a cuda deployment, because nvidia-smi lists no GPU
+
+  Scenario: The SSH latency to a host is measured
+    Given the SSH test hosts are up
+    When the SSH round-trip latency to "h2" is measured 5 times over one connection
+    Then every round trip took less than 100 ms
+
+  Scenario: A host that is powered off is unreachable
+    Given the SSH test hosts are up
+    And host "h3" is powered off
+    When the SSH preflight probes "h3" with the deploy key
+    Then "h3" is reported unreachable with the hint to check that it is up and on the network
+
+  Scenario: A key the host does not know is refused
+    Given the SSH test hosts are up
+    When the SSH preflight probes "h2" with a key the host does not know
+    Then "h2" is reported as an authentication failure with a hint about the key
+
+  Scenario: A running hive answers its health check
+    Given a running hive "hive-a"
+    When the hive's health is checked
+    Then the hive answers "ok" as service "hive" with id "hive-a", the version of this release and API "v1"
+
+  Scenario: A hive of another minor release is refused by the queen
+    Given a running queen for the preflight
+    When hive "old-box" sends its heartbeat as the next minor release
+    Then the queen refuses it with 409 "VERSION_MISMATCH" naming both versions
+    And the message says which side to upgrade
+    And the queen does not list hive "old-box"
+
+  Scenario: A hive of another patch release is compatible
+    Given a running queen for the preflight
+    When hive "patched-box" sends its heartbeat as the next patch release
+    Then the queen takes the heartbeat and lists hive "patched-box" as "online"
+
+  Scenario: A real hive of this release is accepted by a real queen
+    Given a running queen for the preflight
+    And a running hive "hive-a" that reports to the queen
+    Then the queen lists hive "hive-a" as "online" with the version of this release
+
+  Scenario: A hive reports the backends of its machine
+    Given a running hive "hive-a"
+    When the hive's capabilities are read
+    Then the hive offers the "cpu" backend
+    And the hive offers "cuda" exactly when it detects NVIDIA GPUs
+
+  Scenario: A hive reports the resources of its machine
+    Given a running hive "hive-a"
+    When the hive's capabilities are read
+    Then the hive reports the RAM, disk and CPU count of this machine
+    And the hive's free RAM is enough for a worker of a 1 MiB model
