@@ -11,7 +11,7 @@ Fixtures:
 - ``tiny_model_file``: the tiny GGUF (written once into ``~/.cache/rbee/models``).
 - ``processes``: a :class:`ProcessPool` for one scenario.
 - ``shared_cluster``: one queen + one hive keeping a 2-slot worker of ``rbee-tiny``, started once for
-  the session, for scenarios that leave it as they found it (``cluster_ready`` waits for that).
+  the session, for scenarios that leave it as they found it (:meth:`Cluster.wait_serving` waits for that).
 - ``streams``: opens streamed requests (:class:`Stream`) and disconnects the open ones afterwards.
 - ``freezer``: SIGSTOPs processes and SIGCONTs them again at the end of the scenario.
 - ``scene``: a blank object the steps of one scenario share values through.
@@ -158,7 +158,9 @@ class ProcessPool:
         for proc in self.procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.popen.wait(timeout=10)
-        psutil.wait_procs(list(family.values()), timeout=5)
+        deadline = time.monotonic() + 5  # orphans are reaped by init: a zombie counts as gone
+        while not all(gone(p) for p in family.values()) and time.monotonic() < deadline:
+            time.sleep(0.02)
 
 
 # --------------------------------------------------------------------------- services
@@ -393,8 +395,13 @@ def start_cluster(
     slots: int = 1,
     queen: dict[str, Any] | None = None,
     hive: dict[str, Any] | None = None,
+    external: tuple[str, ...] = (),
 ) -> Cluster:
-    """A queen and a hive keeping ``workers`` placed workers of ``rbee-tiny``; returns once they serve."""
+    """A queen and a hive keeping ``workers`` placed workers of ``rbee-tiny``; returns once they serve.
+
+    ``external``: ids of workers started beside the hive (``--managed-by external``, announcing to it).
+    Everything starts at once; the hive and the workers find their peers by retrying.
+    """
     queen_proc = start_queen(pool, **(queen or {}))
     hive_settings: dict[str, Any] = {
         "placements": [{"model_id": TINY_MODEL_ID, "replicas": workers, "slots": slots}] if workers else [],
@@ -402,10 +409,13 @@ def start_cluster(
     }
     hive_proc = start_hive(pool, model_path, queen_proc.url, **hive_settings)
     cluster = Cluster(pool, queen_proc, hive_proc, model_path)
+    callback = f"{hive_proc.url}/v1/workers/ready"
+    cluster.workers_started = [start_worker(pool, worker_id, model_path, callback_url=callback)
+                               for worker_id in external]  # fmt: skip
     queen_proc.wait_healthy()
     hive_proc.wait_healthy()
-    if workers:
-        cluster.wait_serving(workers)
+    if workers or external:
+        cluster.wait_serving(workers + len(external))
     return cluster
 
 

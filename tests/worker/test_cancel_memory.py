@@ -1,0 +1,44 @@
+"""Cancels for ids that are not running: remembered when the request is still to come, not after its end."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from .conftest import WorkerProcess
+
+pytestmark = pytest.mark.engine
+
+
+def end_event(worker: WorkerProcess, request_id: str) -> dict[str, object]:
+    body = {"request_id": request_id, "prompt": "Hello", "max_tokens": 4}
+    response = httpx.post(f"{worker.url}/v1/generate", json=body, timeout=30)
+    assert response.status_code == 200, response.text
+    events = [line[len("data: "):] for line in response.text.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    end: dict[str, object] = json.loads(events[-2])
+    return end
+
+
+def test_cancel_before_the_request_arrives_is_remembered(start_worker: Callable[..., WorkerProcess]) -> None:
+    worker = start_worker()
+    worker.wait_idle()
+    assert httpx.delete(f"{worker.url}/v1/requests/early-1", timeout=5).status_code == 204
+    end = end_event(worker, "early-1")
+    assert (end["stop_reason"], end["tokens_out"]) == ("cancelled", 0)
+
+
+def test_cancel_after_the_end_does_not_cancel_a_request_reusing_the_id(
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    worker = start_worker()
+    worker.wait_idle()
+    assert end_event(worker, "reused-1")["stop_reason"] == "length"
+    # e.g. the queen's cancel arriving after the client's disconnect already stopped the generation
+    assert httpx.delete(f"{worker.url}/v1/requests/reused-1", timeout=5).status_code == 204
+    end = end_event(worker, "reused-1")
+    assert (end["stop_reason"], end["tokens_out"]) == ("length", 4)
+    assert worker.health()["requests_cancelled_total"] == 0
