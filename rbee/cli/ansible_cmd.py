@@ -11,6 +11,7 @@ one on stdout, so the decisions stay in Python (``rbee.deploy``) and the roles o
     wheelhouse  rbee + dependencies as wheels per target (Python, arch) → folder, fingerprint
     wheelsync   what a host's wheelhouse lacks (from ``find``)          → one tar of those wheels, strays
     engine      the engine wheel per feature set (CPU builds cached)    → wheel path, or why there is none
+    record      the host's release record (``<prefix>/release.json``)   → its text
     health      wait until the queen sees every hive and placed worker  → ready, what is missing
 
 ``inventory SPEC`` and ``prepare SPEC`` are the two ``rbee spec`` commands, reachable here too.
@@ -22,6 +23,7 @@ import hashlib
 import json
 import os
 import platform
+import subprocess
 import sys
 import tarfile
 import tempfile
@@ -38,7 +40,7 @@ from rbee.cli.spec_cmd import SpecFile, read_spec_or_exit
 from rbee.deploy.ansible_inventory import ansible_inventory as build_inventory
 from rbee.deploy.ansible_inventory import cluster_missing, cluster_state, host_plan
 from rbee.deploy.probe import PROBE_SCRIPT, parse_probe
-from rbee.deploy.wheelhouse import WheelhouseError, build_wheelhouse
+from rbee.deploy.wheelhouse import WheelhouseError, build_wheelhouse, project_root
 from rbee.engine.features import FeatureSet
 from rbee.engine.wheelcache import EngineBuildError, build_wheel, cached_wheel
 from rbee.models import ModelFetchError, cached_model, fetch_model
@@ -59,8 +61,9 @@ def ansible_inventory(
 ) -> None:
     """Print the Ansible inventory of a spec (YAML): groups queen and hives, all.vars, rbee_* host vars."""
     spec = read_spec_or_exit(spec_file)
+    digest = hashlib.sha256(spec_file.read_bytes()).hexdigest()
     text = HEADER.format(spec=spec_file) + yaml.safe_dump(
-        build_inventory(spec, spec_file.resolve().parent), sort_keys=False, width=120
+        build_inventory(spec, spec_file.resolve().parent, spec_sha256=digest), sort_keys=False, width=120
     )
     if output is None:
         typer.echo(text, nl=False)
@@ -211,6 +214,30 @@ def plan_hosts(hosts: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {"hosts": out}
 
 
+def release_record(data: dict[str, Any]) -> str:
+    """The text of ``<prefix>/release.json`` (as ``deploys/record.py`` writes it): inputs only, no time stamp.
+
+    ``data``: cluster, host, spec_sha256, engine (key), wheelhouse (fingerprint), models (the host's
+    ``rbee_models``) and cache (the model cache); the checksums come from the cache, the commit from git.
+    """
+    cache = Path(data["cache"]).expanduser()
+    models = {}
+    for raw in data["models"]:
+        found = cached_model(ModelSpec.model_validate(raw), cache)
+        models[raw["id"]] = found.sha256 if found else "(not fetched: dry run)"
+    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project_root(), capture_output=True, text=True, check=False)
+    content = {
+        "cluster": data["cluster"],
+        "host": data["host"],
+        "spec_sha256": data["spec_sha256"],
+        "git_commit": done.stdout.strip() if done.returncode == 0 else "",
+        "engine": data["engine"],
+        "wheelhouse": data["wheelhouse"],
+        "models": models,
+    }
+    return json.dumps(content, indent=1, sort_keys=True) + "\n"
+
+
 def wait_healthy(
     queen_url: str, expected: dict[str, int], timeout_s: float, api_key: str | None, interval_s: float = 0.5
 ) -> dict[str, Any]:
@@ -297,6 +324,12 @@ def engine_helper() -> None:
     """{"features": [...], "cache": DIR, "build": bool} → {"engines": {key: {wheel, name, problem}}, "changed"}."""
     data = _stdin()
     _print(prepare_engines(data["features"], data["cache"], build=bool(data.get("build", True))))
+
+
+@helpers.command("record")
+def record_helper() -> None:
+    """{cluster, host, spec_sha256, engine, wheelhouse, models, cache} → {"text": release.json}."""
+    _print({"text": release_record(_stdin())})
 
 
 @helpers.command("health")

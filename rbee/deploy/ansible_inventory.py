@@ -22,7 +22,7 @@ from rbee.spec.inventory import host_data
 from rbee.spec.models import ClusterSpec
 
 CLUSTER_VARS = ("rbee_cluster", "rbee_queen_url", "rbee_runtime", "rbee_deploy")
-"""Host data that is the same on every host: written once, in ``all.vars``."""
+"""Host data that is the same on every host: written once, in ``all.vars`` (with ``rbee_spec_sha256``)."""
 
 MODEL_RAM_FACTOR = 1.2
 """A host needs size × this of RAM per placed model, plus its reserve (as ``deploys/preflight.py``)."""
@@ -59,8 +59,12 @@ def connection_vars(data: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def ansible_inventory(spec: ClusterSpec, base_dir: Path) -> dict[str, Any]:
-    """The YAML inventory of a spec: ``all.vars`` + groups ``hives`` (every host) and ``queen`` (one)."""
+def ansible_inventory(spec: ClusterSpec, base_dir: Path, spec_sha256: str = "") -> dict[str, Any]:
+    """The YAML inventory of a spec: ``all.vars`` + groups ``hives`` (every host) and ``queen`` (one).
+
+    ``spec_sha256`` (of the spec file) goes into ``all.vars.rbee_spec_sha256``, for the release
+    record each host keeps (the pyinfra deploy takes it from ``$RBEE_SPEC``).
+    """
     hosts: dict[str, dict[str, Any]] = {}
     cluster: dict[str, Any] = {}
     for host in spec.hosts:
@@ -71,7 +75,7 @@ def ansible_inventory(spec: ClusterSpec, base_dir: Path) -> dict[str, Any]:
         hosts[host.name] = {**connection_vars(data), **rbee}
     return {
         "all": {
-            "vars": cluster,
+            "vars": {**cluster, "rbee_spec_sha256": spec_sha256},
             "children": {
                 "hives": {"hosts": hosts},
                 "queen": {"hosts": {spec.queen_host.name: {}}},
