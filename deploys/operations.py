@@ -11,6 +11,7 @@ from pyinfra.api.command import StringCommand
 from pyinfra.api.exceptions import OperationError
 from pyinfra.api.operation import operation
 from pyinfra.context import host
+from pyinfra.facts.server import Command
 
 from deploys.facts import StampFile
 
@@ -60,3 +61,29 @@ def wait_until(
         raise OperationError(f"{description}: not ready after {timeout_s:g}s; still missing: {missing}")
     host.noop(f"{description}: ready")
     yield from ()
+
+
+@operation()
+def restart_on_change(service: str, want: str, stamp: str) -> Generator[StringCommand, None, None]:
+    """Restart ``service`` unless it last (re)started with inputs ``want`` (a digest kept in ``stamp``).
+
+    Comparing with what the running service was started from, not with what this run changed,
+    keeps a deploy interrupted between writing a config and restarting the service correct.
+    """
+    if host.get_fact(StampFile, path=stamp) == want:
+        host.noop(f"{service} already runs its current inputs")
+        return
+    yield StringCommand(f"systemctl restart {shlex.quote(service)}")
+    folder = shlex.quote(stamp.rsplit("/", 1)[0])
+    yield StringCommand(f"mkdir -p {folder} && printf '%s\\n' {shlex.quote(want)} > {shlex.quote(stamp)}")
+
+
+@operation()
+def daemon_reload_if_needed(units: list[str]) -> Generator[StringCommand, None, None]:
+    """``systemctl daemon-reload`` when systemd holds an older version of one of ``units`` than the disk."""
+    names = " ".join(shlex.quote(u) for u in units)
+    flags = host.get_fact(Command, command=f"systemctl show -p NeedDaemonReload --value {names} || true") or ""
+    if "yes" not in flags.split():
+        host.noop("systemd has the current units")
+        return
+    yield StringCommand("systemctl daemon-reload")

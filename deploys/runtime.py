@@ -40,7 +40,7 @@ def runtime(facts: HostFacts) -> OperationMeta:
     files.sync(
         name="runtime: wheelhouse (rbee and its dependencies)",
         src=str(house.folder), dest=layout.wheelhouse, delete=True, mode="644", dir_mode="755",
-        exclude=[".deps", ".rbee-source"],
+        exclude=["*/.deps", "*/.rbee-source"],
     )  # fmt: skip
     python = shlex.quote(layout.python)
     return stamped_install(

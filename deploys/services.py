@@ -7,6 +7,7 @@ the runtime or (for a worker) its model changed; instances no longer placed are 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 from pathlib import Path
@@ -17,8 +18,9 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.context import host
 from pyinfra.operations import files, systemd
 
+from deploys import control
 from deploys.facts import WorkerInstances, host_data
-from deploys.operations import fail_host
+from deploys.operations import daemon_reload_if_needed, fail_host, restart_on_change
 from rbee.deploy.layout import (
     API_KEYS_FILE,
     CONFIG_DIR,
@@ -30,10 +32,6 @@ from rbee.deploy.layout import (
 )
 from rbee.deploy.probe import HostFacts
 from rbee.render import render
-
-
-def _changed(*ops: OperationMeta) -> Any:
-    return lambda: any(op.did_change() for op in ops)
 
 
 def _bind_host() -> str:
@@ -68,11 +66,11 @@ def _api_keys() -> str | None:
 
 
 @deploy("rbee services")
-def services(facts: HostFacts, upgrades: list[OperationMeta], model_ops: dict[str, OperationMeta]) -> None:
+def services(facts: HostFacts, release: str) -> None:
     """Render and start the queen (on its host), the hive and the placed workers.
 
-    ``upgrades``: operations that replaced the runtime or the engine (any change restarts all);
-    ``model_ops``: the copy of each model (a change restarts the hive and that model's workers).
+    ``release``: what identifies the installed runtime and engine. Each service restarts when the
+    digest of its inputs (config, unit, release, models) differs from the one it last started with.
     """
     data = host.data
     layout = HostLayout(data.rbee_deploy["prefix"])
@@ -92,17 +90,24 @@ def services(facts: HostFacts, upgrades: list[OperationMeta], model_ops: dict[st
         "advertise_host": _bind_host(),
         "loading_timeout": data.rbee_runtime["loading_timeout"],
     }
-    units: list[OperationMeta] = []
-    wanted: list[tuple[str, list[OperationMeta]]] = []
+    cache = data.rbee_deploy["model_cache"]
+    model_sha = {}
+    for raw in data.rbee_models:
+        fetched = control.model_file(raw, cache)
+        model_sha[raw["id"]] = fetched.sha256 if fetched else raw["source"]
+    units: list[str] = []
+    wanted: list[tuple[str, str]] = []  # (service, digest of everything it starts from)
 
     if "queen" in data.rbee_roles:
         keys = _api_keys()
-        keys_op = _put("services: queen API keys", keys, API_KEYS_FILE, mode="640") if keys else None
+        if keys:
+            _put("services: queen API keys", keys, API_KEYS_FILE, mode="640")
         context = {**common, "api_keys_env": None, "api_keys_file": API_KEYS_FILE if keys else None}
-        config = _put("services: queen config", render("queen.yaml.j2", context), f"{CONFIG_DIR}/queen.yaml")
+        config = render("queen.yaml.j2", context)
+        _put("services: queen config", config, f"{CONFIG_DIR}/queen.yaml")
         unit = _unit("rbee-queen.service", common)
-        units.append(unit)
-        wanted.append(("rbee-queen.service", [config, unit, *upgrades, *([keys_op] if keys_op else [])]))
+        units.append("rbee-queen.service")
+        wanted.append(("rbee-queen.service", _digest(config, unit, release, keys or "")))
 
     instances = worker_instances(host_data(host))
     contexts = [m["context"] for m in data.rbee_models]
@@ -114,11 +119,12 @@ def services(facts: HostFacts, upgrades: list[OperationMeta], model_ops: dict[st
         "hive_placements": [],  # placed workers are systemd instances, not hive children
         "worker_port_first": max((w.port for w in instances), default=7839) + 1,
     }
-    hive_config = _put("services: hive config", render("hive.yaml.j2", hive_context), f"{CONFIG_DIR}/hive.yaml")
+    hive_config = render("hive.yaml.j2", hive_context)
+    _put("services: hive config", hive_config, f"{CONFIG_DIR}/hive.yaml")
     hive_unit = _unit("rbee-hive.service", common)
     worker_unit = _unit("rbee-worker@.service", common)
-    units += [hive_unit, worker_unit]
-    wanted.append(("rbee-hive.service", [hive_config, hive_unit, *upgrades, *model_ops.values()]))
+    units += ["rbee-hive.service", "rbee-worker@.service"]
+    wanted.append(("rbee-hive.service", _digest(hive_config, hive_unit, release, *sorted(model_sha.values()))))
 
     hive_url = f"http://{_bind_host()}:{data.rbee_hive['port']}"
     for worker in instances:
@@ -128,17 +134,14 @@ def services(facts: HostFacts, upgrades: list[OperationMeta], model_ops: dict[st
             "ctx_size": model["context"], "hive_url": hive_url,
             "device": cuda_device(worker.device, gpus) if backend == "cuda" else 0,
         })  # fmt: skip
-        env_op = _put(f"services: worker {worker.name} config", env, f"{WORKERS_DIR}/{worker.name}.env")
-        triggers = [env_op, worker_unit, *upgrades]
-        if worker.model_id in model_ops:
-            triggers.append(model_ops[worker.model_id])
-        wanted.append((worker.unit, triggers))
+        _put(f"services: worker {worker.name} config", env, f"{WORKERS_DIR}/{worker.name}.env")
+        wanted.append((worker.unit, _digest(env, worker_unit, release, model_sha[worker.model_id])))
 
-    systemd.daemon_reload(name="services: reload systemd units", _if=_changed(*units))
-    for service, triggers in wanted:
+    daemon_reload_if_needed(name="services: reload systemd units that changed", units=units)
+    for service, digest in wanted:
         systemd.service(name=f"services: {service} enabled and running", service=service, running=True, enabled=True)
-        systemd.service(name=f"services: restart {service} (its inputs changed)", service=service, restarted=True,
-                        _if=_changed(*triggers))  # fmt: skip
+        restart_on_change(name=f"services: restart {service} if its inputs changed", service=service,
+                          want=digest, stamp=f"{layout.stamps}/service-{service}")  # fmt: skip
 
     keep = {w.name for w in instances}
     for stale in host.get_fact(WorkerInstances, folder=WORKERS_DIR):
@@ -149,6 +152,11 @@ def services(facts: HostFacts, upgrades: list[OperationMeta], model_ops: dict[st
                        present=False)  # fmt: skip
 
 
-def _unit(name: str, context: dict[str, Any]) -> OperationMeta:
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
+
+
+def _unit(name: str, context: dict[str, Any]) -> str:
     text = render(f"systemd/{name}.j2", context)
-    return _put(f"services: unit {name}", text, f"/etc/systemd/system/{name}", mode="644")
+    _put(f"services: unit {name}", text, f"/etc/systemd/system/{name}", mode="644")
+    return text

@@ -16,12 +16,11 @@ from deploys.services import services
 from rbee.deploy.probe import HostFacts
 
 facts = cast(HostFacts, preflight())  # pyinfra types @deploy results as operations
-runtime_op = runtime(facts)
+runtime(facts)
 engine_op = engine(facts)
-model_ops = models()
-services(facts, [op for op in (runtime_op, engine_op) if op is not None], model_ops)
-record(
-    feature_set(facts).key if engine_op is not None else None,
-    control.wheelhouse(facts.python_abi, facts.arch).fingerprint,
-)
+models()
+wheelhouse = control.wheelhouse(facts.python_abi, facts.arch).fingerprint
+engine_key = feature_set(facts).key if engine_op is not None else None
+services(facts, f"{wheelhouse}:{engine_key}")
+record(engine_key, wheelhouse)
 health_gate()

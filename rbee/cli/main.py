@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from rbee.cli import cluster_cmd, engine_cmd, rollout_cmd, spec_cmd, testhosts_cmd, up_cmd
+from rbee.cli import ansible_cmd, cluster_cmd, engine_cmd, rollout_cmd, spec_cmd, testhosts_cmd, up_cmd
 
 app = typer.Typer(
     name="rbee",
@@ -12,6 +12,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+spec_cmd.app.command("ansible-inventory")(ansible_cmd.ansible_inventory)
+spec_cmd.app.command("prepare")(ansible_cmd.prepare_control)
 app.add_typer(spec_cmd.app, name="spec")
 app.add_typer(engine_cmd.app, name="engine")
 app.command("up")(up_cmd.up)
