@@ -1,9 +1,11 @@
-"""How long a deploy takes: first deploy and no-op re-run, for 1, 2 and 4 hosts.
+"""How long a deploy takes: first deploy and no-op re-run, for 1, 2 and 4 hosts; pyinfra vs ansible.
 
 Run (as root): ``.venv/bin/python -m bench.deploy [--sizes 1,2,4]``. Boots fresh test hosts for each
 size (so every first deploy starts from a bare Debian), deploys the tiny model to every host with
-``pyinfra inventory/inventory.py deploys/site.py``, then deploys again. The engine build is
-excluded from the first deploy (it is cached per feature set before the timings) and reported apart.
+``pyinfra inventory/inventory.py deploys/site.py``, then deploys again; then converges the same hosts
+with the ansible roles once and times an ansible no-op re-run, so both tools' no-op runs are compared
+on the same hosts in the same run. The engine build is excluded from the first deploy (it is cached
+per feature set before the timings) and reported apart.
 """
 
 from __future__ import annotations
@@ -37,6 +39,22 @@ def _deploy(spec: Path) -> float:
     return elapsed
 
 
+def _ansible(spec: Path, inventory: Path) -> float:
+    rbee = str(Path(sys.executable).parent / "rbee")
+    subprocess.run([rbee, "spec", "ansible-inventory", str(spec), "-o", str(inventory)], check=True, cwd=ROOT)
+    playbook = str(Path(sys.executable).parent / "ansible-playbook")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    started = time.perf_counter()
+    run = subprocess.run(
+        [playbook, "-i", str(inventory), "playbooks/site.yml"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    elapsed = time.perf_counter() - started
+    if run.returncode != 0:
+        raise SystemExit(f"ansible-playbook failed:\n{run.stdout[-3000:]}")
+    return elapsed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1,2,4")
@@ -65,16 +83,22 @@ def main() -> None:
                 ))  # fmt: skip
                 first = _deploy(spec)
                 again = _deploy(spec)
-                rows.append((size, first, again))
-                print(f"{size} host(s): first deploy {first:6.1f} s, no-op re-run {again:5.1f} s", flush=True)
+                inventory = Path(tmp) / f"inventory-{size}.yml"
+                _ansible(spec, inventory)  # ansible converges what pyinfra deployed
+                ansible_again = _ansible(spec, inventory)
+                rows.append((size, first, again, ansible_again))
+                print(f"{size} host(s): first deploy {first:6.1f} s, no-op re-run {again:5.1f} s, "
+                      f"ansible no-op {ansible_again:5.1f} s", flush=True)  # fmt: skip
         finally:
             hosts.down()
     print(f"engine {features.key}: {'cached' if was_cached else f'built in {engine_s:.0f} s'} (not in the figures)")
-    print("hosts  first deploy  no-op re-run  no-op/first")
-    for size, first, again in rows:
-        print(f"{size:>5}  {first:>10.1f} s  {again:>10.1f} s  {again / first:>10.2f}")
+    print("hosts  pyinfra first  pyinfra no-op  ansible no-op  ansible/pyinfra no-op")
+    for size, first, again, ansible_again in rows:
+        print(
+            f"{size:>5}  {first:>11.1f} s  {again:>11.1f} s  {ansible_again:>11.1f} s  {ansible_again / again:>10.2f}"
+        )
     base = rows[0]
-    for size, first, again in rows[1:]:
+    for size, first, again, _ in rows[1:]:
         print(f"{size} hosts vs {base[0]}: first ×{first / base[1]:.2f}, no-op ×{again / base[2]:.2f}")
 
 
