@@ -119,6 +119,7 @@ def ssh_round_trips(address: str, key: Path, count: int) -> list[float]:
 
 @given("the SSH test hosts are up", target_fixture="hosts")
 def _hosts_up(test_hosts: TestHosts) -> TestHosts:
+    test_hosts.up(3)  # idempotent: earlier tests may have taken them down
     running = [s.name for s in test_hosts.status(check_ssh=False) if s.running]
     assert {"h1", "h2", "h3"} <= set(running), running
     return test_hosts

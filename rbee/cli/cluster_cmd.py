@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Annotated
 
@@ -31,6 +32,7 @@ def infer(
     api_key: ApiKey = None,
 ) -> None:
     """Stream a completion to the terminal; Ctrl+C cancels it on the worker (exit 130)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored
     with QueenClient(queen, api_key) as client:
         try:
             stream = client.stream_completion(model, prompt, max_tokens, temperature)

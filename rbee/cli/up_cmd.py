@@ -50,6 +50,7 @@ def up(
         typer.echo(f"rbee up: {exc}", err=True)
         raise typer.Exit(exits.FAILURE) from None
     cluster = LocalCluster(plan, folder / "logs", api_key)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     typer.echo(f"rbee up: cluster {cluster_spec.cluster}, files in {folder}")
     code = exits.OK

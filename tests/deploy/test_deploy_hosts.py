@@ -204,8 +204,10 @@ def test_interrupted_deploy_is_resumed(cluster: Cluster, first: subprocess.Compl
     process.wait(timeout=30)
     resumed = deploy(cluster)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
-    slots = {w["hive_id"]: w["slots_total"] for w in queen_workers()}
-    assert slots == {"h2": 3, "h3": 3}
+    deadline = time.monotonic() + 30  # the restarted workers re-announce within a heartbeat or two
+    while (slots := {w["hive_id"]: w["slots_total"] for w in queen_workers()}) != {"h2": 3, "h3": 3}:
+        assert time.monotonic() < deadline, slots
+        time.sleep(0.5)
     settled = deploy(cluster)
     assert results(settled)["results"]["totals"]["success"] == 0
 
