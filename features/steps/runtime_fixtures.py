@@ -43,6 +43,7 @@ import yaml
 
 from rbee.tiny_model import TINY_MODEL_ID, ensure_tiny_model
 from rbee_runtime.common.ports import free_port
+from tests.prometheus import sample_value
 
 T = TypeVar("T")
 
@@ -224,17 +225,7 @@ class QueenProc(Service):
 
     def metric(self, name: str, **labels: str) -> float:
         """One sample of ``/metrics`` (0 when absent)."""
-        text = self.http.get("/metrics").text
-        want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-        for line in text.splitlines():
-            if line.startswith("#") or not line.strip():
-                continue
-            key, _, value = line.rpartition(" ")
-            metric_name, _, rest = key.partition("{")
-            got = ",".join(sorted(rest.rstrip("}").split(","))) if rest else ""
-            if metric_name == name and got == want:
-                return float(value)
-        return 0.0
+        return sample_value(self.http.get("/metrics").text, name, **labels)
 
 
 class HiveProc(Service):

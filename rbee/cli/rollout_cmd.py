@@ -16,11 +16,11 @@ from rbee.cli import exits
 from rbee.cli.spec_cmd import read_spec_or_exit
 from rbee.client import QueenClient
 from rbee.deploy.wheelhouse import project_root
-from rbee.local.plan import LocalPlanError, first_api_key
 from rbee.rollout.plan import Plan, build_plan
 from rbee.rollout.pyinfra_run import run_pyinfra
 from rbee.rollout.rolling import batches, rolling_deploy
 from rbee.spec.inventory import inventory_groups, queen_url
+from rbee.spec.keys import ApiKeysError, first_api_key
 
 SpecFile = Annotated[Path, typer.Argument(help="Path to the cluster spec (YAML).", show_default=False)]
 
@@ -128,7 +128,7 @@ def deploy(
     spec = read_spec_or_exit(spec_file)
     try:
         key = first_api_key(spec, spec_file.resolve().parent)
-    except LocalPlanError as exc:
+    except ApiKeysError as exc:
         typer.echo(f"rbee deploy: {exc}", err=True)
         raise typer.Exit(exits.FAILURE) from None
     with QueenClient(queen_url(spec), api_key=key) as queen:

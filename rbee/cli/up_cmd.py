@@ -11,9 +11,10 @@ import typer
 
 from rbee.cli import exits
 from rbee.cli.spec_cmd import read_spec_or_exit
-from rbee.local.plan import LocalPlanError, default_spec, first_api_key, plan_local
+from rbee.local.plan import LocalPlanError, default_spec, plan_local
 from rbee.local.processes import wait_for_exit
 from rbee.local.runner import LocalCluster, LocalClusterError
+from rbee.spec.keys import ApiKeysError, first_api_key
 from rbee.tiny_model import TINY_MODEL_ID, ensure_tiny_model
 from rbee_runtime.common.ports import HIVE_PORT, QUEEN_PORT
 
@@ -46,7 +47,7 @@ def up(
     try:
         plan = plan_local(cluster_spec, base_dir, folder)
         api_key = first_api_key(cluster_spec, base_dir)
-    except LocalPlanError as exc:
+    except (LocalPlanError, ApiKeysError) as exc:
         typer.echo(f"rbee up: {exc}", err=True)
         raise typer.Exit(exits.FAILURE) from None
     cluster = LocalCluster(plan, folder / "logs", api_key)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,28 +66,6 @@ class LocalPlan:
     spec: ClusterSpec
     services: list[LocalService]
     queen_url: str | None
-
-
-def first_api_key(spec: ClusterSpec, base_dir: Path) -> str | None:
-    """One of the queen's API keys, read from where the spec points (``None`` when the API is open)."""
-    source = spec.queen.api_keys
-    if source is None:
-        return None
-    if source.env is not None:
-        keys = os.environ.get(source.env, "")
-        where = f"environment variable {source.env}"
-    else:
-        path = Path(str(source.file)).expanduser()
-        path = path if path.is_absolute() else base_dir / path
-        try:
-            keys = ",".join(path.read_text(encoding="utf-8").splitlines())
-        except OSError as exc:
-            raise LocalPlanError(f"queen.api_keys: cannot read {path}: {exc.strerror or exc}") from exc
-        where = f"file {path}"
-    found = [k.strip() for k in keys.split(",") if k.strip() and not k.strip().startswith("#")]
-    if not found:
-        raise LocalPlanError(f"queen.api_keys: the {where} holds no key; set it before rbee up")
-    return found[0]
 
 
 def model_path(model: ModelSpec, model_cache: Path) -> Path:

@@ -20,6 +20,7 @@ import yaml
 from queen_helpers import heartbeat, worker_info
 
 from rbee.tiny_model import TINY_MODEL_ID
+from tests.prometheus import sample_value
 
 PY = sys.executable
 
@@ -168,14 +169,4 @@ def register_workers(queen: Service, workers: list[Service], hive_id: str = "tes
 
 def metric(queen: Service, name: str, **labels: str) -> float:
     """One sample of the queen's /metrics (0 when absent)."""
-    text = httpx.get(f"{queen.url}/metrics", timeout=5, trust_env=False).text
-    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    for line in text.splitlines():
-        if line.startswith("#"):
-            continue
-        key, _, value = line.rpartition(" ")
-        metric_name, _, rest = key.partition("{")
-        got = ",".join(sorted(rest.rstrip("}").split(","))) if rest else ""
-        if metric_name == name and got == want:
-            return float(value)
-    return 0.0
+    return sample_value(httpx.get(f"{queen.url}/metrics", timeout=5, trust_env=False).text, name, **labels)
