@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import signal
 import sys
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
@@ -57,6 +58,18 @@ def infer(
         sys.stdout.write("\n")
 
 
+T = TypeVar("T")
+
+
+def _ask(queen: str | None, api_key: str | None, call: Callable[[QueenClient], T]) -> T:
+    """One question to the queen; a failure is printed and exits 1."""
+    with QueenClient(queen, api_key) as client:
+        try:
+            return call(client)
+        except QueenError as exc:
+            raise _fail(exc) from None
+
+
 workers_app = typer.Typer(help="Workers the queen knows.", no_args_is_help=True)
 hives_app = typer.Typer(help="Hives the queen knows.", no_args_is_help=True)
 models_app = typer.Typer(help="Models the cluster can serve.", no_args_is_help=True)
@@ -65,11 +78,7 @@ models_app = typer.Typer(help="Models the cluster can serve.", no_args_is_help=T
 @workers_app.command("ls")
 def workers_ls(queen: QueenUrl = None, api_key: ApiKey = None) -> None:
     """List workers: state, model, hive, slots and requests in flight."""
-    with QueenClient(queen, api_key) as client:
-        try:
-            workers = client.workers()
-        except QueenError as exc:
-            raise _fail(exc) from None
+    workers = _ask(queen, api_key, lambda client: client.workers())
     table = Table(title=f"{len(workers)} worker(s)", title_justify="left")
     for column in ("worker", "model", "hive", "state", "slots", "in flight", "url", "restarts"):
         table.add_column(column)
@@ -84,11 +93,7 @@ def workers_ls(queen: QueenUrl = None, api_key: ApiKey = None) -> None:
 @hives_app.command("ls")
 def hives_ls(queen: QueenUrl = None, api_key: ApiKey = None) -> None:
     """List hives: status, last heartbeat, backends, free RAM, workers and models."""
-    with QueenClient(queen, api_key) as client:
-        try:
-            hives = client.hives()
-        except QueenError as exc:
-            raise _fail(exc) from None
+    hives = _ask(queen, api_key, lambda client: client.hives())
     table = Table(title=f"{len(hives)} hive(s)", title_justify="left")
     for column in ("hive", "status", "heartbeat", "backends", "RAM free", "workers", "models", "url"):
         table.add_column(column)

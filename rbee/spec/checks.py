@@ -33,27 +33,20 @@ def did_you_mean(word: str, choices: list[str]) -> str:
     return f"choose one of: {', '.join(choices)}" if choices else ""
 
 
-def _unique_names(spec: ClusterSpec) -> Iterator[SpecIssue]:
+def _duplicates(section: str, key: str, values: list[str], what: str) -> Iterator[SpecIssue]:
     seen: dict[str, int] = {}
-    for i, host in enumerate(spec.hosts):
-        if host.name in seen:
+    for i, value in enumerate(values):
+        if value in seen:
             yield SpecIssue(
-                ("hosts", i, "name"),
-                f"duplicate host name (first used by hosts[{seen[host.name]}])",
-                host.name,
-                "give every host its own name",
-            )
-        seen.setdefault(host.name, i)
-    models: dict[str, int] = {}
-    for i, model in enumerate(spec.models):
-        if model.id in models:
-            yield SpecIssue(
-                ("models", i, "id"),
-                f"duplicate model id (first used by models[{models[model.id]}])",
-                model.id,
-                "give every model its own id",
-            )
-        models.setdefault(model.id, i)
+                (section, i, key), f"duplicate {what} (first used by {section}[{seen[value]}])", value,
+                f"give every {what.split()[0]} its own {what.split()[1]}",
+            )  # fmt: skip
+        seen.setdefault(value, i)
+
+
+def _unique_names(spec: ClusterSpec) -> Iterator[SpecIssue]:
+    yield from _duplicates("hosts", "name", [h.name for h in spec.hosts], "host name")
+    yield from _duplicates("models", "id", [m.id for m in spec.models], "model id")
 
 
 def _queen_host(spec: ClusterSpec, raw: RawNames) -> Iterator[SpecIssue]:
