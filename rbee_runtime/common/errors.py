@@ -1,7 +1,7 @@
 """Errors that cross an HTTP boundary: one exception type, one JSON envelope.
 
 Every error response of every rbee service has the OpenAI-compatible shape
-``{"error": {"code": "ALL_SLOTS_BUSY", "message": "...", "type": "...", "details": {...}}}``,
+``{"error": {"code": ErrorCode.ALL_SLOTS_BUSY, "message": "...", "type": "...", "details": {...}}}``,
 so the ``openai`` client shows ``message`` and a person can act on it.
 """
 
@@ -12,6 +12,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+
+from rbee_runtime.common.error_codes import ErrorCode
 
 
 class ApiError(Exception):
@@ -75,4 +77,4 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         message = f"Invalid request body: {_describe_validation(exc)}"
-        return JSONResponse(error_body("INVALID_REQUEST", message, status=422), status_code=422)
+        return JSONResponse(error_body(ErrorCode.INVALID_REQUEST, message, status=422), status_code=422)

@@ -22,6 +22,7 @@ from rbee_runtime.common.contracts import (
     WorkerInfo,
     WorkerReady,
 )
+from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import ApiError, install_error_handlers
 from rbee_runtime.hive.config import HiveConfig
 from rbee_runtime.hive.service import Hive
@@ -88,7 +89,7 @@ def remove_model(model_id: str, hive: Hive = Depends(get_hive)) -> Response:
     if not hive.catalog.remove(model_id):
         raise ApiError(
             404,
-            "MODEL_NOT_FOUND",
+            ErrorCode.MODEL_NOT_FOUND,
             f"Model {model_id!r} is not in this hive's catalog (GET /v1/models lists it).",
             {"model_id": model_id},
         )
@@ -120,7 +121,7 @@ async def restore_catalog(request: Request, hive: Hive = Depends(get_hive)) -> C
         if len(body) > MAX_BACKUP_BYTES:
             raise ApiError(
                 400,
-                "CATALOG_BACKUP_INVALID",
+                ErrorCode.CATALOG_BACKUP_INVALID,
                 f"The backup is larger than {MAX_BACKUP_BYTES // 2**20} MiB: that is not a catalog backup. "
                 "The catalog was not changed.",
                 {"max_bytes": MAX_BACKUP_BYTES},

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from rbee_runtime.common.contracts import CatalogEntry, RegisterModelRequest
+from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import ApiError
 
 log = logging.getLogger("rbee.hive.catalog")
@@ -336,7 +337,7 @@ class Catalog:
         if not path.is_file():
             raise ApiError(
                 400,
-                "MODEL_FILE_MISSING",
+                ErrorCode.MODEL_FILE_MISSING,
                 f"Model file {str(path)!r} for {req.model_id!r} does not exist on this hive (or is not a file). "
                 "Copy or download the file there first, then register it again.",
                 {"model_id": req.model_id, "local_path": str(path)},
@@ -364,7 +365,7 @@ class Catalog:
             if actual != expected:
                 raise ApiError(
                     400,
-                    "CHECKSUM_MISMATCH",
+                    ErrorCode.CHECKSUM_MISMATCH,
                     f"SHA-256 of {str(path)!r} is {actual}, expected {expected}: the file is damaged or is "
                     "another file. Download it again, or correct the checksum.",
                     {"model_id": req.model_id, "expected_sha256": expected, "actual_sha256": actual},
@@ -411,7 +412,7 @@ class Catalog:
         if entry is None:
             raise ApiError(
                 404,
-                "MODEL_NOT_FOUND",
+                ErrorCode.MODEL_NOT_FOUND,
                 f"Model {model_id!r} is not in this hive's catalog. Register it with POST /v1/models "
                 "(or list it under `models` in the hive config).",
                 {"model_id": model_id},
@@ -520,7 +521,7 @@ class Catalog:
 def _invalid_backup(src: Path, why: str) -> ApiError:
     return ApiError(
         400,
-        "CATALOG_BACKUP_INVALID",
+        ErrorCode.CATALOG_BACKUP_INVALID,
         f"{src.name} is not a usable catalog backup: {why}. The catalog was not changed; restore another "
         "backup (GET /v1/catalog/backup makes one).",
         {"reason": why},

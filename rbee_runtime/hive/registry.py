@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rbee_runtime.common.contracts import WorkerInfo, WorkerState
+from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import ApiError
 
 log = logging.getLogger("rbee.hive.registry")
@@ -64,7 +65,7 @@ class WorkerRegistry:
         if info is None:
             raise ApiError(
                 404,
-                "WORKER_NOT_FOUND",
+                ErrorCode.WORKER_NOT_FOUND,
                 f"Worker {worker_id!r} is not known to this hive (GET /v1/workers lists them).",
                 {"worker_id": worker_id},
             )

@@ -17,6 +17,7 @@ from typing import Any
 import psutil
 
 from rbee_runtime.common.contracts import GpuInfo, Resources
+from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import ApiError
 
 log = logging.getLogger("rbee.hive.resources")
@@ -117,7 +118,7 @@ def check_ram(
         return
     raise ApiError(
         507,
-        "INSUFFICIENT_RAM",
+        ErrorCode.INSUFFICIENT_RAM,
         f"Not enough free RAM to start a worker for {model_id!r}: it needs {_human(required)} "
         f"(model {_human(model_size_bytes)} × {RAM_FACTOR} + reserve {_human(reserve_bytes)}) but only "
         f"{_human(available)} is available. Stop an idle worker (DELETE /v1/workers/<id>), use a smaller "
@@ -180,7 +181,7 @@ def check_vram(
         options = " or ".join(f"device {i}" for i in present) or "backend cpu (no CUDA device was found)"
         raise ApiError(
             400,
-            "DEVICE_UNAVAILABLE",
+            ErrorCode.DEVICE_UNAVAILABLE,
             f"CUDA device {device} is not available on this machine. Try {options}.",
             {"device": device, "devices": present},
         )
@@ -192,7 +193,7 @@ def check_vram(
     other = f"device {elsewhere[0].index} ({_human(_free_after(elsewhere[0], pending))} free), " if elsewhere else ""
     raise ApiError(
         507,
-        "VRAM_EXHAUSTED",
+        ErrorCode.VRAM_EXHAUSTED,
         f"Insufficient VRAM on CUDA device {gpu.index} ({gpu.name}) for {model}: it needs {_human(required)} "
         f"(model {_human(model_size_bytes)} × {VRAM_FACTOR}) but only {_human(free)} of "
         f"{_human(gpu.memory_total_bytes)} is free. Use {other}{_VRAM_HINT}",
@@ -217,7 +218,7 @@ def choose_gpu(
     if not candidates:
         raise ApiError(
             400,
-            "DEVICE_UNAVAILABLE",
+            ErrorCode.DEVICE_UNAVAILABLE,
             "No CUDA device is available for this worker"
             + (f" (allowed devices {list(allowed)}, found {sorted(g.index for g in gpus)})" if allowed else "")
             + ". Use backend cpu, or check the GPUs with nvidia-smi.",
@@ -231,7 +232,7 @@ def choose_gpu(
     model = repr(model_id) if model_id else "the model"
     raise ApiError(
         507,
-        "VRAM_EXHAUSTED",
+        ErrorCode.VRAM_EXHAUSTED,
         f"No CUDA device has enough free VRAM for {model}: it needs {_human(required)} (model "
         f"{_human(model_size_bytes)} × {VRAM_FACTOR}); the most free is {_human(free)} of "
         f"{_human(best.memory_total_bytes)} on device {best.index} ({best.name}). Use {_VRAM_HINT}",

@@ -17,6 +17,7 @@ from rbee_runtime.common.contracts import (
     WorkerReady,
     WorkerState,
 )
+from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import ApiError
 from rbee_runtime.hive.catalog import Catalog
 from rbee_runtime.hive.config import HiveConfig
@@ -191,7 +192,7 @@ class Hive:
         )
         raise ApiError(
             409,
-            "WORKER_ALREADY_REGISTERED",
+            ErrorCode.WORKER_ALREADY_REGISTERED,
             f"Worker id {msg.worker_id!r} is already registered on hive {self.config.hive_id!r} to the "
             f"{info.state.value} worker at {info.url} (managed by {info.managed_by}); {msg.url} cannot take it "
             "over while that worker runs. Give every worker its own --worker-id (e.g. the systemd instance "

@@ -33,6 +33,7 @@ import psutil
 from pydantic import BaseModel, ValidationError
 
 from rbee_runtime.common.contracts import SpawnRequest, WorkerHealth, WorkerInfo, WorkerReady, WorkerState
+from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import ApiError
 from rbee_runtime.hive.catalog import Catalog
 from rbee_runtime.hive.config import HiveConfig, worker_url
@@ -203,13 +204,13 @@ class Supervisor:
         """Start a worker for ``req.model_id`` after the checks; answers with state ``loading``."""
         async with self._lock:
             if self._closing:
-                raise ApiError(503, "HIVE_SHUTTING_DOWN", "This hive is shutting down; try another hive.")
+                raise ApiError(503, ErrorCode.HIVE_SHUTTING_DOWN, "This hive is shutting down; try another hive.")
             entry = self.catalog.require(req.model_id)
             backend = req.backend or self.config.backend
             if backend != self.config.backend and backend not in self.backends:
                 raise ApiError(
                     400,
-                    "BACKEND_UNAVAILABLE",
+                    ErrorCode.BACKEND_UNAVAILABLE,
                     f"Backend {backend!r} is not available on hive {self.config.hive_id!r}; available: "
                     f"{', '.join(sorted({self.config.backend, *self.backends}))}. (Metal is only available on macOS.)",
                     {"backend": backend, "available": sorted({self.config.backend, *self.backends})},
@@ -219,7 +220,7 @@ class Supervisor:
                 options = " or ".join(f"device {d}" for d in self.config.devices)
                 raise ApiError(
                     400,
-                    "DEVICE_UNAVAILABLE",
+                    ErrorCode.DEVICE_UNAVAILABLE,
                     f"Device {device} is not available on hive {self.config.hive_id!r}. Try {options}.",
                     {"device": device, "devices": self.config.devices},
                 )
@@ -227,7 +228,7 @@ class Supervisor:
             if live >= self.config.max_workers:
                 raise ApiError(
                     409,
-                    "MAX_WORKERS",
+                    ErrorCode.MAX_WORKERS,
                     f"Hive {self.config.hive_id!r} already runs {live} workers (max_workers = "
                     f"{self.config.max_workers}). Stop one (DELETE /v1/workers/<id>) or raise max_workers.",
                     {"max_workers": self.config.max_workers, "workers": live},
@@ -285,7 +286,7 @@ class Supervisor:
         if worker_id in self._external:
             raise ApiError(
                 409,
-                "WORKER_EXTERNALLY_MANAGED",
+                ErrorCode.WORKER_EXTERNALLY_MANAGED,
                 f"Worker {worker_id!r} is managed outside this hive (e.g. by systemd unit "
                 "rbee-worker@<name>.service), so the hive does not stop it. Change the cluster's placements "
                 "and deploy again to remove it (or stop its unit on the host).",
@@ -312,7 +313,7 @@ class Supervisor:
         if not path.is_file():
             raise ApiError(
                 400,
-                "MODEL_FILE_MISSING",
+                ErrorCode.MODEL_FILE_MISSING,
                 f"Model file {str(path)!r} of {model_id!r} is no longer on this hive; copy it back and "
                 "register it again (POST /v1/models).",
                 {"model_id": model_id, "local_path": str(path)},
@@ -344,7 +345,7 @@ class Supervisor:
             return port
         raise ApiError(
             503,
-            "NO_FREE_PORT",
+            ErrorCode.NO_FREE_PORT,
             f"No free worker port in {self.config.worker_port_first}-{self.config.worker_port_last} on hive "
             f"{self.config.hive_id!r}; widen worker_port_first/worker_port_last or stop a worker.",
             {"first": self.config.worker_port_first, "last": self.config.worker_port_last},
@@ -391,7 +392,7 @@ class Supervisor:
         except OSError as exc:
             raise ApiError(
                 500,
-                "WORKER_SPAWN_FAILED",
+                ErrorCode.WORKER_SPAWN_FAILED,
                 f"Could not start the worker command {cmd[0]!r}: {exc}. Check worker_command in the hive config.",
                 {"command": cmd[0]},
             ) from exc

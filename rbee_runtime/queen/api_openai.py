@@ -9,6 +9,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
+from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import ApiError
 from rbee_runtime.queen.auth import require_api_key
 from rbee_runtime.queen.http_utils import ClosingStreamingResponse, parse_body, watch_disconnect
@@ -43,7 +44,7 @@ def client_request_id(request: Request) -> str | None:
         shown = chosen if len(chosen) <= 40 else chosen[:40] + "…"
         raise ApiError(
             422,
-            "INVALID_REQUEST",
+            ErrorCode.INVALID_REQUEST,
             "The X-Request-Id header must be 1 to 128 letters, digits, '.', '_', ':' or '-', starting with "
             f"a letter or digit (got {shown!r}); leave it out to get an id from the queen.",
             details={"fields": ["X-Request-Id"]},

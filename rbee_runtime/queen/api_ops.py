@@ -16,6 +16,7 @@ from rbee_runtime.common.contracts import (
     QueenWorker,
     RejectedWorker,
 )
+from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import ApiError
 from rbee_runtime.queen.auth import require_api_key
 from rbee_runtime.queen.metrics import CONTENT_TYPE
@@ -44,7 +45,7 @@ def check_hive_version(hive_id: str, hive_version: str, queen_version: str = __v
     older, target = ("hive", queen_version) if queen_mm > hive_mm else ("queen", hive_version)
     raise ApiError(
         409,
-        "VERSION_MISMATCH",
+        ErrorCode.VERSION_MISMATCH,
         f"Hive {hive_id!r} runs rbee {hive_version} but the queen runs {queen_version}: versions "
         f"{hive_mm[0]}.{hive_mm[1]}.x and {queen_mm[0]}.{queen_mm[1]}.x are not compatible. Upgrade the "
         f"{older} to rbee {target} (deploy the same rbee release to every host); the hive's heartbeats are "

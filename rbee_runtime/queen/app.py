@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import error_body, install_error_handlers
 from rbee_runtime.queen import api_openai, api_ops
 from rbee_runtime.queen.auth import ApiKeys
@@ -93,7 +94,7 @@ def create_app(config: QueenConfig, clock: Callable[[], float] = time.monotonic)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "HTTP_ERROR")
+        code = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED}.get(exc.status_code, ErrorCode.HTTP_ERROR)
         return JSONResponse(
             error_body(code, str(exc.detail), status=exc.status_code),
             status_code=exc.status_code,

@@ -6,6 +6,7 @@ import hmac
 
 from fastapi import Request
 
+from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import ApiError
 
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
@@ -36,16 +37,18 @@ class ApiKeys:
         if not self.enabled:
             return
         if not authorization or not authorization.strip():
-            raise ApiError(401, "MISSING_API_KEY", f"This queen requires an API key. {_HOW}", headers=_CHALLENGE)
+            raise ApiError(
+                401, ErrorCode.MISSING_API_KEY, f"This queen requires an API key. {_HOW}", headers=_CHALLENGE
+            )
         scheme, _, token = authorization.strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise ApiError(
-                401, "MISSING_API_KEY",
+                401, ErrorCode.MISSING_API_KEY,
                 f"The Authorization header must use the Bearer scheme. {_HOW}", headers=_CHALLENGE,
             )
         if not self.matches(token.strip()):
             raise ApiError(
-                401, "INVALID_API_KEY",
+                401, ErrorCode.INVALID_API_KEY,
                 f"The API key is not valid for this queen; check the key you were given. {_HOW}",
                 headers=_CHALLENGE,
             )

@@ -17,6 +17,7 @@ from rbee_runtime.common.contracts import (
     TokenEvent,
     WorkerInfo,
 )
+from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,8 @@ DONE: Final = "[DONE]"
 
 def api_error_from(response: httpx.Response, peer: str) -> ApiError:
     """Turn a peer's error response (the shared envelope, or anything else) into an :class:`ApiError`."""
-    code, message = "UPSTREAM_ERROR", ""
+    code: str = ErrorCode.UPSTREAM_ERROR
+    message = ""
     details: dict[str, Any] = {}
     try:
         body: Any = response.json()

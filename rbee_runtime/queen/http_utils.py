@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import ApiError
 
 M = TypeVar("M", bound=BaseModel)
@@ -30,18 +31,18 @@ async def parse_body(request: Request, model: type[M]) -> M:
         data = json.loads(raw) if raw.strip() else None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ApiError(
-            422, "INVALID_REQUEST",
+            422, ErrorCode.INVALID_REQUEST,
             f"The request body is not valid JSON ({exc}); send a JSON object with Content-Type: application/json.",
         ) from exc
     if not isinstance(data, dict):
-        raise ApiError(422, "INVALID_REQUEST", "The request body must be a JSON object.")
+        raise ApiError(422, ErrorCode.INVALID_REQUEST, "The request body must be a JSON object.")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         problems = [(_field(e["loc"]), e["msg"]) for e in exc.errors(include_url=False)]
         fields = list(dict.fromkeys(f for f, _ in problems))
         raise ApiError(
-            422, "INVALID_REQUEST",
+            422, ErrorCode.INVALID_REQUEST,
             "Invalid request body: " + "; ".join(f"{f}: {m}" for f, m in problems),
             details={"fields": fields},
         ) from exc

@@ -20,6 +20,7 @@ import anyio
 import httpx
 
 from rbee_runtime.common.contracts import EndEvent, ErrorEvent, GenerateRequest, TokenEvent
+from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import ApiError, error_body
 from rbee_runtime.queen.clients import DONE, WorkerClient, WorkerEvent, parse_worker_line
 from rbee_runtime.queen.metrics import QueenMetrics
@@ -30,8 +31,12 @@ from rbee_runtime.queen.scheduler import Lease, Scheduler, no_worker_available, 
 log = logging.getLogger(__name__)
 
 # Worker error codes that are the client's fault (anything else is a 502 from the queen).
-_CLIENT_ERROR_CODES = {"INVALID_REQUEST": 422, "CONTEXT_LENGTH_EXCEEDED": 400, "REQUEST_ID_IN_USE": 409}
-_RETRYABLE_REFUSALS = {"ALL_SLOTS_BUSY", "WORKER_LOADING", "WORKER_DRAINING"}
+_CLIENT_ERROR_CODES: dict[str, int] = {
+    ErrorCode.INVALID_REQUEST: 422,
+    ErrorCode.CONTEXT_LENGTH_EXCEEDED: 400,
+    ErrorCode.REQUEST_ID_IN_USE: 409,
+}
+_RETRYABLE_REFUSALS = {ErrorCode.ALL_SLOTS_BUSY, ErrorCode.WORKER_LOADING, ErrorCode.WORKER_DRAINING}
 
 
 class WorkerLostError(Exception):
@@ -64,7 +69,7 @@ def worker_timeout(request_id: str, failures: list[str], silent_s: float | None)
     """504 when the last worker tried stayed silent longer than ``request_timeout_s`` before the first token."""
     return ApiError(
         504,
-        "WORKER_TIMEOUT",
+        ErrorCode.WORKER_TIMEOUT,
         f"The request {request_id} timed out: {silence_reason(silent_s)} before the first token "
         f"({'; '.join(failures)}).",
         details={"request_id": request_id, "request_timeout_s": silent_s, "failures": failures},
@@ -196,7 +201,7 @@ class InferenceService:
         if request_id in self.jobs:
             raise ApiError(
                 409,
-                "REQUEST_ID_IN_USE",
+                ErrorCode.REQUEST_ID_IN_USE,
                 f"A request with id {request_id!r} is already queued or running; choose another X-Request-Id "
                 f"(or cancel that one with DELETE /v1/requests/{request_id}).",
                 details={"request_id": request_id},
@@ -374,7 +379,7 @@ class InferenceService:
             self.registry.quarantine(exc.worker_id, self.quarantine_s)
             if exc.timed_out:
                 yield sse(error_body(
-                    "WORKER_TIMEOUT",
+                    ErrorCode.WORKER_TIMEOUT,
                     f"The worker {exc.worker_id} timed out after {tokens} token(s): {exc.reason}; "
                     "the request was stopped and the output is incomplete.",
                     {"worker_id": exc.worker_id, "tokens": tokens, "request_timeout_s": exc.silent_s},
@@ -382,7 +387,7 @@ class InferenceService:
                 ))
             else:
                 yield sse(error_body(
-                    "WORKER_FAILED",
+                    ErrorCode.WORKER_FAILED,
                     f"The worker {exc.worker_id} failed after {tokens} token(s) ({exc.reason}); "
                     "the output is incomplete.",
                     {"worker_id": exc.worker_id, "tokens": tokens},

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import httpx
 
 from rbee_runtime.common.contracts import SpawnRequest, WorkerInfo, WorkerState
+from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import ApiError
 from rbee_runtime.queen.registry import Registry
 
@@ -69,7 +70,7 @@ def model_not_found(model_id: str, available: list[str]) -> ApiError:
     listed = ", ".join(available) if available else "none (no hive has reported a model yet)"
     return ApiError(
         404,
-        "MODEL_NOT_FOUND",
+        ErrorCode.MODEL_NOT_FOUND,
         f"The model '{model_id}' does not exist in any hive's catalog. Available models: {listed}.",
         details={"model": model_id, "available": available},
     )
@@ -79,7 +80,7 @@ def no_worker_available(model_id: str, reason: str, details: dict[str, Any] | No
     """503 when no worker can take the request."""
     return ApiError(
         503,
-        "NO_WORKER_AVAILABLE",
+        ErrorCode.NO_WORKER_AVAILABLE,
         f"No worker is available for model '{model_id}': {reason}",
         details={"model": model_id, **(details or {})},
         headers={"Retry-After": "1"},
@@ -90,7 +91,7 @@ def request_cancelled(request_id: str) -> ApiError:
     """The request was cancelled with ``DELETE /v1/requests/{id}``."""
     return ApiError(
         499,
-        "REQUEST_CANCELLED",
+        ErrorCode.REQUEST_CANCELLED,
         f"The request {request_id} was cancelled (DELETE /v1/requests/{request_id}).",
         details={"request_id": request_id},
     )
@@ -220,7 +221,7 @@ class Scheduler:
         if not priority and len(queue) >= self.queue_max:
             raise ApiError(
                 503,
-                "QUEUE_FULL",
+                ErrorCode.QUEUE_FULL,
                 f"All workers of model '{model_id}' are busy and {len(queue)} requests are already "
                 f"waiting (queue_max={self.queue_max}); retry later.",
                 details={"model": model_id, "queue_max": self.queue_max, "waiting": len(queue)},
@@ -281,7 +282,7 @@ class Scheduler:
     def _start_timeout(self, model_id: str, details: dict[str, Any] | None = None) -> ApiError:
         return ApiError(
             504,
-            "WORKER_START_TIMEOUT",
+            ErrorCode.WORKER_START_TIMEOUT,
             f"A worker for model '{model_id}' did not become ready within "
             f"loading_timeout_s={self.loading_timeout_s:g} s.",
             details={"model": model_id, **(details or {})},
@@ -322,7 +323,7 @@ class Scheduler:
                 refusals.append({"hive_id": hive.heartbeat.hive_id, "status": exc.status, "code": exc.code,
                                  "message": exc.message})
             except httpx.HTTPError as exc:
-                refusals.append({"hive_id": hive.heartbeat.hive_id, "status": None, "code": "HIVE_UNREACHABLE",
+                refusals.append({"hive_id": hive.heartbeat.hive_id, "status": None, "code": ErrorCode.HIVE_UNREACHABLE,
                                  "message": f"{type(exc).__name__}: {exc}"})
         if started is None:
             summary = "; ".join(f"{r['hive_id']}: {r['code']} ({r['message']})" for r in refusals)

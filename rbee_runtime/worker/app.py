@@ -9,10 +9,11 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rbee_runtime.common.contracts import ErrorEvent, GenerateRequest, TokenEvent, WorkerHealth
+from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import ApiError, error_body, install_error_handlers
 from rbee_runtime.worker.service import Event, Job, WorkerService
 
-_CLIENT_ERRORS = {"CONTEXT_LENGTH_EXCEEDED": 400}
+_CLIENT_ERRORS: dict[str, int] = {ErrorCode.CONTEXT_LENGTH_EXCEEDED: 400}
 
 
 def _sse(event: Event | str) -> str:
@@ -41,7 +42,7 @@ def create_app(service: WorkerService) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "HTTP_ERROR")
+        code = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED}.get(exc.status_code, ErrorCode.HTTP_ERROR)
         body = error_body(code, str(exc.detail), status=exc.status_code)
         return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
@@ -54,7 +55,7 @@ def create_app(service: WorkerService) -> FastAPI:
         if (request.prompt is None) == (request.messages is None) or request.messages == []:
             raise ApiError(
                 422,
-                "INVALID_REQUEST",
+                ErrorCode.INVALID_REQUEST,
                 "Invalid request body: prompt/messages: give exactly one of 'prompt' or 'messages' (non-empty)",
                 details={"fields": ["prompt", "messages"]},
             )

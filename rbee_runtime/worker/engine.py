@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rbee_runtime.common.contracts import GenerateRequest
+from rbee_runtime.common.error_codes import ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ class Engine:
         try:
             import llama_cpp
         except ImportError as exc:  # pragma: no cover - depends on the installation
-            raise EngineError("ENGINE_MISSING", f"llama-cpp-python is not installed: {exc}") from exc
+            raise EngineError(ErrorCode.ENGINE_MISSING, f"llama-cpp-python is not installed: {exc}") from exc
         cfg = self.config
         # llama.cpp pads the context to a multiple of 256; llama-cpp-python sizes its token buffer
         # from the unpadded value and overflows it, so ask for the padded size directly.
@@ -132,7 +133,7 @@ class Engine:
                 self._contexts.append(llama_cpp.Llama(**kwargs))
             except Exception as exc:
                 self.close()
-                raise EngineError("MODEL_LOAD_FAILED", f"{type(exc).__name__}: {exc}") from exc
+                raise EngineError(ErrorCode.MODEL_LOAD_FAILED, f"{type(exc).__name__}: {exc}") from exc
             log.info("slot %d/%d: context loaded (n_ctx=%d)", i + 1, self.slots, n_ctx)
 
     def close(self) -> None:
@@ -184,10 +185,10 @@ class Engine:
                         yield choice["text"]
         except ValueError as exc:
             if "context window" in str(exc):
-                raise EngineError("CONTEXT_LENGTH_EXCEEDED", str(exc)) from exc
-            raise EngineError("GENERATION_FAILED", f"{type(exc).__name__}: {exc}") from exc
+                raise EngineError(ErrorCode.CONTEXT_LENGTH_EXCEEDED, str(exc)) from exc
+            raise EngineError(ErrorCode.GENERATION_FAILED, f"{type(exc).__name__}: {exc}") from exc
         except Exception as exc:
-            raise EngineError("GENERATION_FAILED", f"{type(exc).__name__}: {exc}") from exc
+            raise EngineError(ErrorCode.GENERATION_FAILED, f"{type(exc).__name__}: {exc}") from exc
         finally:
             stats.finished_at = time.perf_counter()
         if gate.cancelled:

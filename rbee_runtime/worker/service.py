@@ -22,6 +22,7 @@ from rbee_runtime.common.contracts import (
     WorkerHealth,
     WorkerState,
 )
+from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import ApiError
 from rbee_runtime.worker.engine import Engine, EngineError, GenerationStats
 from rbee_runtime.worker.slots import SlotPool
@@ -121,15 +122,18 @@ class WorkerService:
         """Take a slot and start the generation in a thread (call on the event loop)."""
         state = self.state
         if state is WorkerState.DRAINING:
-            raise ApiError(503, "WORKER_DRAINING", "This worker is shutting down; send the request elsewhere.")
+            raise ApiError(503, ErrorCode.WORKER_DRAINING, "This worker is shutting down; send the request elsewhere.")
         if state in (WorkerState.LOADING, WorkerState.CRASHED):
             raise ApiError(
-                503, "WORKER_LOADING", "The model is still loading; retry shortly.", headers={"Retry-After": "1"}
+                503,
+                ErrorCode.WORKER_LOADING,
+                "The model is still loading; retry shortly.",
+                headers={"Retry-After": "1"},
             )
         with self._lock:
             if request.request_id in self._jobs:
                 raise ApiError(
-                    409, "REQUEST_ID_IN_USE", f"A generation with request_id {request.request_id!r} is running."
+                    409, ErrorCode.REQUEST_ID_IN_USE, f"A generation with request_id {request.request_id!r} is running."
                 )
         slot = self.slots.acquire()
         job = Job(request_id=request.request_id, slot=slot, loop=asyncio.get_running_loop())
@@ -189,7 +193,7 @@ class WorkerService:
             terminal = ErrorEvent(code=exc.code, message=exc.message)
         except Exception as exc:  # never leave a stream without its terminal event
             log.exception("request %s failed", job.request_id)
-            terminal = ErrorEvent(code="GENERATION_FAILED", message=f"{type(exc).__name__}: {exc}")
+            terminal = ErrorEvent(code=ErrorCode.GENERATION_FAILED, message=f"{type(exc).__name__}: {exc}")
         finally:
             with self._lock:
                 self._jobs.pop(job.request_id, None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import ApiError
 
 
@@ -29,7 +30,7 @@ class SlotPool:
                 return self._free.pop(0)
         raise ApiError(
             503,
-            "ALL_SLOTS_BUSY",
+            ErrorCode.ALL_SLOTS_BUSY,
             f"All {self.total} slot(s) of this worker are busy; retry shortly.",
             details={"slots_total": self.total, "slots_busy": self.total},
             headers={"Retry-After": "1"},
