@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-import rbee.models.fetch as fetch_module
+import rbee.models.cache as cache_module
 from rbee.models import FetchedModel, cache_paths, cached_model, fetch_model
 from tests.models.helpers import http_model
 from tests.models.server import ModelServer, Served
@@ -31,7 +31,7 @@ def _no_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(path: Path) -> object:
         raise AssertionError(f"{path} was hashed again")
 
-    monkeypatch.setattr(fetch_module, "_hasher_of", refuse)
+    monkeypatch.setattr(cache_module, "hasher_of", refuse)
 
 
 def test_second_fetch_is_a_cache_hit_without_request_or_rehash(
