@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -11,11 +9,13 @@ import typer
 
 from rbee.cli import exits
 from rbee.engine.features import EngineBackend, local_feature_set
-from rbee.engine.wheelcache import DEFAULT_CACHE, EngineBuildError, build_wheel
+from rbee.engine.wheelcache import DEFAULT_CACHE, EngineBuildError, build_wheel, install_wheel
+from rbee.spec.models import DeploySpec
 
 app = typer.Typer(help="Build and install the inference engine (llama-cpp-python).", no_args_is_help=True)
 
-DEFAULT_VERSION = "0.3.36"
+DEFAULT_VERSION: str = DeploySpec.model_fields["llama_cpp_python"].default
+"""The spec's default engine version (``deploy.llama_cpp_python``)."""
 
 
 @app.command()
@@ -39,5 +39,4 @@ def build(
         raise typer.Exit(exits.FAILURE) from None
     typer.echo(str(wheel))
     if install:
-        command = [sys.executable, "-m", "pip", "install", "--quiet", str(wheel), "diskcache>=5.6"]
-        raise typer.Exit(subprocess.run(command, check=False).returncode)
+        raise typer.Exit(install_wheel(wheel))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import enum
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -93,9 +92,8 @@ def down(
 ) -> None:
     """Destroy every host (processes, mounts, network namespaces, bridge, firewall table)."""
     hosts = _hosts()
-    _timed("test hosts destroyed", hosts.down)
+    _timed("test hosts destroyed", lambda: hosts.down(purge=purge))
     if purge:
-        shutil.rmtree(hosts.paths.root, ignore_errors=True)
         typer.echo(f"removed {hosts.paths.root}", err=True)
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 from rbee.engine.features import FeatureSet
 
 DEFAULT_CACHE = Path("~/.cache/rbee/wheels")
+RUNTIME_REQUIREMENTS = ("diskcache>=5.6",)
+"""What the engine needs at run time besides its wheel."""
 
 
 class EngineBuildError(Exception):
@@ -66,3 +68,9 @@ def build_wheel(features: FeatureSet, cache_dir: Path = DEFAULT_CACHE, jobs: int
     if wheel is None:
         raise EngineBuildError(f"the build of {features.key} produced no wheel")
     return wheel
+
+
+def install_wheel(wheel: Path, python: str = sys.executable) -> int:
+    """Install the engine ``wheel`` and its :data:`RUNTIME_REQUIREMENTS` into ``python``; pip's exit status."""
+    command = [python, "-m", "pip", "install", "--quiet", str(wheel), *RUNTIME_REQUIREMENTS]
+    return subprocess.run(command, check=False).returncode

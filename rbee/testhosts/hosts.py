@@ -172,10 +172,15 @@ class TestHosts:
             if pid is not None:
                 self._force_kill(name, pid)
 
-    def down(self) -> None:
-        """Destroy every host and everything made for them, including strays of an aborted run."""
+    def down(self, *, purge: bool = False) -> None:
+        """Destroy every host and everything made for them, including strays of an aborted run.
+
+        ``purge``: also delete the cached rootfs, the base and the test key (the next ``up`` rebuilds them).
+        """
         with self._lock("down"):
             self._down()
+        if purge:
+            shutil.rmtree(self.paths.root, ignore_errors=True)
 
     def restore(self) -> dict[str, str]:
         """Undo every injected failure: heal partitions, plug cables, thaw, boot stopped hosts."""
