@@ -14,9 +14,9 @@ from rbee_runtime.common.ports import free_port as get_free_port
 
 pytest_plugins = ["tests.hosts.plugin"]
 
-# tests/host are pytest-testinfra checks of deployed hosts: run by the deploy tests and molecule
+# tests/host_state are pytest-testinfra checks of deployed hosts: run by the deploy tests and molecule
 # (with --hosts), never against this machine.
-collect_ignore = [] if os.environ.get("RBEE_TESTINFRA") == "1" else ["host"]
+collect_ignore = [] if os.environ.get("RBEE_TESTINFRA") == "1" else ["host_state"]
 
 MODEL_CACHE_DIR = Path("~/.cache/rbee/models").expanduser()
 ENGINE_AVAILABLE = importlib.util.find_spec("llama_cpp") is not None

@@ -2,7 +2,7 @@
 
 The sequence (molecule/default/molecule.yml): destroy, syntax, create, converge (playbooks/site.yml
 over the inventory of a test spec), idempotence (a second converge changes nothing), verify (the
-testinfra checks of tests/host/, the same ones the pyinfra deploy passes), destroy. Runs as root in
+testinfra checks of tests/host_state/, the same ones the pyinfra deploy passes), destroy. Runs as root in
 the full suite (the ``hosts`` marker: skipped with the reason elsewhere); a few minutes.
 
 It takes the session's test hosts (``test_hosts``: the lease that keeps other sessions off them);

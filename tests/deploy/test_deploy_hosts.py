@@ -132,7 +132,7 @@ def test_host_state_with_testinfra(cluster: Cluster, first: subprocess.Completed
     hosts = ",".join(f"paramiko://root@10.210.0.{10 + i}" for i in (1, 2, 3))
     env = {**os.environ, "RBEE_TESTINFRA": "1", "RBEE_QUEEN_HOST": "h1", "RBEE_PLACED": "h2:tiny-1,h3:tiny-1"}
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/host",
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/host_state",
          f"--hosts={hosts}", f"--ssh-config={paths.ssh_config}"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip

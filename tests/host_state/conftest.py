@@ -4,7 +4,7 @@ They are not part of the plain test run (``tests/conftest.py`` ignores this fold
 ``RBEE_TESTINFRA=1``): the deploy tests and molecule's verifier run them after a deploy::
 
     RBEE_TESTINFRA=1 RBEE_QUEEN_HOST=h1 RBEE_PLACED="h2:tiny-1,h3:tiny-1" \
-      pytest tests/host --hosts=paramiko://root@10.210.0.11,... --ssh-config=...
+      pytest tests/host_state --hosts=paramiko://root@10.210.0.11,... --ssh-config=...
 """
 
 from __future__ import annotations
