@@ -1,60 +1,36 @@
-"""Step 6, the health gate: wait until the queen sees every deployed hive and the placed workers idle.
+"""Step 6, the health gate: wait until the queen sees every deployed hive and the placed workers ready.
 
-Runs on the queen's host entry, from the control machine, over the queen's own API. A ready
-cluster changes nothing (a second deploy reports no changes); a timeout fails naming what is
-missing. The cluster's state is printed at the end.
+Runs on the queen's host entry, from the control machine, over the queen's own API, with the one
+rule of ``rbee.deploy.health``. A ready cluster changes nothing (a second deploy reports no
+changes); a timeout fails naming what is missing. The cluster's state is printed at the end.
 """
 
 from __future__ import annotations
 
 import sys
-from collections import Counter
 
-import httpx
 from pyinfra.api.deploy import deploy
 from pyinfra.context import host, state
 
 from deploys.facts import host_data
 from deploys.operations import wait_until
 from deploys.services import api_keys_text
+from rbee.client import QueenClient
+from rbee.deploy import health
 from rbee.deploy.layout import worker_instances
 
 
-def _expected() -> tuple[set[str], Counter[str]]:
-    hives: set[str] = set()
-    workers: Counter[str] = Counter()
-    for active in state.inventory.get_active_hosts():
-        name = active.data.rbee_host
-        hives.add(name)
-        workers[name] = len(worker_instances(host_data(active)))
-    return hives, workers
+def _expected() -> health.Expectation:
+    """Every host of this run is a hive, with its placed workers (systemd units: ``managed_by`` external)."""
+    placed = {
+        active.data.rbee_host: len(worker_instances(host_data(active))) for active in state.inventory.get_active_hosts()
+    }
+    return health.Expectation(placed, managed_by="external")
 
 
-def _missing(client: httpx.Client) -> str:
-    hives, workers = _expected()
-    try:
-        seen = client.get("/v1/hives").json()["hives"]
-        running = client.get("/v1/workers").json()["workers"]
-    except (httpx.HTTPError, ValueError, KeyError) as exc:
-        return f"the queen at {client.base_url} ({type(exc).__name__}: {exc})"
-    online = {h["hive_id"] for h in seen if h["status"] == "online"}
-    missing = [f"hive {h}" for h in sorted(hives - online)]
-    idle = Counter(
-        w["hive_id"] for w in running if w["state"] in ("idle", "busy") and w.get("managed_by") == "external"
-    )
-    missing += [f"{n - idle[h]} placed worker(s) on {h}" for h, n in sorted(workers.items()) if idle[h] < n]
-    return ", ".join(missing)
-
-
-def _print_state(client: httpx.Client) -> None:
-    workers = client.get("/v1/workers").json()["workers"]
-    hives = client.get("/v1/hives").json()["hives"]
-    lines = [f"--> rbee cluster at {client.base_url}: {len(hives)} hive(s), {len(workers)} worker(s)"]
-    for hive in sorted(hives, key=lambda h: h["hive_id"]):
-        mine = [w for w in workers if w["hive_id"] == hive["hive_id"]]
-        described = ", ".join(f"{w['model_id']} {w['state']}" for w in mine) or "no workers"
-        lines.append(f"    {hive['hive_id']:<16} {hive['status']:<7} {hive['url']:<28} {described}")
-    print("\n".join(lines), file=sys.stderr, flush=True)
+def _print_state(queen: QueenClient) -> None:
+    title, *hives = health.cluster_lines(queen.base_url, queen.hives(), queen.workers())
+    print("\n".join([f"--> {title}", *(f"    {line}" for line in hives)]), file=sys.stderr, flush=True)
 
 
 @deploy("rbee health gate")
@@ -63,18 +39,20 @@ def health_gate() -> None:
     if "queen" not in host.data.rbee_roles:
         return
     keys = api_keys_text()
-    headers = {"Authorization": f"Bearer {keys.splitlines()[0]}"} if keys else {}
-    client = httpx.Client(base_url=host.data.rbee_queen_url, headers=headers, timeout=5.0)
+    queen = QueenClient(host.data.rbee_queen_url, api_key=keys.splitlines()[0] if keys else "", timeout_s=5.0)
+    timeout_s = float(host.data.rbee_runtime["loading_timeout"])
 
     def check() -> str:
-        missing = _missing(client)
+        # health.wait_ready polls for the whole timeout; wait_until only turns its verdict into
+        # this operation's result (its own deadline has passed when the waiter gives up).
+        missing = health.wait_ready(queen, _expected(), timeout_s)
         if not missing:
-            _print_state(client)
+            _print_state(queen)
         return missing
 
     wait_until(
         name="health: the queen sees every hive and placed worker",
         check=check,
-        timeout_s=float(host.data.rbee_runtime["loading_timeout"]),
+        timeout_s=timeout_s,
         description="cluster",
     )

@@ -23,24 +23,24 @@ import hashlib
 import json
 import os
 import platform
-import subprocess
 import sys
 import tarfile
 import tempfile
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 import yaml
 
 from rbee.cli import exits
 from rbee.cli.spec_cmd import SpecFile, read_spec_or_exit
+from rbee.client import QueenClient, QueenError
+from rbee.deploy import health
 from rbee.deploy.ansible_inventory import ansible_inventory as build_inventory
-from rbee.deploy.ansible_inventory import cluster_missing, cluster_state, host_plan
+from rbee.deploy.ansible_inventory import host_plan
 from rbee.deploy.probe import PROBE_SCRIPT, parse_probe
-from rbee.deploy.wheelhouse import WheelhouseError, build_wheelhouse, project_root
+from rbee.deploy.release_record import release_record_text
+from rbee.deploy.wheelhouse import WheelhouseError, build_wheelhouse
 from rbee.engine.features import FeatureSet
 from rbee.engine.wheelcache import EngineBuildError, build_wheel, cached_wheel
 from rbee.models import ModelFetchError, cached_model, fetch_model
@@ -215,49 +215,38 @@ def plan_hosts(hosts: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def release_record(data: dict[str, Any]) -> str:
-    """The text of ``<prefix>/release.json`` (as ``deploys/record.py`` writes it): inputs only, no time stamp.
+    """The text of ``<prefix>/release.json`` (``rbee.deploy.release_record``, as ``deploys/record.py``).
 
     ``data``: cluster, host, spec_sha256, engine (key), wheelhouse (fingerprint), models (the host's
     ``rbee_models``) and cache (the model cache); the checksums come from the cache, the commit from git.
     """
     cache = Path(data["cache"]).expanduser()
-    models = {}
+    models: dict[str, str | None] = {}
     for raw in data["models"]:
         found = cached_model(ModelSpec.model_validate(raw), cache)
-        models[raw["id"]] = found.sha256 if found else "(not fetched: dry run)"
-    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project_root(), capture_output=True, text=True, check=False)
-    content = {
-        "cluster": data["cluster"],
-        "host": data["host"],
-        "spec_sha256": data["spec_sha256"],
-        "git_commit": done.stdout.strip() if done.returncode == 0 else "",
-        "engine": data["engine"],
-        "wheelhouse": data["wheelhouse"],
-        "models": models,
-    }
-    return json.dumps(content, indent=1, sort_keys=True) + "\n"
+        models[raw["id"]] = found.sha256 if found else None
+    return release_record_text(
+        data["cluster"], data["host"], data["spec_sha256"], data["engine"], data["wheelhouse"], models
+    )
 
 
 def wait_healthy(
     queen_url: str, expected: dict[str, int], timeout_s: float, api_key: str | None, interval_s: float = 0.5
 ) -> dict[str, Any]:
-    """Poll the queen until it sees every expected hive online and its placed workers ready, or time out."""
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    deadline = time.monotonic() + timeout_s
-    with httpx.Client(base_url=queen_url, headers=headers, timeout=5.0) as client:
-        while True:
-            try:
-                hives = client.get("/v1/hives").json()["hives"]
-                workers = client.get("/v1/workers").json()["workers"]
-                missing = cluster_missing(expected, hives, workers)
-            except (httpx.HTTPError, ValueError, KeyError) as exc:
-                hives, workers = [], []
-                missing = f"the queen at {queen_url} ({type(exc).__name__}: {exc})"
-            if not missing:
-                return {"ready": True, "missing": "", "state": cluster_state(queen_url, hives, workers)}
-            if time.monotonic() >= deadline:
-                return {"ready": False, "missing": missing, "state": []}
-            time.sleep(interval_s)
+    """Poll the queen until it sees every expected hive online and its placed workers ready, or time out.
+
+    The rule is ``rbee.deploy.health``'s; ``expected``: hive id → its placed (systemd) workers.
+    """
+    with QueenClient(queen_url, api_key=api_key or "", timeout_s=5.0) as queen:
+        expectation = health.Expectation(expected, managed_by="external")
+        missing = health.wait_ready(queen, expectation, timeout_s, interval_s=interval_s)
+        if missing:
+            return {"ready": False, "missing": missing, "state": []}
+        try:
+            state = health.cluster_lines(queen.base_url, queen.hives(), queen.workers())
+        except QueenError:
+            state = []
+        return {"ready": True, "missing": "", "state": state}
 
 
 # ---------------------------------------------------------------------------------------------- role helpers

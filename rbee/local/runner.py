@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from rbee.client import QueenClient, QueenError
+from rbee.deploy import health
 from rbee.local.plan import LocalPlan
 from rbee.local.processes import ServiceProcess
 from rbee.spec.placement import assign
-from rbee_runtime.common.contracts import WorkerState
 
 
 class LocalClusterError(Exception):
@@ -47,37 +47,25 @@ class LocalCluster:
                 )
 
     def wait_ready(self, timeout_s: float) -> Readiness:
-        """Wait until the queen answers, sees the local hives online and every placed worker idle."""
+        """Wait until the queen sees the local hives online and every placed worker ready.
+
+        The rule is ``rbee.deploy.health``'s; the placed workers of ``rbee up`` are the hive's own
+        (``managed_by`` hive). Each poll first checks that every local process is still running.
+        """
         if self.plan.queen_url is None:
             raise LocalClusterError("the queen of this spec is not on this machine; nothing to wait for here")
-        local_hosts = {h.name for h in self.plan.spec.hosts if h.is_local}
-        placed = [a for a in assign(self.plan.spec) if a.host in local_hosts]
-        deadline = time.monotonic() + timeout_s
-        missing = "the queen's health check"
+        local_hosts = [h.name for h in self.plan.spec.hosts if h.is_local]
+        placed = Counter(a.host for a in assign(self.plan.spec))
+        expected = health.Expectation({h: placed[h] for h in local_hosts}, managed_by="hive")
         with QueenClient(self.plan.queen_url, api_key=self.api_key) as client:
-            while time.monotonic() < deadline:
-                self._check_alive()
-                try:
-                    missing = self._missing(client, local_hosts, len(placed))
-                except QueenError as exc:
-                    missing = f"the queen ({exc})"
-                if not missing:
-                    workers = [(w.worker_id, w.model_id) for w in client.workers()]
-                    return Readiness(sorted(local_hosts), workers)
-                time.sleep(0.2)
-        raise LocalClusterError(f"the cluster was not ready within {timeout_s:g}s; still waiting for {missing}")
-
-    @staticmethod
-    def _missing(client: QueenClient, local_hosts: set[str], placed: int) -> str:
-        if not client.healthy():
-            return "the queen's health check"
-        online = {h.hive_id for h in client.hives() if h.status == "online"}
-        if local_hosts - online:
-            return f"hive(s) {', '.join(sorted(local_hosts - online))} to register with the queen"
-        idle = [w for w in client.workers() if w.hive_id in local_hosts and w.state == WorkerState.IDLE]
-        if len(idle) < placed:
-            return f"placed workers to load their model ({len(idle)}/{placed} ready)"
-        return ""
+            missing = health.wait_ready(client, expected, timeout_s, check_alive=self._check_alive, interval_s=0.2)
+            if missing:
+                raise LocalClusterError(f"the cluster was not ready within {timeout_s:g}s; still waiting for {missing}")
+            try:
+                workers = [(w.worker_id, w.model_id) for w in client.workers()]
+            except QueenError as exc:
+                raise LocalClusterError(f"the queen stopped answering once ready: {exc}") from exc
+        return Readiness(sorted(local_hosts), workers)
 
     def stop(self, grace_s: float = 15.0) -> list[str]:
         """Stop every service, the last started first; nothing they started is left running.

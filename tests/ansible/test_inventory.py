@@ -21,7 +21,6 @@ from rbee.deploy.ansible_inventory import (
     DISK_MARGIN_BYTES,
     MODEL_RAM_FACTOR,
     ansible_inventory,
-    cluster_missing,
     connection_vars,
     host_plan,
 )
@@ -182,22 +181,6 @@ def test_the_thresholds_are_the_pyinfra_deploy_ones() -> None:
 
     assert preflight.MODEL_RAM_FACTOR == MODEL_RAM_FACTOR
     assert DISK_MARGIN_BYTES == 512 * 1024**2  # deploys/preflight.py writes it inline
-
-
-def test_cluster_missing_names_what_the_queen_does_not_see() -> None:
-    hives = [{"hive_id": "h1", "status": "online"}, {"hive_id": "h2", "status": "stale"}]
-    workers = [
-        {"hive_id": "h3", "state": "idle", "managed_by": "external"},
-        {"hive_id": "h3", "state": "loading", "managed_by": "external"},
-        {"hive_id": "h1", "state": "idle", "managed_by": "hive"},
-    ]
-    missing = cluster_missing({"h1": 0, "h2": 1, "h3": 2}, hives, workers)
-    assert missing == "hive h2, hive h3, 1 placed worker(s) on h2, 1 placed worker(s) on h3"
-    hives.append({"hive_id": "h3", "status": "online"})
-    hives[1]["status"] = "online"
-    workers[1]["state"] = "busy"
-    workers.append({"hive_id": "h2", "state": "idle", "managed_by": "external"})
-    assert cluster_missing({"h1": 0, "h2": 1, "h3": 2}, hives, workers) == ""
 
 
 def test_the_helpers_speak_json(tmp_path: Path) -> None:

@@ -1,0 +1,156 @@
+"""The one "cluster is ready" rule, and its one waiter.
+
+Used by the pyinfra health gate (``deploys/health.py``), the rolling deploy's gate
+(``rbee.rollout.gate``), the Ansible health helper (``rbee.cli.ansible_cmd``) and ``rbee up``
+(``rbee.local.runner``). An ``Expectation`` says what ready means; ``missing_in`` judges the
+queen's hive and worker lists against it (pure); ``missing`` asks the queen (and, when asked
+for, each placed worker for a real completion); ``wait_ready`` polls ``missing`` until it is
+empty or the time is up; ``cluster_lines`` is the cluster as the gates print it.
+
+Ready: every expected hive is online (and, with ``since``, has sent a heartbeat since then), and
+runs at least its number of placed workers (of the expected ``managed_by``) idle or busy; with
+``serves``, each of those workers completes a two-token generation.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import httpx
+
+from rbee.client import QueenError
+from rbee_runtime.common.contracts import ManagedBy, QueenHive, QueenWorker, WorkerState
+
+READY_STATES = frozenset({WorkerState.IDLE, WorkerState.BUSY})
+"""The states in which a placed worker counts as ready."""
+
+
+class QueenView(Protocol):
+    """What the rule reads from the queen (``rbee.client.QueenClient`` is one)."""
+
+    base_url: str
+
+    def hives(self) -> list[QueenHive]: ...
+
+    def workers(self) -> list[QueenWorker]: ...
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What a ready cluster looks like to the queen.
+
+    ``placed``: hive id → number of placed workers it must run; ``managed_by``: which workers count
+    (``external``: the systemd units of a deploy; ``hive``: the hive's own placements, ``rbee up``);
+    ``since``: wall time each hive must have sent a heartbeat after (None: any heartbeat);
+    ``serves``: each placed worker must also complete a real two-token generation.
+    """
+
+    placed: Mapping[str, int] = field(default_factory=dict)
+    managed_by: ManagedBy = "external"
+    since: float | None = None
+    serves: bool = False
+
+    def placed_workers(self, workers: Sequence[QueenWorker]) -> list[QueenWorker]:
+        """The ready workers that count for this expectation, on its hives."""
+        return [
+            w
+            for w in workers
+            if w.hive_id in self.placed and w.managed_by == self.managed_by and w.state in READY_STATES
+        ]
+
+
+def missing_in(
+    expectation: Expectation, hives: Sequence[QueenHive], workers: Sequence[QueenWorker], now: float | None = None
+) -> str:
+    """What the queen's lists lack for ``expectation`` ("" when ready), e.g. ``hive h2, 1 placed worker(s) on h3``.
+
+    Pure: ``hives``/``workers`` are the queen's ``GET /v1/hives``/``GET /v1/workers``; ``now`` (wall
+    time, default: the clock) only matters with ``expectation.since``. Does not check ``serves``.
+    """
+    online = {h.hive_id: h for h in hives if h.status == "online"}
+    problems = [f"hive {h}" for h in sorted(set(expectation.placed) - set(online))]
+    if expectation.since is not None:
+        waited = (time.time() if now is None else now) - expectation.since
+        problems += [
+            f"hive {h} has not reported since the deploy (is it running?)"
+            for h in sorted(set(expectation.placed) & set(online))
+            if online[h].last_heartbeat_age_s > waited
+        ]
+    ready = Counter(w.hive_id for w in expectation.placed_workers(workers))
+    problems += [
+        f"{n - ready[h]} placed worker(s) on {h}" for h, n in sorted(expectation.placed.items()) if ready[h] < n
+    ]
+    return ", ".join(problems)
+
+
+def serves(http: httpx.Client, worker: QueenWorker) -> str:
+    """Empty when ``worker`` completes a two-token generation on its ``/v1/generate``, else why not."""
+    body = {"request_id": f"gate-{uuid.uuid4().hex[:12]}", "prompt": "ping", "max_tokens": 2}
+    try:
+        with http.stream("POST", f"{worker.url}/v1/generate", json=body) as response:
+            if response.status_code != 200:
+                response.read()
+                return f"HTTP {response.status_code} {response.text[:120]}"
+            text = "".join(line for line in response.iter_lines() if line.startswith("data:"))
+    except httpx.HTTPError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return "" if '"type": "end"' in text or '"type":"end"' in text else "no end event"
+
+
+def missing(queen: QueenView, expectation: Expectation, *, http: httpx.Client | None = None) -> str:
+    """What the cluster still lacks ("" when ready), asking the queen (and the workers, with ``serves``).
+
+    ``http``: the client the completions go through (default: a new one, 30 s timeout).
+    """
+    try:
+        hives, workers = queen.hives(), queen.workers()
+    except (QueenError, ValueError, KeyError) as exc:
+        return f"the queen at {queen.base_url} ({exc})"
+    why = missing_in(expectation, hives, workers)
+    if why or not expectation.serves:
+        return why
+    with httpx.Client(timeout=30) if http is None else nullcontext(http) as client:
+        problems = [
+            f"worker {w.worker_id} on {w.hive_id} does not serve: {reason}"
+            for w in sorted(expectation.placed_workers(workers), key=lambda w: (w.hive_id, w.worker_id))
+            if (reason := serves(client, w))
+        ]
+    return ", ".join(problems)
+
+
+def wait_ready(
+    queen: QueenView,
+    expectation: Expectation,
+    timeout_s: float,
+    *,
+    check_alive: Callable[[], None] | None = None,
+    interval_s: float = 0.5,
+) -> str:
+    """Poll ``missing`` until the cluster is ready ("") or ``timeout_s`` ends (what is still missing).
+
+    ``check_alive`` runs before each poll and raises to give up early (e.g. a local process exited).
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if check_alive is not None:
+            check_alive()
+        why = missing(queen, expectation)
+        if not why or time.monotonic() >= deadline:
+            return why
+        time.sleep(interval_s)
+
+
+def cluster_lines(queen_url: str, hives: Sequence[QueenHive], workers: Sequence[QueenWorker]) -> list[str]:
+    """The cluster as the health gates print it: a title, then one line per hive with its workers."""
+    lines = [f"rbee cluster at {queen_url}: {len(hives)} hive(s), {len(workers)} worker(s)"]
+    for hive in sorted(hives, key=lambda h: h.hive_id):
+        mine = [w for w in workers if w.hive_id == hive.hive_id]
+        described = ", ".join(f"{w.model_id} {w.state}" for w in mine) or "no workers"
+        lines.append(f"{hive.hive_id:<16} {hive.status:<7} {hive.url:<28} {described}")
+    return lines

@@ -1,0 +1,52 @@
+"""What a deploy put on a host, as the text of ``<prefix>/release.json`` (read by ``rbee status``).
+
+Built here once for the pyinfra deploy (``deploys/record.py``) and the Ansible path
+(``rbee.cli.ansible_cmd``). Only inputs go in (spec hash, git commit, engine build, wheelhouse
+and model checksums), no time stamp: an unchanged deploy writes the same record, byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Mapping
+
+from rbee.deploy.wheelhouse import project_root
+
+RECORD = "release.json"
+"""The record's file name, in the host's prefix."""
+
+NOT_FETCHED = "(not fetched: dry run)"
+"""A model's checksum when it is not in the control machine's cache (a dry run)."""
+
+
+def git_commit() -> str:
+    """The commit of the rbee checkout that deploys ("" outside a git checkout)."""
+    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project_root(), capture_output=True, text=True, check=False)
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def release_record_text(
+    cluster: str,
+    host: str,
+    spec_sha256: str,
+    engine_key: str,
+    wheelhouse_fingerprint: str,
+    model_sha256s: Mapping[str, str | None],
+    *,
+    commit: str | None = None,
+) -> str:
+    """The text of ``release.json``; ``model_sha256s``: model id → checksum (None: not fetched).
+
+    ``commit``: the git commit to record (default: this checkout's, ``git_commit()``).
+    """
+    content = {
+        "cluster": cluster,
+        "host": host,
+        "spec_sha256": spec_sha256,
+        "git_commit": git_commit() if commit is None else commit,
+        "engine": engine_key,
+        "wheelhouse": wheelhouse_fingerprint,
+        "models": {model_id: sha or NOT_FETCHED for model_id, sha in model_sha256s.items()},
+    }
+    return json.dumps(content, indent=1, sort_keys=True) + "\n"
