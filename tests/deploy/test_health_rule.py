@@ -183,3 +183,14 @@ def test_the_ansible_record_helper_writes_the_same_text(tmp_path: Path) -> None:
     result = CliRunner().invoke(helpers, ["record"], input=json.dumps(data))
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["text"] == release_record_text("c", "h1", "ab", "cpu-x", "fp", {"tiny": None})
+
+
+def test_a_rollout_batch_expects_fresh_hives_and_serving_deployed_workers() -> None:
+    from rbee.rollout.gate import GateTarget, expectation
+
+    expected = expectation([GateTarget("h2", 1), GateTarget("h3", 0)], since=1000.0)
+    assert expected == health.Expectation({"h2": 1, "h3": 0}, managed_by="external", since=1000.0, serves=True)
+    hives = [hive("h2", age=1.0), hive("h3", age=30.0)]
+    assert health.missing_in(expected, hives, [worker("w2", "h2")], now=1010.0) == (
+        "hive h3 has not reported since the deploy (is it running?)"
+    )
