@@ -24,6 +24,7 @@ from rbee_runtime.common.contracts import (
 )
 from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import ApiError, install_error_handlers
+from rbee_runtime.hive import catalog_backup
 from rbee_runtime.hive.config import HiveConfig
 from rbee_runtime.hive.service import Hive
 
@@ -102,7 +103,7 @@ def backup_catalog(hive: Hive = Depends(get_hive)) -> Response:
     """A consistent copy of ``catalog.db`` (SQLite online backup), as a download."""
     tmp = hive.config.data_dir / f".backup-{uuid.uuid4().hex}.db"
     try:
-        hive.catalog.backup(tmp)
+        catalog_backup.backup(hive.catalog, tmp)
         data = tmp.read_bytes()
     finally:
         tmp.unlink(missing_ok=True)
@@ -131,7 +132,7 @@ async def restore_catalog(request: Request, hive: Hive = Depends(get_hive)) -> C
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as out:
             out.write(body)
-        report = await asyncio.to_thread(hive.catalog.restore, tmp)
+        report = await asyncio.to_thread(catalog_backup.restore, hive.catalog, tmp)
     finally:
         for leftover in (tmp, *(tmp.with_name(tmp.name + s) for s in ("-wal", "-shm", "-journal"))):
             with contextlib.suppress(OSError):

@@ -1,4 +1,4 @@
-"""The hive as one object: catalog + registry + supervisor + heartbeats, started and stopped together."""
+"""The hive as one object: catalog + worker table + registry + supervisor + heartbeats, started and stopped together."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ from rbee_runtime.hive.resources import (
 )
 from rbee_runtime.hive.supervisor import Supervisor
 from rbee_runtime.hive.worker_client import WorkerClient
+from rbee_runtime.hive.worker_table import WorkerTable
 
 log = logging.getLogger("rbee.hive")
 
@@ -80,6 +81,7 @@ class Hive:
         self.catalog = Catalog(
             config.catalog_path, rebuild_from_disk=True, known_models=self._configured_model_requests
         )
+        self.worker_table = WorkerTable(self.catalog.db)
         self.registry = WorkerRegistry()
         self.client = WorkerClient()
         gpus = detect_gpus()
@@ -91,7 +93,13 @@ class Hive:
                 ", ".join(self.backends),
             )
         self.supervisor = Supervisor(
-            config, self.catalog, self.registry, self.client, self.backends, on_registered=self.catalog_changed
+            config,
+            self.catalog,
+            self.worker_table,
+            self.registry,
+            self.client,
+            self.backends,
+            on_registered=self.catalog_changed,
         )
         self.heartbeat: HeartbeatSender | None = None
         if config.queen_url:
@@ -127,9 +135,7 @@ class Hive:
 
     def _configured_model_requests(self) -> list[RegisterModelRequest]:
         return [
-            RegisterModelRequest(
-                model_id=m.model_id, reference=m.reference, local_path=m.local_path, sha256=m.sha256
-            )
+            RegisterModelRequest(model_id=m.model_id, reference=m.reference, local_path=m.local_path, sha256=m.sha256)
             for m in self.config.models
         ]
 

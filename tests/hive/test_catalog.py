@@ -12,6 +12,7 @@ import pytest
 from rbee_runtime.common.contracts import RegisterModelRequest
 from rbee_runtime.common.errors import ApiError
 from rbee_runtime.hive.catalog import Catalog, parse_provider
+from rbee_runtime.hive.worker_table import WorkerTable
 
 
 def _model(tmp_path: Path, name: str = "m.gguf", size: int = 1234) -> Path:
@@ -107,13 +108,13 @@ def test_require_unknown_is_404(tmp_path: Path) -> None:
 
 
 def test_worker_table(tmp_path: Path) -> None:
-    cat = Catalog(tmp_path / "catalog.db")
-    cat.save_worker("w1", '{"a": 1}')
-    cat.save_worker("w2", '{"b": 2}')
-    cat.save_worker("w1", '{"a": 3}')
-    assert {(w.worker_id, w.record) for w in cat.load_workers()} == {("w1", '{"a": 3}'), ("w2", '{"b": 2}')}
-    cat.delete_worker("w1")
-    assert [w.worker_id for w in cat.load_workers()] == ["w2"]
+    table = WorkerTable(Catalog(tmp_path / "catalog.db").db)
+    table.save("w1", '{"a": 1}')
+    table.save("w2", '{"b": 2}')
+    table.save("w1", '{"a": 3}')
+    assert {(w.worker_id, w.record) for w in table.load()} == {("w1", '{"a": 3}'), ("w2", '{"b": 2}')}
+    table.delete("w1")
+    assert [w.worker_id for w in table.load()] == ["w2"]
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])
@@ -122,7 +123,7 @@ def test_corrupt_database_is_moved_aside_and_rebuilt(tmp_path: Path, damage: str
     model = _model(tmp_path)
     cat = Catalog(db)
     for i in range(200):  # a few pages, so damage lands in the middle of real data
-        cat.save_worker(f"w{i}", "x" * 500)
+        WorkerTable(cat.db).save(f"w{i}", "x" * 500)
     cat.register(_req("m", model))
     cat.close()
     with sqlite3.connect(db) as conn:  # fold the WAL into the main file
@@ -136,7 +137,7 @@ def test_corrupt_database_is_moved_aside_and_rebuilt(tmp_path: Path, damage: str
     aside = list(tmp_path.glob("catalog.db.corrupt-*"))
     assert len([p for p in aside if not p.name.endswith(("-wal", "-shm"))]) == 1
     assert rebuilt.list_models() == []
-    assert rebuilt.load_workers() == []
+    assert WorkerTable(rebuilt.db).load() == []
     assert rebuilt.register(_req("m", model)).model_id == "m"
 
 
@@ -146,12 +147,12 @@ def test_corruption_while_running_is_recovered(tmp_path: Path) -> None:
     model = _model(tmp_path)
     cat.register(_req("m", model))
     # Damage the file under the open connection (as a failing disk would).
-    cat._conn.close()
+    cat.db._conn.close()
     db.write_bytes(b"garbage" * 1000)
     for side in ("-wal", "-shm"):
         db.with_name(db.name + side).unlink(missing_ok=True)
-    cat._conn = sqlite3.connect(db, check_same_thread=False, isolation_level=None)
-    cat._conn.row_factory = sqlite3.Row
+    cat.db._conn = sqlite3.connect(db, check_same_thread=False, isolation_level=None)
+    cat.db._conn.row_factory = sqlite3.Row
     assert cat.list_models() == []
     assert list(tmp_path.glob("catalog.db.corrupt-*"))
     assert cat.register(_req("m", model)).model_id == "m"

@@ -11,7 +11,11 @@ import pytest
 
 from rbee_runtime.common.contracts import RegisterModelRequest
 from rbee_runtime.common.errors import ApiError
-from rbee_runtime.hive.catalog import Catalog, read_backup
+from rbee_runtime.hive.catalog import Catalog
+from rbee_runtime.hive.catalog_backup import backup as backup_catalog
+from rbee_runtime.hive.catalog_backup import read_backup
+from rbee_runtime.hive.catalog_backup import restore as restore_catalog
+from rbee_runtime.hive.worker_table import WorkerTable
 
 
 def _model(folder: Path, name: str, size: int) -> Path:
@@ -92,21 +96,21 @@ def test_backup_and_restore_round_trip(tmp_path: Path) -> None:
     a, b = _model(tmp_path, "a.gguf", 1000), _model(tmp_path, "b.gguf", 2000)
     cat.register(_req("a", a))
     cat.register(_req("b", b))
-    cat.save_worker("w1", '{"live": true}')
+    WorkerTable(cat.db).save("w1", '{"live": true}')
     backup = tmp_path / "backups" / "catalog-backup.db"
 
-    assert cat.backup(backup) == 2
+    assert backup_catalog(cat, backup) == 2
     assert not backup.with_name(backup.name + "-wal").exists()
     before = sorted(p.name for p in backup.parent.iterdir())
 
     cat.remove("b")
-    cat.save_worker("w2", '{"live": true}')
+    WorkerTable(cat.db).save("w2", '{"live": true}')
     b.unlink()
-    report = cat.restore(backup)
+    report = restore_catalog(cat, backup)
 
     assert report.restored == ["a", "b"] and report.missing_files == ["b"]
     assert [e.model_id for e in cat.list_models()] == ["a", "b"]
-    assert {w.worker_id for w in cat.load_workers()} == {"w1", "w2"}, "the worker table stays the live one"
+    assert {w.worker_id for w in WorkerTable(cat.db).load()} == {"w1", "w2"}, "the worker table stays the live one"
     assert sorted(p.name for p in backup.parent.iterdir()) == before, "the backup file is only read"
     assert [r["model_id"] for r in json.loads(cat.manifest_path.read_text())["models"]] == ["a", "b"]
 
@@ -115,7 +119,7 @@ def test_restore_refuses_damaged_backups_and_changes_nothing(tmp_path: Path) -> 
     cat = Catalog(tmp_path / "catalog.db")
     cat.register(_req("a", _model(tmp_path, "a.gguf", 1000)))
     good = tmp_path / "good.db"
-    cat.backup(good)
+    backup_catalog(cat, good)
     raw = good.read_bytes()
     cases = {
         "garbage.db": (b"random bytes " * 1000, "not a readable SQLite database"),
@@ -129,7 +133,7 @@ def test_restore_refuses_damaged_backups_and_changes_nothing(tmp_path: Path) -> 
     for path, reason in [*((tmp_path / n, r) for n, (_, r) in cases.items()), (other, "lacks the column(s)"),
                          (tmp_path / "absent.db", "does not exist")]:  # fmt: skip
         with pytest.raises(ApiError) as caught:
-            cat.restore(path)
+            restore_catalog(cat, path)
         assert (caught.value.status, caught.value.code) == (400, "CATALOG_BACKUP_INVALID")
         assert reason in caught.value.message, caught.value.message
     assert [e.model_id for e in cat.list_models()] == ["a"]
