@@ -9,27 +9,63 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
+from pyinfra.context import host
 from rich.console import Console
 
+from rbee.deploy.host_plan import HostPlan, deployed_target, plan_host
+from rbee.deploy.layout import HostLayout
+from rbee.deploy.probe import HostFacts
 from rbee.deploy.wheelhouse import Wheelhouse, build_wheelhouse
 from rbee.engine.features import FeatureSet
 from rbee.engine.wheelcache import build_wheel, cached_wheel
 from rbee.models import FetchedModel, cached_model, fetch_model
 from rbee.models.progress import progress_bar, rich_progress_callback
-from rbee.spec.models import ModelSpec
+from rbee.spec import load_spec
+from rbee.spec.keys import api_keys_text
+from rbee.spec.models import ClusterSpec, ModelSpec
+from rbee.spec.placement import models_on
 
 DRY_RUN = "--dry" in sys.argv  # pyinfra does not expose --dry to deploy code
 
+_specs: dict[str, ClusterSpec] = {}
+_plans: dict[str, HostPlan] = {}
 _models: dict[str, FetchedModel | None] = {}
 _wheels: dict[str, Path | None] = {}
 _wheelhouses: dict[str, Wheelhouse] = {}
 
 
-def model_file(raw: dict[str, Any], cache_dir: str) -> FetchedModel | None:
+def spec() -> ClusterSpec:
+    """The spec of this run (the inventory adapter validated it; read once per run)."""
+    path = str(host.data.rbee_spec_file)
+    if path not in _specs:
+        _specs[path] = load_spec(path)
+    return _specs[path]
+
+
+def host_plan(facts: HostFacts, keys_readable: bool = True) -> HostPlan:
+    """The current host's plan (``rbee.deploy.host_plan``), made once per host and run.
+
+    The queen's API keys are read here, on the control machine; a key source without keys raises
+    ``ApiKeysError`` (the preflight then plans without keys, ``keys_readable=False``, and fails the host).
+    """
+    name = str(host.data.rbee_host)
+    if name not in _plans:
+        cluster = spec()
+        base_dir = Path(host.data.rbee_spec_file).parent
+        wants_keys = keys_readable and name == cluster.queen_host.name
+        keys = api_keys_text(cluster, base_dir) if wants_keys else None
+        placed = [cluster.model(m) for m in models_on(cluster, name)]
+        sizes = {m.id: f.size_bytes for m in placed if (f := model_file(m, cluster)) is not None}
+        bind = str(host.data.get("ssh_hostname") or "127.0.0.1")
+        target = deployed_target(HostLayout(cluster.deploy.prefix), bind, api_keys=keys is not None)
+        _plans[name] = plan_host(cluster, name, facts, target, sizes, keys)
+    return _plans[name]
+
+
+def model_file(model: ModelSpec, cluster: ClusterSpec) -> FetchedModel | None:
     """The verified local copy of a model (fetched now if needed; ``None`` in a dry run without it)."""
-    model = ModelSpec.model_validate(raw)
+    cache_dir = cluster.deploy.model_cache
     if model.id not in _models:
         cache = Path(cache_dir).expanduser()
         found = cached_model(model, cache)
@@ -58,3 +94,13 @@ def wheelhouse(python: str, arch: str) -> Wheelhouse:
     if key not in _wheelhouses:
         _wheelhouses[key] = build_wheelhouse(python, arch)
     return _wheelhouses[key]
+
+
+def model_checksums(plan: HostPlan) -> dict[str, str | None]:
+    """Each model of a host → its sha256 (``None`` in a dry run that has not fetched it)."""
+    cluster = spec()
+    out: dict[str, str | None] = {}
+    for model_id in plan.models:
+        fetched = model_file(cluster.model(model_id), cluster)
+        out[model_id] = fetched.sha256 if fetched else None
+    return out

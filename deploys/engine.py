@@ -1,6 +1,6 @@
 """Step 2, the engine: llama-cpp-python built once per feature set, uploaded, installed, verified.
 
-The feature set (backend, arch, Python, version) comes from the preflight facts. CPU wheels
+The feature set (backend, arch, Python, version) comes from the host's plan. CPU wheels
 are built on the control machine and cached (``deploy.build_cache``); hosts with the same
 feature set get the same wheel. After installing, the host proves the build: ``import
 llama_cpp`` works and ``llama_supports_gpu_offload()`` is true exactly for CUDA/Metal builds.
@@ -13,24 +13,11 @@ import shlex
 
 from pyinfra.api.deploy import deploy
 from pyinfra.api.operation import OperationMeta
-from pyinfra.context import host
 from pyinfra.operations import files
 
 from deploys import control
 from deploys.operations import fail_host, stamped_install
-from rbee.deploy.layout import HostLayout
-from rbee.deploy.probe import HostFacts
-from rbee.engine.features import FeatureSet
-
-
-def feature_set(facts: HostFacts) -> FeatureSet:
-    """The engine build this host needs."""
-    return FeatureSet(
-        backend=facts.backend_for(host.data.rbee_backend),
-        arch=facts.arch,
-        python=facts.python_abi,
-        version=host.data.rbee_deploy["llama_cpp_python"],
-    )
+from rbee.deploy.host_plan import HostPlan
 
 
 def _verify_command(python: str, gpu_offload: bool) -> str:
@@ -42,13 +29,13 @@ def _verify_command(python: str, gpu_offload: bool) -> str:
 
 
 @deploy("rbee engine")
-def engine(facts: HostFacts) -> OperationMeta | None:
+def engine(plan: HostPlan) -> OperationMeta | None:
     """Upload and install this host's engine wheel; rebuild nothing that is cached."""
-    layout = HostLayout(host.data.rbee_deploy["prefix"])
-    features = feature_set(facts)
+    layout = plan.layout
+    features = plan.features
     local_arch = platform.machine()
     buildable = features.backend == "cpu" and features.arch == local_arch
-    cache = host.data.rbee_deploy["build_cache"]
+    cache = control.spec().deploy.build_cache
     wheel = control.engine_wheel(features, cache, can_build=buildable)
     if wheel is None and not buildable:
         fail_host(

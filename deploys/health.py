@@ -8,23 +8,27 @@ changes); a timeout fails naming what is missing. The cluster's state is printed
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from pyinfra.api.deploy import deploy
 from pyinfra.context import host, state
 
-from deploys.facts import host_data
+from deploys import control
 from deploys.operations import wait_until
-from deploys.services import api_keys_text
 from rbee.client import QueenClient
 from rbee.deploy import health
-from rbee.deploy.layout import worker_instances
+from rbee.spec.inventory import queen_url
+from rbee.spec.keys import first_api_key
+from rbee.spec.placement import assign
 
 
 def _expected() -> health.Expectation:
     """Every host of this run is a hive, with its placed workers (systemd units: ``managed_by`` external)."""
-    placed = {
-        active.data.rbee_host: len(worker_instances(host_data(active))) for active in state.inventory.get_active_hosts()
-    }
+    active = {str(h.data.rbee_host) for h in state.inventory.get_active_hosts()}
+    placed = dict.fromkeys(active, 0)
+    for assigned in assign(control.spec()):
+        if assigned.host in active:
+            placed[assigned.host] += 1
     return health.Expectation(placed, managed_by="external")
 
 
@@ -38,9 +42,10 @@ def health_gate() -> None:
     """On the queen's host entry: wait for the cluster, then print it."""
     if "queen" not in host.data.rbee_roles:
         return
-    keys = api_keys_text()
-    queen = QueenClient(host.data.rbee_queen_url, api_key=keys.splitlines()[0] if keys else "", timeout_s=5.0)
-    timeout_s = float(host.data.rbee_runtime["loading_timeout"])
+    cluster = control.spec()
+    key = first_api_key(cluster, Path(host.data.rbee_spec_file).parent)
+    queen = QueenClient(queen_url(cluster), api_key=key or "", timeout_s=5.0)
+    timeout_s = cluster.runtime.loading_timeout
 
     def check() -> str:
         # health.wait_ready polls for the whole timeout; wait_until only turns its verdict into

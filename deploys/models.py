@@ -8,29 +8,28 @@ from __future__ import annotations
 
 from pyinfra.api.deploy import deploy
 from pyinfra.api.operation import OperationMeta
-from pyinfra.context import host
 from pyinfra.operations import files
 
 from deploys import control
-from rbee.deploy.layout import HostLayout
+from rbee.deploy.host_plan import HostPlan
 
 
 @deploy("rbee models")
-def models() -> dict[str, OperationMeta]:
+def models(plan: HostPlan) -> dict[str, OperationMeta]:
     """Copy this host's models into place; returns model id → the copy operation."""
-    layout = HostLayout(host.data.rbee_deploy["prefix"])
-    cache = host.data.rbee_deploy["model_cache"]
+    cluster = control.spec()
     copies = {}
-    for raw in host.data.rbee_models:
-        dest = layout.model_path(raw["id"])
-        fetched = control.model_file(raw, cache)
+    for model_id in plan.models:
+        model = cluster.model(model_id)
+        dest = plan.layout.model_path(model_id)
+        fetched = control.model_file(model, cluster)
         if fetched is None:  # dry run, not fetched yet
-            copies[raw["id"]] = files.file(
-                name=f"models: {raw['id']} (dry run: would be fetched from {raw['source']})", path=dest
+            copies[model_id] = files.file(
+                name=f"models: {model_id} (dry run: would be fetched from {model.source})", path=dest
             )
         else:
-            copies[raw["id"]] = files.put(
-                name=f"models: {raw['id']} ({fetched.size_bytes / 2**20:.1f} MiB)",
+            copies[model_id] = files.put(
+                name=f"models: {model_id} ({fetched.size_bytes / 2**20:.1f} MiB)",
                 src=str(fetched.path), dest=dest, mode="644",
             )  # fmt: skip
     return copies

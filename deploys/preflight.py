@@ -21,23 +21,11 @@ from pyinfra.facts.server import Command
 from deploys import control
 from deploys.facts import RbeeProbe
 from deploys.operations import fail_host
-from rbee.deploy.probe import HostFacts, Requirements, judge
+from rbee.deploy.host_plan import HostPlan
+from rbee.deploy.probe import HostFacts
+from rbee.spec.keys import ApiKeysError
 
-MODEL_RAM_FACTOR = 1.2
 _rows: dict[str, tuple[HostFacts, float, list[str]]] = {}
-
-
-def _requirements() -> Requirements:
-    data = host.data
-    cache = data.rbee_deploy["model_cache"]
-    fetched = [control.model_file(raw, cache) for raw in data.rbee_models]
-    model_bytes = sum(f.size_bytes for f in fetched if f is not None)
-    return Requirements(
-        backend=data.rbee_backend,
-        gpus=data.rbee_gpus,
-        min_ram_bytes=int(model_bytes * MODEL_RAM_FACTOR) + int(data.rbee_reserve["ram_bytes"]),
-        min_disk_bytes=model_bytes + 512 * 1024**2,
-    )
 
 
 def _latency_ms() -> float:
@@ -85,11 +73,16 @@ def _print_table() -> None:
 
 
 @deploy("rbee preflight")
-def preflight() -> HostFacts:
-    """Probe this host, record its line of the table, and fail it when rbee cannot run there."""
+def preflight() -> HostPlan:
+    """Probe this host, plan it, record its line of the table, and fail it when rbee cannot run there."""
     latency = _latency_ms()
-    facts = host.get_fact(RbeeProbe, prefix=host.data.rbee_deploy["prefix"])
-    problems = judge(facts, _requirements())
+    facts = host.get_fact(RbeeProbe, prefix=control.spec().deploy.prefix)
+    try:
+        plan = control.host_plan(facts)
+        problems = list(plan.problems)
+    except ApiKeysError as exc:
+        plan = control.host_plan(facts, keys_readable=False)
+        problems = [*plan.problems, str(exc)]
     _rows[host.name] = (facts, latency, problems)
     active = {h.name for h in state.inventory.get_active_hosts()}
     if active <= set(_rows):  # the last active host to be probed prints the table
@@ -97,4 +90,4 @@ def preflight() -> HostFacts:
         _write_report()
     if problems:
         fail_host(name=f"preflight: {host.name} cannot run rbee", reason="; ".join(problems))
-    return facts
+    return plan

@@ -10,14 +10,13 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from pyinfra.api.deploy import deploy
-from pyinfra.context import host
 from pyinfra.operations import files
 
-from deploys import control
-from rbee.deploy.layout import HostLayout
+from rbee.deploy.host_plan import HostPlan
 from rbee.deploy.release_record import RECORD, release_record_text
 
 
@@ -27,15 +26,7 @@ def _spec_sha256() -> str:
 
 
 @deploy("rbee release record")
-def record(engine_key: str | None, wheelhouse: str) -> None:
+def record(plan: HostPlan, engine_key: str | None, wheelhouse: str, checksums: Mapping[str, str | None]) -> None:
     """Write this host's release record (spec, commit, engine, wheelhouse, models)."""
-    layout = HostLayout(host.data.rbee_deploy["prefix"])
-    cache = host.data.rbee_deploy["model_cache"]
-    models: dict[str, str | None] = {}
-    for raw in host.data.rbee_models:
-        fetched = control.model_file(raw, cache)
-        models[raw["id"]] = fetched.sha256 if fetched else None
-    text = release_record_text(
-        host.data.rbee_cluster, host.data.rbee_host, _spec_sha256(), engine_key or "", wheelhouse, models
-    )
-    files.put(name="record: release.json", src=io.StringIO(text), dest=f"{layout.prefix}/{RECORD}", mode="644")
+    text = release_record_text(plan.cluster, plan.host, _spec_sha256(), engine_key or "", wheelhouse, checksums)
+    files.put(name="record: release.json", src=io.StringIO(text), dest=f"{plan.layout.prefix}/{RECORD}", mode="644")

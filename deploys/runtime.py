@@ -11,20 +11,19 @@ import shlex
 
 from pyinfra.api.deploy import deploy
 from pyinfra.api.operation import OperationMeta
-from pyinfra.context import host
 from pyinfra.operations import files, server
 
 from deploys import control
 from deploys.operations import stamped_install
-from rbee.deploy.layout import CONFIG_DIR, DATA_DIR, WORKERS_DIR, HostLayout
-from rbee.deploy.probe import HostFacts
+from rbee.deploy.host_plan import HostPlan
+from rbee.deploy.layout import CONFIG_DIR, DATA_DIR, WORKERS_DIR
 
 
 @deploy("rbee runtime")
-def runtime(facts: HostFacts) -> OperationMeta:
+def runtime(plan: HostPlan) -> OperationMeta:
     """Install the rbee runtime; returns the install operation (when it changes, services restart)."""
-    layout = HostLayout(host.data.rbee_deploy["prefix"])
-    user = host.data.rbee_deploy["service_user"]
+    layout = plan.layout
+    user = plan.service_user
     server.group(name=f"runtime: group {user}", group=user, system=True)
     server.user(
         name=f"runtime: service user {user}", user=user, group=user, system=True,
@@ -36,7 +35,7 @@ def runtime(facts: HostFacts) -> OperationMeta:
     files.directory(name="runtime: config folder", path=CONFIG_DIR, user="root", group=user, mode="750")
     files.directory(name="runtime: worker configs", path=WORKERS_DIR, user="root", group=user, mode="750")
     files.directory(name="runtime: state folder", path=DATA_DIR, user=user, group=user, mode="750")
-    house = control.wheelhouse(facts.python_abi, facts.arch)
+    house = control.wheelhouse(plan.features.python, plan.features.arch)
     files.sync(
         name="runtime: wheelhouse (rbee and its dependencies)",
         src=str(house.folder), dest=layout.wheelhouse, delete=True, mode="644", dir_mode="755",

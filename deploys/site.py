@@ -1,26 +1,29 @@
 """rbee site deploy: ``pyinfra inventory/inventory.py deploys/site.py`` (all hosts in parallel).
 
-preflight → runtime → engine → models → services → release record → health gate. A second run changes nothing.
+preflight (probe, then the host's plan) → runtime → engine → models → services → release record →
+health gate. Every step translates the same ``HostPlan``. A second run changes nothing.
 """
 
 from typing import cast
 
 from deploys import control
-from deploys.engine import engine, feature_set
+from deploys.engine import engine
 from deploys.health import health_gate
 from deploys.models import models
 from deploys.preflight import preflight
 from deploys.record import record
 from deploys.runtime import runtime
 from deploys.services import services
-from rbee.deploy.probe import HostFacts
+from rbee.deploy.host_plan import HostPlan
 
-facts = cast(HostFacts, preflight())  # pyinfra types @deploy results as operations
-runtime(facts)
-engine_op = engine(facts)
-models()
-wheelhouse = control.wheelhouse(facts.python_abi, facts.arch).fingerprint
-engine_key = feature_set(facts).key if engine_op is not None else None
-services(facts, f"{wheelhouse}:{engine_key}")
-record(engine_key, wheelhouse)
+plan = cast(HostPlan, preflight())  # pyinfra types @deploy results as operations
+runtime(plan)
+engine_op = engine(plan)
+models(plan)
+wheelhouse = control.wheelhouse(plan.features.python, plan.features.arch).fingerprint
+engine_key = plan.features.key if engine_op is not None else None
+checksums = control.model_checksums(plan)
+sources = {m: sha or control.spec().model(m).source for m, sha in checksums.items()}  # dry run: not fetched
+services(plan, f"{wheelhouse}:{engine_key}", sources)
+record(plan, engine_key, wheelhouse, checksums)
 health_gate()

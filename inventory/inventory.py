@@ -26,6 +26,6 @@ if _spec.deploy.on_unreachable == "stop":
 
     _config.FAIL_PERCENT = 0  # any unreachable or failed host stops the whole deploy
 
-_groups = inventory_groups(_spec, _spec_path.parent)
+_groups = inventory_groups(_spec, _spec_path)
 queen = _groups["queen"]
 hives = _groups["hives"]

@@ -28,7 +28,7 @@ SpecFile = Annotated[Path, typer.Argument(help="Path to the cluster spec (YAML).
 def inventory_names(spec_file: Path) -> list[str]:
     """The pyinfra host names of a (valid) spec, in spec order."""
     spec = read_spec_or_exit(spec_file)
-    return [name for name, _ in inventory_groups(spec, spec_file.resolve().parent)["hives"]]
+    return [name for name, _ in inventory_groups(spec, spec_file)["hives"]]
 
 
 def _print_plan(plan: Plan) -> None:

@@ -87,7 +87,7 @@ def inventory(
 ) -> None:
     """Print the hosts, groups and host data that the pyinfra inventory adapter gives pyinfra."""
     spec = read_spec_or_exit(spec_file)
-    groups = inventory_groups(spec, spec_file.resolve().parent)
+    groups = inventory_groups(spec, spec_file)
     if as_json:
         out.print_json(json.dumps({name: [list(e) for e in entries] for name, entries in groups.items()}))
         return

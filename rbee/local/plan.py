@@ -1,18 +1,19 @@
-"""Decide what ``rbee up`` runs on this machine and render its configuration files."""
+"""Decide what ``rbee up`` runs on this machine: the host plan (``rbee.deploy.host_plan``) of each
+local host with ``rbee up``'s target (processes here, configs in the run folder), its files written."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from rbee.engine.detect import local_backend
-from rbee.render import render
+from rbee.deploy.host_plan import HostPlan, Target, plan_host
+from rbee.deploy.probe import PROBE_SCRIPT, HostFacts, parse_probe
 from rbee.spec import ClusterSpec, ModelSpec, parse_spec
-from rbee.spec.inventory import inventory_groups
+from rbee.spec.models import HostSpec
+from rbee.spec.placement import models_on
 from rbee.tiny_model import TINY_MODEL_ID
-from rbee_runtime.common.ports import WORKER_PORT_FIRST
 
 
 class LocalPlanError(Exception):
@@ -66,6 +67,7 @@ class LocalPlan:
     spec: ClusterSpec
     services: list[LocalService]
     queen_url: str | None
+    hosts: tuple[HostPlan, ...] = ()
 
 
 def model_path(model: ModelSpec, model_cache: Path) -> Path:
@@ -75,10 +77,10 @@ def model_path(model: ModelSpec, model_cache: Path) -> Path:
     return model_cache.expanduser() / f"{model.id}.gguf"
 
 
-def _model_paths(spec: ClusterSpec, wanted: list[dict[str, Any]]) -> dict[str, str]:
+def _model_paths(spec: ClusterSpec, host: HostSpec) -> dict[str, str]:
     paths = {}
-    for entry in wanted:
-        model = spec.model(entry["id"])
+    for model_id in models_on(spec, host.name):
+        model = spec.model(model_id)
         path = model_path(model, Path(spec.deploy.model_cache))
         if not path.is_file():
             raise LocalPlanError(
@@ -89,50 +91,49 @@ def _model_paths(spec: ClusterSpec, wanted: list[dict[str, Any]]) -> dict[str, s
     return paths
 
 
-def plan_local(spec: ClusterSpec, base_dir: Path, run_dir: Path) -> LocalPlan:
-    """Render the configs of the spec's local hosts (address localhost) under ``run_dir``."""
+def local_facts() -> HostFacts:
+    """This machine, probed with the deploy's own probe script (OS, arch, Python, RAM, GPUs)."""
+    done = subprocess.run(["sh", "-c", PROBE_SCRIPT], capture_output=True, text=True, timeout=60, check=False)
+    return parse_probe(done.stdout)
+
+
+def local_target(spec: ClusterSpec, host: HostSpec, base_dir: Path, run_dir: Path) -> Target:
+    """``rbee up``'s way of running a host: processes here, configs under ``run_dir``, the hive spawns workers."""
+    keys = spec.queen.api_keys
+    return Target(
+        python=sys.executable,
+        config_dir=str(run_dir),
+        workers_dir=str(run_dir / "workers"),
+        data_dir=str(run_dir / "hives" / host.name),
+        bind_host="127.0.0.1",
+        placed_workers="hive",
+        model_paths=_model_paths(spec, host),
+        api_keys_file=str((base_dir / Path(keys.file).expanduser()).resolve()) if keys and keys.file else None,
+        api_keys_env=keys.env if keys else None,
+    )
+
+
+def plan_local(spec: ClusterSpec, base_dir: Path, run_dir: Path, facts: HostFacts | None = None) -> LocalPlan:
+    """Plan the spec's local hosts (address localhost) and write their configs under ``run_dir``."""
     local = [h for h in spec.hosts if h.is_local]
     if not local:
         raise LocalPlanError(
             "no host of this spec is this machine (address: localhost); "
             "add one, or deploy the spec with pyinfra instead"
         )
-    groups = dict(inventory_groups(spec, base_dir)["hives"])
-    entries = {data["rbee_host"]: data for data in groups.values()}
+    facts = facts or local_facts()
     run_dir.mkdir(parents=True, exist_ok=True)
     services: list[LocalService] = []
     queen = spec.queen_host
     queen_url = f"http://127.0.0.1:{spec.queen.port}" if queen.is_local else None
-    if queen.is_local:
-        path = run_dir / "queen.yaml"
-        keys = spec.queen.api_keys
-        keys_file = str((base_dir / Path(keys.file).expanduser()).resolve()) if keys and keys.file else None
-        context = {
-            **entries[queen.name],
-            "bind_host": "127.0.0.1",
-            "api_keys_env": keys.env if keys else None,
-            "api_keys_file": keys_file,
-        }
-        path.write_text(render("queen.yaml.j2", context))
-        services.append(LocalService("queen", "queen", path, f"http://127.0.0.1:{spec.queen.port}"))
-    for host in local:
-        data = entries[host.name]
-        contexts = [m["context"] for m in data["rbee_models"]]
-        backend = local_backend() if host.backend == "auto" else host.backend
-        context = {
-            **data,
-            "bind_host": "127.0.0.1",
-            "advertise_host": "127.0.0.1",
-            "worker_port_first": WORKER_PORT_FIRST,
-            "hive_placements": data["rbee_placements"],
-            "data_dir": str(run_dir / "hives" / host.name),
-            "backend": backend,
-            "devices": [] if host.gpus == "all" or backend == "cpu" else host.gpus,
-            "ctx_size": max(contexts, default=2048),
-            "python": sys.executable,
-            "model_paths": _model_paths(spec, data["rbee_models"]),
-        }
-        path = run_dir / f"hive-{host.name}.yaml"
-        path.write_text(render("hive.yaml.j2", context))
-        services.append(LocalService(f"hive {host.name}", "hive", path, f"http://127.0.0.1:{host.hive.port}"))
-    return LocalPlan(spec, services, queen_url)
+    plans = [plan_host(spec, h.name, facts, local_target(spec, h, base_dir, run_dir)) for h in local]
+    for plan in plans:
+        for planned in plan.files:
+            Path(planned.path).write_text(planned.text)
+        if plan.is_queen:
+            config = Path(plan.file(f"{run_dir}/queen.yaml").path)
+            services.append(LocalService("queen", "queen", config, f"http://127.0.0.1:{spec.queen.port}"))
+    for host, plan in zip(local, plans, strict=True):
+        config = Path(plan.file(f"{run_dir}/hive-{host.name}.yaml").path)
+        services.append(LocalService(f"hive {host.name}", "hive", config, f"http://127.0.0.1:{host.hive.port}"))
+    return LocalPlan(spec, services, queen_url, tuple(plans))

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from rbee.spec.models import ClusterSpec, HostSpec
-from rbee.spec.placement import assign, models_on
 
 HostEntry = tuple[str, dict[str, Any]]
 
@@ -31,7 +30,8 @@ def _resolve_key(key: str | None, base_dir: Path) -> str | None:
     return str(path if path.is_absolute() else (base_dir / path).resolve())
 
 
-def _connection(host: HostSpec, base_dir: Path) -> dict[str, Any]:
+def connection(host: HostSpec, base_dir: Path) -> dict[str, Any]:
+    """How pyinfra connects to a host (``ssh_*`` data; empty for ``localhost``)."""
     if host.is_local:
         return {}
     data: dict[str, Any] = {
@@ -48,40 +48,28 @@ def _connection(host: HostSpec, base_dir: Path) -> dict[str, Any]:
     return data
 
 
-def host_data(spec: ClusterSpec, host: HostSpec, base_dir: Path) -> dict[str, Any]:
-    """Everything the deploy needs to know about one host (plain JSON-able data)."""
-    is_queen = host.name == spec.queen_host.name
-    wanted = set(models_on(spec, host.name))
-    data: dict[str, Any] = {
-        **_connection(host, base_dir),
-        "rbee_cluster": spec.cluster,
+def host_data(spec: ClusterSpec, host: HostSpec, base_dir: Path, spec_file: Path) -> dict[str, Any]:
+    """A host's pyinfra data: how to connect, its name and roles, and the spec file it comes from.
+
+    The deploy reads the spec itself (validated once per run, ``deploys.control.spec``) and builds
+    the host's typed plan from it (``rbee.deploy.host_plan``); nothing is copied field by field.
+    """
+    return {
+        **connection(host, base_dir),
         "rbee_host": host.name,
-        "rbee_roles": ["queen", "hive"] if is_queen else ["hive"],
-        "rbee_backend": host.backend,
-        "rbee_gpus": host.gpus,
-        "rbee_labels": list(host.labels),
-        "rbee_hive": host.hive.model_dump(),
-        "rbee_reserve": {"ram_bytes": int(host.reserve.ram), "vram_bytes": int(host.reserve.vram)},
-        "rbee_queen_url": queen_url(spec),
-        "rbee_models": [m.model_dump() for m in spec.models if m.id in wanted],
-        "rbee_placements": [
-            {"model_id": a.model_id, "slots": a.slots, "device": a.device} for a in assign(spec) if a.host == host.name
-        ],
-        "rbee_runtime": spec.runtime.model_dump(),
-        "rbee_deploy": spec.deploy.model_dump(),
+        "rbee_roles": ["queen", "hive"] if host.name == spec.queen_host.name else ["hive"],
+        "rbee_spec_file": str(spec_file.resolve()),
     }
-    if is_queen:
-        data["rbee_queen"] = spec.queen.model_dump(exclude={"host"})
-    return data
 
 
 def _name(host: HostSpec) -> str:
     return "@local" if host.is_local else host.name
 
 
-def inventory_groups(spec: ClusterSpec, base_dir: Path) -> dict[str, list[HostEntry]]:
+def inventory_groups(spec: ClusterSpec, spec_file: Path) -> dict[str, list[HostEntry]]:
     """The inventory's groups: ``queen`` (one host) and ``hives`` (every host)."""
-    entries = {h.name: (_name(h), host_data(spec, h, base_dir)) for h in spec.hosts}
+    base_dir = spec_file.resolve().parent
+    entries = {h.name: (_name(h), host_data(spec, h, base_dir, spec_file)) for h in spec.hosts}
     return {"queen": [entries[spec.queen_host.name]], "hives": list(entries.values())}
 
 

@@ -1,0 +1,365 @@
+"""Everything that ends up on one host, decided once: the typed host plan.
+
+``plan_host(spec, host, facts, ...)`` turns the validated spec, the host's probed facts and the
+sizes of its models into a ``HostPlan``: what the host must offer (RAM, disk), the engine feature
+set, the placed workers and their ports, and every config and unit as rendered text with its path
+and mode, plus what each service starts from (its restart inputs). The three front ends only
+translate a plan into their own operations:
+
+- the pyinfra deploy (``deploys/``): ``files.put`` of each file, restart on a changed digest;
+- the Ansible roles (``rbee.deploy.ansible_steps.plan_hosts``): the same plan as JSON, copied;
+- ``rbee up`` (``rbee.local.plan``): the files written under the run folder, services started.
+
+No I/O here: reading API keys or model files is the caller's job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from rbee.deploy.layout import API_KEYS_FILE, CONFIG_DIR, DATA_DIR, WORKERS_DIR, HostLayout
+from rbee.deploy.probe import HostFacts, Requirements, judge
+from rbee.deploy.templates import (
+    HiveConfig,
+    HiveModel,
+    HivePlacement,
+    QueenConfig,
+    UnitSettings,
+    WorkerSettings,
+    render_hive,
+    render_queen,
+    render_unit,
+    render_worker,
+)
+from rbee.engine.features import EngineBackend, FeatureSet
+from rbee.spec.inventory import queen_url
+from rbee.spec.models import ClusterSpec, HostSpec
+from rbee.spec.placement import assign, models_on
+from rbee_runtime.common.ports import WORKER_PORT_FIRST
+
+MODEL_RAM_FACTOR = 1.2
+"""A host needs size × this of RAM per placed model, plus its reserve."""
+
+DISK_MARGIN_BYTES = 512 * 1024**2
+"""Free disk a host needs beyond its models."""
+
+DEFAULT_CTX_SIZE = 2048
+"""The hive's context size when no model is placed on its host."""
+
+QUEEN_UNIT = "rbee-queen.service"
+HIVE_UNIT = "rbee-hive.service"
+WORKER_UNIT = "rbee-worker@.service"
+UNIT_DIR = "/etc/systemd/system"
+
+
+@dataclass(frozen=True)
+class Target:
+    """How the services run: as systemd units on a deployed host, or as ``rbee up``'s processes here.
+
+    ``placed_workers``: ``units`` (``rbee-worker@`` instances that outlive the hive) or ``hive``
+    (children the hive starts and supervises). ``model_paths``: model id → file, when the files are
+    not in the install prefix (``rbee up`` runs them where they are). ``api_keys``: the queen reads its
+    keys from ``file`` (a path) or ``env`` (a variable name); ``None`` when the spec sets none.
+    """
+
+    python: str
+    config_dir: str
+    workers_dir: str
+    data_dir: str
+    bind_host: str
+    placed_workers: Literal["units", "hive"]
+    model_paths: Mapping[str, str] | None = None
+    api_keys_file: str | None = None
+    api_keys_env: str | None = None
+
+
+def deployed_target(layout: HostLayout, bind_host: str, api_keys: bool) -> Target:
+    """A host deployed by pyinfra or Ansible: units, configs in ``/etc/rbee``, keys in a file there."""
+    return Target(
+        python=layout.python,
+        config_dir=CONFIG_DIR,
+        workers_dir=WORKERS_DIR,
+        data_dir=DATA_DIR,
+        bind_host=bind_host,
+        placed_workers="units",
+        api_keys_file=API_KEYS_FILE if api_keys else None,
+    )
+
+
+@dataclass(frozen=True)
+class PlannedWorker:
+    """One placed worker: the systemd instance ``rbee-worker@<name>`` and its settings."""
+
+    name: str
+    worker_id: str
+    model_id: str
+    port: int
+    slots: int
+    device: str
+    model_path: str
+    ctx_size: int
+    device_index: int
+
+    @property
+    def unit(self) -> str:
+        return f"rbee-worker@{self.name}.service"
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    """A file the plan puts on the host: owned by root, group the service user, ``mode`` octal.
+
+    ``label``: how plans and logs name it (``hive config``, ``unit rbee-hive.service``); a ``secret``
+    file's text never shows in a plan.
+    """
+
+    path: str
+    text: str
+    label: str
+    mode: str = "640"
+    secret: bool = False
+
+
+@dataclass(frozen=True)
+class PlannedService:
+    """A service and what it starts from: it restarts when the digest of its inputs changes.
+
+    ``inputs``: the texts of its config and unit; ``models``: the ids whose checksums count;
+    ``secret``: the queen's keys (they restart the queen, and never show in a plan).
+    """
+
+    unit: str
+    inputs: tuple[str, ...]
+    models: tuple[str, ...] = ()
+    secret: str = ""
+
+    def digest(self, release: str, model_sha256: Mapping[str, str]) -> str:
+        """The digest a running service is stamped with (``release``: runtime and engine identity)."""
+        extra = (self.secret,) if self.unit == QUEEN_UNIT else tuple(sorted(model_sha256[m] for m in self.models))
+        return hashlib.sha256("\0".join((*self.inputs, release, *extra)).encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    """Everything that ends up on one host (see the module docstring)."""
+
+    cluster: str
+    host: str
+    roles: tuple[str, ...]
+    service_user: str
+    layout: HostLayout
+    backend: EngineBackend
+    gpu_indices: tuple[int, ...]
+    features: FeatureSet
+    requirements: Requirements
+    problems: tuple[str, ...]
+    queen_url: str
+    hive_url: str
+    models: tuple[str, ...]
+    workers: tuple[PlannedWorker, ...]
+    files: tuple[PlannedFile, ...] = field(default=())
+    units: tuple[str, ...] = field(default=())
+    services: tuple[PlannedService, ...] = field(default=())
+
+    @property
+    def is_queen(self) -> bool:
+        return "queen" in self.roles
+
+    def file(self, path: str) -> PlannedFile:
+        """The planned file at ``path``."""
+        return next(f for f in self.files if f.path == path)
+
+
+def requirements(spec: ClusterSpec, host: HostSpec, model_bytes: Mapping[str, int]) -> Requirements:
+    """What a host must offer, given the sizes of the models placed on it (unknown sizes count 0)."""
+    total = sum(model_bytes.get(model_id, 0) for model_id in models_on(spec, host.name))
+    return Requirements(
+        backend=host.backend,
+        gpus=host.gpus,
+        min_ram_bytes=int(total * MODEL_RAM_FACTOR) + int(host.reserve.ram),
+        min_disk_bytes=total + DISK_MARGIN_BYTES,
+    )
+
+
+def cuda_device(device: str, gpus: list[int] | str) -> int:
+    """The GPU index a worker uses: ``cuda:N`` → N, else the host's first listed GPU (0 for ``all``)."""
+    if device.startswith("cuda:"):
+        return int(device.split(":", 1)[1])
+    return gpus[0] if isinstance(gpus, list) and gpus else 0
+
+
+def placed_workers(
+    spec: ClusterSpec, host: HostSpec, backend: str, model_path: Mapping[str, str]
+) -> tuple[PlannedWorker, ...]:
+    """The placed workers of a host: ``<model>-<n>``, ports from 7840 up in placement order."""
+    seen: dict[str, int] = {}
+    out = []
+    mine = [a for a in assign(spec) if a.host == host.name]
+    for index, placed in enumerate(mine):
+        seen[placed.model_id] = seen.get(placed.model_id, 0) + 1
+        name = f"{placed.model_id}-{seen[placed.model_id]}"
+        out.append(
+            PlannedWorker(
+                name=name,
+                worker_id=f"{host.name}-{name}",
+                model_id=placed.model_id,
+                port=WORKER_PORT_FIRST + index,
+                slots=placed.slots,
+                device=placed.device,
+                model_path=model_path[placed.model_id],
+                ctx_size=spec.model(placed.model_id).context,
+                device_index=cuda_device(placed.device, host.gpus) if backend == "cuda" else 0,
+            )
+        )
+    return tuple(out)
+
+
+def plan_host(
+    spec: ClusterSpec,
+    host_name: str,
+    facts: HostFacts,
+    target: Target,
+    model_bytes: Mapping[str, int] | None = None,
+    api_keys_text: str | None = None,
+) -> HostPlan:
+    """The plan of one host (see the module docstring).
+
+    ``model_bytes``: size of each model file (for the RAM/disk requirement; missing ones count 0).
+    ``api_keys_text``: the queen's keys, one per line, when they go into a file on the host.
+    """
+    host = spec.host(host_name)
+    layout = HostLayout(spec.deploy.prefix)
+    backend = facts.backend_for(host.backend)
+    gpu_indices = tuple(host.gpus) if isinstance(host.gpus, list) else tuple(g.index for g in facts.gpus)
+    needs = requirements(spec, host, model_bytes or {})
+    model_ids = tuple(models_on(spec, host.name))
+    paths = {m: (target.model_paths or {}).get(m) or layout.model_path(m) for m in model_ids}
+    workers = placed_workers(spec, host, backend, paths)
+    is_queen = host.name == spec.queen_host.name
+    hive_url = f"http://{target.bind_host}:{host.hive.port}"
+    plan = HostPlan(
+        cluster=spec.cluster,
+        host=host.name,
+        roles=("queen", "hive") if is_queen else ("hive",),
+        service_user=spec.deploy.service_user,
+        layout=layout,
+        backend=backend,
+        gpu_indices=gpu_indices,
+        features=FeatureSet(
+            backend=backend, arch=facts.arch, python=facts.python_abi, version=spec.deploy.llama_cpp_python
+        ),
+        requirements=needs,
+        problems=tuple(judge(facts, needs)),
+        queen_url=queen_url(spec),
+        hive_url=hive_url,
+        models=model_ids,
+        workers=workers,
+    )
+    return _with_files(plan, spec, host, target, paths, api_keys_text)
+
+
+def _with_files(
+    plan: HostPlan,
+    spec: ClusterSpec,
+    host: HostSpec,
+    target: Target,
+    model_paths: Mapping[str, str],
+    api_keys_text: str | None,
+) -> HostPlan:
+    """Render the plan's configs and units, and what each service starts from."""
+    units_here = target.placed_workers == "units"
+    files: list[PlannedFile] = []
+    services: list[PlannedService] = []
+    unit = UnitSettings(
+        cluster=spec.cluster,
+        host=host.name,
+        python=target.python,
+        service_user=spec.deploy.service_user,
+        config_dir=target.config_dir,
+        workers_dir=target.workers_dir,
+        data_dir=target.data_dir,
+        backend=plan.backend,
+        gpu_indices=list(plan.gpu_indices),
+        loading_timeout=spec.runtime.loading_timeout,
+    )
+    if plan.is_queen:
+        keys_file = target.api_keys_file if api_keys_text or not units_here else None
+        if api_keys_text and keys_file:
+            files.append(PlannedFile(keys_file, api_keys_text, "queen API keys", secret=True))
+        queen = render_queen(
+            QueenConfig(
+                cluster=spec.cluster,
+                bind_host=target.bind_host,
+                port=spec.queen.port,
+                api_keys_env=target.api_keys_env,
+                api_keys_file=keys_file,
+                heartbeat_interval=spec.runtime.heartbeat_interval,
+                stale_timeout=spec.runtime.stale_timeout,
+                loading_timeout=spec.runtime.loading_timeout,
+                queue_max=spec.queen.queue_max,
+            )
+        )
+        files.append(PlannedFile(f"{target.config_dir}/queen.yaml", queen, "queen config"))
+        if units_here:
+            text = render_unit(QUEEN_UNIT, unit)
+            files.append(PlannedFile(f"{UNIT_DIR}/{QUEEN_UNIT}", text, f"unit {QUEEN_UNIT}", mode="644"))
+            services.append(PlannedService(QUEEN_UNIT, (queen, text), secret=api_keys_text or ""))
+
+    models = [spec.model(m) for m in plan.models]
+    hive = render_hive(
+        HiveConfig(
+            host=host.name,
+            bind_host=target.bind_host,
+            advertise_host=target.bind_host,
+            port=host.hive.port,
+            queen_url=plan.queen_url,
+            data_dir=target.data_dir,
+            backend=plan.backend,
+            devices=list(plan.gpu_indices) if plan.backend == "cuda" else [],
+            max_workers=host.hive.max_workers,
+            ctx_size=max((m.context for m in models), default=DEFAULT_CTX_SIZE),
+            ram_reserve_bytes=int(host.reserve.ram),
+            heartbeat_interval=spec.runtime.heartbeat_interval,
+            worker_idle_timeout=spec.runtime.worker_idle_timeout,
+            loading_timeout=spec.runtime.loading_timeout,
+            worker_command=[target.python, "-m", "rbee_runtime.worker"],
+            worker_port_first=max((w.port + 1 for w in plan.workers), default=WORKER_PORT_FIRST)
+            if units_here
+            else WORKER_PORT_FIRST,
+            models=[HiveModel(m.id, m.source, model_paths[m.id], m.sha256) for m in models],
+            placements=[] if units_here else [HivePlacement(w.model_id, w.slots) for w in plan.workers],
+        )
+    )
+    hive_file = f"{target.config_dir}/hive.yaml" if units_here else f"{target.config_dir}/hive-{host.name}.yaml"
+    files.append(PlannedFile(hive_file, hive, "hive config"))
+    if not units_here:
+        return replace(plan, files=tuple(files))
+    hive_unit = render_unit(HIVE_UNIT, unit)
+    worker_unit = render_unit(WORKER_UNIT, unit)
+    files += [
+        PlannedFile(f"{UNIT_DIR}/{HIVE_UNIT}", hive_unit, f"unit {HIVE_UNIT}", mode="644"),
+        PlannedFile(f"{UNIT_DIR}/{WORKER_UNIT}", worker_unit, f"unit {WORKER_UNIT}", mode="644"),
+    ]
+    services.append(PlannedService(HIVE_UNIT, (hive, hive_unit), plan.models))
+    for worker in plan.workers:
+        env = render_worker(
+            WorkerSettings(
+                worker_id=worker.worker_id,
+                model_id=worker.model_id,
+                model_path=worker.model_path,
+                bind_host=target.bind_host,
+                port=worker.port,
+                slots=worker.slots,
+                ctx_size=worker.ctx_size,
+                backend=plan.backend,
+                device=worker.device_index,
+                hive_url=plan.hive_url,
+            )
+        )
+        files.append(PlannedFile(f"{target.workers_dir}/{worker.name}.env", env, f"worker {worker.name} config"))
+        services.append(PlannedService(worker.unit, (env, worker_unit), (worker.model_id,)))
+    units = tuple(u for u in (QUEEN_UNIT, HIVE_UNIT, WORKER_UNIT) if plan.is_queen or u != QUEEN_UNIT)
+    return replace(plan, files=tuple(files), units=units, services=tuple(services))

@@ -1,0 +1,125 @@
+"""The typed contexts of the shared templates (``templates/``), one dataclass per template.
+
+A template reads exactly the fields of its context (``StrictUndefined`` catches a typo); the
+host plan (``rbee.deploy.host_plan``) builds the contexts, so mypy checks what goes in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from rbee.render import render
+
+
+def _fields(context: object) -> dict[str, Any]:
+    return {f.name: getattr(context, f.name) for f in fields(context)}  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class QueenConfig:
+    """``queen.yaml.j2``: the queen's config."""
+
+    cluster: str
+    bind_host: str
+    port: int
+    api_keys_env: str | None
+    api_keys_file: str | None
+    heartbeat_interval: float
+    stale_timeout: float
+    loading_timeout: float
+    queue_max: int
+
+
+@dataclass(frozen=True)
+class HiveModel:
+    """One model of a hive's catalog."""
+
+    model_id: str
+    source: str
+    local_path: str
+    sha256: str | None
+
+
+@dataclass(frozen=True)
+class HivePlacement:
+    """One worker a hive starts and keeps running itself (``rbee up``)."""
+
+    model_id: str
+    slots: int
+
+
+@dataclass(frozen=True)
+class HiveConfig:
+    """``hive.yaml.j2``: a hive's config."""
+
+    host: str
+    bind_host: str
+    advertise_host: str
+    port: int
+    queen_url: str
+    data_dir: str
+    backend: str
+    devices: list[int]
+    max_workers: int
+    ctx_size: int
+    ram_reserve_bytes: int
+    heartbeat_interval: float
+    worker_idle_timeout: float
+    loading_timeout: float
+    worker_command: list[str]
+    worker_port_first: int
+    models: list[HiveModel]
+    placements: list[HivePlacement]
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """``worker.env.j2``: the settings of one placed worker (a systemd instance)."""
+
+    worker_id: str
+    model_id: str
+    model_path: str
+    bind_host: str
+    port: int
+    slots: int
+    ctx_size: int
+    backend: str
+    device: int
+    hive_url: str
+
+
+@dataclass(frozen=True)
+class UnitSettings:
+    """``systemd/*.service.j2``: what the units of a host read."""
+
+    cluster: str
+    host: str
+    python: str
+    service_user: str
+    config_dir: str
+    workers_dir: str
+    data_dir: str
+    backend: str
+    gpu_indices: list[int]
+    loading_timeout: float
+
+
+def render_queen(config: QueenConfig) -> str:
+    """The queen's ``queen.yaml``."""
+    return render("queen.yaml.j2", _fields(config))
+
+
+def render_hive(config: HiveConfig) -> str:
+    """A hive's ``hive.yaml``."""
+    return render("hive.yaml.j2", _fields(config))
+
+
+def render_worker(settings: WorkerSettings) -> str:
+    """A placed worker's ``<name>.env``."""
+    return render("worker.env.j2", _fields(settings))
+
+
+def render_unit(unit: str, settings: UnitSettings) -> str:
+    """A systemd unit (``rbee-queen.service``, ``rbee-hive.service`` or ``rbee-worker@.service``)."""
+    return render(f"systemd/{unit}.j2", _fields(settings))
