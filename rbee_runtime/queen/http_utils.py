@@ -1,4 +1,4 @@
-"""HTTP helpers of the queen's routes: strict body parsing, disconnect watching, closing streams."""
+"""HTTP helpers of the queen's routes: strict body parsing, disconnect watching."""
 
 from __future__ import annotations
 
@@ -8,11 +8,9 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
-import anyio
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
-from starlette.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Receive
 
 from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import ApiError
@@ -49,12 +47,12 @@ async def parse_body(request: Request, model: type[M]) -> M:
 
 
 @contextlib.asynccontextmanager
-async def watch_disconnect(request: Request, on_disconnect: Callable[[], Awaitable[None]]) -> AsyncIterator[None]:
+async def watch_disconnect(receive: Receive, on_disconnect: Callable[[], Awaitable[None]]) -> AsyncIterator[None]:
     """While the block runs (body already read), call ``on_disconnect`` if the client goes away."""
 
     async def _watch() -> None:
         while True:
-            message = await request.receive()
+            message = await receive()
             if message["type"] == "http.disconnect":
                 await on_disconnect()
                 return
@@ -66,16 +64,3 @@ async def watch_disconnect(request: Request, on_disconnect: Callable[[], Awaitab
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-
-class ClosingStreamingResponse(StreamingResponse):
-    """A streaming response that always closes its body iterator, so its cleanup runs at once."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            aclose = getattr(self.body_iterator, "aclose", None)
-            if aclose is not None:
-                with anyio.CancelScope(shield=True):
-                    await aclose()

@@ -133,9 +133,11 @@ def service_for(body: str) -> InferenceService:
 
 async def run_stream(body: str, fmt: Formatter, include_usage: bool = False) -> list[Any]:
     service = service_for(body)
-    job = service.begin(fmt.request_id, "m", CompletionRequest(model="m", prompt="x").to_generate(fmt.request_id, 8))
-    generation = await service.start(job)
-    raw = b"".join([chunk async for chunk in service.stream(job, generation, fmt, include_usage)])
+    generate = CompletionRequest(model="m", prompt="x").to_generate(fmt.request_id, 8)
+    with service.tracked(fmt.request_id, "m", generate) as job:
+        generation = await service.first_event(job)
+        raw = b"".join([chunk async for chunk in service.stream(job, generation, fmt, include_usage)])
+        await service.close(job, generation)
     assert service.jobs == {}
     assert service.scheduler.inflight("w1") == 0
     events = [part.removeprefix("data: ") for part in raw.decode().split("\n\n") if part]
@@ -173,8 +175,8 @@ async def test_worker_lost_after_first_token_ends_with_error_chunk() -> None:
 @pytest.mark.anyio
 async def test_aggregate_recorded_stream() -> None:
     service = service_for(RECORDED)
-    job = service.begin("cmpl-1", "m", CompletionRequest(model="m", prompt="x").to_generate("cmpl-1", 8))
-    text, end = await service.complete(job)
+    with service.tracked("cmpl-1", "m", CompletionRequest(model="m", prompt="x").to_generate("cmpl-1", 8)) as job:
+        text, end = await service.complete(job)
     assert text == " all when worker"
     assert end.tokens_out == 3
     assert service.scheduler.inflight("w1") == 0

@@ -50,13 +50,12 @@ def test_a_request_id_in_use_is_refused() -> None:
     app = create_app(QueenConfig())
     with TestClient(app) as client:
         service = app.state.queen.inference
-        running = service.begin("dup-1", "m", GenerateRequest(request_id="dup-1", prompt="x"))
-        response = client.post("/v1/completions", json=BODY, headers={"X-Request-Id": "dup-1"})
-        assert response.status_code == 409
-        assert response.json()["error"]["code"] == "REQUEST_ID_IN_USE"
-        assert response.headers["x-request-id"] == "dup-1"
-        assert service.jobs["dup-1"] is running  # the running one is untouched
-        service.end(running)
+        with service.tracked("dup-1", "m", GenerateRequest(request_id="dup-1", prompt="x")) as running:
+            response = client.post("/v1/completions", json=BODY, headers={"X-Request-Id": "dup-1"})
+            assert response.status_code == 409
+            assert response.json()["error"]["code"] == "REQUEST_ID_IN_USE"
+            assert response.headers["x-request-id"] == "dup-1"
+            assert service.jobs["dup-1"] is running  # the running one is untouched
         assert client.post("/v1/completions", json=BODY, headers={"X-Request-Id": "dup-1"}).status_code == 404
 
 
@@ -107,10 +106,11 @@ def service_for(url: str, http: httpx.AsyncClient, timeout_s: float, failovers: 
 async def test_a_worker_silent_mid_stream_ends_it_with_worker_timeout() -> None:
     async with silent_worker(tokens_first=2) as url, httpx.AsyncClient() as http:
         service = service_for(url, http, timeout_s=0.3, failovers=2)
-        job = service.begin("r1", "m", GenerateRequest(request_id="r1", prompt="x", max_tokens=10))
-        generation = await service.start(job)
-        assert service.scheduler.inflight("w1") == 1
-        chunks = [c async for c in service.stream(job, generation, CompletionFormatter("r1", "m"), False)]
+        with service.tracked("r1", "m", GenerateRequest(request_id="r1", prompt="x", max_tokens=10)) as job:
+            generation = await service.first_event(job)
+            assert service.scheduler.inflight("w1") == 1
+            chunks = [c async for c in service.stream(job, generation, CompletionFormatter("r1", "m"), False)]
+            await service.close(job, generation)
     assert chunks[-1] == b"data: [DONE]\n\n"
     error = json.loads(chunks[-2].decode()[len("data: "):])["error"]
     assert error["code"] == "WORKER_TIMEOUT"
@@ -124,9 +124,11 @@ async def test_a_worker_silent_mid_stream_ends_it_with_worker_timeout() -> None:
 async def test_a_worker_silent_before_the_first_token_is_a_504() -> None:
     async with silent_worker(tokens_first=0) as url, httpx.AsyncClient() as http:
         service = service_for(url, http, timeout_s=0.3, failovers=0)
-        job = service.begin("r2", "m", GenerateRequest(request_id="r2", prompt="x", max_tokens=10))
-        with pytest.raises(ApiError) as caught:
-            await service.start(job)
+        with (
+            service.tracked("r2", "m", GenerateRequest(request_id="r2", prompt="x", max_tokens=10)) as job,
+            pytest.raises(ApiError) as caught,
+        ):
+            await service.first_event(job)
     assert (caught.value.status, caught.value.code) == (504, "WORKER_TIMEOUT")
     assert caught.value.details["request_timeout_s"] == 0.3
     assert service.scheduler.inflight("w1") == 0

@@ -1,0 +1,131 @@
+"""The one decision about a failed attempt: retry on another worker, answer the client, or end the request.
+
+:func:`classify` maps what an attempt raised (a worker's refusal, an unreachable or silent worker, a
+stream broken before or after the first token, a worker's error event) to a :class:`Failure`; the
+inference service applies it (:meth:`~rbee_runtime.queen.inference.InferenceService.settle`). The
+rules (docs/api.md, "Failover"):
+
+- refused (503 ``ALL_SLOTS_BUSY`` / ``WORKER_LOADING`` / ``WORKER_DRAINING``): retry after a short pause,
+  the worker stays routable;
+- any other 5xx, unreachable, silent for ``request_timeout_s``, stream broken: retry elsewhere, the
+  worker is quarantined — unless tokens already reached the client: then the stream ends with
+  ``WORKER_FAILED`` (or ``WORKER_TIMEOUT``);
+- a 4xx from the worker, or its error event: the client's answer, as the worker gave it.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Literal
+
+import httpx
+
+from rbee_runtime.common.contracts import ErrorEvent
+from rbee_runtime.common.error_codes import ErrorCode
+from rbee_runtime.common.errors import ApiError
+from rbee_runtime.queen.generation import WorkerLostError, WorkerReplyError, read_timeout_s, silence_reason
+
+# Worker error codes that are the client's fault (anything else is a 502 from the queen).
+_CLIENT_ERROR_CODES: dict[str, int] = {
+    ErrorCode.INVALID_REQUEST: 422,
+    ErrorCode.CONTEXT_LENGTH_EXCEEDED: 400,
+    ErrorCode.REQUEST_ID_IN_USE: 409,
+}
+_REFUSALS = {ErrorCode.ALL_SLOTS_BUSY, ErrorCode.WORKER_LOADING, ErrorCode.WORKER_DRAINING}
+
+#: Where the request was when the attempt failed: opening it and waiting for the first event, generating
+#: it (``stream=false``: nothing has reached the client yet), or streaming it (tokens were sent).
+Phase = Literal["first_event", "generating", "streaming"]
+
+
+class Outcome(enum.Enum):
+    """What a failed attempt means for its request."""
+
+    RETRY = "retry"  # another worker may do it (the service gives up after max_failover_attempts)
+    ANSWER = "answer"  # the request ends with ``Failure.error`` (the client's mistake or the worker's verdict)
+    LOST = "lost"  # the worker failed after tokens reached the client: the stream ends with ``Failure.error``
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One failed attempt, classified."""
+
+    outcome: Outcome
+    worker_id: str
+    #: For the log and the give-up message (``"<worker>: <reason>"``).
+    reason: str
+    #: The worker failed (not merely refused): not routed to for ``stale_timeout_s``.
+    quarantine: bool = False
+    #: A refusal or 5xx answer: pause ``0.1 s * attempts`` before the retry.
+    backoff: bool = False
+    #: The worker sent nothing for ``request_timeout_s`` (``silent_s``, when known).
+    timed_out: bool = False
+    silent_s: float | None = None
+    #: What the client gets (outcomes ANSWER and LOST).
+    error: ApiError | None = None
+
+
+def worker_error(event: ErrorEvent, worker_id: str) -> ApiError:
+    """The API error for a worker's error event."""
+    status = _CLIENT_ERROR_CODES.get(event.code, 502)
+    return ApiError(status, event.code, event.message, details={"worker_id": worker_id})
+
+
+def worker_timeout(request_id: str, failures: list[str], silent_s: float | None) -> ApiError:
+    """504 when the last worker tried stayed silent longer than ``request_timeout_s`` before the first token."""
+    return ApiError(
+        504,
+        ErrorCode.WORKER_TIMEOUT,
+        f"The request {request_id} timed out: {silence_reason(silent_s)} before the first token "
+        f"({'; '.join(failures)}).",
+        details={"request_id": request_id, "request_timeout_s": silent_s, "failures": failures},
+    )
+
+
+def lost_after_tokens(exc: WorkerLostError, tokens: int) -> ApiError:
+    """The error chunk of a stream whose worker failed (or fell silent) after ``tokens`` tokens."""
+    if exc.timed_out:
+        return ApiError(
+            504,
+            ErrorCode.WORKER_TIMEOUT,
+            f"The worker {exc.worker_id} timed out after {tokens} token(s): {exc.reason}; "
+            "the request was stopped and the output is incomplete.",
+            {"worker_id": exc.worker_id, "tokens": tokens, "request_timeout_s": exc.silent_s},
+        )
+    return ApiError(
+        502,
+        ErrorCode.WORKER_FAILED,
+        f"The worker {exc.worker_id} failed after {tokens} token(s) ({exc.reason}); the output is incomplete.",
+        {"worker_id": exc.worker_id, "tokens": tokens},
+    )
+
+
+def classify(exc: BaseException, worker_id: str, phase: Phase, tokens: int = 0) -> Failure | None:
+    """What ``exc``, raised by an attempt on ``worker_id``, means; None: not a worker failure (re-raise it).
+
+    ``tokens``: the tokens already streamed to the client (phase ``streaming``).
+    """
+    if isinstance(exc, WorkerReplyError):
+        return Failure(Outcome.ANSWER, worker_id, exc.event.code, error=worker_error(exc.event, worker_id))
+    if isinstance(exc, WorkerLostError):
+        if phase == "streaming":
+            return Failure(Outcome.LOST, worker_id, f"lost after {tokens} token(s): {exc.reason}", quarantine=True,
+                           timed_out=exc.timed_out, silent_s=exc.silent_s, error=lost_after_tokens(exc, tokens))
+        when = "before the first token" if phase == "first_event" else "during generation"
+        reason = exc.reason if exc.timed_out else f"died {when} ({exc.reason})"
+        return Failure(Outcome.RETRY, worker_id, reason, quarantine=True, timed_out=exc.timed_out,
+                       silent_s=exc.silent_s)
+    if isinstance(exc, ApiError):  # the worker answered POST /v1/generate with an error
+        if exc.code in _REFUSALS:
+            return Failure(Outcome.RETRY, worker_id, exc.code, backoff=True)
+        if exc.status >= 500:
+            return Failure(Outcome.RETRY, worker_id, f"{exc.code}: {exc.message}", quarantine=True, backoff=True)
+        return Failure(Outcome.ANSWER, worker_id, exc.code, error=exc)
+    if isinstance(exc, httpx.ReadTimeout):  # connected, but no answer within request_timeout_s
+        silent_s = read_timeout_s(exc.request)
+        return Failure(Outcome.RETRY, worker_id, silence_reason(silent_s), quarantine=True, timed_out=True,
+                       silent_s=silent_s)
+    if isinstance(exc, httpx.HTTPError):
+        return Failure(Outcome.RETRY, worker_id, f"unreachable ({type(exc).__name__})", quarantine=True)
+    return None

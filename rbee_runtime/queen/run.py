@@ -1,0 +1,135 @@
+"""One completion request from arrival to its last byte, owned by one coroutine: :meth:`RequestRun.__call__`.
+
+The route parses the body and hands the request over; from then on everything happens in one place,
+in this order:
+
+1. the request id (the client's ``X-Request-Id``, checked, or a new one) — on every answer;
+2. the job table (:meth:`InferenceService.tracked`: 409 ``REQUEST_ID_IN_USE``; the job ends, and its tokens
+   are counted, before the answer's last byte);
+3. while the client is there (a disconnect cancels the request like ``DELETE /v1/requests/{id}``):
+   a worker slot and the first event (:meth:`InferenceService.first_event`: queue, on-demand start,
+   failover), then the SSE chunks (:meth:`InferenceService.stream`) or the whole text
+   (:meth:`InferenceService.complete`);
+4. one answer: the completion, or the :class:`ApiError` that ended the request as a JSON error —
+   ``rbee_queen_requests_total{model,status}`` is counted once, as the answer's status is sent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from typing import Literal
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
+
+from rbee_runtime.common.error_codes import ErrorCode
+from rbee_runtime.common.errors import ApiError
+from rbee_runtime.queen.http_utils import watch_disconnect
+from rbee_runtime.queen.openai_format import (
+    ChatCompletionRequest,
+    ChatFormatter,
+    CompletionFormatter,
+    CompletionRequest,
+    Formatter,
+    new_request_id,
+)
+from rbee_runtime.queen.state import QueenState
+
+_STREAM_HEADERS = {
+    "content-type": "text/event-stream; charset=utf-8",
+    "cache-control": "no-cache",
+    "x-accel-buffering": "no",
+}
+
+#: A request id a client may choose (``X-Request-Id``): what the workers accept, safe in URLs and logs.
+CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+
+
+def client_request_id(request: Request) -> str | None:
+    """The request id the client chose with an ``X-Request-Id`` header (None without one).
+
+    Raises 422 ``INVALID_REQUEST`` when it is not 1-128 letters, digits, ``.``, ``_``, ``:`` or ``-``
+    starting with a letter or digit (so it can be used in ``DELETE /v1/requests/{id}``).
+    """
+    chosen = request.headers.get("x-request-id")
+    if chosen is None:
+        return None
+    if not CLIENT_REQUEST_ID.fullmatch(chosen):
+        shown = chosen if len(chosen) <= 40 else chosen[:40] + "…"
+        raise ApiError(
+            422,
+            ErrorCode.INVALID_REQUEST,
+            "The X-Request-Id header must be 1 to 128 letters, digits, '.', '_', ':' or '-', starting with "
+            f"a letter or digit (got {shown!r}); leave it out to get an id from the queen.",
+            details={"fields": ["X-Request-Id"]},
+        )
+    return chosen
+
+
+def _raw(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+
+class RequestRun(Response):
+    """The ASGI answer to one completion request; its :meth:`__call__` is the request's whole life."""
+
+    def __init__(
+        self,
+        state: QueenState,
+        request: Request,
+        body: CompletionRequest | ChatCompletionRequest,
+        kind: Literal["completion", "chat"],
+    ) -> None:
+        super().__init__()
+        self.state = state
+        self.request = request
+        self.completion = body
+        self.kind = kind
+        #: The metrics label: the model asked for, or ``unknown`` (so clients cannot grow the label set).
+        self.label = body.model if state.registry.knows_model(body.model) else "unknown"
+
+    async def _start(self, send: Send, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        """Send the answer's status and headers; the one place a request is counted."""
+        self.state.metrics.requests.labels(model=self.label, status=str(status)).inc()
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        service, body = self.state.inference, self.completion
+        headers: dict[str, str] = {}
+        started = False
+        last: bytes | memoryview = b""
+        try:
+            request_id = client_request_id(self.request) or new_request_id(self.kind)
+            headers["X-Request-Id"] = request_id
+            fmt: Formatter = (ChatFormatter if self.kind == "chat" else CompletionFormatter)(request_id, body.model)
+            generate = body.to_generate(request_id, self.state.config.default_max_tokens)
+            with service.tracked(request_id, body.model, generate) as job:
+                async with watch_disconnect(receive, lambda: service.cancel(request_id)):
+                    if not body.stream:
+                        text, end = await service.complete(job)
+                        answer = JSONResponse(fmt.response(text, end), headers=headers)
+                        started = True
+                        await self._start(send, answer.status_code, answer.raw_headers)
+                        last = answer.body
+                    else:
+                        generation = await service.first_event(job)
+                        try:
+                            started = True
+                            await self._start(send, 200, _raw({**_STREAM_HEADERS, **headers}))
+                            chunks = service.stream(job, generation, fmt, body.include_usage)
+                            async with contextlib.aclosing(chunks):
+                                async for chunk in chunks:
+                                    message: Message = {"type": "http.response.body", "body": chunk, "more_body": True}
+                                    await send(message)
+                        finally:
+                            await service.close(job, generation)
+        except ApiError as exc:
+            if started:
+                raise
+            error = JSONResponse(exc.body(), status_code=exc.status, headers={**exc.headers, **headers})
+            await self._start(send, error.status_code, error.raw_headers)
+            last = error.body
+        await send({"type": "http.response.body", "body": last, "more_body": False})
