@@ -1,11 +1,20 @@
-"""The stable machine codes of every rbee error response (``error.code`` in the JSON envelope).
+"""The stable machine codes of every rbee error response (``error.code`` in the JSON envelope), documented once.
 
-One member per code; ``str`` subclass, so a member compares, formats and serialises as its name.
+One :class:`ErrorCode` member per code (a ``str`` subclass, so a member compares, formats and serialises
+as its name), and one :class:`CodeDoc` per member in :data:`DOCS`: which service answers it with which
+HTTP status, and what it means. The error-code table of ``docs/api.md`` is generated from :data:`DOCS`
+(``python -m rbee_runtime.common.error_codes docs/api.md`` rewrites it; ``tests/test_error_codes.py``
+fails when it differs).
 """
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
+from typing import Final, Literal
 
 
 class ErrorCode(StrEnum):
@@ -49,3 +58,140 @@ class ErrorCode(StrEnum):
     WORKER_SPAWN_FAILED = "WORKER_SPAWN_FAILED"
     WORKER_START_TIMEOUT = "WORKER_START_TIMEOUT"
     WORKER_TIMEOUT = "WORKER_TIMEOUT"
+
+
+Service = Literal["queen", "hive", "worker"]
+#: ``ANY``: the status of the error passed on; ``None``: not an HTTP answer (the meaning says where it shows).
+Status = int | Literal["any"] | None
+ANY: Final = "any"
+
+
+@dataclass(frozen=True)
+class CodeDoc:
+    """How one code is answered: the HTTP status per service that answers it, and what it means."""
+
+    answers: Mapping[Service, Status]
+    meaning: str
+
+    def answered_by(self) -> str:
+        """``queen 404, hive 404`` (``(any status)``, ``(not an HTTP status)``)."""
+        def shown(status: Status) -> str:
+            return "(any status)" if status == ANY else "(not an HTTP status)" if status is None else str(status)
+
+        return ", ".join(f"{service} {shown(status)}" for service, status in self.answers.items())
+
+
+DOCS: Final[Mapping[ErrorCode, CodeDoc]] = {
+    ErrorCode.ALL_SLOTS_BUSY: CodeDoc(
+        {"worker": 503}, "Every slot of the worker is taken (`Retry-After: 1`); the queen tries another worker."),
+    ErrorCode.BACKEND_UNAVAILABLE: CodeDoc(
+        {"hive": 400}, "The spawn asks for a backend (`cpu`, `cuda`, `metal`) this hive cannot run."),
+    ErrorCode.CATALOG_BACKUP_INVALID: CodeDoc(
+        {"hive": 400}, "The file to restore is not a sound catalog backup; the catalog is unchanged."),
+    ErrorCode.CHECKSUM_MISMATCH: CodeDoc(
+        {"hive": 400}, "The model file's sha256 is not the one given to register it."),
+    ErrorCode.CONTEXT_LENGTH_EXCEEDED: CodeDoc(
+        {"worker": 400, "queen": 400}, "The prompt and `max_tokens` do not fit the worker's context."),
+    ErrorCode.DEVICE_UNAVAILABLE: CodeDoc(
+        {"hive": 400}, "The spawn names a GPU this hive does not have or may not use."),
+    ErrorCode.ENGINE_MISSING: CodeDoc(
+        {"worker": None}, "Never sent: the worker's load failure when llama-cpp-python is missing; it exits 1."),
+    ErrorCode.GENERATION_FAILED: CodeDoc(
+        {"worker": 500, "queen": 502},
+        "The engine failed while generating (before the first token the queen tries another worker)."),
+    ErrorCode.HIVE_SHUTTING_DOWN: CodeDoc(
+        {"hive": 503}, "The hive is stopping and starts no more workers."),
+    ErrorCode.HIVE_UNREACHABLE: CodeDoc(
+        {"queen": None}, "A hive the queen could not reach to start a worker (in `NO_WORKER_AVAILABLE` details)."),
+    ErrorCode.HTTP_ERROR: CodeDoc(
+        {"queen": ANY, "worker": ANY}, "Any other HTTP error of the web framework, with its status."),
+    ErrorCode.INSUFFICIENT_RAM: CodeDoc(
+        {"hive": 507}, "Not enough free RAM for the model (details `required_bytes`, `available_bytes`)."),
+    ErrorCode.INVALID_API_KEY: CodeDoc(
+        {"queen": 401}, "The bearer key is not one of the queen's API keys."),
+    ErrorCode.INVALID_REQUEST: CodeDoc(
+        {"queen": 422, "hive": 422, "worker": 422}, "The request is malformed; the message names the field."),
+    ErrorCode.MAX_WORKERS: CodeDoc(
+        {"hive": 409}, "The hive already runs `max_workers` workers."),
+    ErrorCode.METHOD_NOT_ALLOWED: CodeDoc(
+        {"queen": 405, "worker": 405}, "The path exists, but not with this method."),
+    ErrorCode.MISSING_API_KEY: CodeDoc(
+        {"queen": 401}, "The queen requires an API key and the request has none (`WWW-Authenticate: Bearer`)."),
+    ErrorCode.MODEL_FILE_MISSING: CodeDoc(
+        {"hive": 400}, "The model's GGUF file is not on this machine."),
+    ErrorCode.MODEL_LOAD_FAILED: CodeDoc(
+        {"worker": None}, "Never sent: the worker's reason for a failed load (`EngineError`); it exits 1."),
+    ErrorCode.MODEL_NOT_FOUND: CodeDoc(
+        {"queen": 404, "hive": 404}, "No catalog holds the model; the queen's message lists those that exist."),
+    ErrorCode.NOT_FOUND: CodeDoc(
+        {"queen": 404, "worker": 404}, "No such path."),
+    ErrorCode.NO_FREE_PORT: CodeDoc(
+        {"hive": 503}, "Every port of `worker_port_first..worker_port_last` is taken."),
+    ErrorCode.NO_WORKER_AVAILABLE: CodeDoc(
+        {"queen": 503}, "No worker took the request: queue wait over, no hive could start one, or failover spent."),
+    ErrorCode.QUEUE_FULL: CodeDoc(
+        {"queen": 503}, "Every worker of the model is busy and `queue_max` requests already wait (`Retry-After`)."),
+    ErrorCode.REQUEST_CANCELLED: CodeDoc(
+        {"queen": 499}, "The request was cancelled (`DELETE /v1/requests/{id}`); in a stream, its last error chunk."),
+    ErrorCode.REQUEST_ID_IN_USE: CodeDoc(
+        {"queen": 409, "worker": 409}, "A request with this id is already queued or running."),
+    ErrorCode.UPSTREAM_ERROR: CodeDoc(
+        {"queen": ANY}, "A worker or hive answered an error without the rbee envelope; its status is passed on."),
+    ErrorCode.VERSION_MISMATCH: CodeDoc(
+        {"queen": 409}, "A hive's heartbeat comes from another major.minor release (details say which to upgrade)."),
+    ErrorCode.VRAM_EXHAUSTED: CodeDoc(
+        {"hive": 507}, "Not enough free VRAM on the GPU for the model (details `device`, `required_bytes`)."),
+    ErrorCode.WORKER_ALREADY_REGISTERED: CodeDoc(
+        {"hive": 409, "queen": None},
+        "The worker id belongs to another live worker (queen: in a heartbeat ack's `rejected_workers`)."),
+    ErrorCode.WORKER_DRAINING: CodeDoc(
+        {"worker": 503}, "The worker is shutting down; the queen tries another worker."),
+    ErrorCode.WORKER_EXTERNALLY_MANAGED: CodeDoc(
+        {"hive": 409}, "The worker is managed outside the hive (e.g. systemd); change the placements instead."),
+    ErrorCode.WORKER_FAILED: CodeDoc(
+        {"queen": 502}, "A streamed request's worker failed after the first token: the stream's last error chunk."),
+    ErrorCode.WORKER_LOADING: CodeDoc(
+        {"worker": 503}, "The worker is still loading its model (`Retry-After: 1`); the queen tries another worker."),
+    ErrorCode.WORKER_NOT_FOUND: CodeDoc(
+        {"hive": 404}, "The hive knows no worker with this id."),
+    ErrorCode.WORKER_SPAWN_FAILED: CodeDoc(
+        {"hive": 500}, "The hive could not start the worker process."),
+    ErrorCode.WORKER_START_TIMEOUT: CodeDoc(
+        {"queen": 504}, "A worker started for the request was not ready within `loading_timeout_s`."),
+    ErrorCode.WORKER_TIMEOUT: CodeDoc(
+        {"queen": 504},
+        "The worker sent nothing for `request_timeout_s` (before the first token; after it: an error chunk)."),
+}
+
+_BEGIN = "<!-- error codes: generated from rbee_runtime/common/error_codes.py, do not edit -->"
+_END = "<!-- end of error codes -->"
+
+
+def markdown_table() -> str:
+    """The error-code table of ``docs/api.md``, between its two marker comments."""
+    rows = [f"| `{code}` | {DOCS[code].answered_by()} | {DOCS[code].meaning} |" for code in ErrorCode]
+    return "\n".join([_BEGIN, "", "| code | answered by (HTTP status) | meaning |", "|---|---|---|", *rows, "", _END])
+
+
+def documented_table(text: str) -> str | None:
+    """The generated table as ``text`` (docs/api.md) holds it; None without the markers."""
+    begin, end = text.find(_BEGIN), text.find(_END)
+    if begin < 0 or end < begin:
+        return None
+    return text[begin : end + len(_END)]
+
+
+def write_table(path: Path) -> bool:
+    """Rewrite the table in ``path`` (between its markers); True when it changed."""
+    text = path.read_text()
+    old = documented_table(text)
+    if old is None:
+        raise SystemExit(f"{path}: no {_BEGIN!r} ... {_END!r} section")
+    new = text.replace(old, markdown_table())
+    path.write_text(new)
+    return new != text
+
+
+if __name__ == "__main__":
+    for arg in sys.argv[1:] or ["docs/api.md"]:
+        print(f"{arg}: {'updated' if write_table(Path(arg)) else 'up to date'}")
