@@ -1,13 +1,15 @@
 Feature: Preflight of hosts and hives
-  Before a deploy, rbee probes every host over SSH: can it be reached, does key authentication work,
-  how long does a round trip take, and does the host have what rbee needs (Linux or macOS, Python
-  3.11+ with venv, systemd, RAM, disk, GPUs). Before the queen sends work to a hive, the hive must
+  Before a deploy, rbee probes every host over SSH (rbee.deploy.ssh_check: the code rbee preflight, rbee plan,
+  rbee deploy and the pyinfra preflight use): can it be reached (or is it refused, silent), does key
+  authentication work, is its host key the known one, how long does a round trip take, and does the host
+  have what rbee needs (Linux or macOS, Python 3.11+ with venv, systemd, RAM, disk, GPUs). Before the queen sends work to a hive, the hive must
   answer its health check, speak a compatible version, and report its backends and resources.
 
   Scenario: A reachable host passes the SSH preflight
     Given the SSH test hosts are up
     When the SSH preflight probes "h1" with the deploy key
     Then "h1" is reachable and accepts the key
+    And the measured latency is above 0 ms and below the connect timeout
     And the probe reports Linux with Python 3.11 or newer, the venv module and systemd
     And the probe reports the RAM and free disk of "h1"
     And "h1" has no problem for a cpu deployment needing 256 MiB of RAM and 1 GiB of disk
@@ -20,19 +22,49 @@ Feature: Preflight of hosts and hives
 
   Scenario: The SSH latency to a host is measured
     Given the SSH test hosts are up
-    When the SSH round-trip latency to "h2" is measured 5 times over one connection
-    Then every round trip took less than 100 ms
+    When the SSH preflight measures the latency to "h2" 5 times over one connection
+    Then every round trip took more than 0 ms and less than 100 ms
+    And the measured latency is above 0 ms and below the connect timeout
 
-  Scenario: A host that is powered off is unreachable
+  Scenario: A host that is powered off refuses the connection
     Given the SSH test hosts are up
     And host "h3" is powered off
     When the SSH preflight probes "h3" with the deploy key
+    Then "h3" is reported unreachable because the connection is refused, with the hint to start sshd
+
+  Scenario: A host whose sshd is stopped refuses the connection
+    Given the SSH test hosts are up
+    And sshd is stopped on "h2"
+    When the SSH preflight probes "h2" with the deploy key
+    Then "h2" is reported unreachable because the connection is refused, with the hint to start sshd
+
+  Scenario: A host whose network cable is pulled does not answer
+    Given the SSH test hosts are up
+    And the network cable of "h3" is pulled
+    When the SSH preflight probes "h3" with the deploy key
     Then "h3" is reported unreachable with the hint to check that it is up and on the network
+
+  Scenario: An address where no host answers is unreachable
+    Given the SSH test hosts are up
+    When the SSH preflight probes a host "ghost" at an address where no host answers
+    Then "ghost" is reported unreachable with the hint to check that it is up and on the network
 
   Scenario: A key the host does not know is refused
     Given the SSH test hosts are up
     When the SSH preflight probes "h2" with a key the host does not know
     Then "h2" is reported as an authentication failure with a hint about the key
+
+  Scenario: A host whose key is not the one in known_hosts is not trusted
+    Given the SSH test hosts are up
+    And a known_hosts file that records another key for "h1"
+    When the SSH preflight probes "h1" checking host keys against that file
+    Then "h1" is reported as a host-key mismatch with the hint to remove the old entry
+
+  Scenario: rbee preflight reports every host of a spec in one table
+    Given the SSH test hosts are up
+    And host "h3" is powered off
+    When "rbee preflight --json" runs on a spec of the hosts "h1", "h2" and "h3"
+    Then rbee preflight exits 1 and reports "h1" ok, "h2" ok and "h3" unreachable
 
   Scenario: A running hive answers its health check
     Given a running hive "hive-a"

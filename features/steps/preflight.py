@@ -1,14 +1,14 @@
-"""Steps of the SSH preflight (real test hosts, ``rbee.deploy.probe``) and the hive preflight (real hive and
-queen processes)."""
+"""Steps of the SSH preflight (real test hosts; the product's ``rbee.deploy.ssh_check`` connects, classifies and
+measures, ``rbee.deploy.probe`` judges) and the hive preflight (real hive and queen processes)."""
 
 from __future__ import annotations
 
+import json
 import os
-import select
 import statistics
 import subprocess
-import time
-from dataclasses import dataclass, field
+import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,101 +17,26 @@ import pytest
 from pytest_bdd import given, parsers, then, when
 
 from features.steps.data_fixtures import GIB, Hives, QueenProcess, heartbeat, parse_size, wait_for
-from rbee.deploy.probe import PROBE_SCRIPT, HostFacts, Requirements, judge, parse_probe
-from rbee.testhosts import TestHosts
+from rbee.deploy.probe import HostFacts, Requirements, judge, parse_probe, probe_input
+from rbee.deploy.ssh_check import Outcome, SshCheck, SshTarget, check_ssh, describe
+from rbee.testhosts import TestHosts, spec_for_hosts
 from rbee_runtime import API_VERSION, __version__
 from rbee_runtime.hive.resources import check_ram, detect_backends, detect_gpus
 
-CONNECT_TIMEOUT_S = 3
+CONNECT_TIMEOUT_S = 3.0
+NO_HOST_ADDRESS = "10.210.0.99"  # on the test hosts' bridge, but no host has it
 
 
-@dataclass
-class SshPreflight:
-    """What the SSH preflight found out about one host."""
-
-    host: str
-    reachable: bool
-    authenticated: bool
-    facts: HostFacts | None = None
-    error: str = ""
-    hint: str = ""
-    elapsed_ms: float = 0.0
-    problems: list[str] = field(default_factory=list)
+def target(hosts: TestHosts, name: str, **changes: Any) -> SshTarget:
+    """The test host ``name`` as the spec of ``spec_for_hosts`` describes it (test key, host keys not checked)."""
+    return replace(SshTarget(name, hosts.address(name), key=str(hosts.paths.key), known_hosts_file="/dev/null"),
+                   **changes)  # fmt: skip
 
 
-def ssh_command(address: str, key: Path, remote: list[str]) -> list[str]:
-    """``ssh`` to ``root@address`` with exactly ``key`` (no agent, no config file, host keys not stored)."""
-    return [
-        "ssh", "-F", "/dev/null", "-i", str(key), "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
-        "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-        "-o", "LogLevel=ERROR", "-o", f"ConnectTimeout={CONNECT_TIMEOUT_S}", f"root@{address}", *remote,
-    ]  # fmt: skip
-
-
-def ssh_preflight(address: str, name: str, key: Path) -> SshPreflight:
-    """Run the deploy's probe script on the host over SSH and classify what went wrong, if anything."""
-    start = time.perf_counter()
-    result = subprocess.run(
-        ssh_command(address, key, ["sh", "-s"]),
-        input=f"RBEE_PREFIX=/opt/rbee; export RBEE_PREFIX\n{PROBE_SCRIPT}",
-        capture_output=True,
-        text=True,
-        timeout=CONNECT_TIMEOUT_S + 20,
-        check=False,
-    )
-    elapsed = (time.perf_counter() - start) * 1000
-    if result.returncode == 0:
-        return SshPreflight(name, True, True, parse_probe(result.stdout), elapsed_ms=elapsed)
-    error = result.stderr.strip()
-    if "Permission denied" in error:
-        return SshPreflight(
-            name, True, False, error=error, elapsed_ms=elapsed,
-            hint=f"{name} refuses the key {key}: put its public key in ~root/.ssh/authorized_keys there "
-            f"(ssh-copy-id -i {key}.pub root@{address}), or set ssh.key to the key it knows (chmod 600 it)",
-        )  # fmt: skip
-    return SshPreflight(
-        name, False, False, error=error, elapsed_ms=elapsed,
-        hint=f"cannot connect to {address}:22: check that {name} is up and on the network (ping {address}) "
-        "and that sshd runs there",
-    )  # fmt: skip
-
-
-def ssh_round_trips(address: str, key: Path, count: int) -> list[float]:
-    """Milliseconds of ``count`` line echoes through one SSH session (``cat`` on the host), after a warm-up."""
-    proc = subprocess.Popen(
-        ssh_command(address, key, ["cat"]),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    assert proc.stdin is not None and proc.stdout is not None
-    fd = proc.stdout.fileno()
-
-    def echo(line: bytes, timeout: float) -> float:
-        assert proc.stdin is not None
-        start = time.perf_counter()
-        proc.stdin.write(line)
-        proc.stdin.flush()
-        got = b""
-        while not got.endswith(b"\n"):
-            ready, _, _ = select.select([fd], [], [], max(0.0, timeout - (time.perf_counter() - start)))
-            assert ready, f"no echo within {timeout} s"
-            chunk = os.read(fd, 4096)
-            assert chunk, f"ssh ended: {proc.stderr.read().decode() if proc.stderr else ''}"
-            got += chunk
-        assert got == line
-        return (time.perf_counter() - start) * 1000
-
-    try:
-        echo(b"warm-up\n", timeout=CONNECT_TIMEOUT_S + 10)  # connection, key exchange, session
-        return [echo(f"ping {i}\n".encode(), timeout=5) for i in range(count)]
-    finally:
-        proc.stdin.close()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def probe(hosts: TestHosts, name: str, **changes: Any) -> SshCheck:
+    """The product's SSH preflight of one host, running the deploy's probe script over the same connection."""
+    return check_ssh(target(hosts, name, **changes), timeout_s=CONNECT_TIMEOUT_S, command="sh -s",
+                     stdin=probe_input("/opt/rbee"))  # fmt: skip
 
 
 # --------------------------------------------------------------------------- SSH preflight
@@ -132,9 +57,36 @@ def _powered_off(hosts: TestHosts, request: pytest.FixtureRequest, name: str) ->
     assert not hosts.is_running(name)
 
 
+@given(parsers.parse('sshd is stopped on "{name}"'))
+def _sshd_stopped(hosts: TestHosts, request: pytest.FixtureRequest, name: str) -> None:
+    def reboot() -> None:  # sshd cannot be started over SSH any more: a clean reboot brings it back
+        hosts.stop(name)
+        hosts.start(name)
+
+    request.addfinalizer(reboot)
+    hosts.ssh(name, "systemctl stop ssh.socket ssh.service", check=True)
+    assert hosts.is_running(name), "the host itself stays up"
+
+
+@given(parsers.parse('the network cable of "{name}" is pulled'))
+def _cable_pulled(hosts: TestHosts, request: pytest.FixtureRequest, name: str) -> None:
+    request.addfinalizer(lambda: hosts.cable(name, True))
+    hosts.cable(name, False)
+
+
+@given(parsers.parse('a known_hosts file that records another key for "{name}"'))
+def _wrong_known_hosts(data_ctx: dict[str, Any], hosts: TestHosts, tmp_path: Path, name: str) -> None:
+    other = tmp_path / "other_host_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "impostor", "-f", str(other)], check=True)
+    known = tmp_path / "known_hosts"
+    kind, blob = other.with_suffix(".pub").read_text().split()[:2]
+    known.write_text(f"{hosts.address(name)} {kind} {blob}\n")
+    data_ctx["known_hosts"] = known
+
+
 @when(parsers.parse('the SSH preflight probes "{name}" with the deploy key'))
 def _probe(data_ctx: dict[str, Any], hosts: TestHosts, name: str) -> None:
-    data_ctx["preflight"] = ssh_preflight(hosts.address(name), name, hosts.paths.key)
+    data_ctx["preflight"] = probe(hosts, name)
 
 
 @when(parsers.parse('the SSH preflight probes "{name}" with a key the host does not know'))
@@ -142,32 +94,70 @@ def _probe_wrong_key(data_ctx: dict[str, Any], hosts: TestHosts, tmp_path: Path,
     key = tmp_path / "stranger_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "stranger", "-f", str(key)], check=True)
     assert key.read_bytes() != hosts.paths.key.read_bytes()
-    data_ctx["preflight"] = ssh_preflight(hosts.address(name), name, key)
+    data_ctx["preflight"] = probe(hosts, name, key=str(key))
     data_ctx["wrong_key"] = key
 
 
-@when(parsers.parse('the SSH round-trip latency to "{name}" is measured {count:d} times over one connection'))
+@when(parsers.parse('the SSH preflight probes "{name}" checking host keys against that file'))
+def _probe_known_hosts(data_ctx: dict[str, Any], hosts: TestHosts, name: str) -> None:
+    data_ctx["preflight"] = probe(hosts, name, known_hosts_file=str(data_ctx["known_hosts"]))
+
+
+@when(parsers.parse('the SSH preflight probes a host "{name}" at an address where no host answers'))
+def _probe_nowhere(data_ctx: dict[str, Any], hosts: TestHosts, name: str) -> None:
+    data_ctx["preflight"] = check_ssh(replace(target(hosts, "h1"), name=name, address=NO_HOST_ADDRESS),
+                                      timeout_s=CONNECT_TIMEOUT_S)  # fmt: skip
+
+
+@when(parsers.parse('the SSH preflight measures the latency to "{name}" {count:d} times over one connection'))
 def _latency(data_ctx: dict[str, Any], hosts: TestHosts, name: str, count: int) -> None:
-    data_ctx["latencies"] = ssh_round_trips(hosts.address(name), hosts.paths.key, count)
-    assert len(data_ctx["latencies"]) == count
+    data_ctx["preflight"] = check_ssh(target(hosts, name), timeout_s=CONNECT_TIMEOUT_S, round_trips=count)
+    assert len(data_ctx["preflight"].round_trips_ms) == count
 
 
-def _preflight(data_ctx: dict[str, Any]) -> SshPreflight:
-    found: SshPreflight = data_ctx["preflight"]
+@when(parsers.parse('"rbee preflight --json" runs on a spec of the hosts {names}'))
+def _cli(data_ctx: dict[str, Any], hosts: TestHosts, tmp_path: Path, names: str) -> None:
+    wanted = [n.strip().strip('"') for n in names.replace(" and ", ",").split(",") if n.strip()]
+    spec = tmp_path / "cluster.yaml"
+    spec.write_text(spec_for_hosts(wanted, cluster="preflight", queen_host=wanted[0], paths=hosts.paths))
+    rbee = Path(sys.executable).parent / "rbee"
+    done = subprocess.run([str(rbee), "preflight", "--json", "--timeout", str(CONNECT_TIMEOUT_S), str(spec)],
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    data_ctx["cli"] = done
+    data_ctx["cli_hosts"] = json.loads(done.stdout)["hosts"]
+
+
+def _preflight(data_ctx: dict[str, Any]) -> SshCheck:
+    found: SshCheck = data_ctx["preflight"]
     return found
+
+
+def _facts(data_ctx: dict[str, Any]) -> HostFacts:
+    found = _preflight(data_ctx)
+    assert found.ok and found.exit_status == 0, describe(found)
+    return parse_probe(found.output)
 
 
 @then(parsers.parse('"{name}" is reachable and accepts the key'))
 def _reachable(data_ctx: dict[str, Any], name: str) -> None:
     found = _preflight(data_ctx)
-    assert found.host == name and found.reachable and found.authenticated, found.error
-    assert found.facts is not None and found.facts.complete, "the probe ran to its end"
+    assert found.host == name and found.outcome is Outcome.OK, describe(found)
+    assert found.error == "" and found.hint == ""
+    assert _facts(data_ctx).complete, "the probe ran to its end"
+
+
+@then(parsers.parse("the measured latency is above 0 ms and below the connect timeout"))
+def _latency_measured(data_ctx: dict[str, Any]) -> None:
+    found = _preflight(data_ctx)
+    assert found.latency_ms is not None and 0 < found.latency_ms < CONNECT_TIMEOUT_S * 1000, found
+    assert found.latency_ms == statistics.median(found.round_trips_ms) and len(found.round_trips_ms) >= 1
+    assert 0 < found.connect_ms < CONNECT_TIMEOUT_S * 3 * 1000  # connect + banner + login, each bounded
+    print(f"SSH preflight: {describe(found)}")
 
 
 @then("the probe reports Linux with Python 3.11 or newer, the venv module and systemd")
 def _probe_facts(data_ctx: dict[str, Any]) -> None:
-    facts = _preflight(data_ctx).facts
-    assert facts is not None
+    facts = _facts(data_ctx)
     assert facts.os == "Linux" and facts.arch and facts.kernel
     assert facts.python is not None and facts.python[:2] >= (3, 11), facts.python_text
     assert facts.python_venv and facts.systemd
@@ -176,8 +166,7 @@ def _probe_facts(data_ctx: dict[str, Any]) -> None:
 
 @then(parsers.parse('the probe reports the RAM and free disk of "{name}"'))
 def _probe_resources(data_ctx: dict[str, Any], hosts: TestHosts, name: str) -> None:
-    facts = _preflight(data_ctx).facts
-    assert facts is not None
+    facts = _facts(data_ctx)
     meminfo = hosts.ssh(name, "awk '/^MemTotal:/{print $2}' /proc/meminfo", check=True).stdout
     assert facts.ram_total_bytes == int(meminfo) * 1024
     assert 0 < facts.ram_available_bytes <= facts.ram_total_bytes
@@ -186,8 +175,7 @@ def _probe_resources(data_ctx: dict[str, Any], hosts: TestHosts, name: str) -> N
 
 @then(parsers.parse('"{name}" has no problem for a cpu deployment needing {ram} of RAM and {disk} of disk'))
 def _fit(data_ctx: dict[str, Any], name: str, ram: str, disk: str) -> None:
-    facts = _preflight(data_ctx).facts
-    assert facts is not None
+    facts = _facts(data_ctx)
     needs = Requirements(backend="cpu", gpus=[], min_ram_bytes=parse_size(ram), min_disk_bytes=parse_size(disk))
     assert judge(facts, needs) == []
     assert facts.backend_for("auto") == "cpu"
@@ -195,8 +183,7 @@ def _fit(data_ctx: dict[str, Any], name: str, ram: str, disk: str) -> None:
 
 @then(parsers.parse('"{name}" is not fit for a cpu deployment needing {ram} of RAM, because of its RAM'))
 def _not_fit_ram(data_ctx: dict[str, Any], name: str, ram: str) -> None:
-    facts = _preflight(data_ctx).facts
-    assert facts is not None
+    facts = _facts(data_ctx)
     problems = judge(facts, Requirements(backend="cpu", gpus=[], min_ram_bytes=parse_size(ram), min_disk_bytes=0))
     assert len(problems) == 1 and problems[0].startswith("RAM "), problems
     assert f"{facts.ram_total_bytes / GIB:.1f} GiB" in problems[0]
@@ -204,36 +191,77 @@ def _not_fit_ram(data_ctx: dict[str, Any], name: str, ram: str) -> None:
 
 @then(parsers.parse('"{name}" is not fit for a cuda deployment, because nvidia-smi lists no GPU'))
 def _not_fit_cuda(data_ctx: dict[str, Any], name: str) -> None:
-    facts = _preflight(data_ctx).facts
-    assert facts is not None
+    facts = _facts(data_ctx)
     problems = judge(facts, Requirements(backend="cuda", gpus="all", min_ram_bytes=0, min_disk_bytes=0))
     assert problems == ["backend cuda, but nvidia-smi lists no GPU (driver missing?); use backend: cpu explicitly"], (
         problems
     )
 
 
-@then(parsers.parse("every round trip took less than {limit:d} ms"))
+@then(parsers.parse("every round trip took more than 0 ms and less than {limit:d} ms"))
 def _latency_ok(data_ctx: dict[str, Any], limit: int) -> None:
-    latencies: list[float] = data_ctx["latencies"]
+    latencies = _preflight(data_ctx).round_trips_ms
     assert all(0 < ms < limit for ms in latencies), latencies
-    print(f"SSH preflight: latency {statistics.median(latencies):.1f} ms (OK)")
+    print(f"SSH preflight: latency {statistics.median(latencies):.2f} ms (OK)")
+
+
+def _assert_unreachable(found: SshCheck, name: str, reasons: set[str]) -> None:
+    assert found.host == name and found.outcome is Outcome.UNREACHABLE, describe(found)
+    assert found.reason in reasons, describe(found)
+    assert found.latency_ms is None and found.output == ""
+    assert found.connect_ms < (CONNECT_TIMEOUT_S + 2) * 1000, "the connect timeout bounds the wait"
+
+
+@then(parsers.parse('"{name}" is reported unreachable because the connection is refused, with the hint to start sshd'))
+def _refused(data_ctx: dict[str, Any], hosts: TestHosts, name: str) -> None:
+    found = _preflight(data_ctx)
+    _assert_unreachable(found, name, {"refused"})
+    assert "Connection refused" in found.error
+    assert f"{name} ({hosts.address(name)}) answers but nothing accepts SSH on port 22" in found.hint
+    assert "systemctl start ssh" in found.hint and "hosts[].ssh.port" in found.hint
 
 
 @then(parsers.parse('"{name}" is reported unreachable with the hint to check that it is up and on the network'))
-def _unreachable(data_ctx: dict[str, Any], hosts: TestHosts, name: str) -> None:
+def _unreachable(data_ctx: dict[str, Any], name: str) -> None:
     found = _preflight(data_ctx)
-    assert not found.reachable and not found.authenticated and found.facts is None
-    assert "Connection refused" in found.error or "No route to host" in found.error or "timed out" in found.error
-    assert f"check that {name} is up and on the network (ping {hosts.address(name)})" in found.hint
-    assert found.elapsed_ms < (CONNECT_TIMEOUT_S + 5) * 1000
+    _assert_unreachable(found, name, {"timeout", "no-route"})
+    assert "timed out" in found.error or "No route to host" in found.error, found.error
+    assert f"check that {name} is up and on the network (ping {found.address})" in found.hint
 
 
 @then(parsers.parse('"{name}" is reported as an authentication failure with a hint about the key'))
 def _auth_failure(data_ctx: dict[str, Any], name: str) -> None:
     found = _preflight(data_ctx)
-    assert found.reachable and not found.authenticated and found.facts is None
-    assert "Permission denied (publickey" in found.error
-    assert str(data_ctx["wrong_key"]) in found.hint and "authorized_keys" in found.hint
+    assert found.host == name and found.outcome is Outcome.AUTH_FAILED and found.reason == "key-refused", found
+    assert "Permission denied" in found.error and found.latency_ms is None and found.output == ""
+    key = data_ctx["wrong_key"]
+    assert f"root@{found.address} refuses the key {key}" in found.hint
+    assert f"ssh-copy-id -i {key}.pub root@{found.address}" in found.hint and "authorized_keys" in found.hint
+
+
+@then(parsers.parse('"{name}" is reported as a host-key mismatch with the hint to remove the old entry'))
+def _host_key_mismatch(data_ctx: dict[str, Any], name: str) -> None:
+    found = _preflight(data_ctx)
+    assert found.host == name and found.outcome is Outcome.HOST_KEY_MISMATCH, describe(found)
+    assert found.latency_ms is None and found.output == "", "nothing runs on a host that may be an impostor"
+    known = data_ctx["known_hosts"]
+    assert f"ssh-keygen -f {known} -R '{found.address}'" in found.hint
+    assert "SHA256:" in found.error and "intercepting" in found.hint
+
+
+@then(parsers.parse('rbee preflight exits {code:d} and reports {expected}'))
+def _cli_result(data_ctx: dict[str, Any], code: int, expected: str) -> None:
+    done = data_ctx["cli"]
+    assert done.returncode == code, done.stderr
+    found: dict[str, Any] = data_ctx["cli_hosts"]
+    for part in expected.replace(" and ", ", ").split(", "):
+        name, _, outcome = part.partition(" ")
+        row = found[name.strip('"')]
+        assert row["outcome"] == outcome, row
+        if outcome == "ok":
+            assert 0 < row["latency_ms"] < CONNECT_TIMEOUT_S * 1000 and row["hint"] == "", row
+        else:
+            assert row["latency_ms"] is None and row["hint"], row
 
 
 # --------------------------------------------------------------------------- hive preflight

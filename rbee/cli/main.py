@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from rbee.cli import ansible_cmd, cluster_cmd, engine_cmd, rollout_cmd, spec_cmd, testhosts_cmd, up_cmd
+from rbee.cli import ansible_cmd, cluster_cmd, engine_cmd, preflight_cmd, rollout_cmd, spec_cmd, testhosts_cmd, up_cmd
 
 app = typer.Typer(
     name="rbee",
@@ -18,6 +18,7 @@ app.add_typer(spec_cmd.app, name="spec")
 app.add_typer(engine_cmd.app, name="engine")
 app.command("up")(up_cmd.up)
 app.command("infer")(cluster_cmd.infer)
+app.command("preflight")(preflight_cmd.preflight)
 app.command("plan")(rollout_cmd.plan)
 app.command("status")(rollout_cmd.status)
 app.command("deploy")(rollout_cmd.deploy)

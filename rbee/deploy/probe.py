@@ -8,6 +8,7 @@ recorded outputs (``tests/deploy/fixtures/``).
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
 
 from rbee.engine.detect import DetectedGpu, choose_backend, parse_nvidia_smi
@@ -35,6 +36,11 @@ if command -v nvidia-smi >/dev/null 2>&1; then
 fi
 echo "probe=done"
 """
+
+
+def probe_input(prefix: str) -> str:
+    """The probe as the standard input of ``sh -s`` on a host (``RBEE_PREFIX`` set: its disk is the one measured)."""
+    return f"RBEE_PREFIX={shlex.quote(prefix)}; export RBEE_PREFIX\n{PROBE_SCRIPT}"
 
 
 @dataclass
