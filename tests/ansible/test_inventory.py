@@ -15,15 +15,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from rbee.cli.ansible_cmd import helpers, wheel_sync
-from rbee.deploy.ansible_inventory import (
-    CLUSTER_VARS,
-    DISK_MARGIN_BYTES,
-    MODEL_RAM_FACTOR,
-    ansible_inventory,
-    connection_vars,
-    host_plan,
-)
+from rbee.cli.ansible_cmd import helpers
+from rbee.deploy.ansible_inventory import CLUSTER_VARS, ansible_inventory, connection_vars, host_vars
+from rbee.deploy.ansible_steps import plan_hosts, wheel_sync
 from rbee.deploy.probe import parse_probe
 from rbee.spec import load_spec
 from rbee.spec.inventory import inventory_groups
@@ -60,22 +54,25 @@ def test_groups_queen_and_hives_with_cluster_wide_vars_once(tmp_path: Path) -> N
     assert set(inventory["children"]) == {"queen", "hives"}
     assert list(inventory["children"]["queen"]["hosts"]) == ["blep"]
     assert list(inventory["children"]["hives"]["hosts"]) == ["blep", "workstation", "mac-mini"]
-    assert set(inventory["vars"]) == {*CLUSTER_VARS, "rbee_spec_sha256"}
+    assert set(inventory["vars"]) == {*CLUSTER_VARS, "rbee_spec_file", "rbee_spec_sha256"}
+    assert inventory["vars"]["rbee_spec_file"] == str(EXAMPLE.resolve())
     assert inventory["vars"]["rbee_spec_sha256"] == hashlib.sha256(EXAMPLE.read_bytes()).hexdigest()
     assert inventory["vars"]["rbee_deploy"]["prefix"] == "/opt/rbee"
     for host in inventory["children"]["hives"]["hosts"].values():
         assert not set(CLUSTER_VARS) & set(host)
 
 
-def test_host_vars_are_the_pyinfra_data(tmp_path: Path) -> None:
-    """Every rbee_* value pyinfra gets is in the Ansible inventory, unchanged (host vars + all.vars)."""
+def test_both_inventories_name_the_same_hosts_roles_and_spec(tmp_path: Path) -> None:
+    """pyinfra's data (connection, host, roles, spec file) agrees with the Ansible inventory's."""
     inventory = _inventory(tmp_path)["all"]
     spec = load_spec(EXAMPLE)
-    for _, data in inventory_groups(spec, EXAMPLE.parent)["hives"]:
+    for _, data in inventory_groups(spec, EXAMPLE)["hives"]:
         mine = {**inventory["vars"], **inventory["children"]["hives"]["hosts"][data["rbee_host"]]}
-        assert {k: v for k, v in mine.items() if k.startswith("rbee_") and k != "rbee_spec_sha256"} == {
-            k: v for k, v in data.items() if k.startswith("rbee_")
-        }
+        assert mine["rbee_roles"] == data["rbee_roles"] and mine["rbee_spec_file"] == data["rbee_spec_file"]
+        assert mine == {**mine, **connection_vars(data)}
+        cluster_wide = ("rbee_spec_file", "rbee_spec_sha256")
+        rbee = {k: v for k, v in mine.items() if k.startswith("rbee_") and k not in cluster_wide}
+        assert rbee == host_vars(spec, spec.host(data["rbee_host"]))
 
 
 def test_connection_vars_from_the_ssh_settings(tmp_path: Path) -> None:
@@ -100,7 +97,7 @@ def test_known_hosts_and_localhost() -> None:
 def test_local_host_gets_a_local_connection(tmp_path: Path) -> None:
     spec = tmp_path / "cluster.yaml"
     spec.write_text("cluster: home\nhosts:\n  - {name: box, address: localhost}\n")
-    box = ansible_inventory(load_spec(spec), tmp_path)["all"]["children"]["hives"]["hosts"]["box"]
+    box = ansible_inventory(load_spec(spec), spec)["all"]["children"]["hives"]["hosts"]["box"]
     assert box["ansible_connection"] == "local" and "ansible_host" not in box
     assert box["rbee_roles"] == ["queen", "hive"]
 
@@ -129,13 +126,6 @@ def test_ansible_reads_the_inventory(tmp_path: Path) -> None:
     assert ws["rbee_placements"] == [{"model_id": "tinyllama", "slots": 2, "device": "auto"}]
 
 
-def _host(spec_text: str, tmp_path: Path, name: str) -> dict[str, Any]:
-    spec_file = tmp_path / "cluster.yaml"
-    spec_file.write_text(spec_text)
-    inventory = ansible_inventory(load_spec(spec_file), tmp_path)["all"]
-    return {**inventory["vars"], **inventory["children"]["hives"]["hosts"][name]}
-
-
 SPEC = """cluster: t
 hosts:
   - {name: a, address: 10.0.0.1}
@@ -149,11 +139,17 @@ placements:
 """
 
 
+def _plan(tmp_path: Path, name: str, probe: str = PROBE) -> dict[str, Any]:
+    spec_file = tmp_path / "cluster.yaml"
+    spec_file.write_text(SPEC)
+    plan: dict[str, Any] = plan_hosts(str(spec_file), {name: {"probe": probe}})["hosts"][name]
+    return plan
+
+
 def test_host_plan_workers_engine_and_verdict(tmp_path: Path) -> None:
-    data = _host(SPEC, tmp_path, "b")
-    plan = host_plan(data, parse_probe(PROBE), model_bytes=10 * 2**20)
+    plan = _plan(tmp_path, "b")
     assert plan["problems"] == [] and plan["line"].endswith("ok")
-    assert plan["backend"] == "cpu" and plan["devices"] == [] and plan["gpu_indices"] == [1]
+    assert plan["backend"] == "cpu" and plan["gpu_indices"] == [1]
     assert plan["engine"]["key"].startswith("0.3.36-cpu-x86_64-py3.11-") and plan["engine"]["gpu_offload"] is False
     assert plan["wheelhouse"] == {"python": "3.11", "arch": "x86_64"}
     assert [(w["name"], w["port"], w["slots"], w["ctx_size"]) for w in plan["workers"]] == [
@@ -161,34 +157,43 @@ def test_host_plan_workers_engine_and_verdict(tmp_path: Path) -> None:
         ("n-1", 7841, 1, 4096),
     ]
     assert plan["workers"][0]["unit"] == "rbee-worker@m-1.service" and plan["workers"][0]["worker_id"] == "b-m-1"
-    assert plan["model_paths"] == {"m": "/opt/rbee/models/m.gguf", "n": "/opt/rbee/models/n.gguf"}
-    assert plan["ctx_size"] == 4096 and plan["worker_port_first"] == 7842
+    assert [f["label"] for f in plan["files"]] == [
+        "hive config", "unit rbee-hive.service", "unit rbee-worker@.service", "worker m-1 config", "worker n-1 config",
+    ]  # fmt: skip
+    hive = yaml.safe_load(plan["files"][0]["text"])
+    assert [m["local_path"] for m in hive["models"]] == ["/opt/rbee/models/m.gguf", "/opt/rbee/models/n.gguf"]
+    assert hive["ctx_size"] == 4096 and hive["worker_port_first"] == 7842 and hive["host"] == "10.0.0.2"
 
 
 def test_host_plan_names_the_problems(tmp_path: Path) -> None:
-    data = _host(SPEC, tmp_path, "a")
     probe = PROBE.replace("python=3.11.2", "python=3.9.2").replace("systemd=yes", "systemd=no")
-    plan = host_plan(data, parse_probe(probe), model_bytes=100 * 2**30)
+    plan = _plan(tmp_path, "a", probe.replace("ram_total_kb=8000000", "ram_total_kb=400000"))
     text = "; ".join(plan["problems"])
     assert "python3 is 3.9.2; rbee needs >= 3.11" in text
-    assert "systemd is not running" in text and "RAM 7.6 GiB < 120.5 GiB" in text
+    assert "systemd is not running" in text and "RAM 0.4 GiB < 0.5 GiB" in text
     assert "FAILED: " in plan["line"]
 
 
-def test_the_thresholds_are_the_pyinfra_deploy_ones() -> None:
-    pytest.importorskip("pyinfra")
-    from deploys import preflight
-
-    assert preflight.MODEL_RAM_FACTOR == MODEL_RAM_FACTOR
-    assert DISK_MARGIN_BYTES == 512 * 1024**2  # deploys/preflight.py writes it inline
+def test_the_queens_keys_are_a_secret_file_of_its_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec_file = tmp_path / "cluster.yaml"
+    spec_file.write_text("cluster: t\nqueen: {api_keys: {env: T_KEYS}}\nhosts:\n  - {name: a, address: 10.0.0.1}\n")
+    monkeypatch.setenv("T_KEYS", "sk-1, sk-2")
+    (keys,) = [f for f in plan_hosts(str(spec_file), {"a": {"probe": PROBE}})["hosts"]["a"]["files"] if f["secret"]]
+    assert keys == {"path": "/etc/rbee/api-keys", "text": "sk-1\nsk-2\n", "label": "queen API keys",
+                    "mode": "640", "secret": True}  # fmt: skip
+    monkeypatch.setenv("T_KEYS", " ")
+    payload = json.dumps({"spec": str(spec_file), "hosts": {"a": {"probe": PROBE}}})
+    result = runner.invoke(helpers, ["plan"], input=payload)
+    assert result.exit_code == 1 and "queen.api_keys: the environment variable T_KEYS holds no key" in result.output
 
 
 def test_the_helpers_speak_json(tmp_path: Path) -> None:
     """The role helpers read JSON on stdin and print JSON (here: probe and plan, as the preflight role calls them)."""
     script = runner.invoke(helpers, ["probe"])
     assert "probe=done" in json.loads(script.output)["script"]
-    data = _host(SPEC, tmp_path, "b")
-    payload = json.dumps({"hosts": {"b": {"probe": PROBE, "vars": data}}})
+    spec_file = tmp_path / "cluster.yaml"
+    spec_file.write_text(SPEC)
+    payload = json.dumps({"spec": str(spec_file), "hosts": {"b": {"probe": PROBE}}})
     result = runner.invoke(helpers, ["plan"], input=payload)
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["hosts"]["b"]["workers"][0]["name"] == "m-1"

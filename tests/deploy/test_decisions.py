@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from rbee.deploy.layout import cuda_device, worker_instances
 from rbee.deploy.probe import Requirements, judge, parse_probe
 from rbee.engine.detect import choose_backend, parse_nvidia_smi
 from rbee.engine.features import FeatureSet
@@ -128,18 +127,3 @@ def test_preflight_no_python_and_truncated_probe() -> None:
 def test_metal_needs_apple_silicon() -> None:
     facts = parse_probe(probe_output(os="Linux"))
     assert "backend metal needs macOS on Apple silicon, found Linux x86_64" in judge(facts, needs(backend="metal"))
-
-
-def test_worker_instances_and_devices() -> None:
-    data = {"rbee_host": "ws", "rbee_placements": [
-        {"model_id": "tiny", "slots": 2, "device": "auto"},
-        {"model_id": "tiny", "slots": 1, "device": "cuda:1"},
-        {"model_id": "big", "slots": 1, "device": "cpu"},
-    ]}  # fmt: skip
-    workers = worker_instances(data)
-    assert [(w.name, w.worker_id, w.port, w.unit) for w in workers] == [
-        ("tiny-1", "ws-tiny-1", 7840, "rbee-worker@tiny-1.service"),
-        ("tiny-2", "ws-tiny-2", 7841, "rbee-worker@tiny-2.service"),
-        ("big-1", "ws-big-1", 7842, "rbee-worker@big-1.service"),
-    ]
-    assert cuda_device("cuda:1", "all") == 1 and cuda_device("auto", [2, 3]) == 2 and cuda_device("auto", "all") == 0
