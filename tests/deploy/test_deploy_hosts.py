@@ -130,7 +130,10 @@ def test_second_run_changes_nothing(cluster: Cluster, first: subprocess.Complete
 def test_host_state_with_testinfra(cluster: Cluster, first: subprocess.CompletedProcess[str]) -> None:
     paths = Paths.default()
     hosts = ",".join(f"paramiko://root@10.210.0.{10 + i}" for i in (1, 2, 3))
-    env = {**os.environ, "RBEE_TESTINFRA": "1", "RBEE_QUEEN_HOST": "h1", "RBEE_PLACED": "h2:tiny-1,h3:tiny-1"}
+    env = {
+        **os.environ, "RBEE_TESTINFRA": "1", "RBEE_QUEEN_HOST": "h1", "RBEE_PLACED": "h2:tiny-1,h3:tiny-1",
+        "RBEE_SPEC_FILE": str(cluster.spec), "RBEE_TEST_KEYS": API_KEY,
+    }  # fmt: skip
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/host_state",
          f"--hosts={hosts}", f"--ssh-config={paths.ssh_config}"],

@@ -9,24 +9,24 @@ from pathlib import Path
 
 import pytest
 
-from rbee.render import render
+from rbee.deploy.templates import UnitSettings, render_unit
 
 pytestmark = pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
 
 
-def context(backend: str = "cpu") -> dict[str, object]:
-    return {
-        "rbee_cluster": "lab", "rbee_host": "h1", "python": sys.executable, "service_user": "nobody",
-        "config_dir": "/etc/rbee", "workers_dir": "/etc/rbee/workers", "data_dir": "/var/lib/rbee",
-        "backend": backend, "gpu_indices": [0, 1], "loading_timeout": 300.0,
-    }  # fmt: skip
+def context(backend: str = "cpu") -> UnitSettings:
+    return UnitSettings(
+        cluster="lab", host="h1", python=sys.executable, service_user="nobody", config_dir="/etc/rbee",
+        workers_dir="/etc/rbee/workers", data_dir="/var/lib/rbee", backend=backend, gpu_indices=[0, 1],
+        loading_timeout=300.0,
+    )  # fmt: skip
 
 
 def write_units(folder: Path, backend: str) -> list[Path]:
     paths = []
     for name in ("rbee-queen.service", "rbee-hive.service", "rbee-worker@.service"):
         path = folder / name
-        path.write_text(render(f"systemd/{name}.j2", context(backend)))
+        path.write_text(render_unit(name, context(backend)))
         paths.append(path)
     instance = folder / "rbee-worker@tiny-1.service"
     instance.symlink_to(folder / "rbee-worker@.service")
@@ -44,16 +44,16 @@ def test_units_verify(tmp_path: Path, backend: str) -> None:
 
 
 def test_cuda_units_allow_only_nvidia_devices() -> None:
-    text = render("systemd/rbee-worker@.service.j2", context("cuda"))
+    text = render_unit("rbee-worker@.service", context("cuda"))
     assert "DevicePolicy=closed" in text and "DeviceAllow=/dev/nvidia1 rw" in text and "PrivateDevices" not in text
-    cpu = render("systemd/rbee-worker@.service.j2", context("cpu"))
+    cpu = render_unit("rbee-worker@.service", context("cpu"))
     assert "PrivateDevices=yes" in cpu and "DeviceAllow" not in cpu
 
 
 @pytest.mark.parametrize("name", ["rbee-queen.service", "rbee-hive.service"])
 def test_units_are_hardened(tmp_path: Path, name: str) -> None:
     unit = tmp_path / name
-    unit.write_text(render(f"systemd/{name}.j2", context()))
+    unit.write_text(render_unit(name, context()))
     result = subprocess.run(
         ["systemd-analyze", "security", "--offline=true", "--no-pager", str(unit)],
         capture_output=True, text=True, timeout=60,

@@ -58,10 +58,9 @@ def test_inventory_json_matches_the_spec() -> None:
     assert set(hives) == {"blep", "workstation", "mac-mini"}
     ws = hives["workstation"]
     assert ws["ssh_hostname"] == "192.168.1.20" and ws["ssh_user"] == "deploy" and ws["_sudo"] is True
-    assert ws["rbee_gpus"] == [0, 1] and ws["rbee_queen_url"] == "http://192.168.1.10:7833"
-    assert [m["id"] for m in ws["rbee_models"]] == ["tinyllama"]
-    assert hives["blep"]["rbee_queen"]["api_keys"] == {"env": "RBEE_API_KEYS", "file": None}
-    assert [p["model_id"] for p in hives["blep"]["rbee_placements"]] == ["qwen2.5-0.5b"]
+    assert ws["rbee_host"] == "workstation" and ws["rbee_roles"] == ["hive"]
+    assert ws["rbee_spec_file"] == str(EXAMPLE.resolve()) and hives["blep"]["rbee_roles"] == ["queen", "hive"]
+    assert {key for key in ws if key.startswith("rbee_")} == {"rbee_host", "rbee_roles", "rbee_spec_file"}
 
 
 def test_local_host_uses_pyinfra_local_connector(tmp_path: Path) -> None:
@@ -70,7 +69,7 @@ def test_local_host_uses_pyinfra_local_connector(tmp_path: Path) -> None:
     result = runner.invoke(app, ["spec", "inventory", str(spec), "--json"])
     groups = json.loads(result.output)
     assert groups["hives"][0][0] == "@local"
-    assert groups["hives"][0][1]["rbee_queen_url"] == "http://127.0.0.1:7833"
+    assert groups["hives"][0][1] == {"rbee_host": "box", "rbee_roles": ["queen", "hive"], "rbee_spec_file": str(spec)}
 
 
 def _pyinfra(spec: Path) -> subprocess.CompletedProcess[str]:
@@ -92,7 +91,7 @@ def test_pyinfra_reads_the_spec_through_the_adapter() -> None:
     output = result.stdout + result.stderr
     for host in ("[blep]", "[workstation]", "[mac-mini]"):
         assert host in output
-    assert '"rbee_backend": "cuda"' in output
+    assert f'"rbee_spec_file": "{EXAMPLE.resolve()}"' in output
 
 
 def test_pyinfra_adapter_refuses_an_invalid_spec(tmp_path: Path) -> None:

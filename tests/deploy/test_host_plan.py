@@ -1,0 +1,115 @@
+"""The typed host plan: one place decides workers, ports, devices, requirements, files and restart inputs.
+
+The front ends translate it: ``rbee up`` writes exactly the plan's files (checked here); the pyinfra
+deploy and the Ansible roles put exactly the plan's files on real hosts (``tests/host_state``,
+run after both); the Ansible helper gives the same plan as JSON (``tests/ansible/test_inventory.py``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rbee.deploy.host_plan import (
+    DISK_MARGIN_BYTES,
+    MODEL_RAM_FACTOR,
+    cuda_device,
+    deployed_target,
+    plan_host,
+)
+from rbee.deploy.layout import HostLayout
+from rbee.deploy.probe import parse_probe
+from rbee.local.plan import local_facts, local_target, plan_local
+from rbee.spec import parse_spec
+
+PROBE = "os=Linux\narch=x86_64\npython=3.11.2\npython_venv=yes\nram_total_kb=8000000\nsystemd=yes\nprobe=done\n"
+GPUS = "gpu=0, NVIDIA L4, 23034, 22000, 8.9\ngpu=1, NVIDIA L4, 23034, 22000, 8.9\n"
+SPEC = """cluster: t
+queen: {host: a}
+hosts:
+  - {name: a, address: 10.0.0.1}
+  - {name: b, address: 10.0.0.2, backend: cuda, gpus: [0, 1]}
+models:
+  - {id: m, source: 'file:///m.gguf', context: 1024}
+  - {id: n, source: 'file:///n.gguf', context: 4096}
+placements:
+  - {model: m, hosts: [b], slots: 2}
+  - {model: n, hosts: [b], device: 'cuda:1'}
+  - {model: m, hosts: [a]}
+"""
+
+
+def _plan(name: str, probe: str = PROBE, keys: str | None = None, sizes: dict[str, int] | None = None):
+    spec = parse_spec(SPEC, "cluster.yaml")
+    target = deployed_target(HostLayout("/opt/rbee"), spec.host(name).address, api_keys=keys is not None)
+    return plan_host(spec, name, parse_probe(probe), target, sizes, keys)
+
+
+def test_workers_ports_and_devices() -> None:
+    plan = _plan("b", PROBE + GPUS)
+    assert plan.backend == "cuda" and plan.gpu_indices == (0, 1) and plan.features.gpu_offload
+    assert [(w.name, w.worker_id, w.port, w.slots, w.device_index, w.unit) for w in plan.workers] == [
+        ("m-1", "b-m-1", 7840, 2, 0, "rbee-worker@m-1.service"),
+        ("n-1", "b-n-1", 7841, 1, 1, "rbee-worker@n-1.service"),
+    ]
+    hive = yaml.safe_load(plan.file("/etc/rbee/hive.yaml").text)
+    assert hive["devices"] == [0, 1] and hive["worker_port_first"] == 7842 and hive["placements"] == []
+    assert "--device 1 " in plan.file("/etc/rbee/workers/n-1.env").text
+    assert "DeviceAllow=/dev/nvidia1 rw" in plan.file("/etc/systemd/system/rbee-worker@.service").text
+    assert cuda_device("cuda:1", "all") == 1 and cuda_device("auto", [2, 3]) == 2 and cuda_device("auto", "all") == 0
+
+
+def test_the_queen_host_gets_the_queen_and_its_keys_as_a_secret() -> None:
+    plan = _plan("a", keys="sk-1\n")
+    assert plan.is_queen and plan.units == ("rbee-queen.service", "rbee-hive.service", "rbee-worker@.service")
+    keys = plan.file("/etc/rbee/api-keys")
+    assert keys.secret and keys.text == "sk-1\n" and keys.mode == "640"
+    assert yaml.safe_load(plan.file("/etc/rbee/queen.yaml").text)["api_keys_file"] == "/etc/rbee/api-keys"
+    assert plan.file("/etc/systemd/system/rbee-queen.service").mode == "644"
+    assert not _plan("b").is_queen and all("queen" not in f.path for f in _plan("b").files)
+
+
+def test_requirements_follow_the_model_sizes() -> None:
+    plan = _plan("b", sizes={"m": 2**30, "n": 2 * 2**30, "unplaced": 2**40})
+    assert plan.requirements.min_ram_bytes == int(3 * 2**30 * MODEL_RAM_FACTOR) + 512 * 1024**2
+    assert plan.requirements.min_disk_bytes == 3 * 2**30 + DISK_MARGIN_BYTES
+    assert any("RAM 7.6 GiB < " in p for p in _plan("b", sizes={"m": 8 * 2**30}).problems)
+
+
+def test_each_service_restarts_only_when_what_it_starts_from_changes() -> None:
+    plan = _plan("b")
+    digests = {s.unit: s.digest("release-1", {"m": "sha-m", "n": "sha-n"}) for s in plan.services}
+    assert set(digests) == {"rbee-hive.service", "rbee-worker@m-1.service", "rbee-worker@n-1.service"}
+    again = {s.unit: s.digest("release-1", {"m": "sha-m", "n": "sha-n"}) for s in _plan("b").services}
+    assert again == digests
+    model_n = {s.unit: s.digest("release-1", {"m": "sha-m", "n": "sha-n2"}) for s in plan.services}
+    assert [u for u in digests if digests[u] != model_n[u]] == ["rbee-hive.service", "rbee-worker@n-1.service"]
+    upgraded = {s.unit: s.digest("release-2", {"m": "sha-m", "n": "sha-n"}) for s in plan.services}
+    assert all(upgraded[u] != digests[u] for u in digests)
+
+
+def test_rbee_up_writes_exactly_the_plan_of_its_target(tmp_path: Path, tiny_model_path: Path) -> None:
+    spec = parse_spec(
+        f"cluster: l\nhosts:\n  - {{name: box, address: localhost}}\n"
+        f"models:\n  - {{id: tiny, source: 'file://{tiny_model_path}'}}\nplacements:\n  - {{model: tiny, slots: 2}}\n",
+        "cluster.yaml",
+    )
+    facts = local_facts()
+    local = plan_local(spec, tmp_path, tmp_path / "run", facts)
+    expected = plan_host(spec, "box", facts, local_target(spec, spec.host("box"), tmp_path, tmp_path / "run"))
+    written = sorted(p for p in (tmp_path / "run").rglob("*") if p.is_file())
+    assert written == sorted(Path(f.path) for f in expected.files)
+    for planned in expected.files:
+        assert Path(planned.path).read_text() == planned.text
+    hive = yaml.safe_load(expected.file(f"{tmp_path}/run/hive-box.yaml").text)
+    assert hive["placements"] == [{"model_id": "tiny", "replicas": 1, "slots": 2}]
+    assert hive["models"][0]["local_path"] == str(tiny_model_path) and hive["host"] == "127.0.0.1"
+    assert [s.kind for s in local.services] == ["queen", "hive"] and local.hosts == (expected,)
+
+
+@pytest.mark.parametrize("name", ["a", "b"])
+def test_deployed_plans_render_the_same_bytes_for_the_same_inputs(name: str) -> None:
+    first, second = _plan(name, keys="k\n"), _plan(name, keys="k\n")
+    assert [(f.path, f.text, f.mode) for f in first.files] == [(f.path, f.text, f.mode) for f in second.files]
