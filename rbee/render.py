@@ -1,4 +1,4 @@
-"""Render the shared jinja2 templates (``templates/``) used by ``rbee up``, the pyinfra deploy and the roles."""
+"""Render the shared jinja2 templates (``templates/``); the typed contexts are ``rbee.deploy.templates``."""
 
 from __future__ import annotations
 
