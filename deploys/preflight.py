@@ -19,13 +19,22 @@ from pyinfra.context import host, state
 from pyinfra.facts.server import Command
 
 from deploys import control
-from deploys.facts import RbeeProbe
+from deploys.facts import RbeeProbe, host_data
 from deploys.operations import fail_host
 from rbee.deploy.host_plan import HostPlan
 from rbee.deploy.probe import HostFacts
+from rbee.deploy.ssh_check import SshCheck, SshTarget, check_hosts, describe
 from rbee.spec.keys import ApiKeysError
 
 _rows: dict[str, tuple[HostFacts, float, list[str]]] = {}
+_unreached: dict[str, SshCheck] = {}
+
+
+def _classify_unreached() -> None:
+    """Why pyinfra could not connect to the other hosts: the SSH check's classification and hint for each."""
+    missing = [h for h in state.failed_hosts if h.name not in _rows]  # pyinfra could not connect to them
+    targets = [SshTarget.from_host_data(h.name, host_data(h)) for h in missing]
+    _unreached.update((c.host, c) for c in check_hosts(targets, round_trips=1))
 
 
 def _latency_ms() -> float:
@@ -47,7 +56,8 @@ def _write_report() -> None:
         }
         for name, (facts, latency, problems) in _rows.items()
     }  # fmt: skip
-    Path(target).write_text(json.dumps({"hosts": hosts}, indent=1))
+    unreached = {name: check.as_dict() for name, check in _unreached.items()}
+    Path(target).write_text(json.dumps({"hosts": hosts, "unreachable": unreached}, indent=1))
 
 
 def _print_table() -> None:
@@ -61,6 +71,8 @@ def _print_table() -> None:
     for name in names:
         if name not in _rows:
             lines.append(f"    {name:<{width}}{'-':>9}  unreachable: see the connection error above")
+            if name in _unreached:
+                lines.append(f"    {'':<{width}}{'':>9}  {describe(_unreached[name])}")
             continue
         facts, latency, problems = _rows[name]
         result = "ok" if not problems else "FAILED: " + "; ".join(problems)
@@ -86,6 +98,7 @@ def preflight() -> HostPlan:
     _rows[host.name] = (facts, latency, problems)
     active = {h.name for h in state.inventory.get_active_hosts()}
     if active <= set(_rows):  # the last active host to be probed prints the table
+        _classify_unreached()
         _print_table()
         _write_report()
     if problems:

@@ -15,6 +15,7 @@ import typer
 from rbee.cli import exits
 from rbee.cli.spec_cmd import read_spec_or_exit
 from rbee.client import QueenClient
+from rbee.deploy.ssh_check import SshCheck, describe, ssh_failures
 from rbee.deploy.wheelhouse import project_root
 from rbee.rollout.plan import Plan, build_plan
 from rbee.rollout.pyinfra_run import run_pyinfra
@@ -31,7 +32,7 @@ def inventory_names(spec_file: Path) -> list[str]:
     return [name for name, _ in inventory_groups(spec, spec_file)["hives"]]
 
 
-def _print_plan(plan: Plan) -> None:
+def _print_plan(plan: Plan, why: dict[str, SshCheck]) -> None:
     for host, changes in plan.changes.items():
         if host in plan.failing:
             continue
@@ -44,7 +45,8 @@ def _print_plan(plan: Plan) -> None:
     for host, problems in plan.failing.items():
         typer.echo(f"{host}: cannot be deployed: {'; '.join(problems)}", err=True)
     for host in plan.unreachable:
-        typer.echo(f"{host}: unreachable (see pyinfra's connection error); its changes are unknown", err=True)
+        reason = describe(why[host]) if host in why else f"{host}: unreachable (see pyinfra's connection error)"
+        typer.echo(f"{reason}; its changes are unknown", err=True)
 
 
 def plan(
@@ -56,13 +58,17 @@ def plan(
     run = run_pyinfra(spec_file, "--dry")
     if not run.document:
         typer.echo(f"rbee plan: the dry run failed (pyinfra exit {run.returncode}):\n{run.log[-3000:]}", err=True)
+        for check in ssh_failures(read_spec_or_exit(spec_file), spec_file, hosts).values():
+            typer.echo(describe(check), err=True)
         raise typer.Exit(exits.FAILURE)
     result = build_plan(run.document, run.preflight, hosts)
+    why = ssh_failures(read_spec_or_exit(spec_file), spec_file, result.unreachable) if result.unreachable else {}
     if as_json:
         typer.echo(json.dumps({"changes": result.changes, "failing": result.failing,
-                               "unreachable": result.unreachable}, indent=1))  # fmt: skip
+                               "unreachable": result.unreachable,
+                               "ssh": {h: c.as_dict() for h, c in why.items()}}, indent=1))  # fmt: skip
     else:
-        _print_plan(result)
+        _print_plan(result, why)
     if result.failing or result.unreachable:
         raise typer.Exit(exits.FAILURE)
     raise typer.Exit(exits.CHANGES_PENDING if result.pending else exits.OK)

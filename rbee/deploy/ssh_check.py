@@ -318,7 +318,7 @@ def check_ssh(
                            started)  # fmt: skip
         except paramiko.AuthenticationException as exc:
             reason = "key-refused"
-            error = f"Permission denied ({exc.__class__.__name__}: {exc})"
+            error = f"Permission denied: {exc}"
             return _result(target, Outcome.AUTH_FAILED, reason, error, _auth_hint(target, reason), started)
         except paramiko.ssh_exception.NoValidConnectionsError as exc:
             inner = next(iter(exc.errors.values()), exc)
@@ -388,3 +388,15 @@ def table(checks: Sequence[SshCheck]) -> str:
 
 def _result_text(check: SshCheck) -> str:
     return str(check.outcome) if check.ok or not check.reason else f"{check.outcome} ({check.reason})"
+
+
+def ssh_failures(
+    spec: ClusterSpec, spec_file: Path, names: Iterable[str], *, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> dict[str, SshCheck]:
+    """Why hosts could not be reached: the SSH check of the spec hosts ``names``, only those that are not ok.
+
+    ``rbee plan`` and ``rbee deploy`` call it for the hosts pyinfra could not connect to, so the operator
+    reads unreachable / auth-failed / host-key-mismatch and a hint instead of a bare connection error.
+    """
+    targets = spec_targets(spec, spec_file.resolve().parent, names)
+    return {c.host: c for c in check_hosts(targets, timeout_s=timeout_s, round_trips=1) if not c.ok}

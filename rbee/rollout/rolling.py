@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rbee.client import QueenClient
+from rbee.deploy.ssh_check import describe, ssh_failures
 from rbee.rollout.gate import GateTarget, wait_for
 from rbee.rollout.pyinfra_run import PyinfraRun, run_pyinfra
 from rbee.spec import ClusterSpec
@@ -49,6 +50,11 @@ def _failure(run: PyinfraRun) -> str:
     return f"pyinfra exit {run.returncode} (failed hosts: {failed or '?'}):\n{tail}"
 
 
+def _unreachable(spec: ClusterSpec, spec_file: Path, batch: list[str]) -> str:
+    """The SSH preflight's classification and hint for each host of the batch that SSH cannot reach."""
+    return "".join(f"\n{describe(c)}" for c in ssh_failures(spec, spec_file, batch).values())
+
+
 def rolling_deploy(
     spec: ClusterSpec, spec_file: Path, queen: QueenClient, batch_size: int, gate_timeout_s: float, say: Say
 ) -> RolloutResult:
@@ -58,11 +64,12 @@ def rolling_deploy(
         say(f"batch {', '.join(batch)}: keeping the running release aside")
         kept = run_pyinfra(spec_file, "-y", limit=batch, deploy="deploys/snapshot.py")
         if kept.returncode != 0:
-            result.failed_batch, result.reason = batch, f"could not keep the running release: {_failure(kept)}"
+            why = f"{_failure(kept)}{_unreachable(spec, spec_file, batch)}"
+            result.failed_batch, result.reason = batch, f"could not keep the running release: {why}"
             return result
         say(f"batch {', '.join(batch)}: deploying")
         run = run_pyinfra(spec_file, "-y", limit=batch)
-        reason = _failure(run) if run.returncode != 0 else ""
+        reason = _failure(run) + _unreachable(spec, spec_file, batch) if run.returncode != 0 else ""
         if not reason:
             say(f"batch {', '.join(batch)}: waiting for the health gate")
             reason = wait_for(queen, targets(spec, batch), time.time(), gate_timeout_s)
