@@ -1,5 +1,8 @@
 """``TestHosts``: boot, break and destroy real SSH + systemd hosts on this machine (root only).
 
+Over 400 lines on purpose: one class owns a host's whole life (boot, each failure injection, teardown)
+so that every path of ``down()`` sees the same state; the pure parts live in its siblings.
+
 Each host ``hN`` is a ``systemd-nspawn --boot`` container:
 
 * its root is an overlay (``base/`` read-only below, ``hosts/hN/upper`` above): ~0 s and ~8 MB per host,
