@@ -60,6 +60,7 @@ class _Managed:
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
 
     def poll(self) -> tuple[bool, int | None]:
+        """(exited, exit status); a worker without a process has exited."""
         return self.process.poll() if self.process is not None else (True, None)
 
     def signal(self, sig: signal.Signals) -> None:
@@ -127,17 +128,9 @@ class ManagedWorkers:
             )
             return info
 
-    async def start_placements(self) -> None:
-        """Spawn the workers the config's placements still lack."""
-        for placement in self.config.placements:
-            have = sum(1 for m in self._workers.values() if m.spec.placement == placement.model_id)
-            for _ in range(placement.replicas - have):
-                try:
-                    await self.spawn(
-                        SpawnRequest(model_id=placement.model_id, slots=placement.slots), placement.model_id
-                    )
-                except ApiError as exc:
-                    log.error("placement %s: cannot start a worker: %s", placement.model_id, exc.message)
+    def placed(self, model_id: str) -> int:
+        """Workers of the placement of ``model_id`` (whatever their state)."""
+        return sum(1 for m in self._workers.values() if m.spec.placement == model_id)
 
     def _preflight(self, model_id: str, path: Path, size_bytes: int) -> None:
         pending = sum(
@@ -207,14 +200,8 @@ class ManagedWorkers:
             return
         now = time.time()
         state = health.state if health.state in LIVE_STATES else S.IDLE
-        m = _Managed(
-            spec=rec.spec,
-            port=rec.port,
-            process=process,
-            loading_since=now,
-            last_health_at=now,
-            local_url=rec.local_url,
-        )
+        m = _Managed(spec=rec.spec, port=rec.port, process=process, local_url=rec.local_url)
+        m.loading_since = m.last_health_at = now
         m.tokens_seen = health.tokens_generated_total
         info = rec.info.model_copy(
             update={

@@ -2,9 +2,10 @@
 
 A thin facade over :class:`~rbee_runtime.hive.managed_workers.ManagedWorkers` (workers the
 hive starts, restarts and stops) and :class:`~rbee_runtime.hive.external_workers.ExternalWorkers`
-(workers that announce themselves, e.g. systemd units, which it only watches). It re-adopts
-both kinds from the worker table at start, routes ready callbacks and stop requests to the
-right kind, and runs the one loop that watches them all.
+(workers that announce themselves, e.g. systemd units, which it only watches). At start it
+re-adopts both kinds from the worker table and spawns what the config's placements lack; then
+it routes ready callbacks and stop requests to the right kind and runs the one loop that
+watches them all.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 from collections.abc import Callable
 
 from rbee_runtime.common.contracts import SpawnRequest, WorkerInfo, WorkerReady
+from rbee_runtime.common.errors import ApiError
 from rbee_runtime.hive.catalog import Catalog
 from rbee_runtime.hive.config import HiveConfig
 from rbee_runtime.hive.external_workers import ExternalWorkers
@@ -58,7 +60,7 @@ class Supervisor:
         """Re-adopt surviving workers, start the placements, then watch."""
         self.config.logs_dir.mkdir(parents=True, exist_ok=True)
         await self._readopt()
-        await self.managed.start_placements()
+        await self._start_placements()
         self._task = asyncio.create_task(self._monitor(), name="hive-supervisor")
 
     async def close(self) -> None:
@@ -70,6 +72,17 @@ class Supervisor:
                 await self._task
         await self.managed.stop_all()
         self.managed.cancel_background()
+
+    async def _start_placements(self) -> None:
+        """Spawn the workers the config's placements still lack."""
+        for placement in self.config.placements:
+            for _ in range(placement.replicas - self.managed.placed(placement.model_id)):
+                try:
+                    await self.spawn(
+                        SpawnRequest(model_id=placement.model_id, slots=placement.slots), placement.model_id
+                    )
+                except ApiError as exc:
+                    log.error("placement %s: cannot start a worker: %s", placement.model_id, exc.message)
 
     async def _readopt(self) -> None:
         for row in self.table.load():
