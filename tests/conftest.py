@@ -1,24 +1,18 @@
-"""Shared fixtures: the tiny GGUF model, free TCP ports, skipping engine tests without llama.cpp."""
+"""Test wiring: the harness's fixtures (``tests/support``), the test hosts, skipping engine tests without llama.cpp."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
-from rbee.tiny_model import ensure_tiny_model
-from rbee_runtime.common.ports import free_port as get_free_port
-
-pytest_plugins = ["tests.hosts.plugin"]
+pytest_plugins = ["tests.hosts.plugin", "tests.support.fixtures"]
 
 # tests/host_state are pytest-testinfra checks of deployed hosts: run by the deploy tests and molecule
 # (with --hosts), never against this machine.
 collect_ignore = [] if os.environ.get("RBEE_TESTINFRA") == "1" else ["host_state"]
 
-MODEL_CACHE_DIR = Path("~/.cache/rbee/models").expanduser()
 ENGINE_AVAILABLE = importlib.util.find_spec("llama_cpp") is not None
 
 
@@ -34,21 +28,3 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "engine" in item.keywords:
             item.add_marker(skip)
-
-
-@pytest.fixture(scope="session")
-def tiny_model_path() -> Path:
-    """Path of the tiny random llama GGUF (written once into ~/.cache/rbee/models, then reused)."""
-    return ensure_tiny_model(MODEL_CACHE_DIR)
-
-
-@pytest.fixture
-def free_port() -> int:
-    """One free TCP port on 127.0.0.1."""
-    return get_free_port()
-
-
-@pytest.fixture
-def free_port_factory() -> Callable[[], int]:
-    """A function returning a free TCP port on 127.0.0.1 at each call (for several services)."""
-    return get_free_port

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 import uuid
@@ -15,21 +14,20 @@ from typing import Any
 import httpx
 from pytest_bdd import given, parsers, then, when
 
-from features.steps.runtime_fixtures import (
+from rbee.tiny_model import TINY_MODEL_ID
+from rbee_runtime.common.contracts import Heartbeat, Resources, WorkerInfo, WorkerReady, WorkerState
+from tests.support.processes import Freezer, ProcessPool
+from tests.support.services import (
     Cluster,
-    ProcessPool,
-    Streams,
-    completion_body,
-    error_code,
+    hive_config,
     start_cluster,
     start_hive,
     start_queen,
     start_worker,
-    wait_until,
-    worker_health,
+    worker_metric,
 )
-from rbee.tiny_model import TINY_MODEL_ID
-from rbee_runtime.common.contracts import Heartbeat, Resources, WorkerInfo, WorkerReady, WorkerState
+from tests.support.sse import Streams, completion_body, error_code
+from tests.support.waiting import wait_until
 
 
 def at_once(count: int, work: Callable[[int], Any]) -> list[Any]:
@@ -52,47 +50,30 @@ def at_once(count: int, work: Callable[[int], Any]) -> list[Any]:
     return results
 
 
-class Sampler:
-    """Samples a value in a thread every ``interval`` seconds until stopped; keeps the maximum."""
-
-    def __init__(self, read: Callable[[], int], interval: float = 0.01) -> None:
-        self.read = read
-        self.interval = interval
-        self.samples: list[int] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + 60
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                self.samples.append(self.read())
-            time.sleep(self.interval)
-
-    def stop(self) -> int:
-        """Stop sampling; the largest value seen."""
-        self._stop.set()
-        self._thread.join(timeout=5)
-        assert len(self.samples) >= 10, f"only {len(self.samples)} samples were taken"
-        return max(self.samples)
+def slot_counters(worker: dict[str, Any]) -> dict[str, float]:
+    """What the worker's ``/metrics`` says about its slots: what no sampling of ``/health`` can miss."""
+    names = ("rbee_worker_slots_busy_max", "rbee_worker_slots_full_total", "rbee_worker_requests_started_total")
+    counters = {name: worker_metric(worker, name) for name in names}
+    counters["refused"] = worker_metric(worker, "rbee_worker_requests_refused_total", code="ALL_SLOTS_BUSY")
+    return counters
 
 
 # --------------------------------------------------------------------------- workers registering at once
 
 
 @given("a queen and a hive without workers", target_fixture="cluster")
-def queen_and_empty_hive(processes: ProcessPool, tiny_model_file: Path) -> Cluster:
-    return start_cluster(processes, tiny_model_file, workers=0)
+def queen_and_empty_hive(processes: ProcessPool, tiny_model_path: Path) -> Cluster:
+    return start_cluster(processes, tiny_model_path, workers=0)
 
 
 @when(parsers.parse('{count:d} workers of "{model}" start at the same time and announce themselves to the hive'))
 def workers_start(
-    scene: SimpleNamespace, processes: ProcessPool, cluster: Cluster, tiny_model_file: Path, count: int, model: str
+    scene: SimpleNamespace, processes: ProcessPool, cluster: Cluster, tiny_model_path: Path, count: int, model: str
 ) -> None:
     callback = f"{cluster.hive.url}/v1/workers/ready"
     scene.workers = [
-        start_worker(processes, f"ext-{i:02d}", tiny_model_file, callback_url=callback, model_id=model, ctx_size=256)
+        start_worker(processes, f"ext-{i:02d}", tiny_model_path, callback_url=callback, model_id=model, ctx_size=256,
+                     managed_by="external", announce_interval=0.5, grace_period=20)
         for i in range(count)
     ]
 
@@ -253,15 +234,11 @@ def final_registry(scene: SimpleNamespace, queen: Any, count: int) -> None:
 # --------------------------------------------------------------------------- slot races
 
 
-def busy_slots(worker: dict[str, Any]) -> Callable[[], int]:
-    return lambda: int(worker_health(worker)["slots_busy"])
-
-
 @when(parsers.parse("{count:d} clients ask the worker directly for a stream of {tokens:d} tokens at the same instant"))
 def race_worker(scene: SimpleNamespace, streams: Streams, cluster: Cluster, count: int, tokens: int) -> None:
     (worker,) = cluster.serving()
     scene.worker, scene.tokens = worker, tokens
-    scene.sampler = Sampler(busy_slots(worker))
+    scene.slots_before = slot_counters(worker)
     tag = uuid.uuid4().hex[:8]
 
     def ask(i: int) -> Any:
@@ -296,17 +273,33 @@ def winners_complete(scene: SimpleNamespace, count: int, tokens: int) -> None:
 
 @then(parsers.parse("the worker never ran more than {slots:d} generations at once"))
 def never_more_than(scene: SimpleNamespace, slots: int) -> None:
-    most = scene.sampler.stop()
-    assert most == slots, f"at most {most} generation(s) ran at once (sampled {len(scene.sampler.samples)} times)"
+    before, after = scene.slots_before, slot_counters(scene.worker)
+    assert after["rbee_worker_slots_busy_max"] == slots, after  # the most at once, since the worker started
+    assert after["rbee_worker_slots_full_total"] > before["rbee_worker_slots_full_total"], (before, after)
+    started = after["rbee_worker_requests_started_total"] - before["rbee_worker_requests_started_total"]
+    assert started == len([s for s in scene.race if s.status == 200]), (started, before, after)
 
 
 @when(parsers.parse("{count:d} clients stream a completion of {tokens:d} tokens through the queen at the same instant"))
-def race_queen(scene: SimpleNamespace, streams: Streams, cluster: Cluster, count: int, tokens: int) -> None:
+def race_queen(scene: SimpleNamespace, streams: Streams, cluster: Cluster, freezer: Freezer, count: int,
+               tokens: int) -> None:  # fmt: skip
+    """The worker is frozen while the requests arrive: whatever the machine's speed, none can end before
+    all have reached the queen, so the queen must hold those beyond the slots (seen in its queue depth)."""
     (worker,) = cluster.serving()
     scene.worker, scene.tokens = worker, tokens
-    scene.sampler = Sampler(busy_slots(worker))
-    scene.queue = Sampler(lambda: int(cluster.queen.metric("rbee_queen_queue_depth", model=TINY_MODEL_ID)), 0.02)
+    scene.slots_before = slot_counters(worker)
+    freezer.freeze(int(worker["pid"]))
     scene.race = at_once(count, lambda _: streams.open(f"{cluster.api}/completions", completion_body(tokens)))
+
+    def queued() -> float:
+        depth = cluster.queen.metric("rbee_queen_queue_depth", model=TINY_MODEL_ID)
+        in_flight = (cluster.queen.worker(worker["worker_id"]) or {}).get("in_flight")
+        return depth if depth + worker["slots_total"] == count and in_flight == worker["slots_total"] else 0
+
+    try:  # quickly: the queen gives the frozen worker request_timeout_s to answer
+        scene.most_queued = wait_until(queued, 1.5, f"{count} requests at the queen, the ones beyond the slots queued")
+    finally:
+        freezer.thaw(int(worker["pid"]))
 
 
 @then(parsers.parse("all {count:d} streams complete with {tokens:d} tokens"))
@@ -321,17 +314,19 @@ def all_complete(scene: SimpleNamespace, count: int, tokens: int) -> None:
 
 
 @then("some requests waited in the queen's queue")
-def some_waited(scene: SimpleNamespace) -> None:
-    assert scene.queue.stop() >= 1, "no request ever waited in the queue"
+def some_waited(scene: SimpleNamespace, cluster: Cluster) -> None:
+    assert scene.most_queued >= 1, "no request ever waited in the queue"
+    refused = slot_counters(scene.worker)["refused"] - scene.slots_before["refused"]
+    assert refused == 0, f"the queen sent the worker {refused} request(s) it had no slot for"
+    assert cluster.queen.metric("rbee_queen_queue_depth", model=TINY_MODEL_ID) == 0
 
 
 # --------------------------------------------------------------------------- catalog
 
 
 @given("a hive without a queen and with an empty catalog", target_fixture="hive")
-def lone_hive(processes: ProcessPool, tiny_model_file: Path) -> Any:
-    hive = start_hive(processes, tiny_model_file, None, models=[], placements=[])
-    hive.wait_healthy()
+def lone_hive(processes: ProcessPool, tiny_model_path: Path) -> Any:
+    hive = start_hive(processes, hive_config(processes.workdir, "hive", models=[], placements=[]), wait=True)
     assert hive.get("/v1/models") == {"models": []}
     return hive
 
@@ -339,9 +334,9 @@ def lone_hive(processes: ProcessPool, tiny_model_file: Path) -> Any:
 @when(parsers.parse(
     "{clients:d} clients register the same {shared:d} models and one model of their own at the same instant"
 ))  # fmt: skip
-def register_at_once(scene: SimpleNamespace, hive: Any, tiny_model_file: Path, clients: int, shared: int) -> None:
+def register_at_once(scene: SimpleNamespace, hive: Any, tiny_model_path: Path, clients: int, shared: int) -> None:
     def body(name: str) -> dict[str, str]:
-        return {"model_id": name, "reference": f"file:{tiny_model_file}", "local_path": str(tiny_model_file)}
+        return {"model_id": name, "reference": f"file:{tiny_model_path}", "local_path": str(tiny_model_path)}
 
     def register(i: int) -> list[int]:
         names = [f"shared-{(i + k) % shared}" for k in range(shared)] + [f"own-{i:02d}"]

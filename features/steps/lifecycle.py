@@ -13,9 +13,10 @@ import psutil
 from pytest_bdd import given, parsers, then, when
 
 from features.steps.inference import ask, worker_counters
-from features.steps.runtime_fixtures import RBEE, Cluster, ProcessPool, gone, start_cluster, wait_until
 from rbee.tiny_model import TINY_MODEL_ID
-from rbee_runtime.common.ports import free_port
+from tests.support.processes import ProcessPool
+from tests.support.services import Cluster, local_spec, start_cluster, start_rbee_up
+from tests.support.waiting import gone, wait_until
 
 
 def worker_processes(pid: int) -> list[psutil.Process]:
@@ -78,49 +79,12 @@ def queen_routes_none(scene: SimpleNamespace, cluster: Cluster) -> None:
 # --------------------------------------------------------------------------- rbee up
 
 
-def write_spec(folder: Path, model_path: Path, model_id: str) -> Path:
-    spec = folder / "cluster.yaml"
-    spec.write_text(
-        f"""\
-cluster: features
-queen:
-  port: {free_port()}
-hosts:
-  - name: here
-    address: localhost
-    backend: cpu
-    hive: {{port: {free_port()}, max_workers: 2}}
-models:
-  - id: {model_id}
-    source: file://{model_path}
-    context: 256
-placements:
-  - model: {model_id}
-    slots: 1
-runtime:
-  heartbeat_interval: 250ms
-  stale_timeout: 2s
-  loading_timeout: 30s
-"""
-    )
-    return spec
-
-
 @given(parsers.parse('a cluster started with "rbee up" from a spec placing one worker of "{model}"'))
-def rbee_up(scene: SimpleNamespace, processes: ProcessPool, tiny_model_file: Path, model: str) -> None:
-    spec = write_spec(processes.workdir, tiny_model_file, model)
-    run_dir = processes.workdir / "run"
-    scene.up = processes.start(
-        "rbee-up", [RBEE, "up", "--spec", str(spec), "--run-dir", str(run_dir), "--ready-timeout", "60"]
-    )
-    marker = "ready: OpenAI-compatible API at "
-
-    def ready() -> str | None:
-        assert scene.up.alive(), f"rbee up exited ({scene.up.popen.returncode}):\n{scene.up.log()}"
-        text = scene.up.log()
-        return text.split(marker)[1].split("/v1")[0] if marker in text else None
-
-    scene.queen_url = wait_until(ready, 60, "rbee up to report the cluster ready", 0.2)
+def rbee_up(scene: SimpleNamespace, processes: ProcessPool, tiny_model_path: Path, model: str) -> None:
+    spec = local_spec(processes.workdir, tiny_model_path, model, slots=1, context=256, max_workers=2,
+                      heartbeat="250ms", stale="2s", loading="30s")  # fmt: skip
+    running = start_rbee_up(processes, spec, timeout=70)
+    scene.up, scene.queen_url = running.proc, running.queen_url
 
 
 @given(parsers.parse('a client got a completion of "{model}" from it'))
@@ -165,12 +129,12 @@ def nothing_left(scene: SimpleNamespace, processes: ProcessPool) -> None:
     target_fixture="cluster",
 )
 def cluster_with_idle_timeout(
-    scene: SimpleNamespace, processes: ProcessPool, tiny_model_file: Path, model: str, other: str, seconds: float
+    scene: SimpleNamespace, processes: ProcessPool, tiny_model_path: Path, model: str, other: str, seconds: float
 ) -> Cluster:
     assert model == TINY_MODEL_ID
-    models = [{"model_id": m, "reference": f"file:{tiny_model_file}", "local_path": str(tiny_model_file)}
+    models = [{"model_id": m, "reference": f"file:{tiny_model_path}", "local_path": str(tiny_model_path)}
               for m in (model, other)]  # fmt: skip
-    cluster = start_cluster(processes, tiny_model_file, workers=1,
+    cluster = start_cluster(processes, tiny_model_path, workers=1,
                             hive={"worker_idle_timeout_s": seconds, "models": models})  # fmt: skip
     (scene.placed,) = cluster.serving(model)
     scene.placed_since = time.monotonic()

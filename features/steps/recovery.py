@@ -13,16 +13,11 @@ import psutil
 from pytest_bdd import given, parsers, then, when
 
 from features.steps.inference import ask, worker_counters
-from features.steps.runtime_fixtures import (
-    Cluster,
-    Freezer,
-    ProcessPool,
-    error_code,
-    gone,
-    start_cluster,
-    wait_until,
-)
 from rbee.tiny_model import TINY_MODEL_ID
+from tests.support.processes import Freezer, ProcessPool
+from tests.support.services import Cluster, start_cluster
+from tests.support.sse import error_code
+from tests.support.waiting import gone, wait_until
 
 
 @given(
@@ -32,18 +27,18 @@ from rbee.tiny_model import TINY_MODEL_ID
     ),
     target_fixture="cluster",
 )
-def cluster_turning_stale(processes: ProcessPool, tiny_model_file: Path, model: str, ctx: int, stale: float) -> Cluster:
+def cluster_turning_stale(processes: ProcessPool, tiny_model_path: Path, model: str, ctx: int, stale: float) -> Cluster:
     assert model == TINY_MODEL_ID
-    return start_cluster(processes, tiny_model_file, workers=1, queen={"stale_timeout_s": stale},
+    return start_cluster(processes, tiny_model_path, workers=1, queen={"stale_timeout_s": stale},
                          hive={"ctx_size": ctx})  # fmt: skip
 
 
 @given(parsers.parse('a cluster whose hive has a worker of "{model}" that it did not start'), target_fixture="cluster")
 def cluster_with_external_worker(
-    scene: SimpleNamespace, processes: ProcessPool, tiny_model_file: Path, model: str
+    scene: SimpleNamespace, processes: ProcessPool, tiny_model_path: Path, model: str
 ) -> Cluster:
     assert model == TINY_MODEL_ID
-    cluster = start_cluster(processes, tiny_model_file, workers=0, external=("ext-drain",))
+    cluster = start_cluster(processes, tiny_model_path, workers=0, external=("ext-drain",))
     (scene.external,) = cluster.workers_started
     (worker,) = cluster.serving(model)
     assert worker["worker_id"] == "ext-drain" and worker["managed_by"] == "external", worker

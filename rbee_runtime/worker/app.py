@@ -1,4 +1,4 @@
-"""The worker's HTTP API (FastAPI): health, streaming generation, cancellation, shutdown."""
+"""The worker's HTTP API (FastAPI): health, metrics, streaming generation, cancellation, shutdown."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rbee_runtime.common.contracts import ErrorEvent, GenerateRequest, TokenEvent, WorkerHealth
 from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import ApiError, error_body, install_error_handlers
+from rbee_runtime.worker import metrics
 from rbee_runtime.worker.service import Event, Job, WorkerService
 
 _CLIENT_ERRORS: dict[str, int] = {ErrorCode.CONTEXT_LENGTH_EXCEEDED: 400}
@@ -49,6 +51,10 @@ def create_app(service: WorkerService) -> FastAPI:
     @app.get("/health")
     async def health() -> WorkerHealth:
         return service.health()
+
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        return Response(metrics.render(service), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/v1/generate", response_model=None)
     async def generate(request: GenerateRequest) -> StreamingResponse:

@@ -76,6 +76,7 @@ class WorkerService:
         self._lock = threading.Lock()
         self._tokens_total = 0
         self._cancelled_total = 0
+        self.started_total = 0
         self.last_activity = time.time()
 
     # ------------------------------------------------------------------ state
@@ -136,6 +137,7 @@ class WorkerService:
                     409, ErrorCode.REQUEST_ID_IN_USE, f"A generation with request_id {request.request_id!r} is running."
                 )
         slot = self.slots.acquire()
+        self.started_total += 1
         job = Job(request_id=request.request_id, slot=slot, loop=asyncio.get_running_loop())
         with self._lock:
             self._jobs[job.request_id] = job

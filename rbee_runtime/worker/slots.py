@@ -9,7 +9,12 @@ from rbee_runtime.common.errors import ApiError
 
 
 class SlotPool:
-    """Thread-safe pool of slot indexes; acquiring from a full pool is a 503 ``ALL_SLOTS_BUSY``."""
+    """Thread-safe pool of slot indexes; acquiring from a full pool is a 503 ``ALL_SLOTS_BUSY``.
+
+    Counts what happened to it (exposed on the worker's ``/metrics``): ``busy_max``, the most slots
+    busy at once since start; ``full_total``, how often the last free slot was taken; ``refused_total``,
+    how many acquisitions found no free slot.
+    """
 
     def __init__(self, total: int) -> None:
         if total < 1:
@@ -17,6 +22,9 @@ class SlotPool:
         self.total = total
         self._free = list(range(total))
         self._lock = threading.Lock()
+        self.busy_max = 0
+        self.full_total = 0
+        self.refused_total = 0
 
     @property
     def busy(self) -> int:
@@ -27,7 +35,12 @@ class SlotPool:
         """Take a free slot now, or raise ``ApiError`` 503 ``ALL_SLOTS_BUSY`` (never waits)."""
         with self._lock:
             if self._free:
-                return self._free.pop(0)
+                slot = self._free.pop(0)
+                busy = self.total - len(self._free)
+                self.busy_max = max(self.busy_max, busy)
+                self.full_total += busy == self.total
+                return slot
+            self.refused_total += 1
         raise ApiError(
             503,
             ErrorCode.ALL_SLOTS_BUSY,

@@ -7,21 +7,17 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
+import pytest
 
-from .support import ENGINE, ExternalWorkers, HiveFactory, QueenStub, free_port, pid_alive, wait_until
+from rbee_runtime.common.ports import free_port
+from tests.support.services import Hives, WorkerProc
+from tests.support.stubs import QueenStub
+from tests.support.waiting import pid_alive, wait_until
 
 MODEL_ID = "rbee-tiny"
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def engine(fn: F) -> F:
-    """The ENGINE marks (real llama.cpp worker) on one test: this module also has a test without a worker."""
-    for mark in ENGINE:
-        fn = mark(fn)
-    return fn
 
 
 def _model(path: Path) -> dict[str, Any]:
@@ -49,7 +45,7 @@ def _ready(worker_id: str, url: str, pid: int, managed_by: str = "external", mod
 
 
 def test_external_announce_registers_then_unreachable_is_crashed_then_dropped(
-    hives: HiveFactory, queen: QueenStub
+    hives: Hives, queen: QueenStub
 ) -> None:
     """No engine needed: the 'worker' is only an announce whose URL nobody answers."""
     hive = hives.start(hives.config("ext-api", queen_url=queen.url, external_worker_drop_s=1.5))
@@ -81,9 +77,9 @@ def test_external_announce_registers_then_unreachable_is_crashed_then_dropped(
     assert queen.worker_states("w-ext") == ["idle", "crashed", "idle", "crashed", "stopped"]
 
 
-@engine
+@pytest.mark.engine
 def test_external_worker_life_cycle(
-    hives: HiveFactory, queen: QueenStub, external_workers: ExternalWorkers, tiny_model_path: Path
+    hives: Hives, queen: QueenStub, external_workers: Callable[..., WorkerProc], tiny_model_path: Path
 ) -> None:
     config = hives.config(
         "ext",
@@ -95,7 +91,7 @@ def test_external_worker_life_cycle(
     )
     hive = hives.start(config)
     callback = f"{hive.url}/v1/workers/ready"
-    ext = external_workers.start("ext-1", callback, announce_interval=0.5)
+    ext = external_workers("ext-1", callback, announce_interval=0.5)
 
     info = hive.wait_state("ext-1", "idle", timeout=20)
     assert (info["managed_by"], info["pid"], info["url"], info["model_id"]) == ("external", ext.pid, ext.url, MODEL_ID)
@@ -132,7 +128,7 @@ def test_external_worker_life_cycle(
     wait_until(lambda: hive.worker("ext-1") is None, timeout=10, what="the dead external worker dropped")
     assert "crashed" in queen.worker_states("ext-1")
 
-    back = external_workers.start("ext-1", callback, announce_interval=0.5, port=ext.port)  # systemd restarts it
+    back = external_workers("ext-1", callback, announce_interval=0.5, port=ext.port)  # systemd restarts it
     revived = hive.wait_state("ext-1", "idle", timeout=20)
     assert revived["pid"] == back.pid and revived["managed_by"] == "external"
 
@@ -145,10 +141,12 @@ def test_external_worker_life_cycle(
     assert "stopping worker ext-1" not in hive.log()
 
 
-@engine
-def test_worker_started_before_its_hive_is_registered(hives: HiveFactory, external_workers: ExternalWorkers) -> None:
+@pytest.mark.engine
+def test_worker_started_before_its_hive_is_registered(
+    hives: Hives, external_workers: Callable[..., WorkerProc]
+) -> None:
     config = hives.config("late")  # the model is not in its catalog: listed anyway (with a warning)
-    ext = external_workers.start("early-1", f"http://127.0.0.1:{config['port']}/v1/workers/ready", announce_interval=1)
+    ext = external_workers("early-1", f"http://127.0.0.1:{config['port']}/v1/workers/ready", announce_interval=1)
     wait_until(lambda: "ready callback to" in ext.log(), timeout=20, what="the first (failed) announce")
     hive = hives.start(config)
     since = time.monotonic()
@@ -158,14 +156,14 @@ def test_worker_started_before_its_hive_is_registered(hives: HiveFactory, extern
     assert "not in this hive's catalog" in hive.log()
 
 
-@engine
+@pytest.mark.engine
 def test_restarted_hive_readopts_external_worker(
-    hives: HiveFactory, external_workers: ExternalWorkers, tiny_model_path: Path
+    hives: Hives, external_workers: Callable[..., WorkerProc], tiny_model_path: Path
 ) -> None:
     config = hives.config("readopt-ext", models=[_model(tiny_model_path)])
     hive = hives.start(config)
     # a long interval: after the restart it is back through the worker table, not through a new announce
-    ext = external_workers.start("ext-r", f"{hive.url}/v1/workers/ready", announce_interval=60)
+    ext = external_workers("ext-r", f"{hive.url}/v1/workers/ready", announce_interval=60)
     hive.wait_state("ext-r", "idle", timeout=20)
 
     hive.signal(signal.SIGTERM)

@@ -6,9 +6,9 @@ import asyncio
 import time
 
 from rbee_runtime.common.contracts import Heartbeat, Resources, WorkerInfo, WorkerState
+from rbee_runtime.common.ports import free_port
 from rbee_runtime.hive.heartbeat import HeartbeatSender
-
-from .support import QueenStub, free_port
+from tests.support.stubs import QueenStub
 
 S = WorkerState
 

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .support import HiveFactory, HiveProcess, free_port, wait_until
+from rbee_runtime.common.ports import free_port
+from tests.support.processes import ProcessPool
+from tests.support.services import HiveProc, Hives, start_hive
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture(scope="module")
-def hive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HiveProcess]:
+def hive(module_processes: ProcessPool) -> HiveProc:
     """A hive whose RAM reserve is absurd (every spawn is refused), whose queen is down,
     and whose catalog.db is garbage at start."""
-    workdir = tmp_path_factory.mktemp("hive-api")
-    factory = HiveFactory(workdir)
+    workdir = module_processes.workdir
+    factory = Hives(module_processes)
     model = workdir / "boot.gguf"
     model.write_bytes(b"GGUF" + b"\0" * 2000)
     config = factory.config(
@@ -29,10 +31,7 @@ def hive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HiveProcess]:
     data_dir = Path(config["data_dir"])
     data_dir.mkdir(parents=True)
     (data_dir / "catalog.db").write_bytes(b"definitely not sqlite " * 500)
-    try:
-        yield factory.start(config)
-    finally:
-        factory.cleanup()
+    return factory.start(config)
 
 
 def _error(resp: object, status: int, code: str) -> dict[str, object]:
@@ -43,7 +42,7 @@ def _error(resp: object, status: int, code: str) -> dict[str, object]:
     return dict(body)
 
 
-def test_health_and_capabilities(hive: HiveProcess) -> None:
+def test_health_and_capabilities(hive: HiveProc) -> None:
     health = hive.http.get("/health").json()
     assert health["service"] == "hive" and health["id"] == "api" and health["status"] == "ok"
     caps = hive.http.get("/v1/capabilities").json()
@@ -53,7 +52,7 @@ def test_health_and_capabilities(hive: HiveProcess) -> None:
     assert caps["resources"]["gpus"] == []
 
 
-def test_corrupt_catalog_was_rebuilt_with_configured_models(hive: HiveProcess) -> None:
+def test_corrupt_catalog_was_rebuilt_with_configured_models(hive: HiveProc) -> None:
     data_dir = Path(hive.config["data_dir"])
     assert list(data_dir.glob("catalog.db.corrupt-*")), "the unreadable catalog must be moved aside"
     models = hive.http.get("/v1/models").json()["models"]
@@ -61,7 +60,7 @@ def test_corrupt_catalog_was_rebuilt_with_configured_models(hive: HiveProcess) -
     assert boot["provider"] == "hf" and boot["size_bytes"] == 2004
 
 
-def test_model_crud(hive: HiveProcess, tmp_path: Path) -> None:
+def test_model_crud(hive: HiveProc, tmp_path: Path) -> None:
     path = tmp_path / "m.gguf"
     path.write_bytes(b"x" * 777)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -76,7 +75,7 @@ def test_model_crud(hive: HiveProcess, tmp_path: Path) -> None:
     _error(hive.http.delete("/v1/models/crud"), 404, "MODEL_NOT_FOUND")
 
 
-def test_model_errors(hive: HiveProcess, tmp_path: Path) -> None:
+def test_model_errors(hive: HiveProc, tmp_path: Path) -> None:
     path = tmp_path / "m.gguf"
     path.write_bytes(b"y" * 10)
     missing = {"model_id": "x", "reference": "file:///nowhere.gguf", "local_path": str(tmp_path / "nowhere.gguf")}
@@ -89,7 +88,7 @@ def test_model_errors(hive: HiveProcess, tmp_path: Path) -> None:
     assert "x" not in [m["model_id"] for m in hive.http.get("/v1/models").json()["models"]]
 
 
-def test_spawn_refused_for_ram(hive: HiveProcess) -> None:
+def test_spawn_refused_for_ram(hive: HiveProc) -> None:
     err = _error(hive.http.post("/v1/workers", json={"model_id": "boot"}), 507, "INSUFFICIENT_RAM")
     details = err["details"]
     assert isinstance(details, dict)
@@ -98,7 +97,7 @@ def test_spawn_refused_for_ram(hive: HiveProcess) -> None:
     assert hive.workers() == []
 
 
-def test_spawn_and_worker_errors(hive: HiveProcess) -> None:
+def test_spawn_and_worker_errors(hive: HiveProc) -> None:
     _error(hive.http.post("/v1/workers", json={"model_id": "ghost"}), 404, "MODEL_NOT_FOUND")
     _error(hive.http.post("/v1/workers", json={"model_id": "boot", "backend": "metal"}), 400, "BACKEND_UNAVAILABLE")
     _error(hive.http.post("/v1/workers", json={"model_id": "boot", "slots": 0}), 422, "INVALID_REQUEST")
@@ -115,20 +114,16 @@ def test_spawn_and_worker_errors(hive: HiveProcess) -> None:
     _error(hive.http.delete("/v1/workers/worker-ghost"), 404, "WORKER_NOT_FOUND")
 
 
-def test_unreachable_queen_does_not_stop_the_hive(hive: HiveProcess) -> None:
+def test_unreachable_queen_does_not_stop_the_hive(hive: HiveProc) -> None:
     time.sleep(0.5)  # a few heartbeat intervals
     assert hive.http.get("/health").status_code == 200
     wait_until(lambda: "unreachable" in hive.log(), timeout=5, what="a log line about the unreachable queen")
     assert hive.proc is not None and hive.proc.poll() is None
 
 
-def test_second_hive_on_same_data_dir_is_refused(hive: HiveProcess, tmp_path: Path) -> None:
+def test_second_hive_on_same_data_dir_is_refused(hive: HiveProc, processes: ProcessPool) -> None:
     config = {**hive.config, "port": free_port(), "hive_id": "api-twin"}
-    twin = HiveProcess(config, tmp_path, tag="twin")
-    twin.start(wait=False)
-    try:
-        assert twin.wait_exit(timeout=20) == 1
-        assert "already uses data_dir" in twin.log()
-        assert hive.http.get("/health").status_code == 200
-    finally:
-        twin.kill_all()
+    twin = start_hive(processes, config)
+    assert twin.wait_exit(timeout=20) == 1
+    assert "already uses data_dir" in twin.log()
+    assert hive.http.get("/health").status_code == 200

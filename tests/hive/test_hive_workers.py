@@ -10,10 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
-from .support import ENGINE, HiveFactory, HiveProcess, QueenStub, pid_alive, wait_until
+from tests.support.services import HiveProc, Hives
+from tests.support.stubs import QueenStub
+from tests.support.waiting import pid_alive, wait_until
 
-pytestmark = ENGINE
+pytestmark = pytest.mark.engine
 
 MODEL_ID = "rbee-tiny"
 
@@ -22,7 +25,7 @@ def _model(path: Path) -> dict[str, Any]:
     return {"model_id": MODEL_ID, "reference": f"file://{path}", "local_path": str(path)}
 
 
-def _no_process_left(hives: HiveFactory, hive: HiveProcess | None = None) -> None:
+def _no_process_left(hives: Hives, hive: HiveProc | None = None) -> None:
     own = {hive.proc.pid} if hive is not None and hive.proc is not None and hive.proc.poll() is None else set()
     wait_until(
         lambda: not [p for p in hives.leftovers() if p.pid not in own],
@@ -38,7 +41,7 @@ def _generate(worker_url: str, max_tokens: int = 8) -> str:
         return "".join(resp.iter_text())
 
 
-def test_spawn_ready_heartbeats_and_delete(hives: HiveFactory, queen: QueenStub, tiny_model_path: Path) -> None:
+def test_spawn_ready_heartbeats_and_delete(hives: Hives, queen: QueenStub, tiny_model_path: Path) -> None:
     hive = hives.start(hives.config("e2e", queen_url=queen.url, queen_api_key="k-secret", max_workers=1))
     resp = hive.http.post("/v1/models", json=_model(tiny_model_path))
     assert resp.status_code == 201, resp.text
@@ -77,7 +80,7 @@ def test_spawn_ready_heartbeats_and_delete(hives: HiveFactory, queen: QueenStub,
     _no_process_left(hives, hive)
 
 
-def test_idle_worker_is_stopped_but_not_while_it_works(hives: HiveFactory, tiny_model_path: Path) -> None:
+def test_idle_worker_is_stopped_but_not_while_it_works(hives: Hives, tiny_model_path: Path) -> None:
     hive = hives.start(hives.config("idle", worker_idle_timeout_s=1.5, models=[_model(tiny_model_path)]))
     wid = hive.spawn(MODEL_ID)["worker_id"]
     ready = hive.wait_state(wid, "idle")
@@ -94,7 +97,7 @@ def test_idle_worker_is_stopped_but_not_while_it_works(hives: HiveFactory, tiny_
 
 
 def test_crashed_worker_reported_and_placed_worker_restarted(
-    hives: HiveFactory, queen: QueenStub, tiny_model_path: Path
+    hives: Hives, queen: QueenStub, tiny_model_path: Path
 ) -> None:
     config = hives.config(
         "crash",
@@ -142,7 +145,7 @@ def test_crashed_worker_reported_and_placed_worker_restarted(
     _no_process_left(hives, hive)
 
 
-def test_sigterm_stops_every_worker(hives: HiveFactory, tiny_model_path: Path) -> None:
+def test_sigterm_stops_every_worker(hives: Hives, tiny_model_path: Path) -> None:
     config = hives.config(
         "term", models=[_model(tiny_model_path)], placements=[{"model_id": MODEL_ID, "replicas": 1, "slots": 2}]
     )
@@ -165,7 +168,7 @@ def test_sigterm_stops_every_worker(hives: HiveFactory, tiny_model_path: Path) -
     assert "stopping 2 worker(s)" in hive.log()
 
 
-def test_restarted_hive_readopts_running_worker(hives: HiveFactory, tiny_model_path: Path) -> None:
+def test_restarted_hive_readopts_running_worker(hives: Hives, tiny_model_path: Path) -> None:
     config = hives.config("readopt", models=[_model(tiny_model_path)])
     hive = hives.start(config)
     keep = hive.spawn(MODEL_ID)
@@ -190,7 +193,7 @@ def test_restarted_hive_readopts_running_worker(hives: HiveFactory, tiny_model_p
     _no_process_left(hives, hive2)
 
 
-def test_worker_that_fails_to_load_is_crashed_with_its_log(hives: HiveFactory, tmp_path: Path) -> None:
+def test_worker_that_fails_to_load_is_crashed_with_its_log(hives: Hives, tmp_path: Path) -> None:
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(b"GGUF" + os.urandom(4096))
     hive = hives.start(
@@ -205,7 +208,7 @@ def test_worker_that_fails_to_load_is_crashed_with_its_log(hives: HiveFactory, t
     _no_process_left(hives, hive)
 
 
-def test_loading_timeout_kills_the_worker(hives: HiveFactory, tiny_model_path: Path) -> None:
+def test_loading_timeout_kills_the_worker(hives: Hives, tiny_model_path: Path) -> None:
     hive = hives.start(hives.config("slow", loading_timeout_s=0.3, models=[_model(tiny_model_path)]))
     spawned = hive.spawn(MODEL_ID)
     crashed = hive.wait_state(spawned["worker_id"], "crashed")

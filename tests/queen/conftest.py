@@ -1,18 +1,13 @@
-"""Fixtures of the queen's tests: real processes, killed at the end of their module."""
+"""Fixtures of the queen's tests: the harness's processes under the name these tests use."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from queen_processes import Processes
+
+from tests.support.processes import ProcessPool
 
 
 @pytest.fixture(scope="module")
-def procs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Processes]:
-    """Start processes for one test module; every one is stopped afterwards, also on failure."""
-    processes = Processes(tmp_path_factory.mktemp("procs"))
-    try:
-        yield processes
-    finally:
-        processes.close()
+def procs(module_processes: ProcessPool) -> ProcessPool:
+    """Processes for one test module; every one is killed afterwards, also on failure."""
+    return module_processes

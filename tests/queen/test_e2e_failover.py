@@ -5,31 +5,32 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 from pathlib import Path
 
 import openai
 import pytest
-from queen_processes import Processes, Service, metric, register_workers
 
 from rbee.tiny_model import TINY_MODEL_ID
+from tests.support.processes import ProcessPool
+from tests.support.services import QueenProc, WorkerProc, register_workers, start_queen, start_worker
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def cluster(procs: Processes, tiny_model_path: Path) -> tuple[Service, Service, Service]:
-    queen = procs.queen("queen-failover", stale_timeout_s=600, max_failover_attempts=2)
-    first = procs.worker("w-a", tiny_model_path, slots=1)  # chosen first: same load, smallest id
-    second = procs.worker("w-b", tiny_model_path, slots=1)
-    procs.wait_healthy(queen)
-    procs.wait_healthy(first, state="idle")
-    procs.wait_healthy(second, state="idle")
+def cluster(procs: ProcessPool, tiny_model_path: Path) -> tuple[QueenProc, WorkerProc, WorkerProc]:
+    queen = start_queen(procs, "queen-failover", fast=False, stale_timeout_s=600, max_failover_attempts=2)
+    first = start_worker(procs, "w-a", tiny_model_path, ctx_size=4096)  # chosen first: same load, smallest id
+    second = start_worker(procs, "w-b", tiny_model_path, ctx_size=4096)
+    queen.wait_healthy()
+    first.wait_healthy(state="idle")
+    second.wait_healthy(state="idle")
     register_workers(queen, [first, second])
     return queen, first, second
 
 
-def test_worker_killed_before_first_token(cluster: tuple[Service, Service, Service]) -> None:
+def test_worker_killed_before_first_token(cluster: tuple[QueenProc, WorkerProc, WorkerProc]) -> None:
     queen, doomed, survivor = cluster
     client = openai.OpenAI(base_url=f"{queen.url}/v1", api_key="unused", max_retries=0, timeout=60)
     before = int(survivor.health()["tokens_generated_total"])
@@ -47,8 +48,9 @@ def test_worker_killed_before_first_token(cluster: tuple[Service, Service, Servi
 
     asker = threading.Thread(target=ask)
     asker.start()
-    time.sleep(1.0)
-    assert asker.is_alive()  # still waiting on the frozen worker
+    # The queen sent the request to the frozen worker (in flight there), and no token can come back.
+    wait_until(lambda: (queen.worker("w-a") or {}).get("in_flight") == 1, 10, "the request in flight on w-a")
+    assert asker.is_alive()
     os.kill(doomed.proc.pid, signal.SIGKILL)
     doomed.proc.wait(timeout=10)
     asker.join(timeout=30)
@@ -60,16 +62,16 @@ def test_worker_killed_before_first_token(cluster: tuple[Service, Service, Servi
     assert len(content) == 12
     assert chunks[-1].choices[0].finish_reason == "length"
     assert int(survivor.health()["tokens_generated_total"]) == before + 12
-    assert metric(queen, "rbee_queen_failovers_total", model=TINY_MODEL_ID) == 1
+    assert queen.metric("rbee_queen_failovers_total", model=TINY_MODEL_ID) == 1
 
     # The dead worker is no longer routed to: the next requests go straight to the survivor.
     for _ in range(2):
         done = client.completions.create(model=TINY_MODEL_ID, prompt="x", max_tokens=3)
         assert done.usage is not None and done.usage.completion_tokens == 3
-    assert metric(queen, "rbee_queen_failovers_total", model=TINY_MODEL_ID) == 1
+    assert queen.metric("rbee_queen_failovers_total", model=TINY_MODEL_ID) == 1
 
 
-def test_no_worker_left(cluster: tuple[Service, Service, Service]) -> None:
+def test_no_worker_left(cluster: tuple[QueenProc, WorkerProc, WorkerProc]) -> None:
     queen, _, survivor = cluster
     survivor.proc.kill()
     survivor.proc.wait(timeout=10)

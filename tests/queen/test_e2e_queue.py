@@ -3,34 +3,28 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
-from queen_processes import Processes, Service, metric, register_workers
 
 from rbee.tiny_model import TINY_MODEL_ID
+from tests.support.processes import ProcessPool
+from tests.support.services import QueenProc, register_workers, start_queen, start_worker
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def queen(procs: Processes, tiny_model_path: Path) -> Service:
-    queen = procs.queen("queen-queue", queue_max=1, queue_timeout_s=30, stale_timeout_s=600)
-    worker = procs.worker("w-single", tiny_model_path, slots=1)
-    procs.wait_healthy(queen)
-    procs.wait_healthy(worker, state="idle")
+def queen(procs: ProcessPool, tiny_model_path: Path) -> QueenProc:
+    queen = start_queen(procs, "queen-queue", fast=False, queue_max=1, queue_timeout_s=30, stale_timeout_s=600)
+    worker = start_worker(procs, "w-single", tiny_model_path, slots=1, ctx_size=4096)
+    queen.wait_healthy()
+    worker.wait_healthy(state="idle")
     register_workers(queen, [worker])
     return queen
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
 
 
 def in_background(url: str, timeout: float) -> tuple[threading.Thread, dict[str, object]]:
@@ -51,9 +45,9 @@ def in_background(url: str, timeout: float) -> tuple[threading.Thread, dict[str,
     return thread, outcome
 
 
-def test_slots_exhausted_then_queue_full(queen: Service) -> None:
+def test_slots_exhausted_then_queue_full(queen: QueenProc) -> None:
     url = f"{queen.url}/v1/completions"
-    depth: Callable[[], float] = lambda: metric(queen, "rbee_queen_queue_depth", model=TINY_MODEL_ID)  # noqa: E731
+    depth: Callable[[], float] = lambda: queen.metric("rbee_queen_queue_depth", model=TINY_MODEL_ID)  # noqa: E731
     long_body = {"model": TINY_MODEL_ID, "prompt": "Long", "max_tokens": 3000, "stream": True}
     with httpx.Client(timeout=30, trust_env=False) as http, http.stream("POST", url, json=long_body) as running:
         assert running.status_code == 200  # the only slot is now taken
@@ -61,7 +55,7 @@ def test_slots_exhausted_then_queue_full(queen: Service) -> None:
 
         # A client that gives up while queued leaves the queue (the queen notices the disconnect).
         impatient, outcome = in_background(url, timeout=1.0)
-        wait_for(lambda: depth() == 1)
+        wait_until(lambda: depth() == 1, what="one request in the queue")
         over = http.post(url, json={"model": TINY_MODEL_ID, "prompt": "x", "max_tokens": 2})
         assert over.status_code == 503
         assert over.headers["retry-after"] == "1"
@@ -70,16 +64,16 @@ def test_slots_exhausted_then_queue_full(queen: Service) -> None:
         assert "queue_max=1" in error["message"]
         impatient.join(timeout=10)
         assert isinstance(outcome.get("error"), httpx.ReadTimeout)
-        wait_for(lambda: depth() == 0)
+        wait_until(lambda: depth() == 0, what="an empty queue")
 
         # A patient one gets the slot once the running request is cancelled.
         patient, outcome = in_background(url, timeout=60)
-        wait_for(lambda: depth() == 1)
+        wait_until(lambda: depth() == 1, what="one request in the queue")
         assert http.delete(f"{queen.url}/v1/requests/{request_id}").status_code == 204
         patient.join(timeout=30)
     response = outcome["response"]
     assert isinstance(response, httpx.Response)
     assert response.status_code == 200, response.text
     assert response.json()["usage"]["completion_tokens"] == 3
-    assert metric(queen, "rbee_queen_requests_total", model=TINY_MODEL_ID, status="503") == 1
+    assert queen.metric("rbee_queen_requests_total", model=TINY_MODEL_ID, status="503") == 1
     assert depth() == 0

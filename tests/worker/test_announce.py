@@ -11,9 +11,11 @@ import httpx
 import pytest
 
 from rbee_runtime.common.contracts import WorkerReady
+from rbee_runtime.common.ports import free_port
 from rbee_runtime.worker.cli import parse_settings
-
-from .conftest import CallbackReceiver, get_free_port
+from tests.support.sse import DONE, open_sse, response_events
+from tests.support.stubs import CallbackReceiver
+from tests.support.waiting import wait_until
 
 REQUIRED = ["--worker-id", "w", "--model-id", "m", "--model-path", "/m.gguf"]
 
@@ -37,9 +39,9 @@ def test_ready_payload_defaults_to_hive_managed() -> None:
 
 def _generate(url: str) -> None:
     body = {"request_id": uuid.uuid4().hex, "prompt": "hello", "max_tokens": 4}
-    with httpx.stream("POST", f"{url}/v1/generate", json=body, timeout=20, trust_env=False) as resp:
+    with open_sse(f"{url}/v1/generate", body, timeout=20) as (resp, events):
         assert resp.status_code == 200, resp.read()
-        assert "[DONE]" in "".join(resp.iter_text())
+        assert list(events)[-1] == DONE
 
 
 @pytest.mark.engine
@@ -48,9 +50,7 @@ def test_worker_reannounces_periodically(start_worker, callback_receiver: Callba
         worker_id="w-ann", callback_url=callback_receiver.url, announce_interval=0.3, managed_by="external"
     )
     w.wait_idle()
-    deadline = time.monotonic() + 10
-    while len(callback_receiver.received) < 3 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: len(callback_receiver.received) >= 3, 10, "three announces")
     posts = list(callback_receiver.received)
     assert len(posts) >= 3, w.log()
     bodies = [WorkerReady.model_validate(p["body"]) for p in posts]
@@ -64,7 +64,7 @@ def test_worker_reannounces_periodically(start_worker, callback_receiver: Callba
 
 @pytest.mark.engine
 def test_worker_serves_while_hive_is_down_then_reaches_it(start_worker) -> None:
-    port = get_free_port()  # nothing listens there yet: the hive is "down"
+    port = free_port()  # nothing listens there yet: the hive is "down"
     url = f"http://127.0.0.1:{port}/v1/workers/ready"
     w = start_worker(worker_id="w-early", callback_url=url, announce_interval=0.5)
     w.wait_idle()  # a failed callback does not hold the worker back
@@ -85,14 +85,13 @@ def test_worker_serves_while_hive_is_down_then_reaches_it(start_worker) -> None:
 
 
 def _late_receiver(port: int) -> CallbackReceiver:
-    deadline = time.monotonic() + 5
-    while True:
+    def bind() -> CallbackReceiver | None:
         try:
             return CallbackReceiver(port)
         except OSError:  # the port is briefly taken by someone else: retry
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+            return None
+
+    return wait_until(bind, 5, f"port {port} to be free again", 0.1)
 
 
 @pytest.mark.engine
@@ -116,5 +115,5 @@ def test_draining_worker_stops_announcing(start_worker, callback_receiver: Callb
         time.sleep(1.0)  # five intervals
         assert len(callback_receiver.received) <= count + 1, "a draining worker must not announce itself"
         assert httpx.delete(f"{w.url}/v1/requests/long", timeout=5).status_code == 204
-        assert "[DONE]" in "".join(resp.iter_text())
+        assert response_events(resp)[-1] == DONE
     assert w.wait_exit() == 0, w.log()

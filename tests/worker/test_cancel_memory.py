@@ -2,28 +2,28 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 
 import httpx
 import pytest
 
-from .conftest import WorkerProcess
+from tests.support.services import WorkerProc
+from tests.support.sse import DONE, sse_events
 
 pytestmark = pytest.mark.engine
 
 
-def end_event(worker: WorkerProcess, request_id: str) -> dict[str, object]:
+def end_event(worker: WorkerProc, request_id: str) -> dict[str, object]:
     body = {"request_id": request_id, "prompt": "Hello", "max_tokens": 4}
     response = httpx.post(f"{worker.url}/v1/generate", json=body, timeout=30)
     assert response.status_code == 200, response.text
-    events = [line[len("data: "):] for line in response.text.splitlines() if line.startswith("data: ")]
-    assert events[-1] == "[DONE]"
-    end: dict[str, object] = json.loads(events[-2])
+    events = list(sse_events(response.text.splitlines()))
+    assert events[-1] == DONE
+    end: dict[str, object] = events[-2]
     return end
 
 
-def test_cancel_before_the_request_arrives_is_remembered(start_worker: Callable[..., WorkerProcess]) -> None:
+def test_cancel_before_the_request_arrives_is_remembered(start_worker: Callable[..., WorkerProc]) -> None:
     worker = start_worker()
     worker.wait_idle()
     assert httpx.delete(f"{worker.url}/v1/requests/early-1", timeout=5).status_code == 204
@@ -32,7 +32,7 @@ def test_cancel_before_the_request_arrives_is_remembered(start_worker: Callable[
 
 
 def test_cancel_after_the_end_does_not_cancel_a_request_reusing_the_id(
-    start_worker: Callable[..., WorkerProcess],
+    start_worker: Callable[..., WorkerProc],
 ) -> None:
     worker = start_worker()
     worker.wait_idle()

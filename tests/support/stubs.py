@@ -1,0 +1,95 @@
+"""Stand-in servers: small real HTTP servers in the test process that record what services POST to them."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class RecordingServer:
+    """Records every JSON body POSTed to ``paths`` (others: 404) and answers ``{}`` once ``release`` is set.
+
+    Each record has ``path``, ``body``, ``headers`` (lower-case names) and ``at`` (monotonic time).
+    ``port``: listen there (0: a free port).
+    """
+
+    def __init__(self, paths: set[str], port: int = 0) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.arrived = threading.Event()
+        self.release = threading.Event()  # answer only once set (set by default)
+        self.release.set()
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                known = self.path in paths
+                if known:
+                    record = {"path": self.path, "body": json.loads(body), "at": time.monotonic(),
+                              "headers": {k.lower(): v for k, v in self.headers.items()}}  # fmt: skip
+                    with server._lock:
+                        server.received.append(record)
+                    server.arrived.set()
+                    server.release.wait(10)
+                self.send_response(200 if known else 404)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """The bodies received so far, oldest first."""
+        with self._lock:
+            return [r["body"] for r in self.received]
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class QueenStub(RecordingServer):
+    """Stands in for the queen: records every heartbeat a hive sends."""
+
+    def __init__(self) -> None:
+        super().__init__({"/v1/hives/heartbeat"})
+        self.url = self.base_url
+
+    @property
+    def headers(self) -> list[dict[str, str]]:
+        with self._lock:
+            return [r["headers"] for r in self.received]
+
+    def find(self, pred: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
+        """The newest heartbeat for which ``pred`` holds."""
+        return next((b for b in reversed(self.snapshot()) if pred(b)), None)
+
+    def worker_states(self, worker_id: str) -> list[str]:
+        """States of ``worker_id`` in the order the heartbeats reported them (consecutive duplicates merged)."""
+        states: list[str] = []
+        for beat in self.snapshot():
+            for w in beat["workers"]:
+                if w["worker_id"] == worker_id and (not states or states[-1] != w["state"]):
+                    states.append(w["state"])
+        return states
+
+
+class CallbackReceiver(RecordingServer):
+    """Stands in for the hive's ready endpoint (``url``): records every ready callback of a worker."""
+
+    def __init__(self, port: int = 0) -> None:
+        super().__init__({"/v1/workers/ready"}, port)
+        self.url = f"{self.base_url}/v1/workers/ready"
