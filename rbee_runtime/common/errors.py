@@ -1,8 +1,9 @@
 """Errors that cross an HTTP boundary: one exception type, one JSON envelope.
 
 Every error response of every rbee service has the OpenAI-compatible shape
-``{"error": {"code": ErrorCode.ALL_SLOTS_BUSY, "message": "...", "type": "...", "details": {...}}}``,
-so the ``openai`` client shows ``message`` and a person can act on it.
+``{"error": {"code": "ALL_SLOTS_BUSY", "message": "...", "type": "...", "details": {...}}}``,
+so the ``openai`` client shows ``message`` and a person can act on it. The codes, and what each means,
+are :class:`~rbee_runtime.common.error_codes.ErrorCode` and its ``DOCS``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,11 @@ from rbee_runtime.common.error_codes import ErrorCode
 
 
 class ApiError(Exception):
-    """An error with an HTTP status, a stable machine code and a message for people."""
+    """An error with an HTTP status, a stable machine code and a message for people.
+
+    ``code`` is an :class:`ErrorCode` member, or the code of a peer's error passed on as it came
+    (``tests/test_error_codes.py`` refuses a string literal).
+    """
 
     def __init__(
         self,

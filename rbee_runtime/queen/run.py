@@ -6,7 +6,8 @@ in this order:
 1. the request id (the client's ``X-Request-Id``, checked, or a new one) — on every answer;
 2. the job table (:meth:`InferenceService.tracked`: 409 ``REQUEST_ID_IN_USE``; the job ends, and its tokens
    are counted, before the answer's last byte);
-3. while the client is there (a disconnect cancels the request like ``DELETE /v1/requests/{id}``):
+3. while the client is there (a disconnect cancels the request like ``DELETE /v1/requests/{id}``, and
+   stops a running stream at once):
    a worker slot and the first event (:meth:`InferenceService.first_event`: queue, on-demand start,
    failover), then the SSE chunks (:meth:`InferenceService.stream`) or the whole text
    (:meth:`InferenceService.complete`);
@@ -20,14 +21,16 @@ import contextlib
 import re
 from typing import Literal
 
+import anyio
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from starlette.responses import Response
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import ApiError
 from rbee_runtime.queen.http_utils import watch_disconnect
+from rbee_runtime.queen.inference import Job
 from rbee_runtime.queen.openai_format import (
     ChatCompletionRequest,
     ChatFormatter,
@@ -90,16 +93,18 @@ class RequestRun(Response):
         self.kind = kind
         #: The metrics label: the model asked for, or ``unknown`` (so clients cannot grow the label set).
         self.label = body.model if state.registry.knows_model(body.model) else "unknown"
+        self._started = False
+        self._stop_streaming = anyio.CancelScope()
 
     async def _start(self, send: Send, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         """Send the answer's status and headers; the one place a request is counted."""
+        self._started = True
         self.state.metrics.requests.labels(model=self.label, status=str(status)).inc()
         await send({"type": "http.response.start", "status": status, "headers": headers})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         service, body = self.state.inference, self.completion
         headers: dict[str, str] = {}
-        started = False
         last: bytes | memoryview = b""
         try:
             request_id = client_request_id(self.request) or new_request_id(self.kind)
@@ -107,29 +112,41 @@ class RequestRun(Response):
             fmt: Formatter = (ChatFormatter if self.kind == "chat" else CompletionFormatter)(request_id, body.model)
             generate = body.to_generate(request_id, self.state.config.default_max_tokens)
             with service.tracked(request_id, body.model, generate) as job:
-                async with watch_disconnect(receive, lambda: service.cancel(request_id)):
-                    if not body.stream:
-                        text, end = await service.complete(job)
-                        answer = JSONResponse(fmt.response(text, end), headers=headers)
-                        started = True
-                        await self._start(send, answer.status_code, answer.raw_headers)
-                        last = answer.body
+                async with watch_disconnect(receive, lambda: self._client_gone(job)):
+                    if body.stream:
+                        await self._stream(job, fmt, send, headers)
                     else:
-                        generation = await service.first_event(job)
-                        try:
-                            started = True
-                            await self._start(send, 200, _raw({**_STREAM_HEADERS, **headers}))
-                            chunks = service.stream(job, generation, fmt, body.include_usage)
-                            async with contextlib.aclosing(chunks):
-                                async for chunk in chunks:
-                                    message: Message = {"type": "http.response.body", "body": chunk, "more_body": True}
-                                    await send(message)
-                        finally:
-                            await service.close(job, generation)
+                        last = await self._complete(job, fmt, send, headers)
         except ApiError as exc:
-            if started:
+            if self._started:
                 raise
             error = JSONResponse(exc.body(), status_code=exc.status, headers={**exc.headers, **headers})
             await self._start(send, error.status_code, error.raw_headers)
             last = error.body
         await send({"type": "http.response.body", "body": last, "more_body": False})
+
+    async def _client_gone(self, job: Job) -> None:
+        """Cancel the request as ``DELETE /v1/requests/{id}`` would; a running stream stops at once."""
+        await self.state.inference.cancel(job.request_id)
+        self._stop_streaming.cancel()
+
+    async def _complete(self, job: Job, fmt: Formatter, send: Send, headers: dict[str, str]) -> bytes | memoryview:
+        """``stream=false``: the whole text, then the answer's head; its body is sent once the job ended."""
+        text, end = await self.state.inference.complete(job)
+        answer = JSONResponse(fmt.response(text, end), headers=headers)
+        await self._start(send, answer.status_code, answer.raw_headers)
+        return answer.body
+
+    async def _stream(self, job: Job, fmt: Formatter, send: Send, headers: dict[str, str]) -> None:
+        """``stream=true``: the first event, then the head and the SSE chunks; the generation closed at the end."""
+        service = self.state.inference
+        generation = await service.first_event(job)
+        try:
+            await self._start(send, 200, _raw({**_STREAM_HEADERS, **headers}))
+            chunks = service.stream(job, generation, fmt, self.completion.include_usage)
+            with self._stop_streaming:
+                async with contextlib.aclosing(chunks):
+                    async for chunk in chunks:
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        finally:
+            await service.close(job, generation)

@@ -11,6 +11,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from queen_helpers import heartbeat, worker_info
+from starlette.types import Message
 
 from rbee_runtime.common.contracts import GenerateRequest, SpawnRequest, TokenEvent, WorkerInfo
 from rbee_runtime.common.errors import ApiError
@@ -76,6 +77,11 @@ async def silent_worker(tokens_first: int) -> AsyncIterator[str]:
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = (await reader.readuntil(b"\r\n\r\n")).lower()
+        if head.startswith(b"delete"):  # a cancel: taken, and still nothing more on the stream
+            writer.write(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n")
+            await writer.drain()
+            writer.close()
+            return
         await reader.readexactly(int(head.split(b"content-length:")[1].split(b"\r\n")[0]))
         if tokens_first:
             writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n")
@@ -132,3 +138,40 @@ async def test_a_worker_silent_before_the_first_token_is_a_504() -> None:
     assert (caught.value.status, caught.value.code) == (504, "WORKER_TIMEOUT")
     assert caught.value.details["request_timeout_s"] == 0.3
     assert service.scheduler.inflight("w1") == 0
+
+
+@pytest.mark.anyio
+async def test_a_client_gone_mid_stream_frees_the_slot_at_once_even_from_a_silent_worker() -> None:
+    async with silent_worker(tokens_first=1) as url:
+        app = create_app(QueenConfig(request_timeout_s=300))
+        state = app.state.queen
+        state.registry.apply_heartbeat(heartbeat("h1", workers=[worker_info("w1", "m", url=url)]))
+        body = json.dumps({**BODY, "stream": True}).encode()
+        requests: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
+        gone = asyncio.Event()
+        sent: list[Message] = []
+
+        async def receive() -> Message:
+            if requests:
+                return requests.pop(0)
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+            if b" t0" in message.get("body", b""):
+                gone.set()  # the client leaves after the first token; the worker says nothing more
+
+        scope = {
+            "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
+            "method": "POST", "scheme": "http", "path": "/v1/completions", "raw_path": b"/v1/completions",
+            "query_string": b"", "root_path": "", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 7833),
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }  # fmt: skip
+        try:
+            await asyncio.wait_for(app(scope, receive, send), timeout=10)
+        finally:
+            await state.http.aclose()
+    assert sent[0]["status"] == 200 and sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
+    assert state.inference.jobs == {}
+    assert state.scheduler.inflight("w1") == 0
