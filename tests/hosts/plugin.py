@@ -6,8 +6,16 @@ Load it from ``tests/conftest.py`` with ``pytest_plugins = ["tests.hosts.plugin"
         assert test_hosts.ssh("h1", "hostname").stdout.strip() == "h1"
 
 A test that takes ``test_hosts`` gets the ``hosts`` marker (``-m "not hosts"`` leaves them out).
-They are skipped, with the reason, only when the tests do not run as root or when the host packages
-(systemd-nspawn, mmdebstrap, nftables) cannot be installed; as root in CI they run. The first
+Without ``$RBEE_REQUIRE_HOSTS`` they are skipped, with the reason, when the tests do not run as root or
+when the host packages (systemd-nspawn, mmdebstrap, nftables) cannot be installed.
+
+``RBEE_REQUIRE_HOSTS=1`` (``scripts/test`` sets it, so CI cannot go green by skipping): no selected
+test may skip. A run where the test hosts cannot boot, or where any selected test would be skipped
+because a tool is missing (``systemd-analyze``, ``ansible-playbook``, ``ansible-lint``, ``molecule``, the
+engine, ...: every ``skipif`` whose condition holds) stops at collection with a ``UsageError`` naming
+what is missing and which tests need it; a skip that only shows at run time (``pytest.skip`` in a
+fixture or test) is reported as a failure. Asking for a subset on purpose still works: deselect
+(``-m "not hosts"``, ``-k``, paths) or run without the variable. The first
 session on a machine builds the rootfs (apt + mmdebstrap, ~2 min); later sessions boot in ~4 s.
 ``$RBEE_TESTHOSTS_COUNT`` sets how many hosts boot (default 3); ``$RBEE_TESTHOSTS_DIR`` the work folder.
 The session starts with ``down()`` (leftovers of an aborted run) and always ends with ``down()``:
@@ -33,6 +41,7 @@ from rbee.testhosts import TestHosts
 from rbee.testhosts.packages import PackagesError, ensure_packages
 
 COUNT_ENV = "RBEE_TESTHOSTS_COUNT"
+REQUIRE_ENV = "RBEE_REQUIRE_HOSTS"
 FIXTURE = "test_hosts"
 MARKER = "hosts"
 
@@ -43,6 +52,13 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", f"{MARKER}: needs the real SSH + systemd test hosts (root, systemd-nspawn); see tests/hosts"
     )
+    if required() and not config.pluginmanager.has_plugin(_NoSkips.NAME):
+        config.pluginmanager.register(_NoSkips(), _NoSkips.NAME)
+
+
+def required() -> bool:
+    """True when ``$RBEE_REQUIRE_HOSTS`` is 1: every selected test must run (no skips)."""
+    return os.environ.get(REQUIRE_ENV) == "1"
 
 
 def unavailable_reason() -> str | None:
@@ -55,13 +71,66 @@ def unavailable_reason() -> str | None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark the tests that use the hosts, and skip them (with the reason) where hosts cannot run."""
-    reason = unavailable_reason()
+    """Mark the tests that use the hosts, and skip them (with the reason) where hosts cannot run.
+
+    Under ``RBEE_REQUIRE_HOSTS=1`` nothing is skipped here: ``_NoSkips`` fails the run instead.
+    """
+    reason = None if required() else unavailable_reason()
     for item in items:
         if FIXTURE in getattr(item, "fixturenames", ()) and item.get_closest_marker(MARKER) is None:
             item.add_marker(MARKER)
         if reason is not None and item.get_closest_marker(MARKER) is not None:
             item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def _skip_reason(item: pytest.Item) -> str | None:
+    """Why ``item`` would be skipped by a ``skip`` or ``skipif`` marker (conditions given as booleans), or None."""
+    for mark in item.iter_markers("skip"):
+        return str(mark.kwargs.get("reason") or (mark.args[0] if mark.args else "unconditional skip"))
+    for mark in item.iter_markers("skipif"):
+        conditions = mark.args or ((mark.kwargs["condition"],) if "condition" in mark.kwargs else ())
+        if any(isinstance(c, bool) and c for c in conditions):
+            return str(mark.kwargs.get("reason") or "skipif condition holds")
+    return None
+
+
+class _NoSkips:
+    """``RBEE_REQUIRE_HOSTS=1``: what a test would skip on is missing here, so the run fails, naming it."""
+
+    NAME = "rbee-require-hosts"
+
+    @pytest.hookimpl(trylast=True)  # after -m/-k deselection and after every other plugin added its skips
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        missing: dict[str, list[str]] = {}
+        hosts_reason = unavailable_reason()
+        for item in items:
+            if hosts_reason is not None and item.get_closest_marker(MARKER) is not None:
+                missing.setdefault(hosts_reason, []).append(item.nodeid)
+            elif (why := _skip_reason(item)) is not None:
+                missing.setdefault(why, []).append(item.nodeid)
+        if not missing:
+            return
+        lines = [f"{REQUIRE_ENV}=1 (set by scripts/test): these selected tests would be skipped, and CI must not "
+                 "go green by skipping:"]  # fmt: skip
+        for why, nodeids in missing.items():
+            files = sorted({n.split("::")[0] for n in nodeids})
+            lines.append(f"  - {why}: {len(nodeids)} test(s) in {', '.join(files)}")
+        lines.append(
+            "Install what is missing (scripts/bootstrap.sh dev; test hosts need root and apt), or choose a subset "
+            f'on purpose: deselect (-m "not {MARKER}", -k, a path) or run without {REQUIRE_ENV}=1.'
+        )
+        raise pytest.UsageError("\n".join(lines))
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+        """A skip that only shows at run time (``pytest.skip``/``importorskip``) becomes a failure with its reason."""
+        outcome = yield
+        report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+        if report.skipped and not hasattr(report, "wasxfail"):
+            reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+            reason = reason.removeprefix("Skipped: ")
+            report.outcome = "failed"
+            report.longrepr = f"{REQUIRE_ENV}=1, but this test skipped: {reason}"
 
 
 @contextlib.contextmanager
@@ -90,16 +159,23 @@ def _down_on_exit(hosts: TestHosts) -> Iterator[dict[str, bool]]:
             atexit.unregister(hosts.down)
 
 
+def _skip_or_fail(reason: str) -> None:
+    """Skip (with the reason), or fail under ``RBEE_REQUIRE_HOSTS=1``."""
+    if required():
+        pytest.fail(f"{REQUIRE_ENV}=1, but the test hosts cannot run: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def test_hosts() -> Iterator[TestHosts]:
     """h1..hN up (N = $RBEE_TESTHOSTS_COUNT, default 3) for the whole session, then destroyed."""
     reason = unavailable_reason()
     if reason is not None:
-        pytest.skip(reason)
+        _skip_or_fail(reason)
     try:
         ensure_packages(log.info)
     except PackagesError as exc:
-        pytest.skip(f"systemd-nspawn cannot be installed here: {exc}")
+        _skip_or_fail(f"systemd-nspawn cannot be installed here: {exc}")
     hosts = TestHosts(log=log.info)
     count = int(os.environ.get(COUNT_ENV) or 3)
     with hosts.session_lease(), _down_on_exit(hosts) as state:
