@@ -18,8 +18,18 @@ from pyinfra.operations import files, systemd
 
 from deploys.facts import WorkerInstances
 from deploys.operations import daemon_reload_if_needed, restart_on_change
-from rbee.deploy.host_plan import HostPlan
+from rbee.deploy.host_plan import HIVE_UNIT, QUEEN_UNIT, WORKER_UNIT, HostPlan
 from rbee.deploy.layout import WORKERS_DIR
+
+
+def _put(plan: HostPlan, label: str) -> None:
+    """Put the plan's file called ``label`` in place (nothing when the plan has none)."""
+    for planned in plan.files:
+        if planned.label == label:
+            files.put(
+                name=f"services: {label}", src=io.StringIO(planned.text), dest=planned.path,
+                user="root", group=plan.service_user, mode=planned.mode,
+            )  # fmt: skip
 
 
 @deploy("rbee services")
@@ -29,11 +39,19 @@ def services(plan: HostPlan, release: str, model_sha256: Mapping[str, str]) -> N
     ``release``: what identifies the installed runtime and engine; ``model_sha256``: each model's
     checksum (its source in a dry run that has not fetched it).
     """
-    for planned in plan.files:
-        files.put(
-            name=f"services: {planned.label}", src=io.StringIO(planned.text), dest=planned.path,
-            user="root", group=plan.service_user, mode=planned.mode,
-        )  # fmt: skip
+    # One call site per kind of file: pyinfra tells operations apart by where they are called, so a
+    # loop over all files would merge, say, h1's queen config with h3's hive unit in its results.
+    _put(plan, "queen API keys")
+    _put(plan, "queen config")
+    _put(plan, f"unit {QUEEN_UNIT}")
+    _put(plan, "hive config")
+    _put(plan, f"unit {HIVE_UNIT}")
+    _put(plan, f"unit {WORKER_UNIT}")
+    for worker in plan.workers:
+        _put(plan, f"worker {worker.name} config")
+    kinds = {"queen API keys", "queen config", "hive config", *(f"unit {u}" for u in (QUEEN_UNIT, HIVE_UNIT, WORKER_UNIT))}
+    if left := [f.label for f in plan.files if f.label not in kinds and not f.label.startswith("worker ")]:
+        raise ValueError(f"services: the plan has files this step does not put: {left}")
     daemon_reload_if_needed(name="services: reload systemd units that changed", units=list(plan.units))
     for service in plan.services:
         systemd.service(
