@@ -49,9 +49,11 @@ def services(plan: HostPlan, release: str, model_sha256: Mapping[str, str]) -> N
     _put(plan, f"unit {WORKER_UNIT}")
     for worker in plan.workers:
         _put(plan, f"worker {worker.name} config")
-    kinds = {"queen API keys", "queen config", "hive config", *(f"unit {u}" for u in (QUEEN_UNIT, HIVE_UNIT, WORKER_UNIT))}
+    units = {f"unit {u}" for u in (QUEEN_UNIT, HIVE_UNIT, WORKER_UNIT)}
+    kinds = {"queen API keys", "queen config", "hive config", *units}
     if left := [f.label for f in plan.files if f.label not in kinds and not f.label.startswith("worker ")]:
         raise ValueError(f"services: the plan has files this step does not put: {left}")
+
     daemon_reload_if_needed(name="services: reload systemd units that changed", units=list(plan.units))
     for service in plan.services:
         systemd.service(
