@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import signal
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from rbee_runtime.common.ports import free_port
 from tests.support.services import Hives, WorkerProc
+from tests.support.sse import worker_generate
 from tests.support.stubs import QueenStub
 from tests.support.waiting import pid_alive, wait_until
 
@@ -25,10 +24,7 @@ def _model(path: Path) -> dict[str, Any]:
 
 
 def _generate(worker_url: str, max_tokens: int = 4) -> None:
-    body = {"request_id": uuid.uuid4().hex, "prompt": "external", "max_tokens": max_tokens}
-    with httpx.stream("POST", f"{worker_url}/v1/generate", json=body, timeout=20, trust_env=False) as resp:
-        assert resp.status_code == 200, resp.read()
-        assert "[DONE]" in "".join(resp.iter_text())
+    worker_generate(worker_url, "external", max_tokens)
 
 
 def _ready(worker_id: str, url: str, pid: int, managed_by: str = "external", model_id: str = "ghost-model") -> dict:

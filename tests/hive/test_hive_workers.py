@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import httpx
 import pytest
 
 from tests.support.services import HiveProc, Hives
+from tests.support.sse import worker_generate
 from tests.support.stubs import QueenStub
 from tests.support.waiting import pid_alive, wait_until
 
@@ -35,10 +35,7 @@ def _no_process_left(hives: Hives, hive: HiveProc | None = None) -> None:
 
 
 def _generate(worker_url: str, max_tokens: int = 8) -> str:
-    body = {"request_id": uuid.uuid4().hex, "prompt": "the hive", "max_tokens": max_tokens, "temperature": 0.0}
-    with httpx.stream("POST", f"{worker_url}/v1/generate", json=body, timeout=20, trust_env=False) as resp:
-        assert resp.status_code == 200, resp.read()
-        return "".join(resp.iter_text())
+    return worker_generate(worker_url, "the hive", max_tokens, temperature=0.0)
 
 
 def test_spawn_ready_heartbeats_and_delete(hives: Hives, queen: QueenStub, tiny_model_path: Path) -> None:

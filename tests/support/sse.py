@@ -10,6 +10,7 @@ import json
 import queue
 import threading
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -72,6 +73,16 @@ def open_sse(url: str, body: dict[str, Any], headers: dict[str, str] | None = No
         http.stream("POST", url, json=body, headers=headers) as response,
     ):
         yield response, sse_events(response.iter_lines())
+
+
+def worker_generate(worker_url: str, prompt: str = "hello", max_tokens: int = 4, **extra: Any) -> str:
+    """POST ``/v1/generate`` on a worker and read the stream to ``[DONE]``; the generated text."""
+    body = {"request_id": uuid.uuid4().hex, "prompt": prompt, "max_tokens": max_tokens, **extra}
+    with open_sse(f"{worker_url}/v1/generate", body, timeout=20) as (response, events):
+        assert response.status_code == 200, response.read()
+        got = list(events)
+    assert got and got[-1] == DONE, got[-3:]
+    return "".join(text for event in got if (text := token_text(event)) is not None)
 
 
 class Stream:

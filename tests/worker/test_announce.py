@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import signal
 import time
-import uuid
 
 import httpx
 import pytest
@@ -13,7 +12,7 @@ import pytest
 from rbee_runtime.common.contracts import WorkerReady
 from rbee_runtime.common.ports import free_port
 from rbee_runtime.worker.cli import parse_settings
-from tests.support.sse import DONE, open_sse, response_events
+from tests.support.sse import DONE, response_events, worker_generate
 from tests.support.stubs import CallbackReceiver
 from tests.support.waiting import wait_until
 
@@ -38,10 +37,7 @@ def test_ready_payload_defaults_to_hive_managed() -> None:
 
 
 def _generate(url: str) -> None:
-    body = {"request_id": uuid.uuid4().hex, "prompt": "hello", "max_tokens": 4}
-    with open_sse(f"{url}/v1/generate", body, timeout=20) as (resp, events):
-        assert resp.status_code == 200, resp.read()
-        assert list(events)[-1] == DONE
+    worker_generate(url)
 
 
 @pytest.mark.engine
