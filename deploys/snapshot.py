@@ -6,13 +6,13 @@
 A host never deployed has nothing to keep.
 """
 
-from pyinfra.context import host
 from pyinfra.operations import server
 
+from deploys import control
 from rbee.deploy.layout import HostLayout
 from rbee.deploy.releases import snapshot_script
 
 server.shell(
     name="release: keep the running release aside",
-    commands=[snapshot_script(HostLayout(host.data.rbee_deploy["prefix"]))],
+    commands=[snapshot_script(HostLayout(control.spec().deploy.prefix))],
 )
