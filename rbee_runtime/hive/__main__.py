@@ -46,12 +46,17 @@ def main(argv: list[str] | None = None) -> int:
     except DataDirInUseError as exc:
         print(f"rbee hive: {exc}", file=sys.stderr)
         return 1
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=config.host, port=config.port, log_level=config.log_level, lifespan="on")
-    )
+    settings = uvicorn.Config(app, host=config.host, port=config.port, log_level=config.log_level, lifespan="on")
     if config.log_level != "debug":  # after uvicorn.Config, which (re)configures its loggers
         logging.getLogger("uvicorn.access").addFilter(_quiet_announces)  # workers re-announce every few s
-    server.run()
+    # Listen before the app starts: uvicorn runs the lifespan (heartbeats, re-adoption) before it binds,
+    # so a hive whose port is taken would report to the queen as alive between its restarts.
+    try:
+        listening = settings.bind_socket()
+    except SystemExit:  # uvicorn has logged why (address in use, permission denied)
+        print(f"rbee hive: cannot listen on {config.host}:{config.port}", file=sys.stderr)
+        return 1
+    uvicorn.Server(settings).run(sockets=[listening])
     return 0
 
 

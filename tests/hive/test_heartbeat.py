@@ -65,3 +65,29 @@ def test_unreachable_queen_is_not_fatal() -> None:
         return ok
 
     assert asyncio.run(scenario()) is False
+
+
+def test_a_hive_whose_port_is_taken_exits_without_reporting(queen: QueenStub, tmp_path) -> None:
+    """It must not look alive to the queen between restarts: it listens before it heartbeats."""
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    config = tmp_path / "hive.json"
+    config.write_text(json.dumps({
+        "hive_id": "h", "host": "127.0.0.1", "port": taken.getsockname()[1], "queen_url": queen.url,
+        "data_dir": str(tmp_path / "data"), "heartbeat_interval_s": 0.2,
+    }))  # fmt: skip
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "rbee_runtime.hive", "--config", str(config)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        taken.close()
+    assert done.returncode == 1 and "cannot listen on 127.0.0.1:" in done.stderr
+    assert queen.snapshot() == []
