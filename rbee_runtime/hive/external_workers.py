@@ -20,11 +20,9 @@ from urllib.parse import urlsplit
 from rbee_runtime.common.contracts import WorkerInfo, WorkerReady, WorkerState
 from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import ApiError
-from rbee_runtime.hive.catalog import Catalog
-from rbee_runtime.hive.config import HiveConfig
-from rbee_runtime.hive.registry import LIVE_STATES, WorkerRegistry
-from rbee_runtime.hive.worker_client import WorkerClient
-from rbee_runtime.hive.worker_table import ExternalRecord, WorkerTable
+from rbee_runtime.hive.parts import HiveParts, HiveRoom
+from rbee_runtime.hive.registry import LIVE_STATES
+from rbee_runtime.hive.worker_table import ExternalRecord
 from rbee_runtime.hive.worker_watch import follow_health, health_with_retries, retire, saw_activity, working
 
 log = logging.getLogger("rbee.hive.supervisor")
@@ -46,23 +44,11 @@ class _External:
     tokens_seen: int = -1
 
 
-class ExternalWorkers:
+class ExternalWorkers(HiveRoom):
     """The external workers of this hive: announced, health-checked, dropped, re-adopted; never signalled."""
 
-    def __init__(
-        self,
-        config: HiveConfig,
-        catalog: Catalog,
-        table: WorkerTable,
-        registry: WorkerRegistry,
-        client: WorkerClient,
-        on_registered: Callable[[], None] | None = None,
-    ) -> None:
-        self.config = config
-        self.catalog = catalog
-        self.table = table
-        self.registry = registry
-        self.client = client
+    def __init__(self, parts: HiveParts, on_registered: Callable[[], None] | None = None) -> None:
+        super().__init__(parts)
         #: Called when a worker joins without a state change: beat at once.
         self.on_registered = on_registered
         self._workers: dict[str, _External] = {}

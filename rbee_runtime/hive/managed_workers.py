@@ -25,13 +25,12 @@ from rbee_runtime.common.contracts import SpawnRequest, WorkerInfo, WorkerState
 from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import ApiError
 from rbee_runtime.hive import worker_launch as launch
-from rbee_runtime.hive.catalog import Catalog
-from rbee_runtime.hive.config import HiveConfig, worker_url
-from rbee_runtime.hive.registry import LIVE_STATES, InvalidTransitionError, WorkerRegistry
+from rbee_runtime.hive.config import worker_url
+from rbee_runtime.hive.parts import HiveParts, HiveRoom
+from rbee_runtime.hive.registry import LIVE_STATES, InvalidTransitionError
 from rbee_runtime.hive.resources import required_ram
-from rbee_runtime.hive.worker_client import WorkerClient
 from rbee_runtime.hive.worker_process import WorkerProcess, describe_exit, log_tail
-from rbee_runtime.hive.worker_table import WorkerRecord, WorkerSpec, WorkerTable
+from rbee_runtime.hive.worker_table import WorkerRecord, WorkerSpec
 from rbee_runtime.hive.worker_watch import follow_health, health_with_retries, retire, saw_activity
 
 log = logging.getLogger("rbee.hive.supervisor")
@@ -71,24 +70,11 @@ class _Managed:
         return await self.process.wait_exit(timeout) if self.process is not None else True
 
 
-class ManagedWorkers:
+class ManagedWorkers(HiveRoom):
     """The workers this hive starts; the only place that touches their processes."""
 
-    def __init__(
-        self,
-        config: HiveConfig,
-        catalog: Catalog,
-        table: WorkerTable,
-        registry: WorkerRegistry,
-        client: WorkerClient,
-        backends: list[str],
-        other_ports: Callable[[], set[int]] = set,
-    ) -> None:
-        self.config = config
-        self.catalog = catalog
-        self.table = table
-        self.registry = registry
-        self.client = client
+    def __init__(self, parts: HiveParts, backends: list[str], other_ports: Callable[[], set[int]] = set) -> None:
+        super().__init__(parts)
         self.backends = backends
         #: Ports taken by workers the hive did not start.
         self.other_ports = other_ports

@@ -22,6 +22,7 @@ from rbee_runtime.common.errors import ApiError
 from rbee_runtime.hive.catalog import Catalog
 from rbee_runtime.hive.config import HiveConfig
 from rbee_runtime.hive.heartbeat import HeartbeatSender
+from rbee_runtime.hive.parts import HiveParts
 from rbee_runtime.hive.registry import WorkerRegistry
 from rbee_runtime.hive.resources import (
     check_vram,
@@ -92,15 +93,8 @@ class Hive:
                 config.backend,
                 ", ".join(self.backends),
             )
-        self.supervisor = Supervisor(
-            config,
-            self.catalog,
-            self.worker_table,
-            self.registry,
-            self.client,
-            self.backends,
-            on_registered=self.catalog_changed,
-        )
+        parts = HiveParts(config, self.catalog, self.worker_table, self.registry, self.client)
+        self.supervisor = Supervisor(parts, self.backends, on_registered=self.catalog_changed)
         self.heartbeat: HeartbeatSender | None = None
         if config.queen_url:
             self.heartbeat = HeartbeatSender(

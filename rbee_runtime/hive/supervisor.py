@@ -18,40 +18,26 @@ from collections.abc import Callable
 
 from rbee_runtime.common.contracts import SpawnRequest, WorkerInfo, WorkerReady
 from rbee_runtime.common.errors import ApiError
-from rbee_runtime.hive.catalog import Catalog
-from rbee_runtime.hive.config import HiveConfig
 from rbee_runtime.hive.external_workers import ExternalWorkers
 from rbee_runtime.hive.managed_workers import ManagedWorkers
-from rbee_runtime.hive.registry import WorkerRegistry
-from rbee_runtime.hive.worker_client import WorkerClient
-from rbee_runtime.hive.worker_table import ExternalRecord, WorkerTable, parse_record
+from rbee_runtime.hive.parts import HiveParts, HiveRoom
+from rbee_runtime.hive.worker_table import ExternalRecord, parse_record
 
 log = logging.getLogger("rbee.hive.supervisor")
 
 TICK_S = 0.2
 
 
-class Supervisor:
+class Supervisor(HiveRoom):
     """Starts and watches the workers of this hive (``managed``) and watches the external ones (``external``)."""
 
     def __init__(
-        self,
-        config: HiveConfig,
-        catalog: Catalog,
-        table: WorkerTable,
-        registry: WorkerRegistry,
-        client: WorkerClient,
-        backends: list[str],
-        on_registered: Callable[[], None] | None = None,
+        self, parts: HiveParts, backends: list[str], on_registered: Callable[[], None] | None = None
     ) -> None:
-        self.config = config
-        self.table = table
-        self.registry = registry
+        super().__init__(parts)
         #: ``on_registered``: called when a worker joins without a state change (an external worker): beat at once.
-        self.external = ExternalWorkers(config, catalog, table, registry, client, on_registered)
-        self.managed = ManagedWorkers(
-            config, catalog, table, registry, client, backends, other_ports=self.external.ports
-        )
+        self.external = ExternalWorkers(parts, on_registered)
+        self.managed = ManagedWorkers(parts, backends, other_ports=self.external.ports)
         self._task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ life cycle
