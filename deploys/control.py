@@ -13,8 +13,7 @@ from pathlib import Path
 from pyinfra.context import host
 from rich.console import Console
 
-from rbee.deploy.host_plan import HostPlan, deployed_target, plan_host
-from rbee.deploy.layout import HostLayout
+from rbee.deploy.host_plan import HostPlan, plan_deployed_host
 from rbee.deploy.probe import HostFacts
 from rbee.deploy.wheelhouse import Wheelhouse, build_wheelhouse
 from rbee.engine.features import FeatureSet
@@ -57,9 +56,7 @@ def host_plan(facts: HostFacts, keys_readable: bool = True) -> HostPlan:
         keys = api_keys_text(cluster, base_dir) if wants_keys else None
         placed = [cluster.model(m) for m in models_on(cluster, name)]
         sizes = {m.id: f.size_bytes for m in placed if (f := model_file(m, cluster)) is not None}
-        bind = str(host.data.get("ssh_hostname") or "127.0.0.1")
-        target = deployed_target(HostLayout(cluster.deploy.prefix), bind, api_keys=keys is not None)
-        _plans[name] = plan_host(cluster, name, facts, target, sizes, keys)
+        _plans[name] = plan_deployed_host(cluster, name, facts, sizes, keys)
     return _plans[name]
 
 

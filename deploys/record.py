@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
 from pyinfra.api.deploy import deploy
+from pyinfra.context import host
 from pyinfra.operations import files
 
 from rbee.deploy.host_plan import HostPlan
@@ -21,8 +21,8 @@ from rbee.deploy.release_record import RECORD, release_record_text
 
 
 def _spec_sha256() -> str:
-    spec = os.environ.get("RBEE_SPEC")
-    return hashlib.sha256(Path(spec).read_bytes()).hexdigest() if spec and Path(spec).is_file() else ""
+    """The sha256 of the spec file this run deploys (the one the inventory read)."""
+    return hashlib.sha256(Path(host.data.rbee_spec_file).read_bytes()).hexdigest()
 
 
 @deploy("rbee release record")

@@ -18,8 +18,7 @@ from typing import Any
 
 from rbee.client import QueenClient, QueenError
 from rbee.deploy import health
-from rbee.deploy.host_plan import HostPlan, deployed_target, plan_host
-from rbee.deploy.layout import HostLayout
+from rbee.deploy.host_plan import HostPlan, plan_deployed_host
 from rbee.deploy.probe import HostFacts, parse_probe
 from rbee.deploy.release_record import release_record_text
 from rbee.deploy.wheelhouse import build_wheelhouse
@@ -178,16 +177,13 @@ def plan_hosts(spec_file: str, hosts: dict[str, dict[str, Any]]) -> dict[str, An
     out: dict[str, Any] = {}
     for name, entry in hosts.items():
         facts = parse_probe(entry["probe"])
-        host = spec.host(name)
         sizes = {
             m: found.size_bytes
             for m in models_on(spec, name)
             if (found := cached_model(spec.model(m), Path(spec.deploy.model_cache).expanduser())) is not None
         }
         keys = api_keys_text(spec, path.parent) if name == spec.queen_host.name else None
-        bind = "127.0.0.1" if host.is_local else host.address
-        target = deployed_target(HostLayout(spec.deploy.prefix), bind, api_keys=keys is not None)
-        out[name] = plan_json(plan_host(spec, name, facts, target, sizes, keys), facts)
+        out[name] = plan_json(plan_deployed_host(spec, name, facts, sizes, keys), facts)
     return {"hosts": out}
 
 

@@ -261,6 +261,20 @@ def plan_host(
     return _with_files(plan, spec, host, target, paths, api_keys_text)
 
 
+def plan_deployed_host(
+    spec: ClusterSpec,
+    host_name: str,
+    facts: HostFacts,
+    model_bytes: Mapping[str, int] | None = None,
+    api_keys_text: str | None = None,
+) -> HostPlan:
+    """The plan of a host deployed by pyinfra or Ansible: systemd units, services bound to its spec address."""
+    host = spec.host(host_name)
+    bind = "127.0.0.1" if host.is_local else host.address
+    target = deployed_target(HostLayout(spec.deploy.prefix), bind, api_keys=api_keys_text is not None)
+    return plan_host(spec, host_name, facts, target, model_bytes, api_keys_text)
+
+
 def _with_files(
     plan: HostPlan,
     spec: ClusterSpec,

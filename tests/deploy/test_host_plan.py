@@ -16,10 +16,9 @@ from rbee.deploy.host_plan import (
     DISK_MARGIN_BYTES,
     MODEL_RAM_FACTOR,
     cuda_device,
-    deployed_target,
+    plan_deployed_host,
     plan_host,
 )
-from rbee.deploy.layout import HostLayout
 from rbee.deploy.probe import parse_probe
 from rbee.local.plan import local_facts, local_target, plan_local
 from rbee.spec import parse_spec
@@ -42,9 +41,7 @@ placements:
 
 
 def _plan(name: str, probe: str = PROBE, keys: str | None = None, sizes: dict[str, int] | None = None):
-    spec = parse_spec(SPEC, "cluster.yaml")
-    target = deployed_target(HostLayout("/opt/rbee"), spec.host(name).address, api_keys=keys is not None)
-    return plan_host(spec, name, parse_probe(probe), target, sizes, keys)
+    return plan_deployed_host(parse_spec(SPEC, "cluster.yaml"), name, parse_probe(probe), sizes, keys)
 
 
 def test_workers_ports_and_devices() -> None:
