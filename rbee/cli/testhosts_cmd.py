@@ -3,6 +3,7 @@
 For example::
 
     rbee testhosts up 3            # h1..h3 = 10.210.0.11..13, booted in a few seconds
+    rbee testhosts up 3 -r bookworm -r trixie   # h1 bookworm, h2 and h3 trixie
     rbee testhosts ls
     rbee testhosts ssh h2 -- systemctl is-system-running
     rbee testhosts kill h2         # crash; `start h2` boots it again with the same disk
@@ -24,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rbee.cli import exits
-from rbee.testhosts import naming
+from rbee.testhosts import naming, releases
 from rbee.testhosts.hosts import TestHosts, require_root
 from rbee.testhosts.packages import PackagesError
 from rbee.testhosts.system import TestHostsError
@@ -43,6 +44,14 @@ class CableState(enum.StrEnum):
     DOWN = "down"
 
 
+def _check_releases(values: list[str] | None) -> list[str] | None:
+    """``--release`` values, each a supported release (else a usage error listing them)."""
+    try:
+        return [releases.check(v) for v in values] if values else values
+    except releases.UnknownReleaseError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 def _hosts() -> TestHosts:
     return TestHosts(log=lambda message: typer.echo(message, err=True))
 
@@ -53,7 +62,7 @@ def _errors() -> Iterator[None]:
     try:
         require_root()
         yield
-    except (TestHostsError, PackagesError, naming.UnknownHostError) as exc:
+    except (TestHostsError, PackagesError, naming.UnknownHostError, releases.UnknownReleaseError) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(exits.FAILURE) from None
     except KeyboardInterrupt:
@@ -71,17 +80,30 @@ def _timed(what: str, action: Callable[[], object]) -> None:
 @app.command()
 def up(
     count: Annotated[int, typer.Argument(min=1, max=naming.MAX_HOSTS, help="Boot h1..hCOUNT.")] = 3,
+    release: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--release",
+            "-r",
+            help=f"Debian release of h1, h2, ... in order, the last one repeating ({', '.join(releases.RELEASES)}); "
+            "a host that exists with another release is recreated. None: existing hosts keep theirs, new ones "
+            f"run {releases.DEFAULT}.",
+            show_default=False,
+            callback=_check_releases,
+        ),
+    ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the hosts to boot.")] = 120.0,
 ) -> None:
-    """Boot h1..hCOUNT (already running hosts are left alone); the first run builds the rootfs (~2 min)."""
+    """Boot h1..hCOUNT (already running hosts are left alone); the first run builds each release's rootfs (~2 min)."""
     started = time.monotonic()
     with _errors():
-        states = _hosts().up(count, timeout=timeout)
+        hosts = _hosts()
+        states = hosts.up(count, releases=release or (), timeout=timeout)
     table = Table(title=f"{count} test host(s) up in {time.monotonic() - started:.1f}s", title_justify="left")
-    for column in ("host", "address", "systemd"):
+    for column in ("host", "address", "release", "systemd"):
         table.add_column(column)
     for name, state in states.items():
-        table.add_row(name, naming.address(name), state)
+        table.add_row(name, naming.address(name), hosts.release(name), state)
     out.print(table)
     out.print(f"ssh: ssh -F {_hosts().paths.ssh_config} h1", markup=False)
 
@@ -97,20 +119,21 @@ def down(
         typer.echo(f"removed {hosts.paths.root}", err=True)
 
 
+@app.command("status", help="The same as ls.")
 @app.command("ls")
 def list_hosts() -> None:
-    """List the hosts: address, running or stopped, whether SSH answers."""
+    """List the hosts: address, Debian release, running or stopped, whether SSH answers."""
     with _errors():
         rows = _hosts().status()
     if not rows:
         typer.echo("no test hosts (rbee testhosts up 3)", err=True)
         return
     table = Table(title_justify="left")
-    for column in ("host", "address", "state", "ssh"):
+    for column in ("host", "address", "release", "state", "ssh"):
         table.add_column(column)
     for row in rows:
         ssh = "-" if row.ssh_ok is None else ("ok" if row.ssh_ok else "no answer")
-        table.add_row(row.name, row.address, "running" if row.running else "stopped", ssh)
+        table.add_row(row.name, row.address, row.release, "running" if row.running else "stopped", ssh)
     out.print(table)
 
 

@@ -5,8 +5,11 @@ so that every path of ``down()`` sees the same state; the pure parts live in its
 
 Each host ``hN`` is a ``systemd-nspawn --boot`` container:
 
-* its root is an overlay (``base/`` read-only below, ``hosts/hN/upper`` above): ~0 s and ~8 MB per host,
-  and the disk survives stop/kill/start like a real machine's;
+* its root is an overlay (``base-<release>/`` read-only below, ``hosts/hN/upper`` above): ~0 s and ~8 MB
+  per host, and the disk survives stop/kill/start like a real machine's;
+* it runs one Debian release (bookworm, trixie), recorded in ``hosts/hN/release`` while the host exists:
+  ``up(n, releases=[...])`` recreates (fresh disk) a host whose recorded release differs, ``up(n)`` keeps
+  each existing host's release and makes new ones bookworm; ``start``/``restore`` boot a host's own release;
 * its network is its own namespace ``rbee-hN`` with one veth cable (``rbee-vN`` on the machine's side)
   plugged into the bridge ``rbee-br0``: address 10.210.0.(10+N)/24, no default route, DNS 127.0.0.1,
   so nothing from a host can leave the bridge (ip_forward is never touched);
@@ -35,9 +38,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from rbee.testhosts import naming
+from rbee.testhosts import naming, releases
 from rbee.testhosts.packages import ensure_packages
 from rbee.testhosts.paths import Paths
+from rbee.testhosts.releases import assign as assign_releases
 from rbee.testhosts.rootfs import base_is_current, ensure_base
 from rbee.testhosts.system import (
     TestHostsError,
@@ -71,6 +75,7 @@ class HostStatus:
     address: str
     running: bool
     ssh_ok: bool | None  # None: not checked (the host is not running)
+    release: str = releases.DEFAULT
 
 
 def require_root() -> None:
@@ -143,13 +148,27 @@ class TestHosts:
 
         with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
             answers = list(pool.map(ssh_ok, names))
-        return [HostStatus(n, naming.address(n), running[n], ok) for n, ok in zip(names, answers, strict=True)]
+        return [
+            HostStatus(n, naming.address(n), running[n], ok, self.release(n))
+            for n, ok in zip(names, answers, strict=True)
+        ]
+
+    def release(self, name: str) -> str:
+        """The Debian release of host ``name`` (bookworm for a host that does not exist yet)."""
+        return releases.recorded(self.paths, name)
 
     # ------------------------------------------------------------------ lifecycle
 
-    def up(self, count: int = 3, *, timeout: float = 120.0) -> dict[str, str]:
-        """Boot h1..h<count> (running hosts are left alone); return each host's systemd state."""
-        return self._bring_up(naming.names(count), timeout)
+    def up(self, count: int = 3, *, releases: Sequence[str] = (), timeout: float = 120.0) -> dict[str, str]:
+        """Boot h1..h<count> (running hosts are left alone); return each host's systemd state.
+
+        ``releases`` go to h1, h2, ... in order, the last one repeating (``("bookworm", "trixie")``: h1
+        bookworm, the rest trixie); a host that exists with another release is recreated with a fresh disk.
+        Without ``releases`` existing hosts keep theirs and new hosts run bookworm.
+        """
+        names = naming.names(count)
+        wanted = assign_releases(names, releases) if releases else {}
+        return self._bring_up(names, timeout, wanted)
 
     def start(self, name: str, *, timeout: float = 60.0) -> str:
         """Boot one host again with the disk it had (after ``stop``/``kill``); return its systemd state."""
@@ -166,6 +185,12 @@ class TestHosts:
             if not wait_gone(pid, timeout):
                 self.log(f"{name} did not power off within {timeout:.0f}s; killing it")
                 self._force_kill(name, pid)
+
+    def remove(self, name: str) -> None:
+        """Destroy one host: power it off, then delete its disk, network namespace and cgroups."""
+        naming.index(name)
+        with self._lock("remove"):
+            self._remove(name)
 
     def kill(self, name: str) -> None:
         """Crash the host: SIGKILL its init (every process of the host dies); connections are then refused."""
@@ -287,21 +312,23 @@ class TestHosts:
     def _lock(self, what: str) -> contextlib.AbstractContextManager[None]:
         return file_lock(self.paths.lock, LOCK_TIMEOUT, f"test hosts {what}")
 
-    def _bring_up(self, names: list[str], timeout: float) -> dict[str, str]:
+    def _bring_up(self, names: list[str], timeout: float, wanted: dict[str, str] | None = None) -> dict[str, str]:
+        """Boot ``names`` (each with ``wanted[name]``, else its recorded release) and wait until they are up."""
         for name in names:
             naming.index(name)
         require_root()
         with self._lock("up"):
             ensure_packages(self.log)
-            if not base_is_current(self.paths) and self.names():
-                raise TestHostsError(
-                    f"the base rootfs in {self.paths.base} is out of date but hosts still use it; run down() first"
-                )
-            ensure_base(self.paths, self.log)
+            for name, release in (wanted or {}).items():
+                if self.paths.host(name).is_dir() and self.release(name) != release:
+                    self.log(f"{name}: {self.release(name)} -> {release}, recreating it with a fresh disk")
+                    self._remove(name)
+            plan = {name: (wanted or {}).get(name) or self.release(name) for name in names}
+            self._ensure_bases(sorted(set(plan.values())))
             self._ensure_bridge()
             for name in names:
                 if not self.is_running(name):
-                    self._boot(name)
+                    self._boot(name, plan[name])
         try:
             return self.wait_ready(names, timeout)
         except TestHostsError as exc:
@@ -313,8 +340,22 @@ class TestHosts:
             self.log(f"{', '.join(died)} stopped while booting; booting again once ({exc})")
             with self._lock("up"):
                 for name in died:
-                    self._boot(name)
+                    self._boot(name, plan[name])
             return self.wait_ready(names, timeout)
+
+    def _ensure_bases(self, needed: list[str]) -> None:
+        """Make the base of each needed release current; one still used by a host is never rebuilt under it."""
+        existing = self.names()
+        for release in needed:
+            users = [name for name in existing if self.release(name) == release]
+            if users and not base_is_current(self.paths, release):
+                raise TestHostsError(
+                    f"the {release} base rootfs in {self.paths.base(release)} is out of date but still used by "
+                    f"{', '.join(users)}; run down() first"
+                )
+            ensure_base(self.paths, release, self.log)
+        if not existing:  # the single base of older harness versions, now unused
+            shutil.rmtree(self.paths.legacy_base, ignore_errors=True)
 
     def _ensure_bridge(self) -> None:
         if run(["ip", "link", "show", naming.BRIDGE], check=False).returncode == 0:
@@ -345,14 +386,15 @@ class TestHosts:
     def _host_cgroups(self, name: str) -> list[Path]:
         return [root / naming.CGROUP_DIR / name for root in cgroup_roots()]
 
-    def _boot(self, name: str) -> None:
+    def _boot(self, name: str, release: str) -> None:
         folder = self.paths.host(name)
         root = folder / "root"
         for sub in ("upper", "work", "root"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
+        releases.record(self.paths, name, release)
         self._ensure_netns(name)
         if not is_mount_point(root):
-            layers = f"lowerdir={self.paths.base},upperdir={folder / 'upper'},workdir={folder / 'work'}"
+            layers = f"lowerdir={self.paths.base(release)},upperdir={folder / 'upper'},workdir={folder / 'work'}"
             run(["mount", "-t", "overlay", "overlay", "-o", layers, str(root)])
         (root / "etc/hostname").write_text(f"{name}\n")
         cgroups = self._host_cgroups(name)
@@ -380,7 +422,23 @@ class TestHosts:
             )
         (folder / "nspawn.pid").write_text(f"{process.pid}\n")
         self._children[name] = process
-        self.log(f"{name}: booting ({naming.address(name)}, nspawn pid {process.pid})")
+        self.log(f"{name}: booting {release} ({naming.address(name)}, nspawn pid {process.pid})")
+
+    def _remove(self, name: str) -> None:
+        pid = self.nspawn_pid(name)
+        if pid is not None:
+            signal_pid(pid, signal.SIGTERM)
+            if not wait_gone(pid, 10.0):
+                self.log(f"{name} did not power off within 10s; killing it")
+                self._force_kill(name, pid)
+        self._children.pop(name, None)
+        unmount_under(self.paths.host(name))
+        run(["ip", "netns", "del", naming.netns(name)], check=False)  # also removes its veth pair
+        run(["ip", "link", "del", naming.veth(name)], check=False)
+        shutil.rmtree(f"/run/systemd/nspawn/propagate/{name}", ignore_errors=True)
+        for cgroup in self._host_cgroups(name):
+            remove_cgroup_tree(cgroup)
+        shutil.rmtree(self.paths.host(name), ignore_errors=True)
 
     def _force_kill(self, name: str, pid: int) -> None:
         """SIGKILL the host's init (its whole PID namespace dies), then nspawn if it lingers."""

@@ -4,9 +4,9 @@
 
     lock               serialises up/down between processes
     session.lock       held by a pytest session for as long as it uses the hosts
-    cache/             the mmdebstrap rootfs tarball (+ its recipe stamp)
-    base/              the prepared rootfs, lower layer of every host's overlay
-    hosts/hN/          upper/ work/ root/ (the overlay), nspawn.pid, nspawn.log
+    cache/             one mmdebstrap rootfs tarball per Debian release (+ its recipe stamp)
+    base-<release>/    the prepared rootfs of a release, lower layer of the overlay of each host running it
+    hosts/hN/          upper/ work/ root/ (the overlay), release, nspawn.pid, nspawn.log
     ssh/               id_ed25519(.pub): the test key; config: ssh client config for h1..hN
 """
 
@@ -35,8 +35,13 @@ class Paths:
     def cache(self) -> Path:
         return self.root / "cache"
 
+    def base(self, release: str) -> Path:
+        """``base-<release>``: the customised rootfs of one Debian release."""
+        return self.root / f"base-{release}"
+
     @property
-    def base(self) -> Path:
+    def legacy_base(self) -> Path:
+        """``base/``: the single bookworm base of harness versions before releases (removed once unused)."""
         return self.root / "base"
 
     @property
@@ -75,3 +80,7 @@ class Paths:
     def host(self, name: str) -> Path:
         """``hosts/<name>``: the host's overlay layers, mount point, pid file and console log."""
         return self.hosts / name
+
+    def release_file(self, name: str) -> Path:
+        """``hosts/<name>/release``: the Debian release the host was made with."""
+        return self.host(name) / "release"

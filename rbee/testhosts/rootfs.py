@@ -1,8 +1,10 @@
-"""The hosts' root filesystem: a Debian minbase built once with mmdebstrap, then customised into ``base/``.
+"""The hosts' root filesystem: per Debian release, a minbase built once with mmdebstrap, then customised
+into ``base-<release>/``.
 
-``base/`` is the read-only lower layer of every host's overlay, so one 270 MB tree serves all
-hosts (each host only writes its own ~8 MB upper layer). Both steps are skipped when their
-stamp (a hash of the recipe, and for ``base/`` also of the test key) is unchanged.
+``base-<release>/`` is the read-only lower layer of the overlay of every host running that release, so
+one tree serves all of them (each host only writes its own ~8 MB upper layer). Both steps are skipped
+when their stamp (a hash of the release and the recipe, and for the base also of the test key) is unchanged.
+The image carries ``g++`` and ``make``: the hosts have no internet, and a deploy may build the engine there.
 """
 
 from __future__ import annotations
@@ -15,17 +17,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from rbee.testhosts import naming
+from rbee.testhosts import naming, releases
 from rbee.testhosts.paths import Paths
 from rbee.testhosts.system import TestHostsError, run
 
-SUITE = "bookworm"
 VARIANT = "minbase"
 INCLUDE = (
     "systemd", "systemd-sysv", "dbus", "openssh-server", "sudo", "iproute2", "iputils-ping", "procps",
-    "ca-certificates", "python3", "python3-venv", "python3-pip", "curl", "sqlite3",
+    "ca-certificates", "python3", "python3-venv", "python3-pip", "curl", "sqlite3", "g++", "make",
 )  # fmt: skip
-# Bump when the base customisation below changes (the tarball's stamp covers SUITE/VARIANT/INCLUDE).
+# Bump when the base customisation below changes (the tarball's stamp covers release, VARIANT, INCLUDE).
 BASE_RECIPE = 1
 DEPLOY_USER = "deploy"
 
@@ -62,9 +63,9 @@ def _digest(*parts: object) -> str:
     return hashlib.sha256("\n".join(map(str, parts)).encode()).hexdigest()[:16]
 
 
-def tarball_stamp() -> str:
-    """Identifies the mmdebstrap recipe; a different value means the tarball must be rebuilt."""
-    return _digest(SUITE, VARIANT, ",".join(INCLUDE))
+def tarball_stamp(release: str) -> str:
+    """Identifies the mmdebstrap recipe of ``release``; a different value means the tarball must be rebuilt."""
+    return _digest(release, VARIANT, ",".join(INCLUDE))
 
 
 def ensure_key(paths: Paths) -> None:
@@ -100,19 +101,19 @@ def write_ssh_config(paths: Paths) -> None:
     paths.ssh_config.write_text("\n".join(lines) + "\n")
 
 
-def ensure_tarball(paths: Paths, log: Log = print) -> Path:
-    """Build ``cache/<suite>-rootfs.tar`` with mmdebstrap unless it exists with the current recipe (~45 s)."""
-    tar = paths.tarball(SUITE)
+def ensure_tarball(paths: Paths, release: str, log: Log = print) -> Path:
+    """Build ``cache/<release>-rootfs.tar`` with mmdebstrap unless it exists with the current recipe (~1-2 min)."""
+    tar = paths.tarball(releases.check(release))
     stamp = tar.with_suffix(".stamp")
-    if tar.is_file() and stamp.is_file() and stamp.read_text().strip() == tarball_stamp():
+    if tar.is_file() and stamp.is_file() and stamp.read_text().strip() == tarball_stamp(release):
         return tar
     paths.cache.mkdir(parents=True, exist_ok=True)
     partial = tar.with_suffix(".partial.tar")  # mmdebstrap picks the format from the suffix
-    log(f"building the {SUITE} rootfs with mmdebstrap (about a minute, once)")
+    log(f"building the {release} rootfs with mmdebstrap (1-2 minutes, once)")
     started = time.monotonic()
     command = [
         "mmdebstrap", "--quiet", f"--variant={VARIANT}", f"--include={','.join(INCLUDE)}",
-        "--aptopt=Acquire::Retries \"3\"", SUITE, str(partial),
+        "--aptopt=Acquire::Retries \"3\"", release, str(partial),
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
@@ -120,19 +121,19 @@ def ensure_tarball(paths: Paths, log: Log = print) -> Path:
         tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-20:])
         raise TestHostsError(f"mmdebstrap failed (exit {result.returncode}):\n{tail}")
     partial.replace(tar)
-    stamp.write_text(tarball_stamp() + "\n")
+    stamp.write_text(tarball_stamp(release) + "\n")
     log(f"rootfs tarball ready: {tar} ({tar.stat().st_size // 2**20} MiB, {time.monotonic() - started:.0f}s)")
     return tar
 
 
-def base_stamp(paths: Paths) -> str:
-    """Identifies ``base/``: the tarball recipe, the customisation and the test key."""
-    return _digest(tarball_stamp(), BASE_RECIPE, paths.public_key.read_text().strip())
+def base_stamp(paths: Paths, release: str) -> str:
+    """Identifies ``base-<release>/``: the tarball recipe, the customisation and the test key."""
+    return _digest(tarball_stamp(release), BASE_RECIPE, paths.public_key.read_text().strip())
 
 
-def base_is_current(paths: Paths) -> bool:
-    stamp = paths.base / STAMP_NAME
-    return paths.public_key.is_file() and stamp.is_file() and stamp.read_text().strip() == base_stamp(paths)
+def base_is_current(paths: Paths, release: str) -> bool:
+    stamp = paths.base(release) / STAMP_NAME
+    return paths.public_key.is_file() and stamp.is_file() and stamp.read_text().strip() == base_stamp(paths, release)
 
 
 def _owner_ids(root: Path, user: str) -> tuple[int, int]:
@@ -189,20 +190,21 @@ def customise(root: Path, paths: Paths) -> None:
     resolv.write_text("nameserver 127.0.0.1\n")
 
 
-def ensure_base(paths: Paths, log: Log = print) -> Path:
-    """Make ``base/`` current (3-4 s from the cached tarball); build the tarball first when needed."""
+def ensure_base(paths: Paths, release: str, log: Log = print) -> Path:
+    """Make ``base-<release>/`` current (~5 s from the cached tarball); build the tarball first when needed."""
     ensure_key(paths)
     write_ssh_config(paths)
-    tar = ensure_tarball(paths, log)
-    if base_is_current(paths):
-        return paths.base
-    log(f"preparing {paths.base} from {tar.name}")
-    fresh = paths.root / "base.new"
+    tar = ensure_tarball(paths, release, log)
+    base = paths.base(release)
+    if base_is_current(paths, release):
+        return base
+    log(f"preparing {base} from {tar.name}")
+    fresh = base.with_name(base.name + ".new")
     shutil.rmtree(fresh, ignore_errors=True)
     fresh.mkdir(parents=True)
     run(["tar", "-C", str(fresh), "--numeric-owner", "--xattrs", "--xattrs-include=*", "-xpf", str(tar)], timeout=300)
     customise(fresh, paths)
-    (fresh / STAMP_NAME).write_text(base_stamp(paths) + "\n")
-    shutil.rmtree(paths.base, ignore_errors=True)
-    fresh.replace(paths.base)
-    return paths.base
+    (fresh / STAMP_NAME).write_text(base_stamp(paths, release) + "\n")
+    shutil.rmtree(base, ignore_errors=True)
+    fresh.replace(base)
+    return base

@@ -17,7 +17,14 @@ what is missing and which tests need it; a skip that only shows at run time (``p
 fixture or test) is reported as a failure. Asking for a subset on purpose still works: deselect
 (``-m "not hosts"``, ``-k``, paths) or run without the variable. The first
 session on a machine builds the rootfs (apt + mmdebstrap, ~2 min); later sessions boot in ~4 s.
-``$RBEE_TESTHOSTS_COUNT`` sets how many hosts boot (default 3); ``$RBEE_TESTHOSTS_DIR`` the work folder.
+``$RBEE_TESTHOSTS_COUNT`` sets how many hosts boot (default 3); ``$RBEE_TESTHOSTS_RELEASES`` their Debian
+releases (``bookworm,trixie``: h1 bookworm, the rest trixie; default all bookworm); ``$RBEE_TESTHOSTS_DIR``
+the work folder. A test that needs other releases than the session's takes ``hosts_with_releases``::
+
+    def test_mixed(hosts_with_releases):
+        hosts = hosts_with_releases("bookworm", "trixie")   # h1 bookworm, h2 trixie (h3: trixie too)
+
+and the hosts it changed get the session's releases back (fresh disks) after the test.
 The session starts with ``down()`` (leftovers of an aborted run) and always ends with ``down()``:
 after the last test, on a failure, on Ctrl-C, on SIGTERM/SIGHUP and at interpreter exit.
 """
@@ -31,16 +38,17 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
 import pytest
 
-from rbee.testhosts import TestHosts
+from rbee.testhosts import TestHosts, releases
 from rbee.testhosts.packages import PackagesError, ensure_packages
 
 COUNT_ENV = "RBEE_TESTHOSTS_COUNT"
+RELEASES_ENV = "RBEE_TESTHOSTS_RELEASES"
 REQUIRE_ENV = "RBEE_REQUIRE_HOSTS"
 FIXTURE = "test_hosts"
 MARKER = "hosts"
@@ -166,9 +174,16 @@ def _skip_or_fail(reason: str) -> None:
     pytest.skip(reason)
 
 
+def session_layout() -> tuple[int, tuple[str, ...]]:
+    """How many hosts the session boots and their releases (``$RBEE_TESTHOSTS_COUNT``/``_RELEASES``)."""
+    count = int(os.environ.get(COUNT_ENV) or 3)
+    return count, releases.parse(os.environ.get(RELEASES_ENV, "")) or (releases.DEFAULT,)
+
+
 @pytest.fixture(scope="session")
 def test_hosts() -> Iterator[TestHosts]:
-    """h1..hN up (N = $RBEE_TESTHOSTS_COUNT, default 3) for the whole session, then destroyed."""
+    """h1..hN up (N = $RBEE_TESTHOSTS_COUNT, default 3; $RBEE_TESTHOSTS_RELEASES) for the session, then destroyed."""
+    count, wanted = session_layout()  # an unknown release fails here, before anything boots
     reason = unavailable_reason()
     if reason is not None:
         _skip_or_fail(reason)
@@ -177,12 +192,28 @@ def test_hosts() -> Iterator[TestHosts]:
     except PackagesError as exc:
         _skip_or_fail(f"systemd-nspawn cannot be installed here: {exc}")
     hosts = TestHosts(log=log.info)
-    count = int(os.environ.get(COUNT_ENV) or 3)
     with hosts.session_lease(), _down_on_exit(hosts) as state:
         try:
             hosts.down()  # leftovers of an aborted run
-            hosts.up(count)
+            hosts.up(count, releases=wanted)
             yield hosts
         finally:
             hosts.down()
             state["clean"] = True
+
+
+@pytest.fixture
+def hosts_with_releases(test_hosts: TestHosts) -> Iterator[Callable[..., TestHosts]]:
+    """``hosts_with_releases("bookworm", "trixie", count=2)``: h1..h<count> run those releases (in order, the
+    last one repeating; hosts of another release are recreated). Afterwards the session's hosts and releases
+    come back: changed hosts are recreated, hosts beyond the session's count removed."""
+
+    def boot(*wanted: str, count: int | None = None) -> TestHosts:
+        test_hosts.up(count or max(len(wanted), session_count), releases=wanted)
+        return test_hosts
+
+    session_count, session_releases = session_layout()
+    yield boot
+    for name in test_hosts.names()[session_count:]:
+        test_hosts.remove(name)
+    test_hosts.up(session_count, releases=session_releases)
