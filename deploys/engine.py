@@ -8,7 +8,6 @@ llama_cpp`` works and ``llama_supports_gpu_offload()`` is true exactly for CUDA/
 
 from __future__ import annotations
 
-import platform
 import shlex
 
 from pyinfra.api.deploy import deploy
@@ -17,7 +16,9 @@ from pyinfra.operations import files
 
 from deploys import control
 from deploys.operations import fail_host, stamped_install
+from rbee.deploy.engine_plan import builds_here
 from rbee.deploy.host_plan import HostPlan
+from rbee.engine.features import local_feature_set
 
 
 def _verify_command(python: str, gpu_offload: bool) -> str:
@@ -33,8 +34,8 @@ def engine(plan: HostPlan) -> OperationMeta | None:
     """Upload and install this host's engine wheel; rebuild nothing that is cached."""
     layout = plan.layout
     features = plan.features
-    local_arch = platform.machine()
-    buildable = features.backend == "cpu" and features.arch == local_arch
+    control_set = local_feature_set("cpu", features.version)
+    buildable = builds_here(features, control_set)
     cache = control.spec().deploy.build_cache
     wheel = control.engine_wheel(features, cache, can_build=buildable)
     if wheel is None and not buildable:
@@ -42,7 +43,7 @@ def engine(plan: HostPlan) -> OperationMeta | None:
             name=f"engine: no wheel for {features.key}",
             reason=(
                 f"engine {features.key} is not in the build cache and this control machine builds cpu wheels "
-                f"for {local_arch} only: run `rbee engine build --backend {features.backend}` on a "
+                f"for {control_set.key} only: run `rbee engine build --backend {features.backend}` on a "
                 f"{features.arch} machine with the {features.backend} toolchain and copy the wheel into "
                 f"{cache}/{features.key}/"
             ),

@@ -1,22 +1,22 @@
 Feature: Worker provisioning: the inference engine, built once per feature set
   A worker runs llama.cpp through llama-cpp-python. Its build depends on the host's backend (cpu, cuda,
-  metal), CPU architecture, Python and engine version: that feature set decides the CMake flags and
+  metal), OS and libc baseline, CPU architecture, Python and engine version, and for CUDA the toolkit's
+  major version and the GPUs' compute capabilities: that feature set decides the CMake flags and
   the key of the build in the wheel cache (~/.cache/rbee/wheels). A feature set built once is never
   built again; an installed engine is checked by importing it.
 
   Scenario Outline: The feature set of a host decides the CMake flags of its engine build
     Given a "<backend>" host on "<arch>" with Python 3.11, llama-cpp-python 0.3.36 and CUDA architectures "<cuda>"
     Then its engine is built with CMAKE_ARGS "<cmake_args>"
-    And its build key reads "0.3.36-<backend>-<arch>-py3.11-" followed by a digest of those flags
+    And its build key reads "<key>" followed by a digest of those flags
     And its engine must <offload> GPU offload
 
     Examples:
-      | backend | arch    | cuda  | cmake_args                                                                           | offload     |
-      | cpu     | x86_64  | -     | -DGGML_NATIVE=OFF -DGGML_OPENMP=OFF                                                  | not support |
-      | cpu     | aarch64 | -     | -DGGML_NATIVE=OFF -DGGML_OPENMP=OFF                                                  | not support |
-      | cuda    | x86_64  | -     | -DGGML_CUDA=on -DGGML_NATIVE=OFF                                                     | support     |
-      | cuda    | x86_64  | 89;90 | -DGGML_CUDA=on -DGGML_NATIVE=OFF -DCMAKE_CUDA_ARCHITECTURES=89;90                    | support     |
-      | metal   | arm64   | -     | -DGGML_METAL=on -DCMAKE_OSX_ARCHITECTURES=arm64 -DCMAKE_APPLE_SILICON_PROCESSOR=arm64 | support     |
+      | backend | arch    | cuda  | cmake_args                                                                           | key                                            | offload     |
+      | cpu     | x86_64  | -     | -DGGML_NATIVE=OFF -DGGML_OPENMP=OFF                                                  | 0.3.36-cpu-linux_x86_64-glibc2.36-py3.11-      | not support |
+      | cpu     | aarch64 | -     | -DGGML_NATIVE=OFF -DGGML_OPENMP=OFF                                                  | 0.3.36-cpu-linux_aarch64-glibc2.36-py3.11-     | not support |
+      | cuda    | x86_64  | 89;90 | -DGGML_CUDA=on -DGGML_NATIVE=OFF -DGGML_CUDA_NO_VMM=ON -DCMAKE_CUDA_ARCHITECTURES=89;90 | 0.3.36-cuda13-sm89.90-linux_x86_64-glibc2.36-py3.11- | support     |
+      | metal   | arm64   | -     | -DGGML_METAL=on -DCMAKE_OSX_ARCHITECTURES=arm64 -DCMAKE_APPLE_SILICON_PROCESSOR=arm64 | 0.3.36-metal-darwin_arm64-macos14.0-py3.11-    | support     |
 
   Scenario: Hosts that differ in any part of their feature set never share a build
     Given a "cpu" host on "x86_64" with Python 3.11, llama-cpp-python 0.3.36 and CUDA architectures "-"
@@ -24,6 +24,7 @@ Feature: Worker provisioning: the inference engine, built once per feature set
     And its build key differs from that of the same host with Python "3.12"
     And its build key differs from that of the same host with llama-cpp-python "0.3.37"
     And its build key differs from that of the same host on "aarch64"
+    And its build key differs from that of the same host with libc "glibc2.41"
 
   Scenario Outline: The backend of a host is chosen from what nvidia-smi reports
     Given a <system> <machine> host whose nvidia-smi printed "<recording>"

@@ -3,7 +3,7 @@
 Processes come from the one test harness (``tests/support``): ``processes``, ``hives``, ``shared_cluster``,
 ``streams``, ``freezer`` are its fixtures; ``hive_procs`` and ``queen_procs`` here are thin wiring over it.
 Also real: model files on disk, a local HTTP model server with Range support, the recorded ``nvidia-smi``
-outputs of ``tests/deploy/fixtures/`` and the SSH + systemd test hosts (``test_hosts``, from
+outputs of ``tests/fixtures/nvidia-smi/`` and the SSH + systemd test hosts (``test_hosts``, from
 ``tests/hosts/plugin.py``). Every process is killed at the end of its scenario, also when a step fails.
 """
 
@@ -35,7 +35,7 @@ wait_for = wait_until
 pytest_plugins = ["tests.hosts.plugin"]
 
 REPO = Path(__file__).resolve().parents[2]
-NVIDIA_SMI_FIXTURES = REPO / "tests" / "deploy" / "fixtures"
+NVIDIA_SMI_FIXTURES = REPO / "tests" / "fixtures" / "nvidia-smi"
 MIB = 1024 * 1024
 GIB = 1024 * MIB
 
@@ -112,7 +112,7 @@ def model_files(tmp_path: Path) -> Callable[..., Path]:
 
 @pytest.fixture
 def nvidia_smi() -> Callable[[str], str]:
-    """A recorded ``nvidia-smi`` output of ``tests/deploy/fixtures/`` by file name."""
+    """A recorded ``nvidia-smi`` output of ``tests/fixtures/nvidia-smi/`` by file name."""
 
     def read(name: str) -> str:
         return (NVIDIA_SMI_FIXTURES / name).read_text()

@@ -42,11 +42,15 @@ def _installed_engine_version() -> str:
     target_fixture="features_",
 )
 def _feature_set(backend: str, arch: str, python: str, version: str, cuda: str) -> FeatureSet:
+    darwin = backend == "metal"
     return FeatureSet(
         backend=BACKENDS[backend],
         arch=arch,
         python=python,
         version=version,
+        os="darwin" if darwin else "linux",
+        libc="macos14.0" if darwin else "glibc2.36",
+        cuda=None if cuda == "-" else "13",
         cuda_architectures=None if cuda == "-" else cuda,
     )
 
@@ -81,6 +85,11 @@ def _differs_python(features_: FeatureSet, python: str) -> None:
 @then(parsers.parse('its build key differs from that of the same host with llama-cpp-python "{version}"'))
 def _differs_version(features_: FeatureSet, version: str) -> None:
     assert replace(features_, version=version).key != features_.key
+
+
+@then(parsers.parse('its build key differs from that of the same host with libc "{libc}"'))
+def _differs_libc(features_: FeatureSet, libc: str) -> None:
+    assert replace(features_, libc=libc).key != features_.key
 
 
 @then(parsers.parse('its build key differs from that of the same host on "{arch}"'))

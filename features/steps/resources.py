@@ -1,5 +1,5 @@
 """Steps of the worker resource preflight and of resource management: the hive's RAM/VRAM checks on recorded
-GPU facts (``tests/deploy/fixtures``) and real hives refusing workers."""
+GPU facts (``tests/fixtures/nvidia-smi``) and real hives refusing workers."""
 
 from __future__ import annotations
 

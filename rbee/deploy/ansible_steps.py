@@ -8,21 +8,21 @@ from __future__ import annotations
 
 import hashlib
 import os
-import platform
 import sys
 import tarfile
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
 from rbee.client import QueenClient, QueenError
 from rbee.deploy import health
+from rbee.deploy.engine_plan import builds_here
 from rbee.deploy.host_plan import HostPlan, plan_deployed_host
 from rbee.deploy.probe import HostFacts, parse_probe
 from rbee.deploy.release_record import release_record_text
 from rbee.deploy.wheelhouse import build_wheelhouse
-from rbee.engine.features import FeatureSet
+from rbee.engine.features import FeatureSet, local_feature_set
 from rbee.engine.wheelcache import EngineBuildError, build_wheel, cached_wheel
 from rbee.models import cached_model, fetch_model
 from rbee.spec import load_spec
@@ -100,15 +100,14 @@ def wheel_sync(folder: str, there: list[dict[str, Any]], packs: Path | None = No
 def prepare_engines(features: list[dict[str, Any]], cache_dir: str, *, build: bool) -> dict[str, Any]:
     """The engine wheel of each feature set: cached, or built now (CPU on this arch only, when ``build``)."""
     cache = Path(cache_dir).expanduser()
-    local_arch = platform.machine()
     out: dict[str, Any] = {}
     changed = False
     for raw in features:
-        fs = FeatureSet(backend=raw["backend"], arch=raw["arch"], python=raw["python"], version=raw["version"])
+        fs = FeatureSet(**{f.name: raw[f.name] for f in fields(FeatureSet)})
         if fs.key in out:
             continue
         wheel = cached_wheel(fs, cache)
-        buildable = fs.backend == "cpu" and fs.arch == local_arch
+        buildable = builds_here(fs, local_feature_set("cpu", fs.version))
         problem = None
         if wheel is None and buildable and build:
             print(f"--> building engine {fs.key} (once; minutes)", file=sys.stderr, flush=True)
@@ -119,8 +118,8 @@ def prepare_engines(features: list[dict[str, Any]], cache_dir: str, *, build: bo
                 problem = str(exc)
         elif wheel is None:
             problem = (
-                f"engine {fs.key} is not in the build cache and this control machine builds cpu wheels "
-                f"for {local_arch} only: run `rbee engine build --backend {fs.backend}` on a "
+                f"engine {fs.key} is not in the build cache and this control machine builds only "
+                f"{local_feature_set('cpu', fs.version).key}: run `rbee engine build --backend {fs.backend}` on a "
                 f"{fs.arch} machine with the {fs.backend} toolchain and copy the wheel into {cache_dir}/{fs.key}/"
             )
         found = {"wheel": str(wheel), "name": wheel.name} if wheel else {"wheel": None, "name": None}
@@ -138,14 +137,7 @@ def plan_json(plan: HostPlan, facts: HostFacts) -> dict[str, Any]:
         "backend": plan.backend,
         "gpu_indices": list(plan.gpu_indices),
         "wheelhouse": {"python": plan.features.python, "arch": plan.features.arch},
-        "engine": {
-            "key": plan.features.key,
-            "backend": plan.features.backend,
-            "arch": plan.features.arch,
-            "python": plan.features.python,
-            "version": plan.features.version,
-            "gpu_offload": plan.features.gpu_offload,
-        },
+        "engine": {"key": plan.features.key, "gpu_offload": plan.features.gpu_offload, **asdict(plan.features)},
         "models": list(plan.models),
         "workers": [
             {

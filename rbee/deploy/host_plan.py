@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from rbee.deploy.engine_plan import host_features
 from rbee.deploy.layout import API_KEYS_FILE, CONFIG_DIR, DATA_DIR, WORKERS_DIR, HostLayout
 from rbee.deploy.probe import HostFacts, Requirements, judge
 from rbee.deploy.templates import (
@@ -238,6 +239,7 @@ def plan_host(
     model_ids = tuple(models_on(spec, host.name))
     paths = {m: (target.model_paths or {}).get(m) or layout.model_path(m) for m in model_ids}
     workers = placed_workers(spec, host, backend, paths)
+    features, engine_problems = host_features(facts, backend, spec.deploy.llama_cpp_python, gpu_indices)
     is_queen = host.name == spec.queen_host.name
     hive_url = f"http://{target.bind_host}:{host.hive.port}"
     plan = HostPlan(
@@ -248,11 +250,9 @@ def plan_host(
         layout=layout,
         backend=backend,
         gpu_indices=gpu_indices,
-        features=FeatureSet(
-            backend=backend, arch=facts.arch, python=facts.python_abi, version=spec.deploy.llama_cpp_python
-        ),
+        features=features,
         requirements=needs,
-        problems=tuple(judge(facts, needs)),
+        problems=(*judge(facts, needs), *engine_problems),
         queen_url=queen_url(spec),
         hive_url=hive_url,
         models=model_ids,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 
-from rbee.engine.detect import DetectedGpu, choose_backend, parse_nvidia_smi
+from rbee.engine.detect import NVIDIA_SMI_QUERY, DetectedGpu, choose_backend, parse_nvidia_smi
 from rbee.engine.features import EngineBackend
 
 MIN_PYTHON = (3, 11)
@@ -19,6 +19,13 @@ MIN_PYTHON = (3, 11)
 PROBE_SCRIPT = r"""
 echo "os=$(uname -s)"; echo "arch=$(uname -m)"; echo "kernel=$(uname -r)"
 if [ -r /etc/os-release ]; then . /etc/os-release; echo "distro=$ID $VERSION_ID"; fi
+echo "glibc=$(getconf GNU_LIBC_VERSION 2>/dev/null | awk '{print $2}')"
+command -v sw_vers >/dev/null 2>&1 && echo "macos=$(sw_vers -productVersion)"
+sysctl -n hw.memsize 2>/dev/null | sed 's/^/ram_total_bytes=/'
+for c in c++ g++ clang++; do command -v $c >/dev/null 2>&1 && { echo "compiler=$c"; break; }; done
+for n in nvcc /usr/local/cuda/bin/nvcc; do
+  command -v $n >/dev/null 2>&1 && { echo "nvcc=$($n --version | sed -n 's/.*release \([0-9.]*\).*/\1/p')"; break; }
+done
 if command -v python3 >/dev/null 2>&1; then
   echo "python=$(python3 -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])' 2>/dev/null)"
   python3 -c 'import venv, ensurepip' >/dev/null 2>&1 && echo "python_venv=yes" || echo "python_venv=no"
@@ -31,11 +38,10 @@ d="$RBEE_PREFIX"; while [ -n "$d" ] && [ ! -d "$d" ]; do d=$(dirname "$d"); done
 echo "disk_free_kb=$(df -Pk "${d:-/}" | awk 'NR==2{print $4}')"
 [ -d /run/systemd/system ] && echo "systemd=yes" || echo "systemd=no"
 if command -v nvidia-smi >/dev/null 2>&1; then
-  nvidia-smi --query-gpu=index,name,memory.total,memory.free,compute_cap --format=csv,noheader,nounits 2>/dev/null \
-    | sed 's/^/gpu=/'
+  @NVIDIA_SMI_QUERY@ 2>/dev/null | sed 's/^/gpu=/'
 fi
 echo "probe=done"
-"""
+""".replace("@NVIDIA_SMI_QUERY@", NVIDIA_SMI_QUERY)
 
 
 def probe_input(prefix: str) -> str:
@@ -58,7 +64,18 @@ class HostFacts:
     disk_free_bytes: int = 0
     systemd: bool = False
     gpus: list[DetectedGpu] = field(default_factory=list)
+    glibc: str = ""
+    macos: str = ""
+    compiler: str = ""
+    nvcc: str = ""
     complete: bool = False
+
+    @property
+    def libc(self) -> str:
+        """The libc baseline in ``FeatureSet.libc`` form: ``glibc2.36``, ``macos14.0`` (major), or empty."""
+        if self.os == "Darwin" and self.macos:
+            return f"macos{self.macos.split('.')[0]}.0"
+        return f"glibc{self.glibc}" if self.glibc else ""
 
     @property
     def python_text(self) -> str:
@@ -87,7 +104,7 @@ def parse_probe(output: str) -> HostFacts:
         value = value.strip()
         if key == "gpu":
             gpu_lines.append(value)
-        elif key in ("os", "arch", "kernel", "distro"):
+        elif key in ("os", "arch", "kernel", "distro", "glibc", "macos", "compiler", "nvcc"):
             setattr(facts, key, value)
         elif key == "python" and value and value != "none":
             facts.python = tuple(int(p) for p in value.split(".") if p.isdigit())
@@ -95,6 +112,8 @@ def parse_probe(output: str) -> HostFacts:
             facts.python_venv = value == "yes"
         elif key in ("ram_total_kb", "ram_available_kb", "disk_free_kb") and value.isdigit():
             setattr(facts, key.replace("_kb", "_bytes"), int(value) * 1024)
+        elif key == "ram_total_bytes" and value.isdigit():
+            facts.ram_total_bytes = int(value)
         elif key == "systemd":
             facts.systemd = value == "yes"
         elif key == "probe":

@@ -5,41 +5,17 @@ from __future__ import annotations
 import platform
 import shutil
 import subprocess
-from dataclasses import dataclass
 
 from rbee.engine.features import EngineBackend
+from rbee_runtime.common.nvidia_smi import NVIDIA_SMI_QUERY, SmiGpu, parse_nvidia_smi
 
-NVIDIA_SMI_QUERY = (
-    "nvidia-smi --query-gpu=index,name,memory.total,memory.free,compute_cap --format=csv,noheader,nounits"
-)
+DetectedGpu = SmiGpu
+"""One GPU as ``nvidia-smi`` reports it (see ``rbee_runtime.common.nvidia_smi``)."""
 
-
-@dataclass(frozen=True)
-class DetectedGpu:
-    """One GPU as ``nvidia-smi`` reports it (memory in MiB)."""
-
-    index: int
-    name: str
-    memory_total_mib: int
-    memory_free_mib: int
-    compute_cap: str
+__all__ = ["NVIDIA_SMI_QUERY", "DetectedGpu", "choose_backend", "local_backend", "local_gpus", "parse_nvidia_smi"]
 
 
-def parse_nvidia_smi(output: str) -> list[DetectedGpu]:
-    """Parse the CSV of ``NVIDIA_SMI_QUERY``; lines that are not GPU rows are skipped."""
-    gpus = []
-    for line in output.splitlines():
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) != 5 or not parts[0].isdigit():
-            continue
-        try:
-            gpus.append(DetectedGpu(int(parts[0]), parts[1], int(float(parts[2])), int(float(parts[3])), parts[4]))
-        except ValueError:
-            continue
-    return gpus
-
-
-def choose_backend(system: str, machine: str, gpus: list[DetectedGpu]) -> EngineBackend:
+def choose_backend(system: str, machine: str, gpus: list[SmiGpu]) -> EngineBackend:
     """``auto`` resolved: CUDA when NVIDIA GPUs answer, Metal on Apple silicon, else CPU."""
     if gpus:
         return "cuda"
@@ -48,7 +24,7 @@ def choose_backend(system: str, machine: str, gpus: list[DetectedGpu]) -> Engine
     return "cpu"
 
 
-def local_gpus() -> list[DetectedGpu]:
+def local_gpus() -> list[SmiGpu]:
     """The NVIDIA GPUs of this machine (empty without a working ``nvidia-smi``)."""
     if shutil.which("nvidia-smi") is None:
         return []

@@ -10,7 +10,7 @@ from rbee.deploy.probe import Requirements, judge, parse_probe
 from rbee.engine.detect import choose_backend, parse_nvidia_smi
 from rbee.engine.features import FeatureSet
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "nvidia-smi"
 GiB = 1024**3
 
 
@@ -67,7 +67,7 @@ def test_auto_backend(system: str, machine: str, fixture: str | None, expected: 
     ("backend", "arch", "flags"),
     [
         ("cpu", "x86_64", ("-DGGML_NATIVE=OFF", "-DGGML_OPENMP=OFF")),
-        ("cuda", "x86_64", ("-DGGML_CUDA=on", "-DGGML_NATIVE=OFF")),
+        ("cuda", "x86_64", ("-DGGML_CUDA=on", "-DGGML_NATIVE=OFF", "-DGGML_CUDA_NO_VMM=ON")),
         (
             "metal",
             "arm64",
@@ -84,15 +84,20 @@ def test_cmake_args_per_backend(backend: str, arch: str, flags: tuple[str, ...])
 def test_feature_sets_share_a_key_only_when_equal() -> None:
     a = FeatureSet("cpu", "x86_64", "3.11", "0.3.36")
     assert a.key == FeatureSet("cpu", "x86_64", "3.11", "0.3.36").key
-    assert a.key.startswith("0.3.36-cpu-x86_64-py3.11-")
+    assert a.key.startswith("0.3.36-cpu-linux_x86_64-py3.11-")
     others = [
         FeatureSet("cuda", "x86_64", "3.11", "0.3.36"),
         FeatureSet("cpu", "aarch64", "3.11", "0.3.36"),
         FeatureSet("cpu", "x86_64", "3.12", "0.3.36"),
         FeatureSet("cpu", "x86_64", "3.11", "0.3.35"),
         FeatureSet("cuda", "x86_64", "3.11", "0.3.36", cuda_architectures="89"),
+        FeatureSet("cpu", "x86_64", "3.11", "0.3.36", libc="glibc2.41"),
+        FeatureSet("cpu", "arm64", "3.11", "0.3.36", os="darwin", libc="macos14.0"),
+        FeatureSet("cuda", "x86_64", "3.11", "0.3.36", cuda="13", cuda_architectures="89"),
+        FeatureSet("cuda", "x86_64", "3.11", "0.3.36", cuda="13", cuda_architectures="80;89"),
+        FeatureSet("cuda", "x86_64", "3.11", "0.3.36", cuda="12", cuda_architectures="89"),
     ]
-    assert len({a.key, *(f.key for f in others)}) == 6
+    assert len({a.key, *(f.key for f in others)}) == 11
 
 
 def test_probe_on_a_cuda_host_resolves_auto_to_cuda() -> None:
