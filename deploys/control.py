@@ -15,7 +15,7 @@ from rich.console import Console
 
 from rbee.deploy.host_plan import HostPlan, plan_deployed_host
 from rbee.deploy.probe import HostFacts
-from rbee.deploy.wheelhouse import Wheelhouse, build_wheelhouse
+from rbee.deploy.wheelhouse import Wheelhouse, build_wheelhouse, wheelhouse_target
 from rbee.engine.features import FeatureSet
 from rbee.engine.wheelcache import build_wheel, cached_wheel
 from rbee.models import FetchedModel, cached_model, fetch_model
@@ -85,12 +85,12 @@ def engine_wheel(features: FeatureSet, cache_dir: str, can_build: bool) -> Path 
     return _wheels[features.key]
 
 
-def wheelhouse(python: str, arch: str) -> Wheelhouse:
-    """rbee and its dependencies as wheels for a target (cheap when nothing changed)."""
-    key = f"{python}-{arch}"
-    if key not in _wheelhouses:
-        _wheelhouses[key] = build_wheelhouse(python, arch)
-    return _wheelhouses[key]
+def wheelhouse(features: FeatureSet) -> Wheelhouse:
+    """rbee and its dependencies as wheels for the hosts of an engine feature set (cheap when nothing changed)."""
+    target = wheelhouse_target(features)
+    if target.name not in _wheelhouses:
+        _wheelhouses[target.name] = build_wheelhouse(target)
+    return _wheelhouses[target.name]
 
 
 def model_checksums(plan: HostPlan) -> dict[str, str | None]:

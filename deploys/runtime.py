@@ -35,7 +35,7 @@ def runtime(plan: HostPlan) -> OperationMeta:
     files.directory(name="runtime: config folder", path=CONFIG_DIR, user="root", group=user, mode="750")
     files.directory(name="runtime: worker configs", path=WORKERS_DIR, user="root", group=user, mode="750")
     files.directory(name="runtime: state folder", path=DATA_DIR, user=user, group=user, mode="750")
-    house = control.wheelhouse(plan.features.python, plan.features.arch)
+    house = control.wheelhouse(plan.features)
     files.sync(
         name="runtime: wheelhouse (rbee and its dependencies)",
         src=str(house.folder), dest=layout.wheelhouse, delete=True, mode="644", dir_mode="755",

@@ -20,7 +20,7 @@ plan = cast(HostPlan, preflight())  # pyinfra types @deploy results as operation
 runtime(plan)
 engine_op = engine(plan)
 models(plan)
-wheelhouse = control.wheelhouse(plan.features.python, plan.features.arch).fingerprint
+wheelhouse = control.wheelhouse(plan.features).fingerprint
 engine_key = plan.features.key if engine_op is not None else None
 checksums = control.model_checksums(plan)
 sources = {m: sha or control.spec().model(m).source for m, sha in checksums.items()}  # dry run: not fetched

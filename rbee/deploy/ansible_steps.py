@@ -11,7 +11,7 @@ import os
 import sys
 import tarfile
 import tempfile
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from rbee.deploy.engine_plan import builds_here
 from rbee.deploy.host_plan import HostPlan, plan_deployed_host
 from rbee.deploy.probe import HostFacts, parse_probe
 from rbee.deploy.release_record import release_record_text
-from rbee.deploy.wheelhouse import build_wheelhouse
+from rbee.deploy.wheelhouse import WheelhouseTarget, build_wheelhouse, wheelhouse_target
 from rbee.engine.features import FeatureSet, local_feature_set
 from rbee.engine.wheelcache import EngineBuildError, build_wheel, cached_wheel
 from rbee.models import cached_model, fetch_model
@@ -46,18 +46,16 @@ def prepare_models(models: list[dict[str, Any]], cache_dir: str) -> dict[str, An
     return {"models": out, "changed": changed}
 
 
-def _target(python: str, arch: str) -> str:
-    return f"{python}-{arch}"
-
-
-def prepare_wheelhouses(targets: list[dict[str, str]]) -> dict[str, Any]:
-    """The wheelhouse of each target (``{"python": "3.11", "arch": "x86_64"}``), keyed ``3.11-x86_64``."""
+def prepare_wheelhouses(targets: list[dict[str, Any]]) -> dict[str, Any]:
+    """The wheelhouse of each target (a ``WheelhouseTarget`` as JSON, with its ``key``), by key."""
     out: dict[str, Any] = {}
-    for target in targets:
-        key = _target(target["python"], target["arch"])
+    for raw in targets:
+        target = WheelhouseTarget(**{f.name: raw[f.name] for f in fields(WheelhouseTarget)})
+        target = replace(target, extras=tuple(target.extras))
+        key = target.name
         if key in out:
             continue
-        house = build_wheelhouse(target["python"], target["arch"])
+        house = build_wheelhouse(target)
         out[key] = {
             "folder": str(house.folder),
             "rbee_wheel": house.rbee_wheel.name,
@@ -103,7 +101,7 @@ def prepare_engines(features: list[dict[str, Any]], cache_dir: str, *, build: bo
     out: dict[str, Any] = {}
     changed = False
     for raw in features:
-        fs = FeatureSet(**{f.name: raw[f.name] for f in fields(FeatureSet)})
+        fs = FeatureSet(**{f.name: raw[f.name] for f in fields(FeatureSet) if f.name in raw})
         if fs.key in out:
             continue
         wheel = cached_wheel(fs, cache)
@@ -136,7 +134,7 @@ def plan_json(plan: HostPlan, facts: HostFacts) -> dict[str, Any]:
         "line": table_line(plan.host, facts, list(plan.problems)),
         "backend": plan.backend,
         "gpu_indices": list(plan.gpu_indices),
-        "wheelhouse": {"python": plan.features.python, "arch": plan.features.arch},
+        "wheelhouse": {"key": wheelhouse_target(plan.features).name, **asdict(wheelhouse_target(plan.features))},
         "engine": {"key": plan.features.key, "gpu_offload": plan.features.gpu_offload, **asdict(plan.features)},
         "models": list(plan.models),
         "workers": [

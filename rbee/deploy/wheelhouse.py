@@ -1,6 +1,7 @@
 """The wheels a host needs to install rbee without reaching PyPI itself (hosts may be air-gapped).
 
-Built on the control machine, once per target (Python version, CPU arch), into
+Built on the control machine, once per target (Python version, OS, CPU arch, and the extras of its
+engine: nvidia-ml-py and the CUDA runtime libraries on CUDA hosts), into
 ``~/.cache/rbee/wheelhouse/<target>/``; the deploy syncs that folder to each host and installs
 with ``pip --no-index --find-links``.
 """
@@ -17,12 +18,46 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import rbee
+from rbee.engine.cuda import PYPI_CUDA, RUNTIME_TOOLKIT
+from rbee.engine.features import FeatureSet
 
 DEFAULT_ROOT = Path("~/.cache/rbee/wheelhouse")
 _PLATFORMS = {
     "x86_64": ("manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_28_x86_64", "linux_x86_64"),
     "aarch64": ("manylinux2014_aarch64", "manylinux_2_17_aarch64", "manylinux_2_28_aarch64", "linux_aarch64"),
 }
+
+
+GPU_MONITORING = "nvidia-ml-py>=12"
+"""How a hive on a CUDA host reads its GPUs (NVML)."""
+
+
+@dataclass(frozen=True)
+class WheelhouseTarget:
+    """What a wheelhouse is for: Python ``3.11``, ``linux``/``darwin``, arch, the macOS release (``14``) and extras."""
+
+    python: str
+    os: str
+    arch: str
+    macos: str = ""
+    extras: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        """Its folder and key: ``py3.11-x86_64`` (Linux CPU), ``py3.13-x86_64-cuda13``, ``py3.12-macos14-arm64``."""
+        where = f"macos{self.macos}-{self.arch}" if self.os == "darwin" else self.arch
+        toolkit = [e.split("==")[-1].split(".")[0] for e in self.extras if e.startswith("cuda-toolkit")]
+        gpu = f"-cuda{toolkit[0]}" if toolkit else "-gpu" if self.extras else ""
+        return f"py{self.python}-{where}{gpu}"
+
+
+def wheelhouse_target(features: FeatureSet) -> WheelhouseTarget:
+    """The wheelhouse a host of this engine feature set installs from."""
+    extras: tuple[str, ...] = ()
+    if features.backend == "cuda":
+        extras = (GPU_MONITORING, RUNTIME_TOOLKIT) if features.cuda == PYPI_CUDA else (GPU_MONITORING,)
+    macos = features.libc.removeprefix("macos").split(".")[0] if features.os == "darwin" else ""
+    return WheelhouseTarget(features.python, features.os, features.arch, macos, extras)
 
 
 class WheelhouseError(Exception):
@@ -79,19 +114,29 @@ def _dependencies() -> list[str]:
     return [*data["project"]["dependencies"], "diskcache>=5.6"]  # + what the engine wheel needs
 
 
-def build_wheelhouse(python: str, arch: str, root: Path = DEFAULT_ROOT) -> Wheelhouse:
-    """Wheels of rbee (from this checkout) and of its dependencies for ``python`` (e.g. 3.11) on ``arch``."""
-    if arch not in _PLATFORMS:
-        raise WheelhouseError(f"no wheel platform known for arch {arch!r}; supported: {', '.join(_PLATFORMS)}")
-    folder = root.expanduser() / f"py{python}-{arch}"
+def _platforms(target: WheelhouseTarget) -> tuple[str, ...]:
+    if target.os == "darwin":
+        if target.arch != "arm64" or not target.macos.isdigit():
+            raise WheelhouseError(f"no wheel platform known for macOS {target.macos or '?'} on {target.arch}")
+        return (f"macosx_{target.macos}_0_arm64",)  # pip expands it to every older macOS release
+    if target.arch not in _PLATFORMS:
+        raise WheelhouseError(f"no wheel platform known for arch {target.arch!r}; supported: {', '.join(_PLATFORMS)}")
+    return _PLATFORMS[target.arch]
+
+
+def build_wheelhouse(python: str | WheelhouseTarget, arch: str = "", root: Path = DEFAULT_ROOT) -> Wheelhouse:
+    """Wheels of rbee (from this checkout) and of its dependencies for a target (or a Linux ``python`` + ``arch``)."""
+    target = python if isinstance(python, WheelhouseTarget) else WheelhouseTarget(python, "linux", arch)
+    platforms = [arg for p in _platforms(target) for arg in ("--platform", p)]
+    folder = root.expanduser() / target.name
     folder.mkdir(parents=True, exist_ok=True)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    platforms = [arg for p in _PLATFORMS[arch] for arg in ("--platform", p)]
     stamp = folder / ".deps"
-    deps = "\n".join(sorted(_dependencies()))
+    wanted = [*_dependencies(), *target.extras]
+    deps = "\n".join(sorted(wanted))
     if not stamp.exists() or stamp.read_text() != deps:
-        _run([*pip, "download", "--only-binary=:all:", *platforms, "--python-version", python,
-              "--implementation", "cp", "-d", str(folder), *_dependencies()])  # fmt: skip
+        _run([*pip, "download", "--only-binary=:all:", *platforms, "--python-version", target.python,
+              "--implementation", "cp", "-d", str(folder), *wanted])  # fmt: skip
         stamp.write_text(deps)
     source = _source_fingerprint()
     stamp = folder / ".rbee-source"
@@ -110,8 +155,8 @@ def build_wheelhouse(python: str, arch: str, root: Path = DEFAULT_ROOT) -> Wheel
         built = next((Path(tmp) / "out").glob("rbee-*.whl"))
         for old in current:
             old.unlink()
-        target = folder / built.name
-        shutil.copy(built, target)
+        rbee_wheel = folder / built.name
+        shutil.copy(built, rbee_wheel)
     stamp.write_text(source)
     os.utime(folder)
-    return Wheelhouse(folder, target)
+    return Wheelhouse(folder, rbee_wheel)

@@ -150,8 +150,17 @@ def test_host_plan_workers_engine_and_verdict(tmp_path: Path) -> None:
     plan = _plan(tmp_path, "b")
     assert plan["problems"] == [] and plan["line"].endswith("ok")
     assert plan["backend"] == "cpu" and plan["gpu_indices"] == [1]
-    assert plan["engine"]["key"].startswith("0.3.36-cpu-x86_64-py3.11-") and plan["engine"]["gpu_offload"] is False
-    assert plan["wheelhouse"] == {"python": "3.11", "arch": "x86_64"}
+    assert (
+        plan["engine"]["key"].startswith("0.3.36-cpu-linux_x86_64-py3.11-") and plan["engine"]["gpu_offload"] is False
+    )
+    assert plan["wheelhouse"] == {
+        "key": "py3.11-x86_64",
+        "python": "3.11",
+        "os": "linux",
+        "arch": "x86_64",
+        "macos": "",
+        "extras": (),
+    }
     assert [(w["name"], w["port"], w["slots"], w["ctx_size"]) for w in plan["workers"]] == [
         ("m-1", 7840, 2, 1024),
         ("n-1", 7841, 1, 4096),
