@@ -13,6 +13,7 @@ from rich.table import Table
 
 from rbee.cli import exits
 from rbee.client import QueenClient, QueenError
+from rbee_runtime.common.contracts import GpuInfo
 
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 QueenUrl = Annotated[str | None, typer.Option("--queen", help="Queen URL (default $RBEE_QUEEN_URL or local).")]
@@ -90,20 +91,33 @@ def workers_ls(queen: QueenUrl = None, api_key: ApiKey = None) -> None:
     out.print(table)
 
 
+def gpu_line(gpu: GpuInfo) -> str:
+    """One GPU of a hive: ``GPU 0 NVIDIA GeForce RTX 4090: 22.5/24.0 GiB free, 45 °C`` (``?`` where unknown)."""
+    if gpu.memory_total_bytes:
+        memory = f"{gpu.memory_free_bytes / 2**30:.1f}/{gpu.memory_total_bytes / 2**30:.1f} GiB free"
+    else:
+        memory = "memory ?"
+    temperature = f"{gpu.temperature_c} °C" if gpu.temperature_c is not None else "? °C"
+    return f"GPU {gpu.index} {gpu.name}{' (MIG)' if gpu.mig else ''}: {memory}, {temperature}"
+
+
 @hives_app.command("ls")
 def hives_ls(queen: QueenUrl = None, api_key: ApiKey = None) -> None:
-    """List hives: status, last heartbeat, backends, free RAM, workers and models."""
+    """List hives: status, last heartbeat, backends, free RAM, GPUs (free memory, temperature), workers, models."""
     hives = _ask(queen, api_key, lambda client: client.hives())
     table = Table(title=f"{len(hives)} hive(s)", title_justify="left")
-    for column in ("hive", "status", "heartbeat", "backends", "RAM free", "workers", "models", "url"):
+    for column in ("hive", "status", "heartbeat", "backends", "RAM free", "GPUs", "workers", "models", "url"):
         table.add_column(column)
     for h in sorted(hives, key=lambda h: h.hive_id):
         ram = f"{h.resources.ram_available_bytes / 2**30:.1f} GiB"
         table.add_row(
             h.hive_id, h.status, f"{h.last_heartbeat_age_s:.1f}s ago", ",".join(h.backends), ram,
-            f"{h.workers}/{h.max_workers}", ",".join(h.models), h.url,
+            str(len(h.resources.gpus)), f"{h.workers}/{h.max_workers}", ",".join(h.models), h.url,
         )  # fmt: skip
     out.print(table)
+    for h in sorted(hives, key=lambda h: h.hive_id):  # one line per GPU, under the table
+        for gpu in sorted(h.resources.gpus, key=lambda g: g.index):
+            out.print(f"{h.hive_id}  {gpu_line(gpu)}", soft_wrap=True)
 
 
 @models_app.command("ls")

@@ -88,6 +88,12 @@ class WorkerHealth(Wire):
     slots_busy: int
     tokens_generated_total: int
     requests_cancelled_total: int = 0
+    #: Layers offloaded to the GPU (-1: all, 0: none / backend cpu); None before the offload is decided.
+    n_gpu_layers: int | None = None
+    #: Layers of the model (GGUF ``block_count``); None when unknown.
+    layers_total: int | None = None
+    #: The error code of a failed load (``VRAM_OOM``, ``GPU_NOT_AVAILABLE``, ...), with ``status`` ``error``.
+    error_code: str | None = None
 
 
 #: Who owns a worker's process: the hive that spawned it, or something else (e.g. a systemd unit).
@@ -130,6 +136,8 @@ class WorkerInfo(Wire):
     last_activity: float
     restarts: int = 0
     last_error: str | None = None
+    #: The error code of the worker's last failure when it reported one (e.g. ``VRAM_OOM``).
+    last_error_code: str | None = None
     managed_by: ManagedBy = "hive"
 
 
@@ -141,6 +149,8 @@ class SpawnRequest(Wire):
     ctx_size: int | None = Field(default=None, ge=64)
     backend: str | None = None
     device: int | None = Field(default=None, ge=0)
+    #: Layers to offload to the GPU (-1 all, 0 none); None: decided from the GPU's free VRAM (backend cuda/metal).
+    n_gpu_layers: int | None = Field(default=None, ge=-1)
 
 
 class CatalogEntry(Wire):
@@ -165,10 +175,21 @@ class RegisterModelRequest(Wire):
 
 
 class GpuInfo(Wire):
+    """One NVIDIA GPU of a hive (NVML, else ``nvidia-smi``); a fact the driver could not report is ``None``.
+
+    Memory the driver does not report (e.g. a MIG-enabled GPU) is 0 total and 0 free: the GPU is listed,
+    and a worker is placed on it only when asked for by index. Fields after ``memory_free_bytes`` are
+    optional, so older peers interoperate.
+    """
+
     index: int
     name: str
     memory_total_bytes: int
     memory_free_bytes: int
+    temperature_c: int | None = None
+    compute_cap: str | None = None
+    driver_version: str | None = None
+    mig: bool = False
 
 
 class Resources(Wire):

@@ -25,9 +25,12 @@ class ErrorCode(StrEnum):
     CATALOG_BACKUP_INVALID = "CATALOG_BACKUP_INVALID"
     CHECKSUM_MISMATCH = "CHECKSUM_MISMATCH"
     CONTEXT_LENGTH_EXCEEDED = "CONTEXT_LENGTH_EXCEEDED"
+    CUDA_DEVICE_FAILED = "CUDA_DEVICE_FAILED"
     DEVICE_UNAVAILABLE = "DEVICE_UNAVAILABLE"
     ENGINE_MISSING = "ENGINE_MISSING"
     GENERATION_FAILED = "GENERATION_FAILED"
+    GPU_NOT_AVAILABLE = "GPU_NOT_AVAILABLE"
+    GPU_TOO_HOT = "GPU_TOO_HOT"
     HIVE_SHUTTING_DOWN = "HIVE_SHUTTING_DOWN"
     HIVE_UNREACHABLE = "HIVE_UNREACHABLE"
     HTTP_ERROR = "HTTP_ERROR"
@@ -49,6 +52,7 @@ class ErrorCode(StrEnum):
     UPSTREAM_ERROR = "UPSTREAM_ERROR"
     VERSION_MISMATCH = "VERSION_MISMATCH"
     VRAM_EXHAUSTED = "VRAM_EXHAUSTED"
+    VRAM_OOM = "VRAM_OOM"
     WORKER_ALREADY_REGISTERED = "WORKER_ALREADY_REGISTERED"
     WORKER_DRAINING = "WORKER_DRAINING"
     WORKER_EXTERNALLY_MANAGED = "WORKER_EXTERNALLY_MANAGED"
@@ -92,13 +96,27 @@ DOCS: Final[Mapping[ErrorCode, CodeDoc]] = {
         {"hive": 400}, "The model file's sha256 is not the one given to register it."),
     ErrorCode.CONTEXT_LENGTH_EXCEEDED: CodeDoc(
         {"worker": 400, "queen": 400}, "The prompt and `max_tokens` do not fit the worker's context."),
+    ErrorCode.CUDA_DEVICE_FAILED: CodeDoc(
+        {"worker": None},
+        "Never sent: a CUDA worker's GPU exists but llama.cpp could not initialise it (driver, CUDA error); "
+        "it exits 1 and the hive shows the code in the worker's `last_error_code`."),
     ErrorCode.DEVICE_UNAVAILABLE: CodeDoc(
-        {"hive": 400}, "The spawn names a GPU this hive does not have or may not use."),
+        {"hive": 400, "worker": None},
+        "The spawn names a GPU this hive does not have or may not use (worker: its `--device` is not among "
+        "the GPUs it finds; it exits 1)."),
     ErrorCode.ENGINE_MISSING: CodeDoc(
         {"worker": None}, "Never sent: the worker's load failure when llama-cpp-python is missing; it exits 1."),
     ErrorCode.GENERATION_FAILED: CodeDoc(
         {"worker": 500, "queen": 502},
         "The engine failed while generating (before the first token the queen tries another worker)."),
+    ErrorCode.GPU_NOT_AVAILABLE: CodeDoc(
+        {"worker": None},
+        "Never sent: a worker asked for backend `cuda`/`metal` but its llama.cpp has no GPU offload (a CPU "
+        "build); it exits 1, no fallback to the CPU (`last_error_code` on the hive)."),
+    ErrorCode.GPU_TOO_HOT: CodeDoc(
+        {"hive": 503},
+        "The GPU is over `gpu_max_temperature_c` (details `device`, `temperature_c`, `max_temperature_c`; "
+        "`Retry-After`); a cooler GPU that fits is chosen when the spawn names none."),
     ErrorCode.HIVE_SHUTTING_DOWN: CodeDoc(
         {"hive": 503}, "The hive is stopping and starts no more workers."),
     ErrorCode.HIVE_UNREACHABLE: CodeDoc(
@@ -140,7 +158,13 @@ DOCS: Final[Mapping[ErrorCode, CodeDoc]] = {
     ErrorCode.VERSION_MISMATCH: CodeDoc(
         {"queen": 409}, "A hive's heartbeat comes from another major.minor release (details say which to upgrade)."),
     ErrorCode.VRAM_EXHAUSTED: CodeDoc(
-        {"hive": 507}, "Not enough free VRAM on the GPU for the model (details `device`, `required_bytes`)."),
+        {"hive": 507},
+        "Not enough free VRAM on the GPU for the model (details `device`, `required_bytes`); with "
+        "`gpu_partial_offload` only when not one layer fits."),
+    ErrorCode.VRAM_OOM: CodeDoc(
+        {"worker": None},
+        "Never sent: llama.cpp could not allocate the model on the GPU while loading; the worker exits 1 and "
+        "the hive shows the code in the worker's `last_error_code` (crashed)."),
     ErrorCode.WORKER_ALREADY_REGISTERED: CodeDoc(
         {"hive": 409, "queen": None},
         "The worker id belongs to another live worker (queen: in a heartbeat ack's `rejected_workers`)."),

@@ -53,6 +53,10 @@ class HiveConfig(_Strict):
       which are kept running and restarted up to ``max_restarts`` times after ``restart_backoff_s``.
     - ``health_check_interval_s``: how often the hive asks each worker's ``/health`` (activity, busy/idle).
     - ``ram_reserve_bytes`` is added to model size x 1.2 in the RAM preflight.
+    - ``gpu_max_temperature_c``: no worker is placed on a GPU hotter than this (503 ``GPU_TOO_HOT``; a cooler
+      GPU that fits is chosen when the spawn names no device); None: no limit.
+    - ``gpu_partial_offload``: a CUDA model that does not fit in the chosen GPU's free VRAM is split, as many
+      layers on the GPU as fit and the rest on the CPU (like Ollama); false: refused (507 ``VRAM_EXHAUSTED``).
     - ``external_worker_drop_s``: an external worker (one the hive did not start, e.g. a systemd unit,
       registered by its ready callback) that stays unreachable this long is dropped from the registry.
     """
@@ -71,6 +75,8 @@ class HiveConfig(_Strict):
     ctx_size: int = Field(default=2048, ge=64)
     worker_threads: int | None = Field(default=None, ge=1)
     ram_reserve_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
+    gpu_max_temperature_c: int | None = Field(default=85, ge=1, le=150)
+    gpu_partial_offload: bool = True
     heartbeat_interval_s: float = Field(default=5.0, gt=0)
     health_check_interval_s: float = Field(default=1.0, gt=0)
     worker_idle_timeout_s: float = Field(default=600.0, ge=0)

@@ -29,7 +29,7 @@ from rbee_runtime.hive.config import worker_url
 from rbee_runtime.hive.parts import HiveParts, HiveRoom
 from rbee_runtime.hive.registry import LIVE_STATES, InvalidTransitionError
 from rbee_runtime.hive.resources import required_ram
-from rbee_runtime.hive.worker_process import WorkerProcess, describe_exit, log_tail
+from rbee_runtime.hive.worker_process import WorkerProcess, describe_exit, failure_code, log_tail
 from rbee_runtime.hive.worker_table import WorkerRecord, WorkerSpec
 from rbee_runtime.hive.worker_watch import follow_health, health_with_retries, retire, saw_activity
 
@@ -37,6 +37,8 @@ log = logging.getLogger("rbee.hive.supervisor")
 
 S = WorkerState
 KILL_WAIT_S = 5.0
+#: Load failures a restart cannot mend: a placement's worker that fails with one is not restarted.
+FINAL_CODES = frozenset({ErrorCode.GPU_NOT_AVAILABLE, ErrorCode.DEVICE_UNAVAILABLE, ErrorCode.ENGINE_MISSING})
 #: A crashed worker that will not be restarted stays listed (with its last_error) this long.
 CRASHED_RETENTION_S = 600.0
 
@@ -283,17 +285,26 @@ class ManagedWorkers(HiveRoom):
         wid = m.spec.worker_id
         m.signal(signal.SIGKILL)  # whatever it left in its process group
         tail = log_tail(Path(m.spec.log_path))
+        code = failure_code(tail)
+        if code is not None:
+            reason = f"{reason} ({code})"
         last_error = reason + (f"\n--- last lines of {m.spec.log_path} ---\n{tail}" if tail else "")
         m.process = None
         m.crashed_at = time.time()
         if self.registry.get(wid) is None:
             return
         try:
-            info = self.registry.set_state(wid, S.CRASHED, last_error=last_error, pid=None)
+            info = self.registry.set_state(wid, S.CRASHED, last_error=last_error, last_error_code=code, pid=None)
         except InvalidTransitionError:
             return
         self.table.delete(wid)
-        if m.spec.placement is not None and info.restarts < self.config.max_restarts and not self.closing:
+        restartable = code not in FINAL_CODES
+        if (
+            m.spec.placement is not None
+            and restartable
+            and info.restarts < self.config.max_restarts
+            and not self.closing
+        ):
             m.restart_at = time.time() + self.config.restart_backoff_s
             log.warning(
                 "worker %s crashed (%s); restart %d/%d", wid, reason, info.restarts + 1, self.config.max_restarts

@@ -1,7 +1,8 @@
-"""What this machine has: RAM, disk, CPUs, GPUs, backends; and the RAM and VRAM preflights before a spawn.
+"""What this machine has: RAM, disk, CPUs, GPUs, backends; and the RAM, VRAM and GPU temperature preflights.
 
 The preflights are pure functions of the facts they are given (``check_ram``, ``check_vram``,
-``choose_gpu``), so they are tested on recorded facts as well as on this machine's.
+``choose_gpu``), so they are tested on recorded facts as well as on this machine's. GPUs are
+detected by :func:`rbee_runtime.common.gpus.detect_gpus` (NVML, else ``nvidia-smi``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,12 @@ import psutil
 from rbee_runtime.common.contracts import GpuInfo, Resources
 from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import ApiError
+from rbee_runtime.common.gpus import detect_gpus
+
+__all__ = [
+    "RAM_FACTOR", "VRAM_FACTOR", "check_gpu_temperature", "check_ram", "check_vram", "choose_gpu", "detect_backends",
+    "detect_gpus", "is_too_hot", "probe_resources", "required_ram", "required_vram",
+]  # fmt: skip
 
 log = logging.getLogger("rbee.hive.resources")
 
@@ -26,41 +33,6 @@ log = logging.getLogger("rbee.hive.resources")
 RAM_FACTOR = 1.2
 #: A model offloaded to a GPU needs its file size times this much VRAM (weights, KV cache, CUDA buffers).
 VRAM_FACTOR = 1.2
-
-
-def detect_gpus() -> list[GpuInfo]:
-    """NVIDIA GPUs through nvidia-ml-py; an empty list when it is absent or does not initialise."""
-    try:
-        import pynvml
-    except ImportError:
-        return []
-    try:
-        pynvml.nvmlInit()
-    except Exception as exc:
-        log.debug("NVML did not initialise (%s): no GPUs reported", exc)
-        return []
-    gpus: list[GpuInfo] = []
-    try:
-        for index in range(int(pynvml.nvmlDeviceGetCount())):
-            handle: Any = pynvml.nvmlDeviceGetHandleByIndex(index)
-            name = pynvml.nvmlDeviceGetName(handle)
-            mem = pynvml.nvmlDeviceGetMemoryInfo(handle)
-            gpus.append(
-                GpuInfo(
-                    index=index,
-                    name=name.decode() if isinstance(name, bytes) else str(name),
-                    memory_total_bytes=int(mem.total),
-                    memory_free_bytes=int(mem.free),
-                )
-            )
-    except Exception as exc:
-        log.warning("NVML query failed (%s): reporting the GPUs found so far", exc)
-    finally:
-        try:
-            pynvml.nvmlShutdown()
-        except Exception:
-            log.debug("nvmlShutdown failed", exc_info=True)
-    return gpus
 
 
 def detect_backends(gpus: list[GpuInfo]) -> list[str]:
@@ -162,6 +134,46 @@ _VRAM_HINT = (
 )
 
 
+def is_too_hot(gpu: GpuInfo, max_temperature_c: int | None) -> bool:
+    """Whether ``gpu`` is over the limit (a GPU whose temperature is unknown is not too hot)."""
+    return max_temperature_c is not None and gpu.temperature_c is not None and gpu.temperature_c > max_temperature_c
+
+
+#: Seconds a client is told to wait before asking again for a GPU that is too hot.
+TOO_HOT_RETRY_AFTER_S = 30
+
+
+def _too_hot(hot: Sequence[GpuInfo], max_temperature_c: int, model: str, alternative: str = "") -> ApiError:
+    shown = ", ".join(f"device {g.index} ({g.name}) at {g.temperature_c} °C" for g in hot)
+    return ApiError(
+        503,
+        ErrorCode.GPU_TOO_HOT,
+        f"No worker for {model} is placed on a GPU over {max_temperature_c} °C: {shown}. "
+        f"{alternative}Retry once it has cooled down, check its cooling, or raise gpu_max_temperature_c "
+        "in the hive config.",
+        {
+            "device": hot[0].index,
+            "gpu": hot[0].name,
+            "temperature_c": hot[0].temperature_c,
+            "max_temperature_c": max_temperature_c,
+            "temperature_c_by_device": {str(g.index): g.temperature_c for g in hot},
+        },
+        headers={"Retry-After": str(TOO_HOT_RETRY_AFTER_S)},
+    )
+
+
+def check_gpu_temperature(
+    gpu: GpuInfo, max_temperature_c: int | None, model_id: str | None = None, gpus: Sequence[GpuInfo] = ()
+) -> None:
+    """503 ``GPU_TOO_HOT`` (details ``device``, ``temperature_c``, ``max_temperature_c``) when ``gpu`` is too hot."""
+    if max_temperature_c is None or not is_too_hot(gpu, max_temperature_c):
+        return
+    cool = [g for g in gpus if g.index != gpu.index and not is_too_hot(g, max_temperature_c)]
+    alternative = f"Use device {cool[0].index} ({cool[0].temperature_c} °C) instead. " if cool else ""
+    model = repr(model_id) if model_id else "the model"
+    raise _too_hot([gpu], max_temperature_c, model, alternative)
+
+
 def check_vram(
     model_size_bytes: int,
     gpus: Sequence[GpuInfo],
@@ -169,10 +181,12 @@ def check_vram(
     *,
     pending: Mapping[int, int] | None = None,
     model_id: str | None = None,
+    max_temperature_c: int | None = None,
 ) -> GpuInfo:
     """The GPU ``device`` when the model fits in its free VRAM (less ``pending``: VRAM promised to loading
     workers, by device); else ApiError 507 ``VRAM_EXHAUSTED`` (details ``required_bytes``, ``available_bytes``),
-    or 400 ``DEVICE_UNAVAILABLE`` when there is no such GPU.
+    503 ``GPU_TOO_HOT`` when the GPU is over ``max_temperature_c``, or 400 ``DEVICE_UNAVAILABLE`` when there
+    is no such GPU. A GPU whose memory is unknown (0 total, e.g. MIG) is not checked.
     """
     model = repr(model_id) if model_id else "the model"
     gpu = next((g for g in gpus if g.index == device), None)
@@ -185,6 +199,10 @@ def check_vram(
             f"CUDA device {device} is not available on this machine. Try {options}.",
             {"device": device, "devices": present},
         )
+    check_gpu_temperature(gpu, max_temperature_c, model_id, gpus)
+    if gpu.memory_total_bytes == 0:  # the driver does not report its memory (e.g. MIG): llama.cpp will tell
+        log.info("CUDA device %d (%s) reports no memory figures: VRAM not checked", gpu.index, gpu.name)
+        return gpu
     free = _free_after(gpu, pending)
     required = required_vram(model_size_bytes)
     if free >= required:
@@ -208,11 +226,15 @@ def choose_gpu(
     allowed: Sequence[int] | None = None,
     pending: Mapping[int, int] | None = None,
     model_id: str | None = None,
+    max_temperature_c: int | None = None,
 ) -> GpuInfo:
-    """The GPU (among ``allowed`` indexes, default all) with the most free VRAM, if the model fits there.
+    """The GPU (among ``allowed`` indexes, default all, and not over ``max_temperature_c``) with the most
+    free VRAM, if the model fits there.
 
-    Ties go to the lower index. 507 ``VRAM_EXHAUSTED`` (details also list every candidate's free bytes) when
-    it fits nowhere; 400 ``DEVICE_UNAVAILABLE`` when there is no candidate GPU at all.
+    Ties go to the lower index; a GPU whose memory is unknown (0 free, e.g. MIG) is only chosen for a model
+    of no size. 503 ``GPU_TOO_HOT`` when the model fits only on GPUs that are too hot; 507 ``VRAM_EXHAUSTED``
+    (details also list every candidate's free bytes) when it fits nowhere; 400 ``DEVICE_UNAVAILABLE`` when
+    there is no candidate GPU at all.
     """
     candidates = [g for g in gpus if allowed is None or g.index in allowed]
     if not candidates:
@@ -224,12 +246,17 @@ def choose_gpu(
             + ". Use backend cpu, or check the GPUs with nvidia-smi.",
             {"devices": sorted(g.index for g in gpus), "allowed": list(allowed) if allowed is not None else None},
         )
-    best = min(candidates, key=lambda g: (-_free_after(g, pending), g.index))
-    free = _free_after(best, pending)
     required = required_vram(model_size_bytes)
-    if free >= required:
-        return best
     model = repr(model_id) if model_id else "the model"
+    fitting = [g for g in candidates if _free_after(g, pending) >= required]
+    cool_fitting = [g for g in fitting if not is_too_hot(g, max_temperature_c)]
+    if cool_fitting:
+        return min(cool_fitting, key=lambda g: (-_free_after(g, pending), g.index))
+    if fitting and max_temperature_c is not None:
+        raise _too_hot(fitting, max_temperature_c, model)
+    cool = [g for g in candidates if not is_too_hot(g, max_temperature_c)] or candidates
+    best = min(cool, key=lambda g: (-_free_after(g, pending), g.index))
+    free = _free_after(best, pending)
     raise ApiError(
         507,
         ErrorCode.VRAM_EXHAUSTED,

@@ -19,12 +19,14 @@ from rbee_runtime.common.contracts import (
 )
 from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import ApiError
+from rbee_runtime.common.offload import OffloadPlan, plan_offload, try_read_gguf_shape
 from rbee_runtime.hive.catalog import Catalog
 from rbee_runtime.hive.config import HiveConfig
 from rbee_runtime.hive.heartbeat import HeartbeatSender
 from rbee_runtime.hive.parts import HiveParts
 from rbee_runtime.hive.registry import WorkerRegistry
 from rbee_runtime.hive.resources import (
+    check_gpu_temperature,
     check_vram,
     choose_gpu,
     detect_backends,
@@ -208,11 +210,15 @@ class Hive:
         )
 
     def gpu_preflight(self, req: SpawnRequest) -> SpawnRequest:
-        """VRAM check of a CUDA spawn against the GPUs' free memory now (less what loading workers will take).
+        """GPU checks of a CUDA spawn against the GPUs now (less the VRAM loading workers will take), and its offload.
 
         Without a device in the request, the allowed GPU (``devices`` of the config, else any) with the most
-        free VRAM is chosen. 507 ``VRAM_EXHAUSTED`` when the model does not fit, 400 ``DEVICE_UNAVAILABLE``
-        for a device that is not there. Nothing is checked without NVIDIA GPUs (the spawn checks the backend).
+        free VRAM that is not over ``gpu_max_temperature_c`` is chosen. 503 ``GPU_TOO_HOT`` when the GPU (or
+        every GPU the model fits on) is too hot, 400 ``DEVICE_UNAVAILABLE`` for a device that is not there.
+        The number of layers to offload (``n_gpu_layers``) is decided by :func:`plan_offload` on the chosen
+        GPU: all when the model fits; with ``gpu_partial_offload`` as many as fit (507 ``VRAM_EXHAUSTED`` when
+        not one does), else 507 ``VRAM_EXHAUSTED`` when the whole model does not fit. Nothing is checked
+        without NVIDIA GPUs (the spawn checks the backend; the worker decides its offload).
         """
         if (req.backend or self.config.backend) != "cuda":
             return req
@@ -226,13 +232,50 @@ class Hive:
                 loading = self.catalog.get(w.model_id)
                 if loading is not None:
                     pending[w.device] = pending.get(w.device, 0) + required_vram(loading.size_bytes)
-        if req.device is None:
-            chosen = choose_gpu(
-                entry.size_bytes, gpus, allowed=self.config.devices or None, pending=pending, model_id=entry.model_id
-            )
-            return req.model_copy(update={"device": chosen.index})
-        check_vram(entry.size_bytes, gpus, req.device, pending=pending, model_id=entry.model_id)
-        return req
+        limit = self.config.gpu_max_temperature_c
+        try:
+            if req.device is None:
+                gpu = choose_gpu(
+                    entry.size_bytes,
+                    gpus,
+                    allowed=self.config.devices or None,
+                    pending=pending,
+                    model_id=entry.model_id,
+                    max_temperature_c=limit,
+                )
+            else:
+                gpu = check_vram(
+                    entry.size_bytes, gpus, req.device, pending=pending, model_id=entry.model_id,
+                    max_temperature_c=limit,
+                )  # fmt: skip
+            refused: ApiError | None = None
+        except ApiError as exc:
+            if exc.code != ErrorCode.VRAM_EXHAUSTED or not self.config.gpu_partial_offload:
+                raise
+            refused = exc
+            gpu = next(g for g in gpus if g.index == exc.details["device"])
+            check_gpu_temperature(gpu, limit, entry.model_id, gpus)
+        if req.n_gpu_layers is not None:
+            if refused is not None and req.n_gpu_layers == -1:
+                raise refused
+            return req.model_copy(update={"device": gpu.index})
+        shape = try_read_gguf_shape(entry.local_path)
+        plan = plan_offload(
+            entry.size_bytes,
+            shape.layers if shape else None,
+            req.ctx_size or self.config.ctx_size,
+            max(0, gpu.memory_free_bytes - pending.get(gpu.index, 0)) if gpu.memory_total_bytes else None,
+            slots=req.slots or self.config.default_slots,
+            n_embd_kv=shape.n_embd_kv if shape else None,
+        )
+        if refused is not None and plan.n_gpu_layers in (-1, 0):
+            raise refused  # the layer count is unknown, or not one layer fits
+        if refused is None and plan.n_gpu_layers == 0:  # it fits (model x 1.2) but not next to the full overhead
+            plan = OffloadPlan(-1, plan.layers_total, plan.required_bytes, plan.free_bytes, "fits by model size")
+        if not self.config.gpu_partial_offload:
+            plan = OffloadPlan(-1, plan.layers_total, plan.required_bytes, plan.free_bytes, "partial offload is off")
+        log.info("worker of %s on CUDA device %d (%s): %s", entry.model_id, gpu.index, gpu.name, plan.describe())
+        return req.model_copy(update={"device": gpu.index, "n_gpu_layers": plan.n_gpu_layers})
 
     def catalog_changed(self) -> None:
         """Beat at once (the catalog changed, or a worker joined without a state change)."""

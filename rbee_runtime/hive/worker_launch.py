@@ -82,6 +82,7 @@ def new_spec(
         ctx_size=req.ctx_size or config.ctx_size,
         backend=backend,
         device=device,
+        n_gpu_layers=req.n_gpu_layers if backend != "cpu" else None,
         placement=placement,
         log_path=str(config.logs_dir / f"{worker_id}.log"),
     )
@@ -127,6 +128,8 @@ def worker_command(config: HiveConfig, spec: WorkerSpec, port: int) -> list[str]
     ]  # fmt: skip
     if config.worker_threads:
         cmd += ["--threads", str(config.worker_threads)]
+    if spec.n_gpu_layers is not None:
+        cmd += ["--n-gpu-layers", str(spec.n_gpu_layers)]
     return cmd
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import time
@@ -34,6 +35,16 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES, max_bytes: int = 8192) -> 
     except OSError:
         return ""
     return "\n".join(data.splitlines()[-lines:])
+
+
+#: The worker's log line of a failed load: ``load failed [VRAM_OOM]: ...`` (``rbee_runtime.worker.server``).
+_LOAD_FAILED = re.compile(r"load failed \[([A-Z][A-Z_]+)\]: ")
+
+
+def failure_code(log_text: str) -> str | None:
+    """The error code of the last failed load the worker logged (``VRAM_OOM``, ``GPU_NOT_AVAILABLE``, ...)."""
+    codes = _LOAD_FAILED.findall(log_text)
+    return codes[-1] if codes else None
 
 
 def describe_exit(rc: int | None) -> str:

@@ -28,6 +28,8 @@ class WorkerSpec(BaseModel):
     ctx_size: int
     backend: str
     device: int
+    #: ``--n-gpu-layers`` of the worker (None: the worker decides from its GPU's free VRAM).
+    n_gpu_layers: int | None = None
     placement: str | None = None
     log_path: str
 

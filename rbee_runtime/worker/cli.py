@@ -25,6 +25,15 @@ def _non_negative_float(value: str) -> float:
     return number
 
 
+def _gpu_layers(value: str) -> int | None:
+    if value == "auto":
+        return None
+    number = int(value)
+    if number < -1:
+        raise argparse.ArgumentTypeError(f"must be auto, -1 (all) or >= 0, got {number}")
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m rbee_runtime.worker", description="Serve one GGUF model.")
     p.add_argument("--worker-id", required=True)
@@ -36,6 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ctx-size", type=_positive_int, default=2048, help="context length per slot")
     p.add_argument("--backend", choices=["cpu", "cuda", "metal"], default="cpu")
     p.add_argument("--device", type=int, default=0, help="GPU index (cuda)")
+    p.add_argument(
+        "--n-gpu-layers",
+        type=_gpu_layers,
+        default=None,
+        metavar="auto|N",
+        help="layers offloaded to the GPU (cuda/metal): auto (default) = all when the model fits in the GPU's "
+        "free VRAM, else as many as fit; -1 = all; 0 = none",
+    )
     p.add_argument("--callback-url", default=None, help="hive URL to POST WorkerReady to once loaded")
     p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (default: llama.cpp's)")
     p.add_argument("--grace-period", type=float, default=30.0, help="seconds a drain waits for running work")
@@ -75,6 +92,7 @@ def parse_settings(argv: Sequence[str] | None = None) -> WorkerSettings:
         log_level=a.log_level,
         announce_interval_s=a.announce_interval,
         managed_by=a.managed_by,
+        n_gpu_layers=a.n_gpu_layers,
     )
 
 

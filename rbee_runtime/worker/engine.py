@@ -9,10 +9,12 @@ after at most one more token.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import secrets
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -20,10 +22,51 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from rbee_runtime.common.contracts import GenerateRequest
+from rbee_runtime.common.contracts import GenerateRequest, GpuInfo
 from rbee_runtime.common.error_codes import ErrorCode
+from rbee_runtime.common.gpus import detect_gpus
+from rbee_runtime.common.offload import OffloadPlan
+from rbee_runtime.worker.gpu import GpuError, classify_load_failure, decide_offload, error_lines
 
 log = logging.getLogger(__name__)
+llama_log = logging.getLogger("llama.cpp")
+
+#: The last pieces of text llama.cpp logged (its log callback), read when a load fails.
+_LLAMA_LOG: deque[str] = deque(maxlen=400)
+_LLAMA_LOG_LOCK = threading.Lock()
+_llama_log_callback: Any = None
+_GGML_LOG_LEVEL_ERROR = 3
+
+
+def on_llama_log(level: int, text: bytes | None) -> None:
+    """llama.cpp's log callback: keep the text (errors also go to the worker's log)."""
+    line = (text or b"").decode("utf-8", errors="replace")
+    with _LLAMA_LOG_LOCK:
+        _LLAMA_LOG.append(line)
+    if level == _GGML_LOG_LEVEL_ERROR and line.strip():
+        llama_log.warning("%s", line.rstrip())
+
+
+def recent_llama_log(clear: bool = False) -> str:
+    """What llama.cpp logged lately (``clear``: and forget it)."""
+    with _LLAMA_LOG_LOCK:
+        text = "".join(_LLAMA_LOG)
+        if clear:
+            _LLAMA_LOG.clear()
+    return text
+
+
+def _capture_llama_log(llama_cpp: Any) -> None:
+    """Route llama.cpp's log into :func:`on_llama_log` (once per process; replaces the library's callback,
+    which ``import llama_cpp`` installs and which only prints)."""
+    global _llama_log_callback
+    if _llama_log_callback is not None:
+        return
+    def callback(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
+        on_llama_log(level, text)
+
+    _llama_log_callback = llama_cpp.llama_log_callback(callback)  # kept: llama.cpp holds only the pointer
+    llama_cpp.llama_log_set(_llama_log_callback, ctypes.c_void_p(0))
 
 Backend = Literal["cpu", "cuda", "metal"]
 StopReason = Literal["length", "stop", "cancelled"]
@@ -49,6 +92,8 @@ class EngineConfig:
     backend: Backend = "cpu"
     device: int = 0
     threads: int | None = None
+    #: ``--n-gpu-layers``: None decides from the GPU's free VRAM (:func:`decide_offload`).
+    n_gpu_layers: int | None = None
 
 
 @dataclass
@@ -96,22 +141,51 @@ class _TokenGate:
 class Engine:
     """One model, ``slots`` llama.cpp contexts; ``generate`` runs on the context of one slot."""
 
-    def __init__(self, config: EngineConfig, slots: int) -> None:
+    def __init__(
+        self, config: EngineConfig, slots: int, detect: Callable[[], list[GpuInfo]] = detect_gpus
+    ) -> None:
         self.config = config
         self.slots = slots
+        self.detect = detect
+        #: The offload decided by ``load`` (None before).
+        self.offload: OffloadPlan | None = None
         self._contexts: list[Any] = []
 
     @property
     def loaded(self) -> bool:
         return len(self._contexts) == self.slots
 
+    def plan_offload(self, llama_cpp: Any) -> OffloadPlan:
+        """How many layers go to the GPU; ``EngineError`` GPU_NOT_AVAILABLE, DEVICE_UNAVAILABLE or VRAM_OOM."""
+        cfg = self.config
+        try:
+            return decide_offload(
+                backend=cfg.backend,
+                device=cfg.device,
+                model_path=cfg.model_path,
+                ctx_size=cfg.ctx_size,
+                slots=self.slots,
+                requested=cfg.n_gpu_layers,
+                gpu_offload_supported=cfg.backend == "cpu" or bool(llama_cpp.llama_supports_gpu_offload()),
+                gpus=self.detect() if cfg.backend == "cuda" else None,
+            )
+        except GpuError as exc:
+            raise EngineError(exc.code, exc.message) from exc
+
     def load(self) -> None:
-        """Load the model once per slot (blocking); raise ``EngineError`` with the reason on failure."""
+        """Load the model once per slot (blocking); raise ``EngineError`` with the reason on failure.
+
+        Codes: ``ENGINE_MISSING``, ``GPU_NOT_AVAILABLE``, ``DEVICE_UNAVAILABLE``, ``VRAM_OOM`` (also when
+        llama.cpp fails to allocate on the GPU), ``CUDA_DEVICE_FAILED``, else ``MODEL_LOAD_FAILED``.
+        """
         try:
             import llama_cpp
         except ImportError as exc:  # pragma: no cover - depends on the installation
             raise EngineError(ErrorCode.ENGINE_MISSING, f"llama-cpp-python is not installed: {exc}") from exc
+        _capture_llama_log(llama_cpp)
         cfg = self.config
+        self.offload = plan = self.plan_offload(llama_cpp)
+        log.info("offload on backend %s (device %d): %s", cfg.backend, cfg.device, plan.describe())
         # llama.cpp pads the context to a multiple of 256; llama-cpp-python sizes its token buffer
         # from the unpadded value and overflows it, so ask for the padded size directly.
         n_ctx = -(-cfg.ctx_size // _CTX_PAD) * _CTX_PAD
@@ -119,7 +193,7 @@ class Engine:
             "model_path": cfg.model_path,
             "n_ctx": n_ctx,
             "n_batch": min(512, n_ctx),
-            "n_gpu_layers": 0 if cfg.backend == "cpu" else -1,
+            "n_gpu_layers": plan.n_gpu_layers,
             "use_mmap": True,
             "n_threads": cfg.threads,
             "n_threads_batch": cfg.threads,
@@ -129,11 +203,16 @@ class Engine:
             kwargs["split_mode"] = llama_cpp.LLAMA_SPLIT_MODE_NONE
             kwargs["main_gpu"] = cfg.device
         for i in range(self.slots):
+            recent_llama_log(clear=True)
             try:
                 self._contexts.append(llama_cpp.Llama(**kwargs))
             except Exception as exc:
                 self.close()
-                raise EngineError(ErrorCode.MODEL_LOAD_FAILED, f"{type(exc).__name__}: {exc}") from exc
+                said = recent_llama_log()
+                code = classify_load_failure(cfg.backend, said, str(exc))
+                lines = error_lines(said)
+                detail = f" (llama.cpp: {' | '.join(lines)})" if lines else ""
+                raise EngineError(code, f"{type(exc).__name__}: {exc}{detail}") from exc
             log.info("slot %d/%d: context loaded (n_ctx=%d)", i + 1, self.slots, n_ctx)
 
     def close(self) -> None:

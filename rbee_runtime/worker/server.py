@@ -22,6 +22,9 @@ from rbee_runtime.worker.service import WorkerService
 
 log = logging.getLogger(__name__)
 
+#: Start of the log line of a failed load; the hive reads the code from the worker's log (``last_error_code``).
+LOAD_FAILED_MARK = "load failed [{code}]: "
+
 
 @dataclass(frozen=True)
 class WorkerSettings:
@@ -43,6 +46,8 @@ class WorkerSettings:
     #: Seconds between two ready callbacks (0: a single one, with a few retries).
     announce_interval_s: float = 10.0
     managed_by: ManagedBy = "hive"
+    #: ``--n-gpu-layers`` (None: ``auto``, decided from the GPU's free VRAM).
+    n_gpu_layers: int | None = None
 
     @property
     def url(self) -> str:
@@ -118,8 +123,8 @@ class WorkerServer(uvicorn.Server):
             self.service.engine.load()
         except EngineError as exc:
             message = f"failed to load model {s.model_id!r} from {s.model_path}: {exc.message}"
-            log.error(message)
-            self.service.mark_failed(message)
+            log.error("%s%s", LOAD_FAILED_MARK.format(code=exc.code), message)
+            self.service.mark_failed(message, exc.code)
             self.exit_code = 1
             self.should_exit = True
             return
@@ -166,6 +171,7 @@ def run(settings: WorkerSettings) -> int:
             backend=settings.backend,
             device=settings.device,
             threads=settings.threads,
+            n_gpu_layers=settings.n_gpu_layers,
         ),
         slots=settings.slots,
     )

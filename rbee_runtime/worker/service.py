@@ -68,6 +68,7 @@ class WorkerService:
         self.slots = SlotPool(engine.slots)
         self.drain_requested = asyncio.Event()
         self.load_error: str | None = None
+        self.load_error_code: str | None = None
         self._loaded = False
         self._draining = False
         self._jobs: dict[str, Job] = {}
@@ -93,8 +94,9 @@ class WorkerService:
         self._loaded = True
         self.last_activity = time.time()
 
-    def mark_failed(self, reason: str) -> None:
+    def mark_failed(self, reason: str, code: str | None = None) -> None:
         self.load_error = reason
+        self.load_error_code = code
 
     def start_drain(self) -> None:
         """Refuse new work from now on and wake the drain watcher (call on the event loop)."""
@@ -115,6 +117,9 @@ class WorkerService:
             slots_busy=self.slots.busy,
             tokens_generated_total=tokens,
             requests_cancelled_total=cancelled,
+            n_gpu_layers=offload.n_gpu_layers if (offload := self.engine.offload) is not None else None,
+            layers_total=offload.layers_total if offload is not None else None,
+            error_code=self.load_error_code,
         )
 
     # ------------------------------------------------------------------ generations
