@@ -8,16 +8,21 @@ In ``--dry`` runs nothing is fetched or built: the plan says it would be.
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from pyinfra.context import host
 from rich.console import Console
 
+from deploys.builder import PyinfraRemote, choose_builder
+from rbee.deploy.engine_plan import builds_here
 from rbee.deploy.host_plan import HostPlan, plan_deployed_host
 from rbee.deploy.probe import HostFacts
 from rbee.deploy.wheelhouse import Wheelhouse, build_wheelhouse, wheelhouse_target
-from rbee.engine.features import FeatureSet
-from rbee.engine.wheelcache import build_wheel, cached_wheel
+from rbee.engine.build_kit import BuildKitError, build_kit
+from rbee.engine.features import FeatureSet, local_feature_set
+from rbee.engine.remote_build import build_on_host
+from rbee.engine.wheelcache import EngineBuildError, build_wheel, cached_wheel
 from rbee.models import FetchedModel, cached_model, fetch_model
 from rbee.models.progress import progress_bar, rich_progress_callback
 from rbee.spec import load_spec
@@ -25,12 +30,23 @@ from rbee.spec.keys import api_keys_text
 from rbee.spec.models import ClusterSpec, ModelSpec
 from rbee.spec.placement import models_on
 
+
+@dataclass(frozen=True)
+class EngineWheel:
+    """A feature set's wheel for this run: ``wheel`` (``None`` in a dry run or after a failed build),
+    ``failure`` (why there is none), ``source`` (cache, this control machine, or the builder host)."""
+
+    wheel: Path | None
+    failure: str | None
+    source: str
+
+
 DRY_RUN = "--dry" in sys.argv  # pyinfra does not expose --dry to deploy code
 
 _specs: dict[str, ClusterSpec] = {}
 _plans: dict[str, HostPlan] = {}
 _models: dict[str, FetchedModel | None] = {}
-_wheels: dict[str, Path | None] = {}
+_wheels: dict[str, EngineWheel] = {}
 _wheelhouses: dict[str, Wheelhouse] = {}
 
 
@@ -73,15 +89,41 @@ def model_file(model: ModelSpec, cluster: ClusterSpec) -> FetchedModel | None:
     return _models[model.id]
 
 
-def engine_wheel(features: FeatureSet, cache_dir: str, can_build: bool) -> Path | None:
-    """The engine wheel of a feature set: cached, or built now when ``can_build`` (never in a dry run)."""
-    if features.key not in _wheels:
-        cache = Path(cache_dir).expanduser()
-        wheel = cached_wheel(features, cache)
-        if wheel is None and can_build and not DRY_RUN:
-            print(f"--> building engine {features.key} (once; minutes)", file=sys.stderr, flush=True)
+def say(line: str) -> None:
+    """A progress line of the deploy (stderr, at once)."""
+    print(f"--> {line}", file=sys.stderr, flush=True)
+
+
+def engine_wheel(features: FeatureSet) -> EngineWheel:
+    """The engine wheel of a feature set: cached, or built now, once per run (never in a dry run).
+
+    The control machine builds what it can (``builds_here``); any other feature set is built on a host
+    of that set (``deploys.builder.choose_builder``). A failed build is remembered for the run, so the
+    other hosts of that set fail naming it instead of building again.
+    """
+    if features.key in _wheels:
+        return _wheels[features.key]
+    cluster = spec()
+    cache = Path(cluster.deploy.build_cache).expanduser()
+    wheel = cached_wheel(features, cache)
+    if wheel is not None or DRY_RUN:
+        _wheels[features.key] = EngineWheel(wheel, None, "cache" if wheel else "dry run")
+        return _wheels[features.key]
+    local = builds_here(features, local_feature_set("cpu", features.version))
+    builder = host if local else choose_builder(cluster, features, host)
+    where = "this control machine" if local else builder.name
+    say(f"building engine {features.key} on {where} (once per feature set; minutes)")
+    try:
+        if local:
             wheel = build_wheel(features, cache)
-        _wheels[features.key] = wheel
+        else:
+            kit = build_kit(features)
+            work = f"{cluster.deploy.prefix}/build"
+            wheel = build_on_host(PyinfraRemote(builder), features, kit, work, cache, progress=say)
+        say(f"engine {features.key} built on {where}: {wheel.name}")
+        _wheels[features.key] = EngineWheel(wheel, None, where)
+    except (EngineBuildError, BuildKitError, OSError) as exc:
+        _wheels[features.key] = EngineWheel(None, f"engine build on {where} failed: {exc}", where)
     return _wheels[features.key]
 
 

@@ -1,9 +1,11 @@
 """Step 2, the engine: llama-cpp-python built once per feature set, uploaded, installed, verified.
 
-The feature set (backend, arch, Python, version) comes from the host's plan. CPU wheels
-are built on the control machine and cached (``deploy.build_cache``); hosts with the same
-feature set get the same wheel. After installing, the host proves the build: ``import
-llama_cpp`` works and ``llama_supports_gpu_offload()`` is true exactly for CUDA/Metal builds.
+The feature set comes from the host's plan. The control machine builds the sets it can; any other
+is built once on a host of that set (``deploys.control.engine_wheel``); wheels are cached
+(``deploy.build_cache``) and hosts with the same feature set get the same wheel. A wheel whose tags
+the host's Python would refuse fails the host before the upload. After installing, the host proves
+the build: ``import llama_cpp`` works and ``llama_supports_gpu_offload()`` is true exactly for
+CUDA/Metal builds.
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ import shlex
 
 from pyinfra.api.deploy import deploy
 from pyinfra.api.operation import OperationMeta
+from pyinfra.context import host
 from pyinfra.operations import files
 
 from deploys import control
 from deploys.operations import fail_host, stamped_install
-from rbee.deploy.engine_plan import builds_here
 from rbee.deploy.host_plan import HostPlan
-from rbee.engine.features import local_feature_set
+from rbee.engine.wheel_tags import wheel_problem
 
 
 def _verify_command(python: str, gpu_offload: bool) -> str:
@@ -31,31 +33,24 @@ def _verify_command(python: str, gpu_offload: bool) -> str:
 
 @deploy("rbee engine")
 def engine(plan: HostPlan) -> OperationMeta | None:
-    """Upload and install this host's engine wheel; rebuild nothing that is cached."""
+    """Upload and install this host's engine wheel; build nothing that is cached."""
     layout = plan.layout
     features = plan.features
-    control_set = local_feature_set("cpu", features.version)
-    buildable = builds_here(features, control_set)
-    cache = control.spec().deploy.build_cache
-    wheel = control.engine_wheel(features, cache, can_build=buildable)
-    if wheel is None and not buildable:
-        fail_host(
-            name=f"engine: no wheel for {features.key}",
-            reason=(
-                f"engine {features.key} is not in the build cache and this control machine builds cpu wheels "
-                f"for {control_set.key} only: run `rbee engine build --backend {features.backend}` on a "
-                f"{features.arch} machine with the {features.backend} toolchain and copy the wheel into "
-                f"{cache}/{features.key}/"
-            ),
-        )
+    found = control.engine_wheel(features)
+    if found.failure:
+        fail_host(name=f"engine: no wheel for {features.key}", reason=found.failure)
         return None
     remote_dir = f"{layout.engines}/{features.key}"
-    if wheel is None:
+    if found.wheel is None:
         remote_wheel = f"{remote_dir}/llama_cpp_python-{features.version}.whl"
         files.directory(name="engine: (dry run) wheel not built yet", path=remote_dir)
     else:
-        remote_wheel = f"{remote_dir}/{wheel.name}"
-        files.put(name=f"engine: upload {features.key}", src=str(wheel), dest=remote_wheel, mode="644")
+        problem = wheel_problem(found.wheel.name, host.name, features)
+        if problem:
+            fail_host(name=f"engine: wheel does not fit {host.name}", reason=problem)
+            return None
+        remote_wheel = f"{remote_dir}/{found.wheel.name}"
+        files.put(name=f"engine: upload {features.key}", src=str(found.wheel), dest=remote_wheel, mode="644")
     pip = (
         f"{shlex.quote(layout.python)} -m pip install --quiet --no-index --find-links {shlex.quote(layout.wheelhouse)}"
     )

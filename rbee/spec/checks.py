@@ -129,6 +129,13 @@ def _key_paths(spec: ClusterSpec, base_dir: Path) -> Iterator[SpecIssue]:
             )
 
 
+def _builders(spec: ClusterSpec, raw: RawNames) -> Iterator[SpecIssue]:
+    names = [h.name for h in spec.hosts]
+    for i, name in enumerate(spec.deploy.builders):
+        if name not in names and name not in raw.hosts:
+            yield SpecIssue(("deploy", "builders", i), "unknown host", name, did_you_mean(name, names))
+
+
 def check_spec(spec: ClusterSpec, base_dir: Path, raw: RawNames | None = None) -> list[SpecIssue]:
     """Every cross-field problem of a (possibly salvaged) structurally valid spec."""
     raw = raw or RawNames()
@@ -138,4 +145,5 @@ def check_spec(spec: ClusterSpec, base_dir: Path, raw: RawNames | None = None) -
         *_ports(spec),
         *_placements(spec, raw),
         *_key_paths(spec, base_dir),
+        *_builders(spec, raw),
     ]

@@ -177,6 +177,13 @@ class DeploySpec(StrictModel):
     on_unreachable: Literal["continue", "stop"] = Field(
         default="continue", description="An unreachable host: deploy the others, or stop."
     )
+    builders: list[Name] = Field(
+        default_factory=list,
+        description=(
+            "Hosts preferred for building engines the control machine cannot build (another OS, arch, Python, "
+            "libc or a GPU backend); by default the first host of each feature set builds it."
+        ),
+    )
 
 
 class ClusterSpec(StrictModel):
