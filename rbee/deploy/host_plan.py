@@ -20,8 +20,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from rbee.deploy import launchd
 from rbee.deploy.engine_plan import host_features
-from rbee.deploy.layout import API_KEYS_FILE, CONFIG_DIR, DATA_DIR, WORKERS_DIR, HostLayout
+from rbee.deploy.layout import (
+    API_KEYS_FILE,
+    CONFIG_DIR,
+    DATA_DIR,
+    MACOS_DATA_DIR,
+    MACOS_LOG_DIR,
+    WORKERS_DIR,
+    HostLayout,
+)
+from rbee.deploy.macos import metal_problems
 from rbee.deploy.probe import HostFacts, Requirements, judge
 from rbee.deploy.templates import (
     HiveConfig,
@@ -34,6 +44,8 @@ from rbee.deploy.templates import (
     render_queen,
     render_unit,
     render_worker,
+    service_command,
+    worker_args,
 )
 from rbee.engine.features import EngineBackend, FeatureSet
 from rbee.spec.inventory import queen_url
@@ -55,6 +67,8 @@ HIVE_UNIT = "rbee-hive.service"
 WORKER_UNIT = "rbee-worker@.service"
 UNIT_DIR = "/etc/systemd/system"
 
+ServiceManager = Literal["systemd", "launchd"]
+
 
 @dataclass(frozen=True)
 class Target:
@@ -64,6 +78,8 @@ class Target:
     (children the hive starts and supervises). ``model_paths``: model id → file, when the files are
     not in the install prefix (``rbee up`` runs them where they are). ``api_keys``: the queen reads its
     keys from ``file`` (a path) or ``env`` (a variable name); ``None`` when the spec sets none.
+    ``service_manager``: how the ``units`` run: systemd units (Linux) or launchd daemons (macOS,
+    ``rbee.deploy.launchd``: one plist per service, the placed workers included).
     """
 
     python: str
@@ -75,18 +91,25 @@ class Target:
     model_paths: Mapping[str, str] | None = None
     api_keys_file: str | None = None
     api_keys_env: str | None = None
+    service_manager: ServiceManager = "systemd"
 
 
-def deployed_target(layout: HostLayout, bind_host: str, api_keys: bool) -> Target:
-    """A host deployed by pyinfra or Ansible: units, configs in ``/etc/rbee``, keys in a file there."""
+def deployed_target(
+    layout: HostLayout, bind_host: str, api_keys: bool, service_manager: ServiceManager = "systemd"
+) -> Target:
+    """A host deployed by pyinfra or Ansible: units, configs in ``/etc/rbee``, keys in a file there.
+
+    ``launchd`` (macOS): the same configs, the state in ``/usr/local/var/rbee`` (``rbee.deploy.layout``).
+    """
     return Target(
         python=layout.python,
         config_dir=CONFIG_DIR,
         workers_dir=WORKERS_DIR,
-        data_dir=DATA_DIR,
+        data_dir=MACOS_DATA_DIR if service_manager == "launchd" else DATA_DIR,
         bind_host=bind_host,
         placed_workers="units",
         api_keys_file=API_KEYS_FILE if api_keys else None,
+        service_manager=service_manager,
     )
 
 
@@ -108,13 +131,18 @@ class PlannedWorker:
     def unit(self) -> str:
         return f"rbee-worker@{self.name}.service"
 
+    @property
+    def label(self) -> str:
+        """Its launchd daemon on a macOS host: ``org.rbee.worker.<name>``."""
+        return launchd.worker_label(self.name)
+
 
 @dataclass(frozen=True)
 class PlannedFile:
     """A file the plan puts on the host: owned by root, group the service user, ``mode`` octal.
 
     ``label``: how plans and logs name it (``hive config``, ``unit rbee-hive.service``); a ``secret``
-    file's text never shows in a plan.
+    file's text never shows in a plan. ``group``: when not the service user's (a launchd plist: ``wheel``).
     """
 
     path: str
@@ -122,13 +150,15 @@ class PlannedFile:
     label: str
     mode: str = "640"
     secret: bool = False
+    group: str | None = None
 
 
 @dataclass(frozen=True)
 class PlannedService:
     """A service and what it starts from: it restarts when the digest of its inputs changes.
 
-    ``inputs``: the texts of its config and unit; ``models``: the ids whose checksums count;
+    ``unit``: the systemd unit, or on a macOS host the launchd label (``org.rbee.hive``).
+    ``inputs``: the texts of its config and unit (plist); ``models``: the ids whose checksums count;
     ``secret``: the queen's keys (they restart the queen, and never show in a plan).
     """
 
@@ -139,13 +169,18 @@ class PlannedService:
 
     def digest(self, release: str, model_sha256: Mapping[str, str]) -> str:
         """The digest a running service is stamped with (``release``: runtime and engine identity)."""
-        extra = (self.secret,) if self.unit == QUEEN_UNIT else tuple(sorted(model_sha256[m] for m in self.models))
+        queen = self.unit in (QUEEN_UNIT, launchd.QUEEN_LABEL)
+        extra = (self.secret,) if queen else tuple(sorted(model_sha256[m] for m in self.models))
         return hashlib.sha256("\0".join((*self.inputs, release, *extra)).encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
 class HostPlan:
-    """Everything that ends up on one host (see the module docstring)."""
+    """Everything that ends up on one host (see the module docstring).
+
+    ``service_manager``: ``launchd`` on a macOS host: ``files`` holds plists, ``units`` is empty and
+    ``services`` are keyed by launchd label.
+    """
 
     cluster: str
     host: str
@@ -164,6 +199,7 @@ class HostPlan:
     files: tuple[PlannedFile, ...] = field(default=())
     units: tuple[str, ...] = field(default=())
     services: tuple[PlannedService, ...] = field(default=())
+    service_manager: ServiceManager = "systemd"
 
     @property
     def is_queen(self) -> bool:
@@ -240,6 +276,9 @@ def plan_host(
     paths = {m: (target.model_paths or {}).get(m) or layout.model_path(m) for m in model_ids}
     workers = placed_workers(spec, host, backend, paths)
     features, engine_problems = host_features(facts, backend, spec.deploy.llama_cpp_python, gpu_indices)
+    if backend == "metal":  # unified memory: the models must fit what Metal may use, not only the RAM
+        need = int(sum((model_bytes or {}).get(m, 0) for m in model_ids) * MODEL_RAM_FACTOR)
+        engine_problems = [*engine_problems, *metal_problems(facts.ram_total_bytes, need)]
     is_queen = host.name == spec.queen_host.name
     hive_url = f"http://{target.bind_host}:{host.hive.port}"
     plan = HostPlan(
@@ -257,6 +296,7 @@ def plan_host(
         hive_url=hive_url,
         models=model_ids,
         workers=workers,
+        service_manager=target.service_manager,
     )
     return _with_files(plan, spec, host, target, paths, api_keys_text)
 
@@ -268,10 +308,15 @@ def plan_deployed_host(
     model_bytes: Mapping[str, int] | None = None,
     api_keys_text: str | None = None,
 ) -> HostPlan:
-    """The plan of a host deployed by pyinfra or Ansible: systemd units, services bound to its spec address."""
+    """The plan of a host deployed by pyinfra or Ansible: services bound to its spec address.
+
+    systemd units, or launchd daemons when the facts say macOS (``os`` ``Darwin``).
+    """
     host = spec.host(host_name)
     bind = "127.0.0.1" if host.is_local else host.address
-    target = deployed_target(HostLayout(spec.deploy.prefix), bind, api_keys=api_keys_text is not None)
+    manager: ServiceManager = "launchd" if facts.os == "Darwin" else "systemd"
+    target = deployed_target(HostLayout(spec.deploy.prefix), bind, api_keys=api_keys_text is not None,
+                             service_manager=manager)  # fmt: skip
     return plan_host(spec, host_name, facts, target, model_bytes, api_keys_text)
 
 
@@ -317,7 +362,9 @@ def _with_files(
             )
         )
         files.append(PlannedFile(f"{target.config_dir}/queen.yaml", queen, "queen config"))
-        if units_here:
+        if units_here and target.service_manager == "launchd":
+            services.append(PlannedService(launchd.QUEEN_LABEL, (queen,), secret=api_keys_text or ""))
+        elif units_here:
             text = render_unit(QUEEN_UNIT, unit)
             files.append(PlannedFile(f"{UNIT_DIR}/{QUEEN_UNIT}", text, f"unit {QUEEN_UNIT}", mode="644"))
             services.append(PlannedService(QUEEN_UNIT, (queen, text), secret=api_keys_text or ""))
@@ -351,6 +398,8 @@ def _with_files(
     files.append(PlannedFile(hive_file, hive, "hive config"))
     if not units_here:
         return replace(plan, files=tuple(files))
+    if target.service_manager == "launchd":
+        return _with_daemons(plan, spec.deploy.service_user, target, files, services, hive)
     hive_unit = render_unit(HIVE_UNIT, unit)
     worker_unit = render_unit(WORKER_UNIT, unit)
     files += [
@@ -377,3 +426,62 @@ def _with_files(
         services.append(PlannedService(worker.unit, (env, worker_unit), (worker.model_id,)))
     units = tuple(u for u in (QUEEN_UNIT, HIVE_UNIT, WORKER_UNIT) if plan.is_queen or u != QUEEN_UNIT)
     return replace(plan, files=tuple(files), units=units, services=tuple(services))
+
+
+def _daemon(service: launchd.Service, label: str, user: str, target: Target, program: list[str]) -> PlannedFile:
+    """The plist of one launchd daemon, as a planned file (root:wheel, 644: launchd's rule)."""
+    job = launchd.LaunchdJob(
+        service=service,
+        label=label,
+        user=user,
+        group=user,
+        program=program,
+        environment={"HOME": target.data_dir},  # what systemd's User= sets; launchd daemons get no HOME
+        working_directory=target.data_dir,
+        log_file=launchd.log_path(label, MACOS_LOG_DIR),
+    )
+    path, text = launchd.plist_path(label), launchd.render_plist(job)
+    return PlannedFile(path, text, f"launchd {label}", launchd.PLIST_MODE, group=launchd.PLIST_GROUP)
+
+
+def _with_daemons(
+    plan: HostPlan,
+    user: str,
+    target: Target,
+    files: list[PlannedFile],
+    services: list[PlannedService],
+    hive: str,
+) -> HostPlan:
+    """A macOS host: the queen (``services`` holds it, on its host, still without its plist), the hive and
+    each placed worker as launchd daemons. A worker's settings are its plist's ``ProgramArguments``
+    (launchd reads no environment file, so no ``workers/<name>.env`` is written).
+    """
+    python, config_dir = target.python, target.config_dir
+    daemons: list[PlannedFile] = []
+    planned: list[PlannedService] = []
+    if plan.is_queen:
+        (queen_service,) = services
+        queen = _daemon("queen", launchd.QUEEN_LABEL, user, target, service_command("queen", python, config_dir))
+        daemons.append(queen)
+        planned.append(replace(queen_service, inputs=(*queen_service.inputs, queen.text)))
+    hive_daemon = _daemon("hive", launchd.HIVE_LABEL, user, target, service_command("hive", python, config_dir))
+    daemons.append(hive_daemon)
+    planned.append(PlannedService(launchd.HIVE_LABEL, (hive, hive_daemon.text), plan.models))
+    for worker in plan.workers:
+        settings = WorkerSettings(
+            worker_id=worker.worker_id,
+            model_id=worker.model_id,
+            model_path=worker.model_path,
+            bind_host=target.bind_host,
+            port=worker.port,
+            slots=worker.slots,
+            ctx_size=worker.ctx_size,
+            backend=plan.backend,
+            device=worker.device_index,
+            hive_url=plan.hive_url,
+        )
+        program = [python, "-m", "rbee_runtime.worker", *worker_args(settings)]
+        daemon = _daemon("worker", worker.label, user, target, program)
+        daemons.append(daemon)
+        planned.append(PlannedService(worker.label, (daemon.text,), (worker.model_id,)))
+    return replace(plan, files=(*files, *daemons), units=(), services=tuple(planned))

@@ -9,6 +9,14 @@ DATA_DIR = "/var/lib/rbee"
 WORKERS_DIR = f"{CONFIG_DIR}/workers"
 API_KEYS_FILE = f"{CONFIG_DIR}/api-keys"
 
+# macOS hosts (launchd): the configs stay in /etc/rbee (/etc is /private/etc, not protected by SIP and
+# kept across OS updates), so every config path is the same as on Linux. The state moves to
+# /usr/local/var/rbee: macOS has no /var/lib, and /usr/local is the admin's own tree (Homebrew on
+# Apple silicon lives in /opt/homebrew). launchd keeps no journal: each daemon logs to a file there.
+MACOS_DATA_DIR = "/usr/local/var/rbee"
+MACOS_LOG_DIR = f"{MACOS_DATA_DIR}/logs"
+LAUNCH_DAEMONS_DIR = "/Library/LaunchDaemons"
+
 
 @dataclass(frozen=True)
 class HostLayout:

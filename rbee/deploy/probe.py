@@ -147,6 +147,10 @@ def judge(facts: HostFacts, needs: Requirements) -> list[str]:
         problems.append("python3 has no venv module; install python3-venv")
     if facts.os == "Linux" and not facts.systemd:
         problems.append("systemd is not running (PID 1); rbee installs its services as systemd units")
+    if facts.os == "Darwin":
+        from rbee.deploy.macos import launchd_problems  # macOS specifics live there
+
+        problems += launchd_problems(facts.macos, facts.arch)
     if facts.ram_total_bytes and facts.ram_total_bytes < needs.min_ram_bytes:
         problems.append(
             f"RAM {facts.ram_total_bytes / 2**30:.1f} GiB < {needs.min_ram_bytes / 2**30:.1f} GiB needed "

@@ -120,6 +120,25 @@ def render_worker(settings: WorkerSettings) -> str:
     return render("worker.env.j2", _fields(settings))
 
 
+def worker_args(settings: WorkerSettings) -> list[str]:
+    """The arguments of a placed worker, as a list: what ``worker.env.j2`` puts into ``RBEE_WORKER_ARGS``.
+
+    launchd has no environment files, so a worker daemon carries them in its ``ProgramArguments``
+    (``tests/deploy/test_launchd.py`` checks that both say the same).
+    """
+    return [
+        "--worker-id", settings.worker_id, "--model-id", settings.model_id, "--model-path", settings.model_path,
+        "--host", settings.bind_host, "--port", str(settings.port), "--slots", str(settings.slots),
+        "--ctx-size", str(settings.ctx_size), "--backend", settings.backend, "--device", str(settings.device),
+        "--callback-url", f"{settings.hive_url}/v1/workers/ready", "--managed-by", "external",
+    ]  # fmt: skip
+
+
+def service_command(service: str, python: str, config_dir: str) -> list[str]:
+    """What the queen's or a hive's unit runs (``ExecStart=``), as a list: ``service`` is ``queen`` or ``hive``."""
+    return [python, "-m", f"rbee_runtime.{service}", "--config", f"{config_dir}/{service}.yaml"]
+
+
 def render_unit(unit: str, settings: UnitSettings) -> str:
     """A systemd unit (``rbee-queen.service``, ``rbee-hive.service`` or ``rbee-worker@.service``)."""
     return render(f"systemd/{unit}.j2", _fields(settings))
