@@ -13,7 +13,7 @@ from pyinfra.api.deploy import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import files, server
 
-from deploys import control
+from deploys import control, darwin
 from deploys.operations import stamped_install
 from rbee.deploy.host_plan import HostPlan
 from rbee.deploy.layout import CONFIG_DIR, DATA_DIR, WORKERS_DIR
@@ -24,17 +24,21 @@ def runtime(plan: HostPlan) -> OperationMeta:
     """Install the rbee runtime; returns the install operation (when it changes, services restart)."""
     layout = plan.layout
     user = plan.service_user
-    server.group(name=f"runtime: group {user}", group=user, system=True)
-    server.user(
-        name=f"runtime: service user {user}", user=user, group=user, system=True,
-        home=DATA_DIR, shell="/usr/sbin/nologin", create_home=False, ensure_home=False,
-    )  # fmt: skip
+    if plan.service_manager == "launchd":  # macOS: dscl instead of useradd, the state in /usr/local/var/rbee
+        darwin.runtime_account_and_folders(plan)
+    else:
+        server.group(name=f"runtime: group {user}", group=user, system=True)
+        server.user(
+            name=f"runtime: service user {user}", user=user, group=user, system=True,
+            home=DATA_DIR, shell="/usr/sbin/nologin", create_home=False, ensure_home=False,
+        )  # fmt: skip
     files.directory(name="runtime: install prefix", path=layout.prefix, mode="755")
     for path in (layout.models, layout.engines, layout.stamps):
         files.directory(name=f"runtime: {path}", path=path, mode="755")
-    files.directory(name="runtime: config folder", path=CONFIG_DIR, user="root", group=user, mode="750")
-    files.directory(name="runtime: worker configs", path=WORKERS_DIR, user="root", group=user, mode="750")
-    files.directory(name="runtime: state folder", path=DATA_DIR, user=user, group=user, mode="750")
+    if plan.service_manager != "launchd":
+        files.directory(name="runtime: config folder", path=CONFIG_DIR, user="root", group=user, mode="750")
+        files.directory(name="runtime: worker configs", path=WORKERS_DIR, user="root", group=user, mode="750")
+        files.directory(name="runtime: state folder", path=DATA_DIR, user=user, group=user, mode="750")
     house = control.wheelhouse(plan.features)
     files.sync(
         name="runtime: wheelhouse (rbee and its dependencies)",

@@ -16,6 +16,7 @@ from pyinfra.api.deploy import deploy
 from pyinfra.context import host
 from pyinfra.operations import files, systemd
 
+from deploys import darwin
 from deploys.facts import WorkerInstances
 from deploys.operations import daemon_reload_if_needed, restart_on_change
 from rbee.deploy.host_plan import HIVE_UNIT, QUEEN_UNIT, WORKER_UNIT, HostPlan
@@ -37,8 +38,12 @@ def services(plan: HostPlan, release: str, model_sha256: Mapping[str, str]) -> N
     """Put the plan's files in place and start the queen (on its host), the hive and the placed workers.
 
     ``release``: what identifies the installed runtime and engine; ``model_sha256``: each model's
-    checksum (its source in a dry run that has not fetched it).
+    checksum (its source in a dry run that has not fetched it). A macOS host's plan holds launchd
+    daemons instead: ``deploys/darwin.py`` puts them in place, with no systemd operation.
     """
+    if plan.service_manager == "launchd":
+        darwin.services(plan, release, model_sha256)
+        return
     # One call site per kind of file: pyinfra tells operations apart by where they are called, so a
     # loop over all files would merge, say, h1's queen config with h3's hive unit in its results.
     _put(plan, "queen API keys")
