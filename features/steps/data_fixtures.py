@@ -20,6 +20,7 @@ import pytest
 from rbee.engine.detect import parse_nvidia_smi
 from rbee_runtime import __version__
 from rbee_runtime.common.contracts import GpuInfo, Heartbeat, WorkerInfo
+from rbee_runtime.common.gpus import gpus_from_smi
 from tests.models.server import ModelServer, model_server
 from tests.support import wire
 from tests.support.processes import ProcessPool
@@ -48,16 +49,8 @@ def parse_size(text: str) -> int:
 
 
 def gpus_from_nvidia_smi(text: str) -> list[GpuInfo]:
-    """The GPUs of a recorded ``nvidia-smi`` CSV as the hive sees them (bytes), via the deploy's parser."""
-    return [
-        GpuInfo(
-            index=g.index,
-            name=g.name,
-            memory_total_bytes=g.memory_total_mib * MIB,
-            memory_free_bytes=g.memory_free_mib * MIB,
-        )
-        for g in parse_nvidia_smi(text)
-    ]
+    """The GPUs of a recorded ``nvidia-smi`` CSV as the hive sees them (bytes), via the shared parser."""
+    return gpus_from_smi(parse_nvidia_smi(text))
 
 
 # --------------------------------------------------------------------------- wire objects
