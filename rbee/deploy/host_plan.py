@@ -26,6 +26,7 @@ from rbee.deploy.layout import (
     API_KEYS_FILE,
     CONFIG_DIR,
     DATA_DIR,
+    LAUNCH_DAEMONS_DIR,
     MACOS_DATA_DIR,
     MACOS_LOG_DIR,
     WORKERS_DIR,
@@ -142,7 +143,7 @@ class PlannedFile:
     """A file the plan puts on the host: owned by root, group the service user, ``mode`` octal.
 
     ``label``: how plans and logs name it (``hive config``, ``unit rbee-hive.service``); a ``secret``
-    file's text never shows in a plan. ``group``: when not the service user's (a launchd plist: ``wheel``).
+    file's text never shows in a plan.
     """
 
     path: str
@@ -150,7 +151,11 @@ class PlannedFile:
     label: str
     mode: str = "640"
     secret: bool = False
-    group: str | None = None
+
+    @property
+    def group(self) -> str | None:
+        """Its group when not the service user's: ``wheel`` for a launchd plist (launchd refuses any other)."""
+        return launchd.PLIST_GROUP if self.path.startswith(f"{LAUNCH_DAEMONS_DIR}/") else None
 
 
 @dataclass(frozen=True)
@@ -441,7 +446,7 @@ def _daemon(service: launchd.Service, label: str, user: str, target: Target, pro
         log_file=launchd.log_path(label, MACOS_LOG_DIR),
     )
     path, text = launchd.plist_path(label), launchd.render_plist(job)
-    return PlannedFile(path, text, f"launchd {label}", launchd.PLIST_MODE, group=launchd.PLIST_GROUP)
+    return PlannedFile(path, text, f"launchd {label}", launchd.PLIST_MODE)
 
 
 def _with_daemons(
