@@ -48,6 +48,7 @@ from rbee.deploy.templates import (
     service_command,
     worker_args,
 )
+from rbee.engine.cuda import PYPI_CUDA, RUNTIME_LIB_DIR
 from rbee.engine.features import EngineBackend, FeatureSet
 from rbee.spec.inventory import queen_url
 from rbee.spec.models import ClusterSpec, HostSpec
@@ -215,6 +216,17 @@ class HostPlan:
         return next(f for f in self.files if f.path == path)
 
 
+def cuda_library_path(python: str, features: FeatureSet) -> str:
+    """Where a host's CUDA runtime and cuBLAS are, for the library path its services get (CUDA from PyPI only).
+
+    The engine's libraries find them only through the library path (their RUNPATH is ``$ORIGIN``).
+    """
+    if features.backend != "cuda" or features.cuda != PYPI_CUDA:
+        return ""
+    venv = python.rsplit("/bin/", 1)[0]
+    return f"{venv}/lib/python{features.python}/site-packages/{RUNTIME_LIB_DIR}"
+
+
 def requirements(spec: ClusterSpec, host: HostSpec, model_bytes: Mapping[str, int]) -> Requirements:
     """What a host must offer, given the sizes of the models placed on it (unknown sizes count 0)."""
     total = sum(model_bytes.get(model_id, 0) for model_id in models_on(spec, host.name))
@@ -348,6 +360,7 @@ def _with_files(
         backend=plan.backend,
         gpu_indices=list(plan.gpu_indices),
         loading_timeout=spec.runtime.loading_timeout,
+        library_path=cuda_library_path(target.python, plan.features),
     )
     if plan.is_queen:
         keys_file = target.api_keys_file if api_keys_text or not units_here else None

@@ -103,6 +103,8 @@ class UnitSettings:
     backend: str
     gpu_indices: list[int]
     loading_timeout: float
+    library_path: str = ""
+    """``LD_LIBRARY_PATH`` of the hive and workers: the CUDA runtime wheels' ``lib`` (empty: none needed)."""
 
 
 def render_queen(config: QueenConfig) -> str:

@@ -110,3 +110,21 @@ def test_rbee_up_writes_exactly_the_plan_of_its_target(tmp_path: Path, tiny_mode
 def test_deployed_plans_render_the_same_bytes_for_the_same_inputs(name: str) -> None:
     first, second = _plan(name, keys="k\n"), _plan(name, keys="k\n")
     assert [(f.path, f.text, f.mode) for f in first.files] == [(f.path, f.text, f.mode) for f in second.files]
+
+
+def test_a_cuda_host_gets_its_toolkit_architectures_and_the_runtime_library_path() -> None:
+    full = "".join(f"gpu={i}, NVIDIA L4, 23034, 22000, 8.9, 580.95.05, 40, [N/A]\n" for i in (0, 1))
+    plan = _plan("b", PROBE + "glibc=2.36\n" + full)
+    assert plan.problems == ()
+    assert plan.features.cuda == "13" and plan.features.cuda_architectures == "89"
+    lib = "/opt/rbee/venv/lib/python3.11/site-packages/nvidia/cu13/lib"
+    for unit in ("rbee-hive.service", "rbee-worker@.service"):
+        assert f"Environment=LD_LIBRARY_PATH={lib}\n" in plan.file(f"/etc/systemd/system/{unit}").text
+    cpu = _plan("a", PROBE)
+    assert "LD_LIBRARY_PATH" not in cpu.file("/etc/systemd/system/rbee-hive.service").text
+
+
+def test_a_cuda_host_whose_driver_is_too_old_is_a_problem_of_its_plan() -> None:
+    old = "".join(f"gpu={i}, NVIDIA L4, 23034, 22000, 8.9, 535.183.01, 40, [N/A]\n" for i in (0, 1))
+    (problem,) = _plan("b", PROBE + old).problems
+    assert problem.startswith("NVIDIA driver 535 is too old for CUDA 13")
