@@ -86,8 +86,8 @@ def up(
             "--release",
             "-r",
             help=f"Debian release of h1, h2, ... in order, the last one repeating ({', '.join(releases.RELEASES)}); "
-            "a host that exists with another release is recreated. None: existing hosts keep theirs, new ones "
-            f"run {releases.DEFAULT}.",
+            f"a host that exists with another release is recreated. Default: ${releases.ENV} (comma-separated) "
+            f"when set, else existing hosts keep theirs and new ones run {releases.DEFAULT}.",
             show_default=False,
             callback=_check_releases,
         ),
@@ -98,7 +98,7 @@ def up(
     started = time.monotonic()
     with _errors():
         hosts = _hosts()
-        states = hosts.up(count, releases=release or (), timeout=timeout)
+        states = hosts.up(count, releases=release or releases.parse(os.environ.get(releases.ENV, "")), timeout=timeout)
     table = Table(title=f"{count} test host(s) up in {time.monotonic() - started:.1f}s", title_justify="left")
     for column in ("host", "address", "release", "systemd"):
         table.add_column(column)

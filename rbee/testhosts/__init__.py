@@ -4,6 +4,8 @@ In short::
 
     hosts = TestHosts()
     hosts.up(3)                      # h1..h3 = 10.210.0.11..13, each with sshd and a real systemd
+    hosts.up(3, releases=("bookworm", "trixie"))   # h1 bookworm, h2 and h3 trixie (recreated if they differ)
+    hosts.release("h2")              # "trixie"
     hosts.ssh("h2", "systemctl is-system-running").stdout
     hosts.kill("h2"); hosts.start("h2")
     hosts.down()                     # everything gone: processes, mounts, netns, bridge, nft table

@@ -364,7 +364,7 @@ class TestHosts:
         clash = [line.split()[1] for line in taken if f" {naming.SUBNET}." in line]
         if clash:
             raise TestHostsError(f"{naming.SUBNET}.0/24 is already used by {', '.join(clash)} (another harness?)")
-        run(["ip", "link", "add", naming.BRIDGE, "type", "bridge"])
+        run(["ip", "link", "add", naming.BRIDGE, "address", naming.BRIDGE_MAC, "type", "bridge"])
         run(["ip", "addr", "add", f"{naming.BRIDGE_ADDRESS}/{naming.PREFIX_LEN}", "dev", naming.BRIDGE])
         run(["ip", "link", "set", naming.BRIDGE, "up"])
 
@@ -377,7 +377,10 @@ class TestHosts:
         link = naming.veth(name)
         run(["ip", "link", "del", link], check=False)
         run(["ip", "netns", "add", ns])
-        run(["ip", "link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", ns])
+        run([
+            "ip", "link", "add", link, "address", naming.mac(name, machine_side=True), "type", "veth",
+            "peer", "name", "eth0", "address", naming.mac(name), "netns", ns,
+        ])  # fmt: skip
         run(["ip", "link", "set", link, "master", naming.BRIDGE, "up"])
         run(["ip", "-n", ns, "addr", "add", f"{naming.address(name)}/{naming.PREFIX_LEN}", "dev", "eth0"])
         run(["ip", "-n", ns, "link", "set", "eth0", "up"])

@@ -12,6 +12,8 @@ SUBNET = "10.210.0"  # /24; the machine's end of the bridge is .1, host hN is .(
 PREFIX_LEN = 24
 BRIDGE = "rbee-br0"
 BRIDGE_ADDRESS = f"{SUBNET}.1"
+MAC_PREFIX = "02:72:62:00"  # locally administered ("rb"); the bridge is ...:00:00, hN's eth0 ...:00:N
+BRIDGE_MAC = f"{MAC_PREFIX}:00:00"
 MAX_HOSTS = 40
 NFT_TABLE = "rbee_testhosts"  # family bridge: partitions drop frames between two hosts' ports
 CGROUP_DIR = "rbee-testhosts"  # one sub-cgroup per host under it (pitfall: shared cgroup => degraded boots)
@@ -48,6 +50,15 @@ def names(count: int) -> list[str]:
 def address(name: str) -> str:
     """``h3`` → ``10.210.0.13``."""
     return f"{SUBNET}.{10 + index(name)}"
+
+
+def mac(name: str, *, machine_side: bool = False) -> str:
+    """The fixed MAC of the host's ``eth0`` (or of its cable's machine-side end).
+
+    Fixed, so that a host recreated with a new cable keeps its MAC and no ARP cache (this machine's,
+    the other hosts') points at a dead one for half a minute.
+    """
+    return f"{MAC_PREFIX}:{1 if machine_side else 0:02x}:{index(name):02x}"
 
 
 def netns(name: str) -> str:

@@ -22,6 +22,7 @@ class Release:
     python: str  # python3 --version, major.minor
 
 
+ENV = "RBEE_TESTHOSTS_RELEASES"  # e.g. "bookworm,trixie": the pytest session's and `rbee testhosts up`'s default
 RELEASES = {r.name: r for r in (Release("bookworm", "12", "3.11"), Release("trixie", "13", "3.13"))}
 DEFAULT = "bookworm"
 

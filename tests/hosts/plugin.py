@@ -48,7 +48,7 @@ from rbee.testhosts import TestHosts, releases
 from rbee.testhosts.packages import PackagesError, ensure_packages
 
 COUNT_ENV = "RBEE_TESTHOSTS_COUNT"
-RELEASES_ENV = "RBEE_TESTHOSTS_RELEASES"
+RELEASES_ENV = releases.ENV
 REQUIRE_ENV = "RBEE_REQUIRE_HOSTS"
 FIXTURE = "test_hosts"
 MARKER = "hosts"

@@ -18,6 +18,7 @@ import pytest
 
 from rbee.spec import load_spec
 from rbee.testhosts import TestHosts, naming, spec_for_hosts
+from tests.hosts.plugin import session_layout
 
 pytest_plugins = ["tests.hosts.plugin"]  # harmless when tests/conftest.py loads it as well
 # The first session on a machine also installs packages and builds the rootfs (~2 min) in the setup.
@@ -209,4 +210,4 @@ def test_down_leaves_nothing_behind(test_hosts: TestHosts, request: pytest.Fixtu
     assert _leftovers(test_hosts) == []
     later = request.session.items[request.session.items.index(request.node) + 1 :]
     if any("test_hosts" in getattr(item, "fixturenames", ()) for item in later):
-        test_hosts.up(len(HOSTS))  # the session's later tests expect running hosts
+        test_hosts.up(len(HOSTS), releases=session_layout()[1])  # the session's later tests expect running hosts
