@@ -76,8 +76,18 @@ def test_the_cli_lists_each_hosts_release(pair: TestHosts) -> None:
     assert rows == PAIR, listed.stdout
 
 
+def test_an_extra_host_of_another_release_is_removed_afterwards(
+    hosts_with_releases: Callable[..., TestHosts], test_hosts: TestHosts
+) -> None:
+    count = len(test_hosts.names())
+    wanted = [*(test_hosts.release(n) for n in test_hosts.names()), "trixie"]
+    hosts = hosts_with_releases(*wanted, count=count + 1)
+    extra = f"h{count + 1}"
+    assert hosts.ssh(extra, ". /etc/os-release; echo $VERSION_CODENAME", check=True).stdout.strip() == "trixie"
+
+
 def test_afterwards_every_host_runs_the_session_release_again(test_hosts: TestHosts) -> None:
-    """Runs after the tests above (file order): ``hosts_with_releases`` gave h2 its session release back."""
+    """Runs after the tests above (file order): ``hosts_with_releases`` restored the session's hosts and releases."""
     count, session_releases = session_layout()
     expected = releases.assign(test_hosts.names(), session_releases)
     assert len(test_hosts.names()) == count
