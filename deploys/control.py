@@ -8,6 +8,7 @@ In ``--dry`` runs nothing is fetched or built: the plan says it would be.
 from __future__ import annotations
 
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,15 @@ _specs: dict[str, ClusterSpec] = {}
 _plans: dict[str, HostPlan] = {}
 _models: dict[str, FetchedModel | None] = {}
 _wheels: dict[str, EngineWheel] = {}
+_locks: dict[str, threading.Lock] = {}
+_locks_lock = threading.Lock()
+
+
+def once(key: str) -> threading.Lock:
+    """The lock of one piece of control-side work: pyinfra loads the deploy file for all hosts at once (gevent
+    greenlets; its CLI patches ``threading``), so the first host of a feature set builds and the others wait."""
+    with _locks_lock:
+        return _locks.setdefault(key, threading.Lock())
 _wheelhouses: dict[str, Wheelhouse] = {}
 
 
@@ -101,14 +111,18 @@ def engine_wheel(features: FeatureSet) -> EngineWheel:
     of that set (``deploys.builder.choose_builder``). A failed build is remembered for the run, so the
     other hosts of that set fail naming it instead of building again.
     """
-    if features.key in _wheels:
+    with once(f"engine:{features.key}"):
+        if features.key not in _wheels:
+            _wheels[features.key] = _find_or_build(features)
         return _wheels[features.key]
+
+
+def _find_or_build(features: FeatureSet) -> EngineWheel:
     cluster = spec()
     cache = Path(cluster.deploy.build_cache).expanduser()
     wheel = cached_wheel(features, cache)
     if wheel is not None or DRY_RUN:
-        _wheels[features.key] = EngineWheel(wheel, None, "cache" if wheel else "dry run")
-        return _wheels[features.key]
+        return EngineWheel(wheel, None, "cache" if wheel else "dry run")
     local = builds_here(features, local_feature_set("cpu", features.version))
     builder = host if local else choose_builder(cluster, features, host)
     where = "this control machine" if local else builder.name
@@ -120,19 +134,19 @@ def engine_wheel(features: FeatureSet) -> EngineWheel:
             kit = build_kit(features)
             work = f"{cluster.deploy.prefix}/build"
             wheel = build_on_host(PyinfraRemote(builder), features, kit, work, cache, progress=say)
-        say(f"engine {features.key} built on {where}: {wheel.name}")
-        _wheels[features.key] = EngineWheel(wheel, None, where)
     except (EngineBuildError, BuildKitError, OSError) as exc:
-        _wheels[features.key] = EngineWheel(None, f"engine build on {where} failed: {exc}", where)
-    return _wheels[features.key]
+        return EngineWheel(None, f"engine build on {where} failed: {exc}", where)
+    say(f"engine {features.key} built on {where}: {wheel.name}")
+    return EngineWheel(wheel, None, where)
 
 
 def wheelhouse(features: FeatureSet) -> Wheelhouse:
     """rbee and its dependencies as wheels for the hosts of an engine feature set (cheap when nothing changed)."""
     target = wheelhouse_target(features)
-    if target.name not in _wheelhouses:
-        _wheelhouses[target.name] = build_wheelhouse(target)
-    return _wheelhouses[target.name]
+    with once(f"wheelhouse:{target.name}"):
+        if target.name not in _wheelhouses:
+            _wheelhouses[target.name] = build_wheelhouse(target)
+        return _wheelhouses[target.name]
 
 
 def model_checksums(plan: HostPlan) -> dict[str, str | None]:

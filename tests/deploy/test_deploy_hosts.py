@@ -1,12 +1,15 @@
-"""The deploy suite end to end on three real hosts (systemd-nspawn, real SSH, real systemd).
+"""The deploy suite end to end on three real hosts of two releases (systemd-nspawn, real SSH, real systemd).
 
-h1 runs the queen and a hive; h2 and h3 run hives with one placed worker each. The tests run
-in order on the same hosts: first deploy, no-op re-run, testinfra state, dry run, interrupted
-deploy, a host that is down.
+h1 (Debian 12, Python 3.11, the control machine's feature set) runs the queen and a hive and gets
+the engine built here; h2 and h3 (Debian 13, Python 3.13) run hives with one placed worker each
+and get an engine built once on h2 through the builder path. The tests run in order on the same
+hosts: first deploy, no-op re-run, testinfra state, dry run, interrupted deploy, a host that is
+down, an engine build that fails on its builder.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -22,9 +25,11 @@ import httpx
 import openai
 import pytest
 
+from rbee.engine.wheelcache import DEFAULT_CACHE, builds
 from rbee.testhosts import TestHosts
 from rbee.testhosts.inventory import spec_for_hosts
 from rbee.testhosts.paths import Paths
+from tests.hosts.plugin import session_layout
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
@@ -33,6 +38,8 @@ PYINFRA = str(Path(sys.executable).parent / "pyinfra")
 API_KEY = "sk-deploy-test"
 QUEEN = "http://10.210.0.11:7833"
 HOSTS = ["h1", "h2", "h3"]
+RELEASES = ("bookworm", "trixie")  # h1 bookworm, h2 and h3 trixie
+FIRST_DEPLOY_TIMEOUT = 2400  # the trixie engine is built on h2 when it is not cached (~10 min on 2 cores)
 
 
 @dataclass
@@ -43,7 +50,7 @@ class Cluster:
     spec: Path
     model: Path
 
-    def write(self, slots: int = 2) -> None:
+    def write(self, slots: int = 2, deploy_yaml: str = "") -> None:
         self.spec.write_text(
             spec_for_hosts(
                 HOSTS,
@@ -52,7 +59,8 @@ class Cluster:
                 models_yaml=f"- {{id: tiny, source: 'file://{self.model}', context: 512}}",
                 placements_yaml=f"- {{model: tiny, hosts: [h2, h3], replicas: 2, slots: {slots}}}",
                 extra_yaml="queen: {api_keys: {env: RBEE_TEST_KEYS}}\n"
-                "runtime: {heartbeat_interval: 1s, stale_timeout: 5s, loading_timeout: 90s}",
+                "runtime: {heartbeat_interval: 1s, stale_timeout: 5s, loading_timeout: 90s}\n"
+                + (f"deploy: {deploy_yaml}" if deploy_yaml else ""),
             )
         )
 
@@ -94,14 +102,39 @@ def cluster(
     test_hosts: TestHosts, tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Cluster]:
     folder = tmp_path_factory.mktemp("deploy")
+    session_count, session_releases = session_layout()
+    test_hosts.up(3, releases=RELEASES)
     made = Cluster(test_hosts, folder / "cluster.yaml", tiny_model_path)
     made.write()
-    yield made
+    try:
+        yield made
+    finally:
+        test_hosts.up(session_count, releases=session_releases)  # h2, h3 back to the session's release
+
+
+def engine_keys(cluster: Cluster) -> dict[str, str]:
+    """The engine feature set each host has installed (its stamp)."""
+    return {h: cluster.hosts.ssh(h, "cat /opt/rbee/stamps/engine").stdout.strip() for h in HOSTS}
+
+
+@dataclass
+class FirstDeploy:
+    run: subprocess.CompletedProcess[str]
+    cached_before: set[str]
+    builds: list[dict[str, Any]]
 
 
 @pytest.fixture(scope="module")
-def first(cluster: Cluster) -> subprocess.CompletedProcess[str]:
-    return deploy(cluster)
+def first_deploy(cluster: Cluster) -> FirstDeploy:
+    cached_before = {p.name for p in DEFAULT_CACHE.expanduser().iterdir() if p.is_dir()}
+    ledger = len(builds())
+    run = deploy(cluster, timeout=FIRST_DEPLOY_TIMEOUT)
+    return FirstDeploy(run, cached_before, builds()[ledger:])
+
+
+@pytest.fixture(scope="module")
+def first(first_deploy: FirstDeploy) -> subprocess.CompletedProcess[str]:
+    return first_deploy.run
 
 
 def test_first_deploy_converges_and_serves_from_another_host(first: subprocess.CompletedProcess[str]) -> None:
@@ -116,10 +149,31 @@ def test_first_deploy_converges_and_serves_from_another_host(first: subprocess.C
     assert chat.choices[0].message.content
 
 
+def test_each_feature_set_is_built_once_and_shared(cluster: Cluster, first_deploy: FirstDeploy) -> None:
+    keys = engine_keys(cluster)
+    assert keys["h2"] == keys["h3"] != keys["h1"], keys
+    assert "-py3.11-" in keys["h1"] and "glibc2.36" in keys["h1"]
+    assert "-py3.13-" in keys["h2"] and "glibc2.41" in keys["h2"]
+    built = [b["key"] for b in first_deploy.builds]
+    assert len(built) == len(set(built)), f"a feature set was built twice: {built}"
+    for key, builder in ((keys["h1"], "control"), (keys["h2"], "h2")):
+        if key in first_deploy.cached_before:
+            assert key not in built
+        else:  # not cached: built exactly once, where it belongs, with its progress shown
+            assert [b["where"] for b in first_deploy.builds if b["key"] == key] == [builder]
+    if keys["h2"] not in first_deploy.cached_before:
+        assert f"building engine {keys['h2']} on h2" in first_deploy.run.stderr
+        assert f"engine {keys['h2']} building on h2: [" in first_deploy.run.stderr  # ninja's [n/N]
+    wheel = cluster.hosts.ssh("h3", f"ls /opt/rbee/engines/{keys['h3']}/").stdout.strip()
+    assert wheel == "llama_cpp_python-0.3.36-cp313-none-manylinux_2_41_x86_64.whl"
+
+
 def test_second_run_changes_nothing(cluster: Cluster, first: subprocess.CompletedProcess[str]) -> None:
     before = main_pids(cluster)
+    ledger = len(builds())
     again = deploy(cluster)
     assert again.returncode == 0, again.stderr[-4000:]
+    assert len(builds()) == ledger and "building engine" not in again.stderr
     totals = results(again)["results"]["totals"]
     assert totals["success"] == 0 and totals["error"] == 0, [
         op["names"] for op in results(again)["results"]["operations"] if op["success"]
@@ -229,5 +283,35 @@ def test_a_host_that_is_down_is_named_and_the_others_deploy(
         assert "--slots 2 " in cluster.hosts.ssh("h2", "cat /etc/rbee/workers/tiny-1.env").stdout
     finally:
         cluster.hosts.start("h3")
+    healed = deploy(cluster)
+    assert healed.returncode == 0, healed.stderr[-4000:]
+
+
+def test_a_failing_engine_build_names_its_builder_with_the_log_tail_and_the_others_deploy(
+    cluster: Cluster, first: subprocess.CompletedProcess[str], tmp_path: Path
+) -> None:
+    """h3, the builder named in the spec, has a compiler that fails; a fresh build cache holds only h1's engine."""
+    keys = engine_keys(cluster)
+    cache = tmp_path / "wheels"
+    cache.mkdir()
+    subprocess.run(["cp", "-a", str(DEFAULT_CACHE.expanduser() / keys["h1"]), str(cache)], check=True)
+    broken = "printf '#!/bin/sh\\necho rbee-test: this compiler is broken >&2\\nexit 1\\n' > /usr/local/bin/c++"
+    compilers = "for c in g++ cc gcc; do cp /usr/local/bin/c++ /usr/local/bin/$c; done; chmod +x /usr/local/bin/*"
+    cluster.hosts.ssh("h3", f"{broken} && {compilers}")
+    try:
+        cluster.write(slots=3, deploy_yaml=f"{{build_cache: '{cache}', builders: [h3]}}")
+        failed = deploy(cluster, timeout=900)
+        assert failed.returncode != 0
+        assert f"building engine {keys['h2']} on h3" in failed.stderr
+        assert "engine build on h3 failed" in failed.stderr
+        assert "rbee-test: this compiler is broken" in failed.stderr  # the tail of h3's build log
+        record = json.loads(cluster.hosts.ssh("h1", "cat /opt/rbee/release.json").stdout)
+        assert record["spec_sha256"] == hashlib.sha256(cluster.spec.read_bytes()).hexdigest(), "h1 deployed to the end"
+        assert "--slots 3 " not in cluster.hosts.ssh("h2", "cat /etc/rbee/workers/tiny-1.env").stdout
+        assert engine_keys(cluster)["h1"] == keys["h1"]
+        assert list((cache).iterdir()) == [cache / keys["h1"]], "a failed build leaves nothing in the cache"
+    finally:
+        cluster.hosts.ssh("h3", "rm -f /usr/local/bin/c++ /usr/local/bin/g++ /usr/local/bin/cc /usr/local/bin/gcc")
+        cluster.write()
     healed = deploy(cluster)
     assert healed.returncode == 0, healed.stderr[-4000:]
