@@ -10,7 +10,7 @@ one on stdout; the work is ``rbee.deploy.ansible_steps``'s, the roles only copy 
     plan        each host's plan from the spec and its probe            → verdict, engine, workers, files
     wheelhouse  rbee + dependencies as wheels per target (Python, arch) → folder, fingerprint
     wheelsync   what a host's wheelhouse lacks (from ``find``)          → one tar of those wheels, strays
-    engine      the engine wheel per feature set (CPU builds cached)    → wheel path, or why there is none
+    engine      the engine wheel per feature set (built here or on a host) → wheel path, or why there is none
     record      the host's release record (``<prefix>/release.json``)   → its text
     health      wait until the queen sees every hive and placed worker  → ready, what is missing
 
@@ -169,9 +169,14 @@ def wheelsync_helper() -> None:
 
 @helpers.command("engine")
 def engine_helper() -> None:
-    """{"features": [...], "cache": DIR, "build": bool} → {"engines": {key: {wheel, name, problem}}, "changed"}."""
+    """{"features": [...], "hosts": [...], "spec_file": F, "cache": DIR, "build": bool} → {"engines": {key: {wheel,
+    name, problem}}, "changed"} (``hosts``: the play's hosts in the order of ``features``, for builder hosts)."""
     data = _stdin()
-    _print(prepare_engines(data["features"], data["cache"], build=bool(data.get("build", True))))
+    result = prepare_engines(
+        data["features"], data["cache"], build=bool(data.get("build", True)),
+        hosts=data.get("hosts"), spec_file=data.get("spec_file"),
+    )  # fmt: skip
+    _print(result)
 
 
 @helpers.command("record")

@@ -21,13 +21,17 @@ from rbee.deploy.engine_plan import builds_here
 from rbee.deploy.host_plan import HostPlan, plan_deployed_host
 from rbee.deploy.probe import HostFacts, parse_probe
 from rbee.deploy.release_record import release_record_text
+from rbee.deploy.ssh_check import SshTarget
 from rbee.deploy.wheelhouse import WheelhouseTarget, build_wheelhouse, wheelhouse_target
+from rbee.engine.build_kit import BuildKitError, build_kit
 from rbee.engine.features import FeatureSet, local_feature_set
+from rbee.engine.remote_build import build_on_host
+from rbee.engine.ssh_remote import SshRemote
 from rbee.engine.wheelcache import EngineBuildError, build_wheel, cached_wheel
 from rbee.models import cached_model, fetch_model
 from rbee.spec import load_spec
 from rbee.spec.keys import api_keys_text
-from rbee.spec.models import ModelSpec
+from rbee.spec.models import ClusterSpec, ModelSpec
 from rbee.spec.placement import models_on
 
 
@@ -95,34 +99,80 @@ def wheel_sync(folder: str, there: list[dict[str, Any]], packs: Path | None = No
     return {"needed": needed, "extra": extra, "tar": str(tar)}
 
 
-def prepare_engines(features: list[dict[str, Any]], cache_dir: str, *, build: bool) -> dict[str, Any]:
-    """The engine wheel of each feature set: cached, or built now (CPU on this arch only, when ``build``)."""
+def ssh_remote(target: SshTarget) -> SshRemote:
+    """The OpenSSH client for a spec host, the way the inventory connects (key, port, known_hosts)."""
+    options = ["-p", str(target.port), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new"]
+    if target.key:
+        options += ["-i", target.key, "-o", "IdentitiesOnly=yes"]
+    if target.known_hosts_file:
+        options += ["-o", f"UserKnownHostsFile={target.known_hosts_file}"]
+    return SshRemote(target.name, target.login, options)
+
+
+def _builder(fs: FeatureSet, keys: dict[str, str], preferred: list[str]) -> str | None:
+    """The host that builds ``fs``: the first preferred builder with that feature set, else the first host."""
+    for name in [*preferred, *keys]:
+        if keys.get(name) == fs.key:
+            return name
+    return None
+
+
+def prepare_engines(
+    features: list[dict[str, Any]],
+    cache_dir: str,
+    *,
+    build: bool,
+    hosts: list[str] | None = None,
+    spec_file: str | None = None,
+) -> dict[str, Any]:
+    """The engine wheel of each feature set: cached, or built now when ``build``: here when this machine has
+    that feature set, else on a host of it (``hosts``: the play's hosts, in the order of ``features``; their
+    SSH settings and ``deploy.builders`` come from ``spec_file``)."""
     cache = Path(cache_dir).expanduser()
+    spec = load_spec(spec_file) if spec_file else None
+    keys: dict[str, str] = {}
     out: dict[str, Any] = {}
     changed = False
-    for raw in features:
-        fs = FeatureSet(**{f.name: raw[f.name] for f in fields(FeatureSet) if f.name in raw})
+    parsed = [FeatureSet(**{f.name: raw[f.name] for f in fields(FeatureSet) if f.name in raw}) for raw in features]
+    keys = dict(zip(hosts or [], (fs.key for fs in parsed), strict=False))
+    for fs in parsed:
         if fs.key in out:
             continue
         wheel = cached_wheel(fs, cache)
-        buildable = builds_here(fs, local_feature_set("cpu", fs.version))
         problem = None
-        if wheel is None and buildable and build:
-            print(f"--> building engine {fs.key} (once; minutes)", file=sys.stderr, flush=True)
+        if wheel is None and build:
             try:
-                wheel = build_wheel(fs, cache)
+                wheel = _build(fs, cache, keys, spec, spec_file)
                 changed = True
-            except EngineBuildError as exc:
+            except (EngineBuildError, BuildKitError, OSError) as exc:
                 problem = str(exc)
         elif wheel is None:
-            problem = (
-                f"engine {fs.key} is not in the build cache and this control machine builds only "
-                f"{local_feature_set('cpu', fs.version).key}: run `rbee engine build --backend {fs.backend}` on a "
-                f"{fs.arch} machine with the {fs.backend} toolchain and copy the wheel into {cache_dir}/{fs.key}/"
-            )
+            problem = f"engine {fs.key} is not in the build cache and building was not asked for"
         found = {"wheel": str(wheel), "name": wheel.name} if wheel else {"wheel": None, "name": None}
         out[fs.key] = {**found, "problem": problem}
     return {"engines": out, "changed": changed}
+
+
+def _build(fs: FeatureSet, cache: Path, keys: dict[str, str], spec: ClusterSpec | None, spec_file: str | None) -> Path:
+    if builds_here(fs, local_feature_set("cpu", fs.version)):
+        say(f"building engine {fs.key} on this control machine (once; minutes)")
+        return build_wheel(fs, cache)
+    name = _builder(fs, keys, list(spec.deploy.builders) if spec else [])
+    if spec is None or spec_file is None or name is None:
+        raise EngineBuildError(f"engine {fs.key}: no host of that feature set to build it on")
+    target = SshTarget.from_spec(spec.host(name), Path(spec_file).parent)
+    if target.user != "root":
+        raise EngineBuildError(
+            f"engine {fs.key}: its builder {name} is reached as {target.user}; the Ansible roles build on hosts "
+            "reached as root only (use the pyinfra deploy, which uses sudo, or copy the wheel into the cache)"
+        )
+    say(f"building engine {fs.key} on {name} (once per feature set; minutes)")
+    return build_on_host(ssh_remote(target), fs, build_kit(fs), f"{spec.deploy.prefix}/build", cache, progress=say)
+
+
+def say(line: str) -> None:
+    """A progress line on stderr (Ansible shows it with the task's result)."""
+    print(f"--> {line}", file=sys.stderr, flush=True)
 
 
 def plan_json(plan: HostPlan, facts: HostFacts) -> dict[str, Any]:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import subprocess
 import tarfile
 import zipfile
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 from wheel.wheelfile import WheelFile  # type: ignore[import-untyped]
 
+from rbee.deploy.ansible_steps import _builder, prepare_engines
 from rbee.deploy.engine_plan import builds_here, host_features
 from rbee.deploy.probe import HostFacts, parse_probe
 from rbee.engine.build_kit import BuildKit
@@ -181,3 +183,22 @@ def test_a_failing_build_raises_with_the_tail_of_its_log_and_caches_nothing(tmp_
     assert any("building on local-builder" in line for line in said), said
     assert (tmp_path / "work" / "kit" / broken.name).is_file()
     assert builds(cache) == [] and not (cache / features.key).exists()
+
+
+def test_the_ansible_path_builds_on_the_preferred_builder_of_the_feature_set_and_refuses_non_root(
+    tmp_path: Path,
+) -> None:
+    trixie = FeatureSet("cpu", "x86_64", "3.13", "0.3.36", libc="glibc2.41")
+    keys = {"h1": "bookworm-key", "h2": trixie.key, "h3": trixie.key}
+    assert _builder(trixie, keys, []) == "h2"
+    assert _builder(trixie, keys, ["h1", "h3"]) == "h3"  # h1 is preferred but of another feature set
+    assert _builder(trixie, {"h1": "bookworm-key"}, []) is None
+    spec = tmp_path / "cluster.yaml"
+    spec.write_text(
+        "cluster: c\nhosts:\n  - {name: h1, address: 10.0.0.1, ssh: {user: deploy}}\n"
+        "  - {name: h2, address: 10.0.0.2, ssh: {user: deploy}}\n"
+    )
+    features = [{"backend": "cpu", "arch": "x86_64", "python": "3.11", "version": "0.3.36"}, asdict(trixie)]
+    result = prepare_engines(features, str(tmp_path / "cache"), build=True, hosts=["h1", "h2"], spec_file=str(spec))
+    problem = result["engines"][trixie.key]["problem"]
+    assert "its builder h2 is reached as deploy" in problem and result["engines"][trixie.key]["wheel"] is None
