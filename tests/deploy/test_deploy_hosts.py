@@ -301,7 +301,7 @@ def test_a_failing_engine_build_names_its_builder_with_the_log_tail_and_the_othe
     try:
         cluster.write(slots=3, deploy_yaml=f"{{build_cache: '{cache}', builders: [h3]}}")
         failed = deploy(cluster, timeout=900)
-        assert failed.returncode != 0
+        assert failed.returncode != 0, failed.stderr[-6000:]
         assert f"building engine {keys['h2']} on h3" in failed.stderr
         assert "engine build on h3 failed" in failed.stderr
         assert "rbee-test: this compiler is broken" in failed.stderr  # the tail of h3's build log
