@@ -18,10 +18,13 @@ from deploys.facts import StampFile
 
 @operation()
 def fail_host(reason: str) -> Generator[Any, None, None]:
-    """Fail this host with ``reason`` when the operation executes (nothing is predicted at plan time)."""
+    """Fail this host with ``reason`` when the operation executes (nothing is predicted at plan time).
+
+    A command that exits 1 with the reason on stderr: pyinfra then fails this host only, prints the reason
+    with it, and goes on with the others (an exception would stop the whole run).
+    """
     if host.state.is_executing:
-        raise OperationError(reason)
-    yield from ()
+        yield StringCommand(f"echo {shlex.quote('rbee: ' + reason)} >&2; exit 1")
 
 
 @operation()
