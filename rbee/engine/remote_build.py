@@ -161,9 +161,11 @@ def _start_command(place: BuildPlace, env: dict[str, str], jobs: str) -> str:
         f"--no-binary llama-cpp-python -w out llama-cpp-python=={features.version} > build.log 2>&1; "
         "echo $? > build.rc"
     )
+    # only the build goes to the background (not the whole list): the session ends at once, and an SSH
+    # client waiting for its channel to close is not held for the length of the build
     return (
         f"cd {_q(place.folder)} && rm -rf out build.log build.rc && "
-        f"nohup sh -c {_q(build)} > /dev/null 2>&1 < /dev/null & echo $! > {_q(place.folder)}/build.pid"
+        f"{{ nohup sh -c {_q(build)} > /dev/null 2>&1 < /dev/null & echo $! > build.pid; }}"
     )
 
 

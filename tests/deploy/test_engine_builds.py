@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import tarfile
+import time
 import zipfile
 from dataclasses import asdict
 from pathlib import Path
 
+import psutil
 import pytest
 from wheel.wheelfile import WheelFile  # type: ignore[import-untyped]
 
@@ -16,7 +18,7 @@ from rbee.deploy.engine_plan import builds_here, host_features
 from rbee.deploy.probe import HostFacts, parse_probe
 from rbee.engine.build_kit import BuildKit
 from rbee.engine.features import FeatureSet
-from rbee.engine.remote_build import build_on_host
+from rbee.engine.remote_build import BuildPlace, _running, _start_command, build_on_host
 from rbee.engine.wheel_tags import finish_wheel, wheel_problem
 from rbee.engine.wheelcache import EngineBuildError, builds
 from rbee_runtime.common.nvidia_smi import parse_nvidia_smi
@@ -202,3 +204,27 @@ def test_the_ansible_path_builds_on_the_preferred_builder_of_the_feature_set_and
     result = prepare_engines(features, str(tmp_path / "cache"), build=True, hosts=["h1", "h2"], spec_file=str(spec))
     problem = result["engines"][trixie.key]["problem"]
     assert "its builder h2 is reached as deploy" in problem and result["engines"][trixie.key]["wheel"] is None
+
+
+def test_starting_a_build_returns_at_once_and_a_later_run_attaches_to_it(tmp_path: Path) -> None:
+    """The shell that starts the build must end while the build runs (an SSH client waits for it otherwise)."""
+    features = FeatureSet("cpu", "x86_64", "3.11", "0.3.36", libc="glibc2.36")
+    place = BuildPlace(str(tmp_path / "work"), features)
+    pip = Path(place.venv) / "bin" / "pip"
+    pip.parent.mkdir(parents=True)
+    pip.write_text("#!/bin/sh\nsleep 30\n")  # a build that takes a while
+    pip.chmod(0o755)
+    Path(place.folder).mkdir(parents=True)
+    remote = LocalRemote()
+    started = time.monotonic()
+    status, _ = remote.run(_start_command(place, {}, "1"), 20)
+    pid = int((Path(place.folder) / "build.pid").read_text())
+    try:
+        assert status == 0 and time.monotonic() - started < 5
+        assert _running(remote, place), "a second deploy sees the build running and waits for it"
+    finally:
+        build = psutil.Process(pid)
+        for process in [*build.children(recursive=True), build]:
+            process.kill()
+        psutil.wait_procs([build], timeout=10)
+    assert not _running(remote, place)
