@@ -15,6 +15,8 @@ from rbee.engine.detect import NVIDIA_SMI_QUERY, DetectedGpu, choose_backend, pa
 from rbee.engine.features import EngineBackend
 
 MIN_PYTHON = (3, 11)
+MIN_GLIBC = (2, 28)
+"""The oldest glibc the wheelhouse's binary wheels install on (numpy and others ship manylinux_2_28)."""
 
 PROBE_SCRIPT = r"""
 echo "os=$(uname -s)"; echo "arch=$(uname -m)"; echo "kernel=$(uname -r)"
@@ -145,6 +147,12 @@ def judge(facts: HostFacts, needs: Requirements) -> list[str]:
         problems.append(f"python3 is {facts.python_text}; rbee needs >= {'.'.join(map(str, MIN_PYTHON))}")
     elif not facts.python_venv:
         problems.append("python3 has no venv module; install python3-venv")
+    glibc = tuple(int(p) for p in facts.glibc.split(".") if p.isdigit())
+    if facts.os == "Linux" and glibc and glibc < MIN_GLIBC:
+        problems.append(
+            f"glibc {facts.glibc} is older than {'.'.join(map(str, MIN_GLIBC))}, the oldest the wheels rbee installs "
+            "support (manylinux_2_28); use a newer release of the OS"
+        )
     if facts.os == "Linux" and not facts.systemd:
         problems.append("systemd is not running (PID 1); rbee installs its services as systemd units")
     if facts.os == "Darwin":

@@ -132,3 +132,10 @@ def test_preflight_no_python_and_truncated_probe() -> None:
 def test_metal_needs_apple_silicon() -> None:
     facts = parse_probe(probe_output(os="Linux"))
     assert "backend metal needs macOS on Apple silicon, found Linux x86_64" in judge(facts, needs(backend="metal"))
+
+
+def test_a_glibc_older_than_the_wheelhouse_supports_is_refused() -> None:
+    old = parse_probe(probe_output().replace("probe=done", "glibc=2.17\nprobe=done"))
+    assert any("glibc 2.17 is older than 2.28" in p for p in judge(old, needs()))
+    new = parse_probe(probe_output().replace("probe=done", "glibc=2.36\nprobe=done"))
+    assert not any("glibc" in p for p in judge(new, needs()))
