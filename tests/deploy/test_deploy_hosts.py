@@ -295,9 +295,13 @@ def test_a_failing_engine_build_names_its_builder_with_the_log_tail_and_the_othe
     cache = tmp_path / "wheels"
     cache.mkdir()
     subprocess.run(["cp", "-a", str(DEFAULT_CACHE.expanduser() / keys["h1"]), str(cache)], check=True)
-    broken = "printf '#!/bin/sh\\necho rbee-test: this compiler is broken >&2\\nexit 1\\n' > /usr/local/bin/c++"
-    compilers = "for c in g++ cc gcc; do cp /usr/local/bin/c++ /usr/local/bin/$c; done; chmod +x /usr/local/bin/*"
-    cluster.hosts.ssh("h3", f"{broken} && {compilers}")
+    # the real compilers behind c++/cc answer with an error (command -v still finds them: the build runs)
+    script = "printf '#!/bin/sh\\necho rbee-test: this compiler is broken >&2\\nexit 1\\n'"
+    cluster.hosts.ssh(
+        "h3",
+        "for c in c++ cc; do real=$(readlink -f /usr/bin/$c); mv $real $real.rbee-test; "
+        f"{script} > $real; chmod +x $real; done",
+    )
     try:
         cluster.write(slots=3, deploy_yaml=f"{{build_cache: '{cache}', builders: [h3]}}")
         failed = deploy(cluster, timeout=900)
@@ -311,7 +315,7 @@ def test_a_failing_engine_build_names_its_builder_with_the_log_tail_and_the_othe
         assert engine_keys(cluster)["h1"] == keys["h1"]
         assert list((cache).iterdir()) == [cache / keys["h1"]], "a failed build leaves nothing in the cache"
     finally:
-        cluster.hosts.ssh("h3", "rm -f /usr/local/bin/c++ /usr/local/bin/g++ /usr/local/bin/cc /usr/local/bin/gcc")
+        cluster.hosts.ssh("h3", "for c in /usr/bin/*.rbee-test; do mv $c ${c%.rbee-test}; done")
         cluster.write()
     healed = deploy(cluster)
     assert healed.returncode == 0, healed.stderr[-4000:]
