@@ -130,7 +130,6 @@ def prepare_engines(
     SSH settings and ``deploy.builders`` come from ``spec_file``)."""
     cache = Path(cache_dir).expanduser()
     spec = load_spec(spec_file) if spec_file else None
-    keys: dict[str, str] = {}
     out: dict[str, Any] = {}
     changed = False
     parsed = [FeatureSet(**{f.name: raw[f.name] for f in fields(FeatureSet) if f.name in raw}) for raw in features]

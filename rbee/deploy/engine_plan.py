@@ -9,6 +9,7 @@ libc baseline, arch and Python, CPU backend. Any other is built on a builder hos
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from rbee.deploy.probe import HostFacts
 from rbee.engine.cuda import CudaPlanError, choose_toolkit
@@ -34,7 +35,7 @@ def host_features(
         toolkit = choose_toolkit(used, facts.nvcc or None)
     except CudaPlanError as exc:
         return base, [str(exc)]
-    return FeatureSet(**{**base.__dict__, "cuda": toolkit.major, "cuda_architectures": toolkit.architectures}), []
+    return replace(base, cuda=toolkit.major, cuda_architectures=toolkit.architectures), []
 
 
 def builds_here(features: FeatureSet, control: FeatureSet) -> bool:
