@@ -227,6 +227,22 @@ def cuda_library_path(python: str, features: FeatureSet) -> str:
     return f"{venv}/lib/python{features.python}/site-packages/{RUNTIME_LIB_DIR}"
 
 
+def worker_settings(plan: HostPlan, worker: PlannedWorker, target: Target) -> WorkerSettings:
+    """What a placed worker starts with (its env file under systemd, its arguments under launchd)."""
+    return WorkerSettings(
+        worker_id=worker.worker_id,
+        model_id=worker.model_id,
+        model_path=worker.model_path,
+        bind_host=target.bind_host,
+        port=worker.port,
+        slots=worker.slots,
+        ctx_size=worker.ctx_size,
+        backend=plan.backend,
+        device=worker.device_index,
+        hive_url=plan.hive_url,
+    )
+
+
 def requirements(spec: ClusterSpec, host: HostSpec, model_bytes: Mapping[str, int]) -> Requirements:
     """What a host must offer, given the sizes of the models placed on it (unknown sizes count 0)."""
     total = sum(model_bytes.get(model_id, 0) for model_id in models_on(spec, host.name))
@@ -426,20 +442,7 @@ def _with_files(
     ]
     services.append(PlannedService(HIVE_UNIT, (hive, hive_unit), plan.models))
     for worker in plan.workers:
-        env = render_worker(
-            WorkerSettings(
-                worker_id=worker.worker_id,
-                model_id=worker.model_id,
-                model_path=worker.model_path,
-                bind_host=target.bind_host,
-                port=worker.port,
-                slots=worker.slots,
-                ctx_size=worker.ctx_size,
-                backend=plan.backend,
-                device=worker.device_index,
-                hive_url=plan.hive_url,
-            )
-        )
+        env = render_worker(worker_settings(plan, worker, target))
         files.append(PlannedFile(f"{target.workers_dir}/{worker.name}.env", env, f"worker {worker.name} config"))
         services.append(PlannedService(worker.unit, (env, worker_unit), (worker.model_id,)))
     units = tuple(u for u in (QUEEN_UNIT, HIVE_UNIT, WORKER_UNIT) if plan.is_queen or u != QUEEN_UNIT)
@@ -486,18 +489,7 @@ def _with_daemons(
     daemons.append(hive_daemon)
     planned.append(PlannedService(launchd.HIVE_LABEL, (hive, hive_daemon.text), plan.models))
     for worker in plan.workers:
-        settings = WorkerSettings(
-            worker_id=worker.worker_id,
-            model_id=worker.model_id,
-            model_path=worker.model_path,
-            bind_host=target.bind_host,
-            port=worker.port,
-            slots=worker.slots,
-            ctx_size=worker.ctx_size,
-            backend=plan.backend,
-            device=worker.device_index,
-            hive_url=plan.hive_url,
-        )
+        settings = worker_settings(plan, worker, target)
         program = [python, "-m", "rbee_runtime.worker", *worker_args(settings)]
         daemon = _daemon("worker", worker.label, user, target, program)
         daemons.append(daemon)
