@@ -23,6 +23,7 @@ from pyinfra.facts.files import Sha256File
 from pyinfra.operations import files
 
 from deploys.facts import StampFile
+from deploys.operations import put_planned
 from rbee.deploy import launchd
 from rbee.deploy.host_plan import HostPlan, PlannedFile
 from rbee.deploy.layout import CONFIG_DIR, LAUNCH_DAEMONS_DIR, MACOS_DATA_DIR, MACOS_LOG_DIR
@@ -131,21 +132,12 @@ def runtime_account_and_folders(plan: HostPlan) -> None:
     files.directory(name="runtime: log folder", path=MACOS_LOG_DIR, user=user, group=user, mode="750")
 
 
-def _put_config(plan: HostPlan, label: str) -> None:
-    for planned in plan.files:
-        if planned.label == label:
-            files.put(
-                name=f"services: {label}", src=io.StringIO(planned.text), dest=planned.path,
-                user="root", group=plan.service_user, mode=planned.mode,
-            )  # fmt: skip
-
-
 def services(plan: HostPlan, release: str, model_sha256: Mapping[str, str]) -> None:
     """The Darwin services step: configs in place, each daemon loaded and current, stale workers gone."""
     # One call site per kind of file, as in deploys/services.py (pyinfra tells operations apart by call site).
-    _put_config(plan, "queen API keys")
-    _put_config(plan, "queen config")
-    _put_config(plan, "hive config")
+    put_planned(plan, "queen API keys")
+    put_planned(plan, "queen config")
+    put_planned(plan, "hive config")
     daemons = {f.label.removeprefix("launchd "): f for f in plan.files if f.label.startswith("launchd ")}
     kinds = {"queen API keys", "queen config", "hive config"}
     if left := [f.label for f in plan.files if f.label not in kinds and not f.label.startswith("launchd ")]:

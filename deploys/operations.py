@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import shlex
 import time
 from collections.abc import Callable, Generator
@@ -12,8 +13,10 @@ from pyinfra.api.exceptions import OperationError
 from pyinfra.api.operation import operation
 from pyinfra.context import host
 from pyinfra.facts.server import Command
+from pyinfra.operations import files
 
 from deploys.facts import StampFile
+from rbee.deploy.host_plan import HostPlan
 
 
 @operation()
@@ -90,3 +93,16 @@ def daemon_reload_if_needed(units: list[str]) -> Generator[StringCommand, None, 
         host.noop("systemd has the current units")
         return
     yield StringCommand("systemctl daemon-reload")
+
+
+def put_planned(plan: HostPlan, label: str) -> None:
+    """Put the plan's file called ``label`` in place (nothing when the plan has none).
+
+    Each caller's line is its own operation (pyinfra orders operations by where they are called from).
+    """
+    for planned in plan.files:
+        if planned.label == label:
+            files.put(
+                name=f"services: {label}", src=io.StringIO(planned.text), dest=planned.path,
+                user="root", group=plan.service_user, mode=planned.mode,
+            )  # fmt: skip

@@ -9,7 +9,6 @@ one it last started with; instances no longer placed are removed.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping
 
 from pyinfra.api.deploy import deploy
@@ -18,19 +17,9 @@ from pyinfra.operations import files, systemd
 
 from deploys import darwin
 from deploys.facts import WorkerInstances
-from deploys.operations import daemon_reload_if_needed, restart_on_change
+from deploys.operations import daemon_reload_if_needed, put_planned, restart_on_change
 from rbee.deploy.host_plan import HIVE_UNIT, QUEEN_UNIT, WORKER_UNIT, HostPlan
 from rbee.deploy.layout import WORKERS_DIR
-
-
-def _put(plan: HostPlan, label: str) -> None:
-    """Put the plan's file called ``label`` in place (nothing when the plan has none)."""
-    for planned in plan.files:
-        if planned.label == label:
-            files.put(
-                name=f"services: {label}", src=io.StringIO(planned.text), dest=planned.path,
-                user="root", group=plan.service_user, mode=planned.mode,
-            )  # fmt: skip
 
 
 @deploy("rbee services")
@@ -46,14 +35,14 @@ def services(plan: HostPlan, release: str, model_sha256: Mapping[str, str]) -> N
         return
     # One call site per kind of file: pyinfra tells operations apart by where they are called, so a
     # loop over all files would merge, say, h1's queen config with h3's hive unit in its results.
-    _put(plan, "queen API keys")
-    _put(plan, "queen config")
-    _put(plan, f"unit {QUEEN_UNIT}")
-    _put(plan, "hive config")
-    _put(plan, f"unit {HIVE_UNIT}")
-    _put(plan, f"unit {WORKER_UNIT}")
+    put_planned(plan, "queen API keys")
+    put_planned(plan, "queen config")
+    put_planned(plan, f"unit {QUEEN_UNIT}")
+    put_planned(plan, "hive config")
+    put_planned(plan, f"unit {HIVE_UNIT}")
+    put_planned(plan, f"unit {WORKER_UNIT}")
     for worker in plan.workers:
-        _put(plan, f"worker {worker.name} config")
+        put_planned(plan, f"worker {worker.name} config")
     units = {f"unit {u}" for u in (QUEEN_UNIT, HIVE_UNIT, WORKER_UNIT)}
     kinds = {"queen API keys", "queen config", "hive config", *units}
     if left := [f.label for f in plan.files if f.label not in kinds and not f.label.startswith("worker ")]:

@@ -122,8 +122,8 @@ def upload_kit(remote: Remote, kit: BuildKit, place: BuildPlace) -> int:
     return sent
 
 
-def _cuda_env(remote: Remote, place: BuildPlace, features: FeatureSet) -> dict[str, str]:
-    """Install the PyPI toolkit into the build venv (or find the host's), and the build's CUDA settings."""
+def _cuda_root(remote: Remote, place: BuildPlace, features: FeatureSet) -> str:
+    """Install the PyPI toolkit into the build venv (or find the host's); the toolkit's root folder."""
     if features.cuda == PYPI_CUDA:
         pip = f"{_q(place.venv)}/bin/pip install --quiet --no-index --find-links {_q(place.kit)}"
         _check(remote, f"{pip} {_q(BUILD_TOOLKIT)}", "installing the CUDA toolkit from the kit", timeout=1800)
@@ -138,25 +138,25 @@ def _cuda_env(remote: Remote, place: BuildPlace, features: FeatureSet) -> dict[s
             .splitlines()[-1]
         )
         _check(remote, f"{_q(place.venv)}/bin/python -c {_q(_CUDA_FIXUP)} {_q(root)}", "preparing the CUDA toolkit")
-        nvcc = f"{root}/bin/nvcc"
-    else:
-        nvcc = _check(remote, "command -v nvcc || ls /usr/local/cuda/bin/nvcc", "finding the host's nvcc").strip()
-        root = nvcc.rsplit("/bin/", 1)[0]
-    return {
-        "CUDACXX": nvcc,
-        "CUDAToolkit_ROOT": root,
-        "PATH": f"{root}/bin:$PATH",
-        "EXTRA_CMAKE": f"-DCUDAToolkit_ROOT={root} -DCMAKE_CUDA_COMPILER={nvcc}",
-    }
+        return root
+    nvcc = _check(remote, "command -v nvcc || ls /usr/local/cuda/bin/nvcc", "finding the host's nvcc").strip()
+    return nvcc.splitlines()[-1].rsplit("/bin/", 1)[0]
 
 
-def _start_command(place: BuildPlace, env: dict[str, str], jobs: str) -> str:
+def _start_command(place: BuildPlace, jobs: str, cuda_root: str | None = None) -> str:
+    """The shell line that starts the build in the background (``cuda_root``: the toolkit of a CUDA build)."""
     features = place.features
-    extra = env.pop("EXTRA_CMAKE", "")
-    cmake_args = " ".join([*features.cmake_args, *([extra] if extra else [])])
-    exports = "".join(f'export {k}="{v}"; ' for k, v in env.items())  # values are paths rbee chose
+    cmake_args = list(features.cmake_args)
+    exports = ""
+    if cuda_root is not None:  # every value quoted: the prefix comes from the spec
+        nvcc = f"{cuda_root}/bin/nvcc"
+        cmake_args += [f"-DCUDAToolkit_ROOT={cuda_root}", f"-DCMAKE_CUDA_COMPILER={nvcc}"]
+        exports = (
+            f"export CUDACXX={_q(nvcc)} CUDAToolkit_ROOT={_q(cuda_root)}; "
+            f"export PATH={_q(cuda_root + '/bin')}:\"$PATH\"; "
+        )
     build = (
-        f"{exports}export CMAKE_ARGS={_q(cmake_args)} CMAKE_BUILD_PARALLEL_LEVEL={jobs}; "
+        f"{exports}export CMAKE_ARGS={_q(' '.join(cmake_args))} CMAKE_BUILD_PARALLEL_LEVEL={_q(jobs)}; "
         f"{_q(place.venv)}/bin/pip wheel -v --no-index --find-links {_q(place.kit)} --no-deps --no-cache-dir "
         f"--no-binary llama-cpp-python -w out llama-cpp-python=={features.version} > build.log 2>&1; "
         "echo $? > build.rc"
@@ -239,9 +239,9 @@ def build_on_host(
             f"{python} -m venv {_q(place.venv)}; }}",
             "creating the build venv",
         )
-        env = _cuda_env(remote, place, features) if features.backend == "cuda" else {}
+        cuda_root = _cuda_root(remote, place, features) if features.backend == "cuda" else None
         jobs = _check(remote, "getconf _NPROCESSORS_ONLN 2>/dev/null || sysctl -n hw.ncpu", "counting CPUs").strip()
-        _check(remote, _start_command(place, env, jobs.splitlines()[-1] or "2"), "starting the build")
+        _check(remote, _start_command(place, jobs.splitlines()[-1] or "2", cuda_root), "starting the build")
     else:
         progress(f"engine {features.key}: a build is already running on {remote.name}; waiting for it")
     log = _watch(remote, place, progress, poll_s, timeout_s)
