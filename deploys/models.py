@@ -1,7 +1,9 @@
 """Step 4, the model catalog: each model fetched once on the control machine, copied where placed.
 
-``files.put`` compares checksums, so a model already on a host (same content) is not sent
-again. Each hive registers its models into its SQLite catalog at start, from its config.
+``atomic_put`` compares checksums, so a model already on a host (same content) is not sent
+again; a changed model is written beside the old one and renamed over it (a new inode), so a
+worker that has the old file mmapped keeps reading intact bytes until it restarts. Each hive
+registers its models into its SQLite catalog at start, from its config.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import files
 
 from deploys import control
+from deploys.atomic import atomic_put
 from rbee.deploy.host_plan import HostPlan
 
 
@@ -28,8 +31,8 @@ def models(plan: HostPlan) -> dict[str, OperationMeta]:
                 name=f"models: {model_id} (dry run: would be fetched from {model.source})", path=dest
             )
         else:
-            copies[model_id] = files.put(
+            copies[model_id] = atomic_put(
                 name=f"models: {model_id} ({fetched.size_bytes / 2**20:.1f} MiB)",
-                src=str(fetched.path), dest=dest, mode="644",
+                src=str(fetched.path), dest=dest, mode="644", sha256=fetched.sha256,
             )  # fmt: skip
     return copies

@@ -13,8 +13,8 @@ from pyinfra.api.exceptions import OperationError
 from pyinfra.api.operation import operation
 from pyinfra.context import host
 from pyinfra.facts.server import Command
-from pyinfra.operations import files
 
+from deploys.atomic import atomic_put
 from deploys.facts import StampFile
 from rbee.deploy.host_plan import HostPlan
 
@@ -102,7 +102,7 @@ def put_planned(plan: HostPlan, label: str) -> None:
     """
     for planned in plan.files:
         if planned.label == label:
-            files.put(
+            atomic_put(  # temp file, fsync, rename: a unit or config is never seen half-written
                 name=f"services: {label}", src=io.StringIO(planned.text), dest=planned.path,
                 user="root", group=plan.service_user, mode=planned.mode,
             )  # fmt: skip

@@ -1,0 +1,107 @@
+"""An atomic file upload for pyinfra: temp file beside the target, fsync, rename over it.
+
+pyinfra's ``files.put`` writes into the existing file (SFTP opens it with ``O_TRUNC``; with sudo, or
+the local connector, ``cp`` does the same): a worker that has the old model mmapped then reads a
+truncated or half-written file (SIGBUS), and a crash leaves a torn config. ``atomic_put`` writes
+``.<name>.rbee-tmp-<random>`` in the target's folder (same filesystem), sets its owner and mode,
+``sync``s it, and ``mv -f``s it over the target (rename(2): a new inode, so running processes keep
+the old bytes until they reopen the file), then ``sync``s the folder so the rename is durable.
+
+Like ``files.put`` it compares sha256 sums first: an unchanged file is not sent, and a no-op deploy
+stays a no-op. Temp files left behind by an interrupted upload are removed by the next run.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import secrets
+import shlex
+from collections.abc import Generator
+from typing import IO, Any
+
+from pyinfra.api.command import FileUploadCommand, StringCommand
+from pyinfra.api.facts import FactBase
+from pyinfra.api.operation import operation
+from pyinfra.api.util import get_file_sha256
+from pyinfra.context import host
+from pyinfra.facts.files import Directory, File, Sha256File
+from pyinfra.operations.util.files import ensure_mode_int
+
+from rbee.deploy.releases import TEMP_MARK
+
+
+def temp_prefix(dest: str) -> str:
+    """Where the temp files of an upload to ``dest`` start: ``<folder>/.<name>.rbee-tmp-``."""
+    folder, name = posixpath.split(dest)
+    return posixpath.join(folder, f".{name}{TEMP_MARK}")
+
+
+class LeftoverUploads(FactBase[list[str]]):
+    """The rbee temp files (``.*.rbee-tmp-*``) in a folder: what an interrupted upload left behind."""
+
+    def command(self, folder: str) -> str:
+        return f"find {shlex.quote(folder)} -maxdepth 1 -type f -name '.*{TEMP_MARK}*' 2>/dev/null || true"
+
+    def process(self, output: list[str]) -> list[str]:
+        return sorted(line.strip() for line in output if line.strip())
+
+    @staticmethod
+    def default() -> list[str]:
+        return []
+
+
+def _sync(path: str) -> str:
+    """fsync one file or folder (coreutils >= 8.24 ``sync FILE``; elsewhere a full ``sync``)."""
+    return f"{{ sync {shlex.quote(path)} 2>/dev/null || sync; }}"
+
+
+@operation()
+def atomic_put(
+    src: str | IO[Any],
+    dest: str,
+    user: str | None = None,
+    group: str | None = None,
+    mode: str | int | None = None,
+    sha256: str | None = None,
+) -> Generator[Any, None, None]:
+    """Put ``src`` (a local path or a file-like object) at ``dest``, replacing it by rename when it differs.
+
+    ``sha256``: the local file's sum when the caller knows it (spares hashing a large model again).
+    Owner and mode are set on the temp file before the rename; when only they differ, they are
+    changed on ``dest`` in place (metadata, no bytes rewritten).
+    """
+    folder = posixpath.dirname(dest) or "."
+    prefix = temp_prefix(dest)
+    leftovers = [p for p in host.get_fact(LeftoverUploads, folder=folder) if p.startswith(prefix)]
+    if leftovers:
+        yield StringCommand("rm -f -- " + " ".join(shlex.quote(p) for p in leftovers))
+
+    want_mode = ensure_mode_int(mode)
+    remote = host.get_fact(File, path=dest)
+    if remote is False:
+        raise ValueError(f"atomic_put: {dest} exists and is not a file")
+    local_sum = sha256 or get_file_sha256(src)
+    if remote and host.get_fact(Sha256File, path=dest) == local_sum:
+        if want_mode and remote["mode"] != want_mode:
+            yield StringCommand(f"chmod {want_mode} {shlex.quote(dest)}")
+        if (user and remote["user"] != user) or (group and remote["group"] != group):
+            yield StringCommand(f"chown {shlex.quote(_owner(user, group))} {shlex.quote(dest)}")
+        if not leftovers:
+            host.noop(f"{dest} is up to date")
+        return
+
+    if not host.get_fact(Directory, path=folder):
+        yield StringCommand(f"mkdir -p {shlex.quote(folder)}")
+    temp = prefix + secrets.token_hex(4)
+    yield FileUploadCommand(src, temp, remote_temp_filename=host.get_temp_filename(temp))
+    q_temp, q_dest = shlex.quote(temp), shlex.quote(dest)
+    if user or group:
+        yield StringCommand(f"chown {shlex.quote(_owner(user, group))} {q_temp}")
+    if want_mode:
+        yield StringCommand(f"chmod {want_mode} {q_temp}")
+    yield StringCommand(f"{_sync(temp)} && mv -f {q_temp} {q_dest} && {_sync(folder)}")
+
+
+def _owner(user: str | None, group: str | None) -> str:
+    """``user:group``, ``user`` or ``:group`` for chown."""
+    return f"{user or ''}:{group}" if group else str(user)
