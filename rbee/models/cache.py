@@ -2,8 +2,9 @@
 
 Layout, for a model ``ID``::
 
-    <cache>/ID.gguf          the verified file (only ever appears through os.replace)
-    <cache>/ID.gguf.sha256   JSON sidecar: sha256, size, mtime_ns, source (skips re-hashing on the next run)
+    <cache>/ID.gguf          the verified file (only ever appears through os.replace of a fsynced file)
+    <cache>/ID.gguf.sha256   JSON sidecar: sha256, size, mtime_ns, source, and for a file:// source its size
+                             and mtime_ns (skips re-hashing on the next run; a changed local source is copied again)
     <cache>/ID.gguf.part     the download in progress (kept after a failure, resumed by the next run)
     <cache>/ID.gguf.lock     flock'ed while a process works on ID (a dead holder releases it)
 """
@@ -14,6 +15,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import os
 import re
 import shutil
 from collections.abc import Iterator
@@ -21,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rbee.models.errors import ModelFetchError
+from rbee.models.sources import resolve_source
 from rbee.spec.models import ModelSpec
 from rbee.spec.types import MODEL_ID_PATTERN
 
@@ -94,19 +98,23 @@ def verified_entry(model: ModelSpec, paths: CachePaths, *, record: bool) -> Fetc
     digest = str(recorded["sha256"]) if fresh and recorded is not None else hash_file(paths.final)
     if model.sha256 is not None:
         accepted = digest == model.sha256
-    else:  # no expected hash: trust the file as long as it came from the same source
-        accepted = recorded is None or recorded.get("source") == model.source
+    else:  # no expected hash: trust the file as long as it came from the same source, unchanged when local
+        local = source_stamp(model)
+        accepted = recorded is None or (
+            recorded.get("source") == model.source and (local is None or recorded.get("source_stamp") == local)
+        )
     if not accepted:
         return None
     if record and not fresh:
-        _write_sidecar(paths, digest, model.source)
+        _write_sidecar(paths, digest, model)
     return FetchedModel(model.id, paths.final, stat.st_size, digest, fetched=False)
 
 
 def promote(paths: CachePaths, model: ModelSpec, digest: str) -> FetchedModel:
     """Move the verified ``.part`` (sha256 ``digest``) into place and record its sidecar."""
-    paths.part.replace(paths.final)
-    _write_sidecar(paths, digest, model.source)
+    paths.part.replace(paths.final)  # the .part was fsynced when its writing ended
+    fsync_folder(paths.final.parent)
+    _write_sidecar(paths, digest, model)
     return FetchedModel(model.id, paths.final, paths.final.stat().st_size, digest, fetched=True)
 
 
@@ -118,12 +126,40 @@ def _read_sidecar(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _write_sidecar(paths: CachePaths, digest: str, source: str) -> None:
+def source_stamp(model: ModelSpec) -> list[int] | None:
+    """``[size, mtime_ns]`` of a ``file://`` source (None for a remote source, or a local file now missing)."""
+    if not model.source.startswith("file://"):
+        return None
+    try:
+        path = resolve_source(model.source).path
+        stat = path.stat() if path is not None else None
+    except (ModelFetchError, OSError):
+        return None
+    return [stat.st_size, stat.st_mtime_ns] if stat is not None else None
+
+
+def _write_sidecar(paths: CachePaths, digest: str, model: ModelSpec) -> None:
     stat = paths.final.stat()
-    record = {"sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "source": source}
+    record: dict[str, Any] = {"sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    record["source"] = model.source
+    if (stamp := source_stamp(model)) is not None:
+        record["source_stamp"] = stamp
     tmp = paths.sidecar.with_name(paths.sidecar.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    with tmp.open("w") as out:
+        out.write(json.dumps(record, indent=1) + "\n")
+        out.flush()
+        os.fsync(out.fileno())
     tmp.replace(paths.sidecar)
+    fsync_folder(paths.sidecar.parent)
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make the renames in ``folder`` durable (fsync of the directory)."""
+    handle = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
 
 
 # --- file helpers ---------------------------------------------------------------------------------
