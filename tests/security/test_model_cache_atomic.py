@@ -47,7 +47,7 @@ def test_the_model_and_its_sidecar_are_fsynced_before_and_after_their_rename(
     real_fsync: Callable[[int], None] = os.fsync
 
     def watched(fd: int) -> None:
-        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        synced.append(str(Path(f"/proc/self/fd/{fd}").readlink()))
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", watched)
