@@ -11,6 +11,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from rbee_runtime.common.credentials import CredentialError, is_loopback, read_credential
 from rbee_runtime.common.ports import HIVE_PORT, WORKER_PORT_FIRST, WORKER_PORT_LAST
 
 _WILDCARD_HOSTS = {"0.0.0.0", "::", ""}
@@ -47,7 +48,10 @@ class HiveConfig(_Strict):
 
     - ``host`` is the bind address (workers bind to it too); ``advertise_host`` (default ``host``) is
       what the hive's and its workers' URLs carry for other machines.
-    - ``queen_url`` None: no heartbeats. ``queen_api_key``: Bearer key for the queen's heartbeat endpoint.
+    - ``queen_url`` None: no heartbeats. ``credential_file``: the file holding this hive's credential (what its
+      heartbeats carry and its API requires; ``$CREDENTIALS_DIRECTORY`` is systemd's ``LoadCredential=`` folder,
+      see ``rbee_runtime.common.credentials``). Without one the hive and its workers are open, which only a
+      loopback ``host`` allows.
     - ``data_dir`` holds ``catalog.db`` and ``logs/<worker_id>.log``.
     - ``worker_idle_timeout_s`` (0 = never) applies to workers spawned over HTTP, not to ``placements``,
       which are kept running and restarted up to ``max_restarts`` times after ``restart_backoff_s``.
@@ -66,7 +70,8 @@ class HiveConfig(_Strict):
     port: int = Field(default=HIVE_PORT, ge=1, le=65535)
     advertise_host: str | None = None
     queen_url: str | None = None
-    queen_api_key: str | None = None
+    credential_file: str | None = None
+    credential: str | None = Field(default=None, repr=False, exclude=True)
     data_dir: Path
     backend: Literal["cpu", "cuda", "metal"] = "cpu"
     devices: list[int] = Field(default_factory=list)
@@ -94,6 +99,16 @@ class HiveConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> HiveConfig:
+        if self.credential_file is not None and self.credential is None:
+            try:
+                self.credential = read_credential(self.credential_file, "credential_file")
+            except CredentialError as exc:
+                raise ValueError(str(exc)) from exc
+        if self.credential is None and not is_loopback(self.host):
+            raise ValueError(
+                f"host {self.host!r} is reachable from other machines, so the hive needs credential_file "
+                "(its credential of the cluster's internal plane; `rbee deploy` puts one in place)"
+            )
         if self.worker_port_first > self.worker_port_last:
             raise ValueError(
                 f"worker_port_first ({self.worker_port_first}) is above worker_port_last ({self.worker_port_last})"
@@ -128,6 +143,11 @@ class HiveConfig(_Strict):
     def local_url(self) -> str:
         """Base URL of this hive from this machine (used for worker callbacks)."""
         return f"http://{_bracket(self.local_host)}:{self.port}"
+
+    @property
+    def worker_credential_file(self) -> Path:
+        """Where the hive keeps its workers' credential for the workers it starts (0600)."""
+        return self.data_dir / "credentials" / "worker.credential"
 
     @property
     def catalog_path(self) -> Path:

@@ -24,20 +24,20 @@ _MAX_DEPARTED = 100
 
 
 class HeartbeatSender:
-    """Posts a ``Heartbeat`` built by ``build`` to ``<queen_url>/v1/hives/heartbeat``."""
+    """Posts a ``Heartbeat`` built by ``build`` to ``<queen_url>/v1/hives/heartbeat``, with ``credential``."""
 
     def __init__(
         self,
         queen_url: str,
         interval_s: float,
         build: Callable[[], Awaitable[Heartbeat]],
-        api_key: str | None = None,
+        credential: str | None = None,
         timeout_s: float = 3.0,
     ) -> None:
         self.url = f"{queen_url.rstrip('/')}/v1/hives/heartbeat"
         self.interval_s = interval_s
         self._build = build
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        headers = {"Authorization": f"Bearer {credential}"} if credential else {}
         self._http = httpx.AsyncClient(timeout=timeout_s, headers=headers, trust_env=False)
         self._wake_event = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None

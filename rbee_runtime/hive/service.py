@@ -17,8 +17,10 @@ from rbee_runtime.common.contracts import (
     WorkerReady,
     WorkerState,
 )
+from rbee_runtime.common.credentials import worker_credential, write_credential
 from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import ApiError
+from rbee_runtime.common.internal_auth import InternalAuth
 from rbee_runtime.common.offload import OffloadPlan, plan_offload, try_read_gguf_shape
 from rbee_runtime.hive.catalog import Catalog
 from rbee_runtime.hive.config import HiveConfig
@@ -86,7 +88,13 @@ class Hive:
         )
         self.worker_table = WorkerTable(self.catalog.db)
         self.registry = WorkerRegistry()
-        self.client = WorkerClient()
+        self.internal_auth = InternalAuth()
+        self.worker_credential: str | None = None
+        if config.credential is not None:
+            self.worker_credential = worker_credential(config.credential)
+            self.internal_auth = InternalAuth({"hive": config.credential, "worker": self.worker_credential})
+            write_credential(config.worker_credential_file, self.worker_credential)  # for the workers it starts
+        self.client = WorkerClient(credential=self.worker_credential)
         gpus = detect_gpus()
         self.backends = detect_backends(gpus)
         if config.backend not in self.backends:
@@ -100,7 +108,7 @@ class Hive:
         self.heartbeat: HeartbeatSender | None = None
         if config.queen_url:
             self.heartbeat = HeartbeatSender(
-                config.queen_url, config.heartbeat_interval_s, self.build_heartbeat, api_key=config.queen_api_key
+                config.queen_url, config.heartbeat_interval_s, self.build_heartbeat, credential=config.credential
             )
             self.registry.subscribe(self.heartbeat.on_worker_change)
 

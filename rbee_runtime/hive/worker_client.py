@@ -13,10 +13,13 @@ log = logging.getLogger("rbee.hive.worker_client")
 
 
 class WorkerClient:
-    """One ``httpx.AsyncClient`` for all workers of this hive (short timeouts: they are local)."""
+    """One ``httpx.AsyncClient`` for all workers of this hive (short timeouts: they are local), with its credential."""
 
-    def __init__(self, timeout_s: float = 2.0) -> None:
-        self._http = httpx.AsyncClient(timeout=httpx.Timeout(timeout_s, connect=1.0), trust_env=False)
+    def __init__(self, timeout_s: float = 2.0, credential: str | None = None) -> None:
+        headers = {"Authorization": f"Bearer {credential}"} if credential else {}
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout_s, connect=1.0), trust_env=False, headers=headers
+        )
 
     async def health(self, base_url: str) -> WorkerHealth | None:
         """``GET /health`` of a worker; None when it does not answer (or answers nonsense)."""

@@ -1,4 +1,4 @@
-"""Operations routes: health, metrics, the cluster view, and the hives' heartbeats."""
+"""Operations routes: health, metrics and the cluster view (the hives' heartbeats: :mod:`.api_internal`)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,7 @@ import re
 from fastapi import APIRouter, Depends, Response
 
 from rbee_runtime import __version__
-from rbee_runtime.common.contracts import (
-    HealthResponse,
-    Heartbeat,
-    HeartbeatAck,
-    QueenHive,
-    QueenWorker,
-    RejectedWorker,
-)
+from rbee_runtime.common.contracts import HealthResponse, QueenHive, QueenWorker
 from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import ApiError
 from rbee_runtime.queen.auth import require_api_key
@@ -73,32 +66,6 @@ async def metrics(state: QueenState = Depends(get_state)) -> Response:
     """Prometheus text exposition."""
     body = state.metrics.render(state.registry, state.scheduler.queue_depths())
     return Response(body, media_type=CONTENT_TYPE)
-
-
-@open_router.post("/v1/hives/heartbeat")
-async def heartbeat(beat: Heartbeat, state: QueenState = Depends(get_state)) -> HeartbeatAck:
-    """A hive's registration and periodic report (internal).
-
-    409 ``VERSION_MISMATCH`` for a hive of an incompatible release (nothing of it is recorded).
-    """
-    check_hive_version(beat.hive_id, beat.version)
-    outcome = state.registry.record_heartbeat(beat)
-    rejected = []
-    for r in outcome.rejected:
-        message = (
-            f"Worker id {r.worker_id!r} is already registered by hive {r.owner_hive_id!r}, which reports it "
-            f"live; hive {beat.hive_id!r} cannot register a worker with the same id. Give every worker its own id."
-        )
-        log.warning("heartbeat of %s: %s", beat.hive_id, message)
-        rejected.append(RejectedWorker(worker_id=r.worker_id, message=message, owner_hive_id=r.owner_hive_id))
-    state.scheduler.dispatch()
-    cfg = state.config
-    return HeartbeatAck(
-        queen_id=cfg.queen_id,
-        heartbeat_interval_s=cfg.heartbeat_interval_s,
-        stale_timeout_s=cfg.stale_timeout_s,
-        rejected_workers=rejected,
-    )
 
 
 @router.get("/hives")

@@ -2,7 +2,10 @@
 
 API keys are never written in the file: it names where they come from (``api_keys_env``: an
 environment variable holding comma-separated keys, ``api_keys_file``: a file with one key per
-line), and :func:`load_queen_config` resolves them into :attr:`QueenConfig.api_keys`.
+line), and :func:`load_queen_config` resolves them into :attr:`QueenConfig.api_keys`. The same holds
+for the cluster secret of the internal plane (``cluster_secret_file``, see
+:mod:`rbee_runtime.common.credentials`); ``$CREDENTIALS_DIRECTORY`` in a path is systemd's
+``LoadCredential=`` folder.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from rbee_runtime.common.credentials import CredentialError, credential_path, is_loopback, read_credential
 from rbee_runtime.common.ports import QUEEN_PORT
 
 
@@ -30,6 +34,10 @@ class QueenConfig(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=QUEEN_PORT, ge=1, le=65535)
     api_keys: list[str] = Field(default_factory=list, description="Accepted Bearer keys; empty = no auth.")
+    cluster_secret: str | None = Field(
+        default=None, repr=False,
+        description="Secret of the internal plane (heartbeats, hive and worker APIs); None: open, loopback only.",
+    )  # fmt: skip
     heartbeat_interval_s: float = Field(default=5.0, gt=0, description="Interval the hives are asked to use.")
     stale_timeout_s: float = Field(default=15.0, gt=0, description="No heartbeat for this long → stale.")
     loading_timeout_s: float = Field(default=120.0, gt=0, description="Longest wait for a started worker.")
@@ -45,6 +53,11 @@ class QueenConfig(BaseModel):
     def _check(self) -> QueenConfig:
         if any(not key.strip() for key in self.api_keys):
             raise ValueError("api_keys must not contain empty keys")
+        if self.cluster_secret is None and not is_loopback(self.host):
+            raise ValueError(
+                f"host {self.host!r} is reachable from other machines, so the internal plane needs "
+                "cluster_secret_file (a file holding the cluster secret; `rbee deploy` and `rbee up` make one)"
+            )
         if self.stale_timeout_s <= self.heartbeat_interval_s:
             raise ValueError(
                 f"stale_timeout_s ({self.stale_timeout_s}) must be longer than "
@@ -82,13 +95,27 @@ def resolve_config(data: dict[str, Any], base_dir: Path | None = None) -> QueenC
             "api_keys must not be written in the config file; "
             "use api_keys_env: VAR (comma-separated keys) or api_keys_file: PATH (one key per line)"
         )
+    if "cluster_secret" in data:
+        raise ConfigError("cluster_secret must not be written in the config file; use cluster_secret_file: PATH")
+    secret_file = data.pop("cluster_secret_file", None)
+    if secret_file:
+        path = credential_path(str(secret_file))
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        try:
+            data["cluster_secret"] = read_credential(path, "cluster_secret_file")
+        except CredentialError as exc:
+            raise ConfigError(str(exc)) from exc
     keys: list[str] = []
     env_name = data.pop("api_keys_env", None)
     file_name = data.pop("api_keys_file", None)
     if env_name:
         keys += _keys_from_env(str(env_name))
     if file_name:
-        path = Path(str(file_name)).expanduser()
+        try:
+            path = credential_path(str(file_name))
+        except CredentialError as exc:
+            raise ConfigError(f"api_keys_file: {exc}") from exc
         if not path.is_absolute() and base_dir is not None:
             path = base_dir / path
         keys += _keys_from_file(path)

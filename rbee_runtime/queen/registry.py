@@ -17,9 +17,20 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+import httpx
+
 from rbee_runtime.common.contracts import Heartbeat, WorkerInfo, WorkerState
 
 Clock = Callable[[], float]
+
+
+def peer_origin(url: str) -> str:
+    """``scheme://host:port`` of a peer's URL ("" when it is not one)."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError):
+        return ""
+    return f"{parsed.scheme}://{parsed.host.lower()}:{parsed.port or (443 if parsed.scheme == 'https' else 80)}"
 PresenceStatus = Literal["online", "stale"]
 
 ROUTABLE_STATES = frozenset({WorkerState.IDLE, WorkerState.BUSY})
@@ -220,6 +231,16 @@ class Registry:
                 h.heartbeat.hive_id,
             ),
         )
+
+    def peer_at(self, origin: str) -> tuple[str, Literal["hive", "worker"]] | None:
+        """Whose API lives at ``origin`` (``scheme://host:port``): ``(hive_id, "hive" | "worker")``, or None."""
+        with self._lock:
+            for hive_id, hive in self._hives.items():
+                if peer_origin(hive.heartbeat.url) == origin:
+                    return hive_id, "hive"
+                if any(peer_origin(w.url) == origin for w in hive.workers.values()):
+                    return hive_id, "worker"
+        return None
 
     def models(self) -> list[str]:
         """Models that can be served: in an online hive's catalog or run by an online worker."""

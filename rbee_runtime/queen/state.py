@@ -10,6 +10,7 @@ from fastapi import Request
 from rbee_runtime.queen.auth import ApiKeys
 from rbee_runtime.queen.config import QueenConfig
 from rbee_runtime.queen.inference import InferenceService
+from rbee_runtime.queen.internal_plane import QueenCredentials
 from rbee_runtime.queen.metrics import QueenMetrics
 from rbee_runtime.queen.registry import Registry
 from rbee_runtime.queen.scheduler import Scheduler
@@ -17,7 +18,7 @@ from rbee_runtime.queen.scheduler import Scheduler
 
 @dataclass
 class QueenState:
-    """Config, registry, scheduler, inference service, metrics and the shared HTTP client."""
+    """Config, registry, scheduler, inference service, metrics, credentials and the shared HTTP client."""
 
     config: QueenConfig
     registry: Registry
@@ -25,6 +26,7 @@ class QueenState:
     inference: InferenceService
     metrics: QueenMetrics
     api_keys: ApiKeys
+    credentials: QueenCredentials
     http: httpx.AsyncClient
 
 

@@ -29,8 +29,15 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, httpx.TransportError)
 
 
-def send_ready(url: str, ready: WorkerReady, *, attempts: int = 5, timeout_s: float = 5.0) -> None:
-    """POST ``ready`` to ``url``, retrying with exponential back-off; raise after the last attempt."""
+def _headers(credential: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {credential}"} if credential else {}
+
+
+def send_ready(
+    url: str, ready: WorkerReady, *, credential: str | None = None, attempts: int = 5, timeout_s: float = 5.0
+) -> None:
+    """POST ``ready`` to ``url`` (with the workers' ``credential``), retrying with exponential back-off;
+    raise after the last attempt."""
 
     @retry(
         stop=stop_after_attempt(attempts),
@@ -39,7 +46,9 @@ def send_ready(url: str, ready: WorkerReady, *, attempts: int = 5, timeout_s: fl
         reraise=True,
     )
     def _post() -> None:
-        response = httpx.post(url, json=ready.model_dump(mode="json"), timeout=timeout_s, trust_env=False)
+        response = httpx.post(
+            url, json=ready.model_dump(mode="json"), timeout=timeout_s, trust_env=False, headers=_headers(credential)
+        )
         response.raise_for_status()
 
     _post()
@@ -60,7 +69,9 @@ class Announcer:
     the recovery as info, everything else at debug level.
     """
 
-    def __init__(self, url: str, ready: WorkerReady, interval_s: float, *, timeout_s: float = 5.0) -> None:
+    def __init__(
+        self, url: str, ready: WorkerReady, interval_s: float, *, credential: str | None = None, timeout_s: float = 5.0
+    ) -> None:
         if interval_s <= 0:
             raise ValueError("interval_s must be > 0 (0 means a single callback: use send_ready)")
         self.url = url
@@ -71,7 +82,7 @@ class Announcer:
         self.sent = 0
         self._ok: bool | None = None
         self._backoff = FIRST_BACKOFF_S
-        self._http = httpx.Client(timeout=timeout_s, trust_env=False)
+        self._http = httpx.Client(timeout=timeout_s, trust_env=False, headers=_headers(credential))
 
     def announce_once(self) -> bool:
         """One POST; True when the hive took it. Never raises."""

@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from rbee_runtime.common.credentials import CredentialError, is_loopback, read_credential
 from rbee_runtime.common.ports import WORKER_PORT_FIRST
 from rbee_runtime.worker.server import WorkerSettings, run
 
@@ -71,11 +72,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="who owns this process: 'hive' (spawned by it) or 'external' (e.g. a systemd unit; the hive "
         "registers it on its callback and never stops it)",
     )
+    p.add_argument(
+        "--credential-file",
+        default=None,
+        help="file holding the workers' credential of the internal plane (required unless --host is loopback); "
+        "$CREDENTIALS_DIRECTORY is systemd's LoadCredential= folder",
+    )
     return p
 
 
 def parse_settings(argv: Sequence[str] | None = None) -> WorkerSettings:
-    a = build_parser().parse_args(argv)
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    credential = None
+    if a.credential_file is not None:
+        try:
+            credential = read_credential(a.credential_file, "--credential-file")
+        except CredentialError as exc:
+            parser.error(str(exc))
+    elif not is_loopback(a.host):
+        parser.error(f"--host {a.host} is reachable from other machines: give --credential-file")
     return WorkerSettings(
         worker_id=a.worker_id,
         model_id=a.model_id,
@@ -93,6 +109,7 @@ def parse_settings(argv: Sequence[str] | None = None) -> WorkerSettings:
         announce_interval_s=a.announce_interval,
         managed_by=a.managed_by,
         n_gpu_layers=a.n_gpu_layers,
+        credential=credential,
     )
 
 

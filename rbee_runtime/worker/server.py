@@ -9,7 +9,7 @@ import signal
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import FrameType
 
 import uvicorn
@@ -48,6 +48,9 @@ class WorkerSettings:
     managed_by: ManagedBy = "hive"
     #: ``--n-gpu-layers`` (None: ``auto``, decided from the GPU's free VRAM).
     n_gpu_layers: int | None = None
+    #: The workers' credential of its hive (from ``--credential-file``): required by its API, sent with its
+    #: ready callbacks. None: the worker is open (loopback only).
+    credential: str | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
@@ -72,7 +75,10 @@ class WorkerServer(uvicorn.Server):
         self._tasks: set[asyncio.Task[None]] = set()
         self.announcer: Announcer | None = None
         if settings.callback_url and settings.announce_interval_s > 0:
-            self.announcer = Announcer(settings.callback_url, self._ready_message(), settings.announce_interval_s)
+            self.announcer = Announcer(
+                settings.callback_url, self._ready_message(), settings.announce_interval_s,
+                credential=settings.credential,
+            )  # fmt: skip
 
     def _ready_message(self) -> WorkerReady:
         s = self.settings
@@ -136,7 +142,7 @@ class WorkerServer(uvicorn.Server):
                 first_ok = announcer.announce_once()
         elif s.callback_url:
             try:
-                send_ready(s.callback_url, self._ready_message())
+                send_ready(s.callback_url, self._ready_message(), credential=s.credential)
             except Exception as exc:  # the hive may still find us through /health
                 log.error("ready callback to %s failed: %s", s.callback_url, exc)
         self.service.mark_loaded()
@@ -177,7 +183,7 @@ def run(settings: WorkerSettings) -> int:
     )
     service = WorkerService(settings.worker_id, settings.model_id, engine)
     config = uvicorn.Config(
-        create_app(service),
+        create_app(service, credential=settings.credential),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

@@ -34,7 +34,7 @@ def test_stopped_worker_is_reported_once_and_changes_wake_the_loop(queen: QueenS
         return _beat(list(current))
 
     async def scenario() -> None:
-        sender = HeartbeatSender(queen.url, interval_s=30.0, build=build, api_key="key")
+        sender = HeartbeatSender(queen.url, interval_s=30.0, build=build, credential="key")
         sender.start()
         await asyncio.sleep(0.3)
         assert len(queen.snapshot()) == 1  # the first beat is sent at once, the next only in 30 s

@@ -39,7 +39,7 @@ def _generate(worker_url: str, max_tokens: int = 8) -> str:
 
 
 def test_spawn_ready_heartbeats_and_delete(hives: Hives, queen: QueenStub, tiny_model_path: Path) -> None:
-    hive = hives.start(hives.config("e2e", queen_url=queen.url, queen_api_key="k-secret", max_workers=1))
+    hive = hives.start(hives.config("e2e", queen_url=queen.url, max_workers=1))
     resp = hive.http.post("/v1/models", json=_model(tiny_model_path))
     assert resp.status_code == 201, resp.text
     assert resp.json()["size_bytes"] == tiny_model_path.stat().st_size

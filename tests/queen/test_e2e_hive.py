@@ -28,7 +28,7 @@ def cluster(procs: ProcessPool, tiny_model_path: Path) -> tuple[QueenProc, HiveP
                         api_keys_env="RBEE_QUEEN_HIVE_KEYS", heartbeat_interval_s=0.5, stale_timeout_s=1.5,
                         loading_timeout_s=60)  # fmt: skip
     queen.wait_healthy()
-    config = hive_config(procs.workdir, "hive-1", model_path=tiny_model_path, queen_url=queen.url, queen_api_key=KEY,
+    config = hive_config(procs.workdir, "hive-1", model_path=tiny_model_path, queen_url=queen.url,
                          heartbeat_interval_s=0.5, ctx_size=1024)  # fmt: skip
     hive = start_hive(procs, config, wait=True)
     return queen, hive

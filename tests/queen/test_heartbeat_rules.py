@@ -66,9 +66,12 @@ def test_version_compatibility(hive: str, queen: str, refused: bool) -> None:
 
 def test_heartbeat_endpoint_applies_both_rules() -> None:
     with TestClient(create_app(QueenConfig())) as client:
-        beat = heartbeat("h1", workers=[worker_info("w1", hive_id="h1")]).model_copy(update={"version": "0.1.0"})
+        here = "http://127.0.0.1:9"  # the workers' host: the queen takes only workers on their hive's host
+        beat = heartbeat("h1", url=here, workers=[worker_info("w1", hive_id="h1")]).model_copy(
+            update={"version": "0.1.0"}
+        )
         assert client.post("/v1/hives/heartbeat", json=beat.model_dump(mode="json")).json()["rejected_workers"] == []
-        other = heartbeat("h2", workers=[worker_info("w1", hive_id="h2")])
+        other = heartbeat("h2", url=here, workers=[worker_info("w1", hive_id="h2")])
         ack = client.post("/v1/hives/heartbeat", json=other.model_dump(mode="json"))
         assert ack.status_code == 200
         (rejected,) = ack.json()["rejected_workers"]
