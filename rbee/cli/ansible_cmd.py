@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 
 from rbee.cli import exits
 from rbee.cli.spec_cmd import SpecFile, read_spec_or_exit
 from rbee.deploy.ansible_inventory import ansible_inventory as build_inventory
+from rbee.deploy.ansible_inventory import inventory_yaml
 from rbee.deploy.ansible_steps import (
     plan_hosts,
     prepare_engines,
@@ -63,9 +63,7 @@ def ansible_inventory(
     """Print the Ansible inventory of a spec (YAML): groups queen and hives, all.vars, rbee_* host vars."""
     spec = read_spec_or_exit(spec_file)
     digest = hashlib.sha256(spec_file.read_bytes()).hexdigest()
-    text = HEADER.format(spec=spec_file) + yaml.safe_dump(
-        build_inventory(spec, spec_file, spec_sha256=digest), sort_keys=False, width=120
-    )
+    text = HEADER.format(spec=spec_file) + inventory_yaml(build_inventory(spec, spec_file, spec_sha256=digest))
     if output is None:
         typer.echo(text, nl=False)
     else:

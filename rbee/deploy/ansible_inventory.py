@@ -4,36 +4,52 @@
 ``hives``, each host with its SSH settings as ``ansible_*`` variables and its ``rbee_*`` variables,
 the cluster-wide values in ``all.vars``. What ends up on a host is not decided here: the roles ask
 the control-side helpers (``rbee.deploy.ansible_steps``) for the host's plan (``rbee.deploy.host_plan``).
+
+Ansible (ansible-core >= 2.19) templates inventory strings: ``inventory_yaml`` writes every string
+as ``!unsafe`` (data, never a template) but the one template rbee itself puts there
+(``ansible_python_interpreter`` of a local host), so a spec value can never run code on the
+control machine, even one that got past the spec's patterns.
 """
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import yaml
+from pydantic import TypeAdapter
+
 from rbee.spec.inventory import connection, queen_url
 from rbee.spec.models import ClusterSpec, HostSpec
 from rbee.spec.placement import assign, models_on
+from rbee.spec.text import LocalPath
 
 CLUSTER_VARS = ("rbee_cluster", "rbee_queen_url", "rbee_runtime", "rbee_deploy")
 """Host data that is the same on every host: written once, in ``all.vars`` (with ``rbee_spec_sha256``)."""
 
 DEV_NULL = "/dev/null"
+LOCAL_PYTHON = "{{ ansible_playbook_python }}"
+TRUSTED_TEMPLATES = {"ansible_python_interpreter": LOCAL_PYTHON}
+"""The only inventory strings Ansible may template: rbee's own, never a spec value."""
+_LOCAL_PATH: TypeAdapter[str] = TypeAdapter(LocalPath)
 
 
 def _ssh_args(known_hosts_file: str | None) -> str | None:
+    """``ansible_ssh_common_args``: fixed options, the file a checked path, shell-quoted (Ansible splits it)."""
     if known_hosts_file is None:
         return None
     if known_hosts_file == DEV_NULL:  # host keys are not checked at all (test hosts, throwaway machines)
-        return f"-o UserKnownHostsFile={DEV_NULL} -o StrictHostKeyChecking=no"
-    return f"-o UserKnownHostsFile={known_hosts_file}"
+        return shlex.join(["-o", f"UserKnownHostsFile={DEV_NULL}", "-o", "StrictHostKeyChecking=no"])
+    path = _LOCAL_PATH.validate_python(known_hosts_file)  # no spaces, no '%' tokens, no '-' first, one line
+    return shlex.join(["-o", f"UserKnownHostsFile={path}"])
 
 
 def connection_vars(data: Mapping[str, Any]) -> dict[str, Any]:
     """The ``ansible_*`` connection variables of a host, from its pyinfra data (``ssh_*`` keys)."""
     if "ssh_hostname" not in data:  # address: localhost
-        return {"ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}"}
+        return {"ansible_connection": "local", "ansible_python_interpreter": LOCAL_PYTHON}
     out: dict[str, Any] = {
         "ansible_host": data["ssh_hostname"],
         "ansible_port": data["ssh_port"],
@@ -98,3 +114,36 @@ def ansible_inventory(spec: ClusterSpec, spec_file: Path, spec_sha256: str = "")
             },
         }
     }
+
+
+class _Unsafe(str):
+    """A string Ansible must not template: written as ``!unsafe``."""
+
+    __slots__ = ()
+
+
+class _InventoryDumper(yaml.SafeDumper):
+    """``yaml.SafeDumper`` that writes ``_Unsafe`` strings with Ansible's ``!unsafe`` tag."""
+
+
+def _represent_unsafe(dumper: yaml.SafeDumper, value: _Unsafe) -> yaml.ScalarNode:
+    return dumper.represent_scalar("!unsafe", str(value))
+
+
+_InventoryDumper.add_representer(_Unsafe, _represent_unsafe)
+
+
+def mark_unsafe(value: Any, key: Any = None) -> Any:
+    """``value`` with every string (dict keys aside) an ``_Unsafe``, but ``TRUSTED_TEMPLATES``."""
+    if isinstance(value, str):
+        return value if TRUSTED_TEMPLATES.get(key) == value else _Unsafe(value)
+    if isinstance(value, Mapping):
+        return {k: mark_unsafe(v, k) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [mark_unsafe(v) for v in value]
+    return value
+
+
+def inventory_yaml(inventory: Mapping[str, Any]) -> str:
+    """The inventory as YAML for Ansible, every string ``!unsafe`` but rbee's own templates."""
+    return yaml.dump(mark_unsafe(inventory), Dumper=_InventoryDumper, sort_keys=False, width=120)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,22 +12,34 @@ from rbee.spec.positions import Mark, Path_
 _UNSET: Any = object()
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)
+
+
 def format_path(path: Path_) -> str:
-    """``("hosts", 1, "ssh", "port")`` → ``hosts[1].ssh.port``; the empty path is ``(root)``."""
+    """``("hosts", 1, "ssh", "port")`` → ``hosts[1].ssh.port``; the empty path is ``(root)``.
+
+    A key that is not plain (``a b``, a newline, ...) is shown escaped: ``hosts[0]['a\\nb']``.
+    """
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not _PLAIN_KEY.fullmatch(part):
+            out += f"[{show(part)}]"
+        else:
+            out += f".{part}" if out else part
     return out or "(root)"
 
 
-def _show(value: Any) -> str:
+def show(value: Any, limit: int = 60) -> str:
+    """A value as an error message shows it: escaped (``repr``-like, never raw) and at most ``limit`` characters."""
     if isinstance(value, str):
-        return repr(value)
+        return repr(value) if len(value) <= limit else repr(value[:limit]) + "..."
     try:
         text = json.dumps(value, default=str)
     except (TypeError, ValueError):
         text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass
@@ -46,7 +59,7 @@ class SpecIssue:
         mark = self.mark or Mark(1, 1)
         text = f"{filename}:{mark.line}:{mark.col}: {format_path(self.path)}: {self.message}"
         if self.value is not _UNSET:
-            text += f" (got {_show(self.value)})"
+            text += f" (got {show(self.value)})"
         if self.hint:
             text += f"; {self.hint}"
         return text

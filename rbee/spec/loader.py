@@ -19,15 +19,18 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from rbee.spec.checks import RawNames, check_spec, did_you_mean
-from rbee.spec.issues import SpecError, SpecIssue
+from rbee.spec.issues import SpecError, SpecIssue, show
 from rbee.spec.models import ClusterSpec
-from rbee.spec.positions import PositionMap, YamlSyntaxError, load_yaml_with_positions
-from rbee.spec.types import MODEL_ID_PATTERN, NAME_PATTERN
+from rbee.spec.positions import Mark, PositionMap, YamlSyntaxError, load_yaml_with_positions
+from rbee.spec.safe_yaml import MAX_BYTES, YamlLimitError
+from rbee.spec.text import text_issues
+from rbee.spec.types import MODEL_ID_PATTERN, NAME_PATTERN, VERSION_PATTERN
 
 _LIST_SECTIONS = ("hosts", "models", "placements")
 _PATTERN_TEXT = {
     NAME_PATTERN: ("not a valid name", "use lowercase letters, digits and dashes, e.g. gpu-box-1"),
     MODEL_ID_PATTERN: ("not a valid model id", "use letters, digits, '.', '_' and '-', e.g. llama-3-8b"),
+    VERSION_PATTERN: ("not a version", "write MAJOR.MINOR.PATCH, e.g. 0.3.36"),
 }
 
 
@@ -79,7 +82,7 @@ def _issue_from_error(err: ErrorDetails) -> SpecIssue:
         hint = did_you_mean(key, allowed)
         if not hint.startswith("did you mean"):
             hint = _nested_suggestion(parent, key) or hint
-        return SpecIssue(loc, f"unknown key '{key}'", hint=hint, at_key=True, kind="extra")
+        return SpecIssue(loc, f"unknown key {show(key)}", hint=hint, at_key=True, kind="extra")
     if kind == "missing":
         return SpecIssue(
             loc, f"required key '{loc[-1]}' is missing", hint=f"add {loc[-1]}: ...", at_key=True, kind="missing"
@@ -191,6 +194,9 @@ def parse_spec(text: str, filename: str = "cluster.yaml", base_dir: Path | None 
     except YamlSyntaxError as exc:
         issue = SpecIssue((), f"YAML syntax error: {exc.problem}", hint="fix the YAML at this line", mark=exc.mark)
         raise SpecError(filename, [issue]) from None
+    except YamlLimitError as exc:
+        where = Mark(exc.mark.line + 1, exc.mark.column + 1) if exc.mark else Mark(1, 1)
+        raise SpecError(filename, [SpecIssue((), exc.problem, hint=exc.hint, mark=where)]) from None
     if data is None:
         raise SpecError(
             filename, [SpecIssue((), "the spec is empty", hint="start from inventory/cluster.example.yaml")]
@@ -211,12 +217,16 @@ def parse_spec(text: str, filename: str = "cluster.yaml", base_dir: Path | None 
         SpecIssue(path, "duplicate key (the later value would silently win)", hint="keep one of them", at_key=True)
         for path, _ in positions.duplicate_keys
     ]
+    hostile = list(text_issues(data))  # control characters, template syntax: in any string, keys included
+    issues.extend(hostile)
+    flagged = {i.path for i in hostile}
     spec: ClusterSpec | None = None
     origin: dict[str, list[int]] = {}
     try:
         spec = ClusterSpec.model_validate(data)
     except ValidationError as exc:
-        issues.extend(_drop_misspelt_missing([_issue_from_error(err) for err in exc.errors()]))
+        found = [_issue_from_error(err) for err in exc.errors()]
+        issues.extend(_drop_misspelt_missing([i for i in found if i.path not in flagged]))
         salvaged, origin = _salvage(data)
         if salvaged is not None:
             raw = RawNames(
@@ -240,5 +250,15 @@ def parse_spec(text: str, filename: str = "cluster.yaml", base_dir: Path | None 
 def load_spec(path: Path | str) -> ClusterSpec:
     """Read and validate a spec file (``OSError`` if it cannot be read, ``SpecError`` if it is wrong)."""
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    with path.open("rb") as file:
+        raw = file.read(MAX_BYTES + 1)
+    if len(raw) > MAX_BYTES:
+        issue = SpecIssue((), f"the file is larger than {MAX_BYTES} bytes", hint="a spec is a few KiB")
+        raise SpecError(str(path), [issue])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        issue = SpecIssue((), f"not UTF-8 text (byte {exc.start})", hint="save the spec as UTF-8", mark=Mark(line, 1))
+        raise SpecError(str(path), [issue]) from None
     return parse_spec(text, str(path), path.parent)

@@ -16,17 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from rbee.spec.types import (
-    Device,
-    Duration,
-    Gpus,
-    ModelId,
-    ModelSource,
-    Name,
-    Port,
-    Sha256,
-    spec_error,
-)
+from rbee.spec.text import Address, EnvName, HostPath, LocalPath, ModelSource, UnixUser
+from rbee.spec.types import VERSION_PATTERN, Device, Duration, Gpus, ModelId, Name, Port, Sha256, spec_error
 from rbee_runtime.common.ports import HIVE_PORT, QUEEN_PORT
 
 LOCAL_ADDRESSES = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -42,13 +33,13 @@ class StrictModel(BaseModel):
 class SshSpec(StrictModel):
     """How the deploy reaches a host over SSH."""
 
-    user: str = Field(default="root", min_length=1, description="SSH login user (sudo is used when not root).")
+    user: UnixUser = Field(default="root", description="SSH login user (sudo is used when not root).")
     port: Port = Field(default=22, description="SSH port.")
-    key: str | None = Field(
+    key: LocalPath | None = Field(
         default=None,
         description="Private key path; relative paths are resolved from the spec file's folder.",
     )
-    known_hosts_file: str | None = Field(
+    known_hosts_file: LocalPath | None = Field(
         default=None, description="known_hosts file to check host keys against (default: the user's)."
     )
 
@@ -71,7 +62,7 @@ class HostSpec(StrictModel):
     """One machine: it runs a hive (and the queen, if ``queen.host`` names it)."""
 
     name: Name = Field(description="Unique DNS-safe name of the host.")
-    address: str = Field(min_length=1, description="SSH address (name or IP); localhost means this machine.")
+    address: Address = Field(description="SSH address (name or IP); localhost means this machine.")
     ssh: SshSpec = Field(default_factory=SshSpec)
     backend: Backend = Field(default="auto", description="auto detects CUDA/Metal at preflight, else cpu.")
     gpus: Gpus = Field(default="all", description="GPU indices the workers may use, or 'all'.")
@@ -88,10 +79,8 @@ class HostSpec(StrictModel):
 class ApiKeysSpec(StrictModel):
     """Where the queen's API keys come from: an environment variable or a file, never the spec itself."""
 
-    env: str | None = Field(
-        default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Env var with comma-separated keys."
-    )
-    file: str | None = Field(default=None, min_length=1, description="File with one key per line (mode 0600).")
+    env: EnvName | None = Field(default=None, description="Env var with comma-separated keys.")
+    file: LocalPath | None = Field(default=None, description="File with one key per line (mode 0600).")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ApiKeysSpec:
@@ -134,9 +123,9 @@ class ModelSpec(StrictModel):
 class PlacementSpec(StrictModel):
     """Where a model runs: on named hosts and/or hosts with labels (all hosts when neither is given)."""
 
-    model: str = Field(description="A model id from models.")
-    hosts: list[str] = Field(default_factory=list, description="Host names to run it on.")
-    labels: list[str] = Field(default_factory=list, description="Run it on hosts with any of these labels.")
+    model: ModelId = Field(description="A model id from models.")
+    hosts: list[Name] = Field(default_factory=list, description="Host names to run it on.")
+    labels: list[Name] = Field(default_factory=list, description="Run it on hosts with any of these labels.")
     replicas: int = Field(default=1, ge=1, le=256, description="Workers to keep running, one per host.")
     slots: int = Field(default=1, ge=1, le=64, description="Concurrent requests per worker.")
     device: Device = Field(default="auto", description="auto, cpu, metal, cuda or cuda:N.")
@@ -167,13 +156,15 @@ class RuntimeSpec(StrictModel):
 class DeploySpec(StrictModel):
     """How the deploy installs rbee on the hosts."""
 
-    prefix: str = Field(default="/opt/rbee", pattern=r"^/", description="Install prefix (absolute).")
-    service_user: Name = Field(default="rbee", description="System user the services run as.")
+    prefix: HostPath = Field(default="/opt/rbee", description="Install prefix (absolute).")
+    service_user: UnixUser = Field(default="rbee", description="System user the services run as.")
     llama_cpp_python: str = Field(
-        default="0.3.36", pattern=r"^\d+\.\d+\.\d+$", description="llama-cpp-python version to build."
+        default="0.3.36", pattern=VERSION_PATTERN, description="llama-cpp-python version to build."
     )
-    build_cache: str = Field(default="~/.cache/rbee/wheels", description="Engine wheel cache (control machine).")
-    model_cache: str = Field(default="~/.cache/rbee/models", description="Model download cache (control machine).")
+    build_cache: LocalPath = Field(default="~/.cache/rbee/wheels", description="Engine wheel cache (control machine).")
+    model_cache: LocalPath = Field(
+        default="~/.cache/rbee/models", description="Model download cache (control machine)."
+    )
     on_unreachable: Literal["continue", "stop"] = Field(
         default="continue", description="An unreachable host: deploy the others, or stop."
     )

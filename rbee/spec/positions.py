@@ -7,6 +7,8 @@ from typing import Any
 
 import yaml
 
+from rbee.spec.safe_yaml import YamlLimitError, load_limited
+
 PathPart = str | int
 Path_ = tuple[PathPart, ...]
 
@@ -70,16 +72,30 @@ def _walk(node: yaml.Node, path: Path_, positions: PositionMap) -> None:
             _walk(item, (*path, index), positions)
 
 
+def _reader_mark(text: str, exc: yaml.reader.ReaderError) -> Mark:
+    before = text[: exc.position]
+    return Mark(before.count("\n") + 1, exc.position - (before.rfind("\n") + 1) + 1)
+
+
 def load_yaml_with_positions(text: str) -> tuple[Any, PositionMap]:
-    """Return the document's data and its position map; raise ``YamlSyntaxError`` on bad YAML."""
+    """Return the document's data and its position map.
+
+    Raises ``YamlSyntaxError`` on bad YAML, ``YamlLimitError`` (``rbee.spec.safe_yaml``) over a size,
+    depth or alias limit, before any value is built.
+    """
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        data, node = load_limited(text)
+    except YamlLimitError:
+        raise
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = Mark(mark.line + 1, mark.column + 1) if mark else Mark(1, 1)
         problem = exc.problem or exc.context or "invalid YAML"
         raise YamlSyntaxError(problem, where) from exc
+    except yaml.reader.ReaderError as exc:
+        char = exc.character
+        problem = f"the character {chr(char)!r} is not allowed in a spec" if isinstance(char, int) else str(exc)
+        raise YamlSyntaxError(problem, _reader_mark(text, exc)) from exc
     except yaml.YAMLError as exc:
         raise YamlSyntaxError(str(exc), Mark(1, 1)) from exc
     positions = PositionMap()

@@ -27,6 +27,23 @@ EXAMPLE = ROOT / "inventory" / "cluster.example.yaml"
 ANSIBLE_INVENTORY = Path(sys.executable).parent / "ansible-inventory"
 runner = CliRunner()
 
+
+class AnsibleYaml(yaml.SafeLoader):
+    """Reads the inventory as Ansible does: ``!unsafe`` strings are plain strings (never templated)."""
+
+
+AnsibleYaml.add_constructor("!unsafe", lambda loader, node: loader.construct_scalar(node))  # type: ignore[arg-type]
+
+
+def plain(value: Any) -> Any:
+    """``ansible-inventory --list`` output with its ``{"__ansible_unsafe": s}`` wrappers unwrapped to ``s``."""
+    if isinstance(value, dict) and set(value) == {"__ansible_unsafe"}:
+        return value["__ansible_unsafe"]
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    return [plain(v) for v in value] if isinstance(value, list) else value
+
+
 PROBE = """os=Linux
 arch=x86_64
 kernel=6.1.0
@@ -45,7 +62,7 @@ def _inventory(tmp_path: Path) -> dict[str, Any]:
     out = tmp_path / "inventory.yml"
     result = runner.invoke(helpers, ["inventory", str(EXAMPLE), "--output", str(out)])
     assert result.exit_code == 0, result.output
-    data: dict[str, Any] = yaml.safe_load(out.read_text())
+    data: dict[str, Any] = yaml.load(out.read_text(), Loader=AnsibleYaml)
     return data
 
 
@@ -118,7 +135,7 @@ def test_ansible_reads_the_inventory(tmp_path: Path) -> None:
     listed = subprocess.run(
         [str(ANSIBLE_INVENTORY), "-i", str(path), "--list"], capture_output=True, text=True, check=True
     )
-    data = json.loads(listed.stdout)
+    data = plain(json.loads(listed.stdout))
     assert data["queen"]["hosts"] == ["blep"]
     assert sorted(data["hives"]["hosts"]) == ["blep", "mac-mini", "workstation"]
     ws = data["_meta"]["hostvars"]["workstation"]
