@@ -15,6 +15,8 @@ from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
+from pydantic import TypeAdapter
+
 from rbee.client import QueenClient, QueenError
 from rbee.deploy import health
 from rbee.deploy.engine_plan import builds_here
@@ -33,6 +35,11 @@ from rbee.spec import load_spec
 from rbee.spec.keys import api_keys_text
 from rbee.spec.models import ClusterSpec, ModelSpec
 from rbee.spec.placement import models_on
+from rbee.spec.text import Address, LocalPath, UnixUser
+
+_ADDRESS: TypeAdapter[str] = TypeAdapter(Address)
+_USER: TypeAdapter[str] = TypeAdapter(UnixUser)
+_LOCAL_PATH: TypeAdapter[str] = TypeAdapter(LocalPath)
 
 
 def prepare_models(models: list[dict[str, Any]], cache_dir: str) -> dict[str, Any]:
@@ -100,13 +107,21 @@ def wheel_sync(folder: str, there: list[dict[str, Any]], packs: Path | None = No
 
 
 def ssh_remote(target: SshTarget) -> SshRemote:
-    """The OpenSSH client for a spec host, the way the inventory connects (key, port, known_hosts)."""
-    options = ["-p", str(target.port), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new"]
+    """The OpenSSH client for a spec host, the way the inventory connects (key, port, known_hosts).
+
+    Each value is its own argv element or a ``-o Key=value`` whose value is checked (address, user
+    and known_hosts file as the spec allows them, ``ValidationError`` otherwise), and ``--`` ends
+    the options: nothing from the spec can read as an option (``-oProxyCommand=...``). ``-o Port=``,
+    not ``-p``, which means another thing to ``scp``.
+    """
+    _ADDRESS.validate_python(target.address)
+    _USER.validate_python(target.user)
+    options = ["-o", f"Port={int(target.port)}", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new"]
     if target.key:
         options += ["-i", target.key, "-o", "IdentitiesOnly=yes"]
     if target.known_hosts_file:
-        options += ["-o", f"UserKnownHostsFile={target.known_hosts_file}"]
-    return SshRemote(target.name, target.login, options)
+        options += ["-o", f"UserKnownHostsFile={_LOCAL_PATH.validate_python(target.known_hosts_file)}"]
+    return SshRemote(target.name, target.login, [*options, "--"])
 
 
 def _builder(fs: FeatureSet, keys: dict[str, str], preferred: list[str]) -> str | None:
