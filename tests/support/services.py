@@ -22,6 +22,7 @@ import psutil
 import yaml
 
 from rbee.tiny_model import TINY_MODEL_ID
+from rbee_runtime.common.credentials import read_credential, worker_credential, write_credential
 from rbee_runtime.common.ports import free_port
 from tests.prometheus import sample_value
 from tests.support.processes import Proc, ProcessPool, descendants
@@ -57,10 +58,11 @@ def tiny_model_entry(model_path: Path, model_id: str = TINY_MODEL_ID) -> dict[st
 class Service:
     """A started rbee service and an HTTP client for it."""
 
-    def __init__(self, proc: Proc, url: str) -> None:
+    def __init__(self, proc: Proc, url: str, token: str | None = None) -> None:
         self.proc = proc
         self.url = url
-        self.http = httpx.Client(base_url=url, timeout=15, trust_env=False)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=url, timeout=15, trust_env=False, headers=headers)
 
     @property
     def name(self) -> str:
@@ -130,7 +132,7 @@ class HiveProc(Service):
     """A hive process; :meth:`restart` runs a new process on the same config (same data_dir)."""
 
     def __init__(self, proc: Proc, pool: ProcessPool, config_path: Path, config: dict[str, Any]) -> None:
-        super().__init__(proc, f"http://127.0.0.1:{config['port']}")
+        super().__init__(proc, f"http://127.0.0.1:{config['port']}", hive_token(config))
         self.pool = pool
         self.config_path = config_path
         self.config = config
@@ -198,15 +200,24 @@ class WorkerProc(Service):
 # --------------------------------------------------------------------------- starting them
 
 
+def hive_token(config: dict[str, Any]) -> str | None:
+    """The credential of a hive config's ``credential_file`` (None: the hive is open)."""
+    path = config.get("credential_file")
+    return read_credential(path, "credential_file") if path else None
+
+
 def start_queen(pool: ProcessPool, name: str = "queen", *, fast: bool = True, env: dict[str, str] | None = None,
-                **settings: Any) -> QueenProc:  # fmt: skip
-    """A queen on a free port (``fast``: the short test timings of :data:`FAST_QUEEN`); does not wait."""
+                api_key: str | None = None, **settings: Any) -> QueenProc:  # fmt: skip
+    """A queen on a free port (``fast``: the short test timings of :data:`FAST_QUEEN`); does not wait.
+
+    ``api_key``: what its :class:`QueenProc` client sends (the queen's keys come from ``settings``).
+    """
     port = free_port()
     config = {"queen_id": name, "port": port, **(FAST_QUEEN if fast else {}), **settings}
     path = pool.workdir / f"{name}-{port}.yaml"
     path.write_text(yaml.safe_dump(config))
     proc = pool.start(name, [PY, "-m", "rbee_runtime.queen", "--config", str(path)], env)
-    return QueenProc(proc, f"http://127.0.0.1:{port}")
+    return QueenProc(proc, f"http://127.0.0.1:{port}", api_key)
 
 
 def hive_command(config_path: Path) -> list[str]:
@@ -280,10 +291,11 @@ def start_worker(pool: ProcessPool, worker_id: str, model_path: Path | str, *, p
     return WorkerProc(proc, port, worker_id, slots)
 
 
-def worker_health(worker: dict[str, Any] | str) -> dict[str, Any]:
-    """``GET /health`` of a worker (a ``WorkerInfo`` dict or its URL)."""
+def worker_health(worker: dict[str, Any] | str, token: str | None = None) -> dict[str, Any]:
+    """``GET /health`` of a worker (a ``WorkerInfo`` dict or its URL; ``token``: the workers' credential)."""
     url = worker if isinstance(worker, str) else worker["url"]
-    response = httpx.get(f"{url}/health", timeout=5, trust_env=False)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    response = httpx.get(f"{url}/health", timeout=5, trust_env=False, headers=headers)
     response.raise_for_status()
     return dict(response.json())
 
@@ -321,6 +333,12 @@ class Cluster:
     def api(self) -> str:
         return f"{self.queen.url}/v1"
 
+    @property
+    def worker_token(self) -> str | None:
+        """The credential of the hive's workers (None: the hive runs open)."""
+        token = hive_token(self.hive.config)
+        return worker_credential(token) if token else None
+
     def serving(self, model_id: str = TINY_MODEL_ID) -> list[dict[str, Any]]:
         """The queen's routable workers of ``model_id``."""
         return [w for w in self.queen.workers() if w["model_id"] == model_id and w["routable"]]
@@ -336,7 +354,7 @@ class Cluster:
                 return None
             for w in workers:
                 try:
-                    health = worker_health(w)
+                    health = worker_health(w, self.worker_token)
                 except httpx.HTTPError:
                     return None
                 if health["state"] != "idle" or health["slots_busy"]:
@@ -353,13 +371,13 @@ class Cluster:
 
 def start_cluster(pool: ProcessPool, model_path: Path, *, workers: int = 1, slots: int = 1,
                   queen: dict[str, Any] | None = None, hive: dict[str, Any] | None = None,
-                  external: tuple[str, ...] = ()) -> Cluster:  # fmt: skip
+                  external: tuple[str, ...] = (), api_key: str | None = None) -> Cluster:  # fmt: skip
     """A queen and a hive keeping ``workers`` placed workers of ``rbee-tiny``; returns once they serve.
 
     ``external``: ids of workers started beside the hive (``--managed-by external``, announcing to it).
     Everything starts at once; the hive and the workers find their peers by retrying.
     """
-    queen_proc = start_queen(pool, **(queen or {}))
+    queen_proc = start_queen(pool, api_key=api_key, **(queen or {}))
     settings: dict[str, Any] = {
         "heartbeat_interval_s": HEARTBEAT_S, "ctx_size": 1024,
         "placements": [{"model_id": TINY_MODEL_ID, "replicas": workers, "slots": slots}] if workers else [],
@@ -369,9 +387,13 @@ def start_cluster(pool: ProcessPool, model_path: Path, *, workers: int = 1, slot
                                              **settings))  # fmt: skip
     cluster = Cluster(pool, queen_proc, hive_proc, model_path)
     callback = f"{hive_proc.url}/v1/workers/ready"
+    credential_file = None
+    if external and cluster.worker_token:  # the hive's workers' credential, as a deploy puts it beside the units
+        credential_file = pool.workdir / "worker.credential"
+        write_credential(credential_file, cluster.worker_token)
     cluster.workers_started = [
         start_worker(pool, worker_id, model_path, callback_url=callback, managed_by="external",
-                     announce_interval=0.5, grace_period=20)
+                     announce_interval=0.5, grace_period=20, credential_file=credential_file)
         for worker_id in external
     ]  # fmt: skip
     queen_proc.wait_healthy()
