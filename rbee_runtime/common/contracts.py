@@ -8,9 +8,21 @@ the protocol is one change here. The HTTP endpoints that carry them are listed i
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from rbee_runtime.common.limits import (
+    MAX_HEARTBEAT_MODELS,
+    MAX_HEARTBEAT_WORKERS,
+    MAX_ID_CHARS,
+    MAX_MESSAGES,
+    MAX_STOP,
+    MAX_STOP_CHARS,
+    MAX_TEXT_CHARS,
+    MAX_TOKENS,
+)
 
 
 class WorkerState(StrEnum):
@@ -24,10 +36,38 @@ class WorkerState(StrEnum):
     STOPPED = "stopped"
 
 
-class Wire(BaseModel):
-    """Base of every payload: unknown fields are ignored so peers of other versions interoperate."""
+def check_text(value: Any) -> Any:
+    """``value`` when every string in it (a string, or a list of strings) is valid Unicode text.
 
-    model_config = ConfigDict(extra="ignore")
+    Python's ``json`` decodes an escaped lone UTF-16 surrogate (``"\\ud800"``) into a string no encoder
+    can write; such a string would fail deep in the engine or in a response, so it is refused at the door.
+    """
+    for item in value if isinstance(value, list | tuple) else (value,):
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise PydanticCustomError(
+                    "invalid_unicode",
+                    "is not valid Unicode text: it holds a lone UTF-16 surrogate (U+{code:04X}) at character {at}",
+                    {"code": ord(item[exc.start]), "at": exc.start},
+                ) from None
+    return value
+
+
+class Wire(BaseModel):
+    """Base of every payload: unknown fields are ignored so peers of other versions interoperate.
+
+    Numbers must be finite (``NaN``/``Infinity``, which Python's ``json`` accepts, are refused) and strings
+    valid Unicode (:func:`check_text`), so nothing taken in can break an encoder later.
+    """
+
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _valid_text(cls, value: Any) -> Any:
+        return check_text(value)
 
 
 # --------------------------------------------------------------------------- worker
@@ -35,20 +75,56 @@ class Wire(BaseModel):
 
 class ChatMessage(Wire):
     role: Literal["system", "user", "assistant", "tool"]
-    content: str
+    content: str = Field(max_length=MAX_TEXT_CHARS)
+
+
+#: The seeds llama.cpp takes (an unsigned 32-bit number).
+MAX_SEED = 2**32 - 1
 
 
 class GenerateRequest(Wire):
-    """``POST /v1/generate`` on a worker: exactly one of ``prompt`` or ``messages``."""
+    """``POST /v1/generate`` on a worker: exactly one of ``prompt`` or ``messages`` (sizes: :mod:`~.limits`)."""
 
     request_id: str = Field(min_length=1, max_length=128)
-    prompt: str | None = None
-    messages: list[ChatMessage] | None = None
-    max_tokens: int = Field(default=64, ge=1, le=8192)
+    prompt: str | None = Field(default=None, max_length=MAX_TEXT_CHARS)
+    messages: list[ChatMessage] | None = Field(default=None, max_length=MAX_MESSAGES)
+    max_tokens: int = Field(default=64, ge=1, le=MAX_TOKENS)
     temperature: float = Field(default=0.8, ge=0.0, le=2.0)
     top_p: float = Field(default=0.95, ge=0.0, le=1.0)
-    seed: int | None = None
-    stop: list[str] = Field(default_factory=list, max_length=4)
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
+    stop: list[str] = Field(default_factory=list, max_length=MAX_STOP)
+
+    @field_validator("stop")
+    @classmethod
+    def _short_stops(cls, value: list[str]) -> list[str]:
+        return check_stops(value)
+
+    @model_validator(mode="after")
+    def _messages_fit(self) -> GenerateRequest:
+        check_total_chars([m.content for m in self.messages or ()])
+        return self
+
+
+def check_stops(stops: list[str]) -> list[str]:
+    """``stops`` when none is longer than :data:`MAX_STOP_CHARS` characters."""
+    for i, stop in enumerate(stops):
+        if len(stop) > MAX_STOP_CHARS:
+            raise PydanticCustomError(
+                "stop_too_long", "stop sequence {i} has {n} characters; at most {most} are allowed",
+                {"i": i, "n": len(stop), "most": MAX_STOP_CHARS},
+            )  # fmt: skip
+    return stops
+
+
+def check_total_chars(texts: list[str]) -> None:
+    """Refuse chat messages longer than :data:`MAX_TEXT_CHARS` characters together (error at ``messages``)."""
+    total = sum(len(t) for t in texts)
+    if total > MAX_TEXT_CHARS:
+        raise PydanticCustomError(
+            "messages_too_long",
+            "messages: the messages hold {n} characters together; at most {most} are allowed",
+            {"n": total, "most": MAX_TEXT_CHARS},
+        )
 
 
 class TokenEvent(Wire):
@@ -70,11 +146,12 @@ class EndEvent(Wire):
 
 
 class ErrorEvent(Wire):
-    """Terminal event of a failed generation."""
+    """Terminal event of a failed generation (``field``: the request field at fault, for client errors)."""
 
     type: Literal["error"] = "error"
     code: str
     message: str
+    field: str | None = None
 
 
 class WorkerHealth(Wire):
@@ -144,7 +221,7 @@ class WorkerInfo(Wire):
 class SpawnRequest(Wire):
     """``POST /v1/workers`` on the hive."""
 
-    model_id: str
+    model_id: str = Field(max_length=MAX_ID_CHARS)
     slots: int | None = Field(default=None, ge=1, le=64)
     ctx_size: int | None = Field(default=None, ge=64)
     backend: str | None = None
@@ -168,7 +245,7 @@ class CatalogEntry(Wire):
 class RegisterModelRequest(Wire):
     """``POST /v1/models`` on the hive: put a model file that is already on disk into the catalog."""
 
-    model_id: str
+    model_id: str = Field(max_length=MAX_ID_CHARS)
     reference: str
     local_path: str
     sha256: str | None = None
@@ -218,8 +295,8 @@ class Heartbeat(Wire):
     version: str
     backends: list[str]
     resources: Resources
-    models: list[str]
-    workers: list[WorkerInfo]
+    models: list[str] = Field(max_length=MAX_HEARTBEAT_MODELS)
+    workers: list[WorkerInfo] = Field(max_length=MAX_HEARTBEAT_WORKERS)
     max_workers: int = 4
 
 

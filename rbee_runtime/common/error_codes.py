@@ -34,6 +34,7 @@ class ErrorCode(StrEnum):
     HIVE_SHUTTING_DOWN = "HIVE_SHUTTING_DOWN"
     HIVE_UNREACHABLE = "HIVE_UNREACHABLE"
     HTTP_ERROR = "HTTP_ERROR"
+    INPUT_REJECTED = "INPUT_REJECTED"
     INSUFFICIENT_RAM = "INSUFFICIENT_RAM"
     INVALID_API_KEY = "INVALID_API_KEY"
     INVALID_REQUEST = "INVALID_REQUEST"
@@ -46,6 +47,7 @@ class ErrorCode(StrEnum):
     NOT_FOUND = "NOT_FOUND"
     NO_FREE_PORT = "NO_FREE_PORT"
     NO_WORKER_AVAILABLE = "NO_WORKER_AVAILABLE"
+    PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
     QUEUE_FULL = "QUEUE_FULL"
     REQUEST_CANCELLED = "REQUEST_CANCELLED"
     REQUEST_ID_IN_USE = "REQUEST_ID_IN_USE"
@@ -123,6 +125,10 @@ DOCS: Final[Mapping[ErrorCode, CodeDoc]] = {
         {"queen": None}, "A hive the queen could not reach to start a worker (in `NO_WORKER_AVAILABLE` details)."),
     ErrorCode.HTTP_ERROR: CodeDoc(
         {"queen": ANY, "worker": ANY}, "Any other HTTP error of the web framework, with its status."),
+    ErrorCode.INPUT_REJECTED: CodeDoc(
+        {"worker": 400, "queen": 400},
+        "The model cannot take the prompt or messages as given (its chat template refused them, or the engine "
+        "could not encode the text); the message names the field. The worker stays in service."),
     ErrorCode.INSUFFICIENT_RAM: CodeDoc(
         {"hive": 507}, "Not enough free RAM for the model (details `required_bytes`, `available_bytes`)."),
     ErrorCode.INVALID_API_KEY: CodeDoc(
@@ -147,6 +153,10 @@ DOCS: Final[Mapping[ErrorCode, CodeDoc]] = {
         {"hive": 503}, "Every port of `worker_port_first..worker_port_last` is taken."),
     ErrorCode.NO_WORKER_AVAILABLE: CodeDoc(
         {"queen": 503}, "No worker took the request: queue wait over, no hive could start one, or failover spent."),
+    ErrorCode.PAYLOAD_TOO_LARGE: CodeDoc(
+        {"queen": 413, "hive": 413, "worker": 413},
+        "The request body is over the listener's bound (queen and worker 4 MiB, hive 1 MiB, a catalog restore "
+        "64 MiB; details `max_bytes`), with or without `Content-Length`; the connection closes."),
     ErrorCode.QUEUE_FULL: CodeDoc(
         {"queen": 503}, "Every worker of the model is busy and `queue_max` requests already wait (`Retry-After`)."),
     ErrorCode.REQUEST_CANCELLED: CodeDoc(

@@ -24,6 +24,7 @@ from rbee_runtime.common.contracts import (
 )
 from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import ApiError, install_error_handlers
+from rbee_runtime.common.limits import HIVE_MAX_BODY_BYTES, install_limits
 from rbee_runtime.hive import catalog_backup
 from rbee_runtime.hive.config import HiveConfig
 from rbee_runtime.hive.service import Hive
@@ -179,6 +180,7 @@ def create_app(config: HiveConfig) -> FastAPI:
     app = FastAPI(title=f"rbee hive {config.hive_id}", version=hive.version, lifespan=lifespan)
     app.state.hive = hive
     install_error_handlers(app)
+    install_limits(app, HIVE_MAX_BODY_BYTES, {"/v1/catalog/restore": MAX_BACKUP_BYTES})
     app.include_router(system)
     app.include_router(models)
     app.include_router(workers)

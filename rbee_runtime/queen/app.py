@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import error_body, install_error_handlers
+from rbee_runtime.common.limits import install_limits
 from rbee_runtime.queen import api_openai, api_ops
 from rbee_runtime.queen.auth import ApiKeys
 from rbee_runtime.queen.clients import HiveClient, WorkerClient
@@ -91,6 +92,7 @@ def create_app(config: QueenConfig, clock: Callable[[], float] = time.monotonic)
     app.state.queen = state
     app.state.api_keys = state.api_keys
     install_error_handlers(app)
+    install_limits(app)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -10,7 +10,8 @@ rules (docs/api.md, "Failover"):
 - any other 5xx, unreachable, silent for ``request_timeout_s``, stream broken: retry elsewhere, the
   worker is quarantined — unless tokens already reached the client: then the stream ends with
   ``WORKER_FAILED`` (or ``WORKER_TIMEOUT``);
-- a 4xx from the worker, or its error event: the client's answer, as the worker gave it.
+- a 4xx from the worker (the client's input: invalid, too large, refused by the chat template), or its error
+  event: the client's answer, as the worker gave it; the worker stays routable (no quarantine, no failover).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from rbee_runtime.queen.generation import WorkerLostError, WorkerReplyError, rea
 _CLIENT_ERROR_CODES: dict[str, int] = {
     ErrorCode.INVALID_REQUEST: 422,
     ErrorCode.CONTEXT_LENGTH_EXCEEDED: 400,
+    ErrorCode.INPUT_REJECTED: 400,
     ErrorCode.REQUEST_ID_IN_USE: 409,
 }
 _REFUSALS = {ErrorCode.ALL_SLOTS_BUSY, ErrorCode.WORKER_LOADING, ErrorCode.WORKER_DRAINING}
@@ -69,7 +71,8 @@ class Failure:
 def worker_error(event: ErrorEvent, worker_id: str) -> ApiError:
     """The API error for a worker's error event."""
     status = _CLIENT_ERROR_CODES.get(event.code, 502)
-    return ApiError(status, event.code, event.message, details={"worker_id": worker_id})
+    fields = {"fields": [event.field]} if event.field else {}
+    return ApiError(status, event.code, event.message, details={"worker_id": worker_id, **fields})
 
 
 def worker_timeout(request_id: str, failures: list[str], silent_s: float | None) -> ApiError:

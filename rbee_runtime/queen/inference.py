@@ -57,6 +57,8 @@ class Job:
     got_first_token: bool = False
     #: Tokens delivered to the client (counted in ``rbee_queen_tokens_generated_total`` when the job ends).
     tokens_out: int = 0
+    #: The model's metrics label (:meth:`QueenMetrics.model_label`: bounded, whatever the client asks for).
+    label: str = "unknown"
 
 
 class InferenceService:
@@ -98,13 +100,14 @@ class InferenceService:
                 f"(or cancel that one with DELETE /v1/requests/{request_id}).",
                 details={"request_id": request_id},
             )
-        job = Job(request_id=request_id, model_id=model_id, generate=generate, started_at=self._clock())
+        label = self.metrics.model_label(model_id, self.registry.knows_model(model_id))
+        job = Job(request_id=request_id, model_id=model_id, generate=generate, started_at=self._clock(), label=label)
         self.jobs[request_id] = job
         try:
             yield job
         finally:
             del self.jobs[request_id]
-            self.metrics.tokens.labels(model=model_id).inc(job.tokens_out)
+            self.metrics.tokens.labels(model=job.label).inc(job.tokens_out)
 
     async def cancel(self, request_id: str) -> None:
         """Cancel a request wherever it is (idempotent; unknown ids are ignored)."""
@@ -134,7 +137,7 @@ class InferenceService:
         if failure.quarantine:
             job.exclude.add(failure.worker_id)
         if job.attempts <= self.max_failover_attempts and not job.cancelled:
-            self.metrics.failovers.labels(model=job.model_id).inc()
+            self.metrics.failovers.labels(model=job.label).inc()
             return None
         if job.last_failure_timed_out:
             return worker_timeout(job.request_id, job.failures, job.silent_s)
@@ -179,7 +182,7 @@ class InferenceService:
                 continue
             if isinstance(first, TokenEvent) and not job.got_first_token:
                 job.got_first_token = True
-                self.metrics.ttft.labels(model=job.model_id).observe(max(0.0, self._clock() - job.started_at))
+                self.metrics.ttft.labels(model=job.label).observe(max(0.0, self._clock() - job.started_at))
             return generation
 
     async def complete(self, job: Job) -> tuple[str, EndEvent]:

@@ -1,4 +1,9 @@
-"""Prometheus metrics of the queen (one ``CollectorRegistry`` per app, never the global one)."""
+"""Prometheus metrics of the queen (one ``CollectorRegistry`` per app, never the global one).
+
+Label sets are bounded: a model label is a model some hive reported (else ``unknown``), and at most
+:data:`MAX_MODEL_LABELS` distinct ones are used (later ones are counted as ``other``), so no client
+and no hive can make the series grow without end.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,12 @@ from rbee_runtime.queen.registry import Registry
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+#: Most distinct model labels.
+MAX_MODEL_LABELS = 64
+#: The label of a model no hive reported (a client's typo), and of models past :data:`MAX_MODEL_LABELS`.
+UNKNOWN_MODEL = "unknown"
+OTHER_MODELS = "other"
 
 
 class QueenMetrics:
@@ -39,7 +50,17 @@ class QueenMetrics:
         )
         self.hives_online = Gauge("rbee_queen_hives_online", "Hives sending heartbeats.", registry=self.registry)
         self.hives_stale = Gauge("rbee_queen_hives_stale", "Hives whose heartbeats stopped.", registry=self.registry)
-        self._queued_models: set[str] = set()
+        self._model_labels: set[str] = set()
+        self._queue_labels: set[str] = set()
+
+    def model_label(self, model: str, known: bool) -> str:
+        """The label of ``model`` (``known``: some hive reported it): itself, ``unknown`` or ``other``."""
+        if not known:
+            return UNKNOWN_MODEL
+        if model in self._model_labels or len(self._model_labels) < MAX_MODEL_LABELS:
+            self._model_labels.add(model)
+            return model
+        return OTHER_MODELS
 
     def render(self, registry: Registry, queue_depths: dict[str, int]) -> bytes:
         """Refresh the gauges from the current state and return the text exposition."""
@@ -51,7 +72,13 @@ class QueenMetrics:
             counts["stale" if w.status == "stale" else str(w.info.state)] += 1
         for state, n in counts.items():
             self.workers.labels(state=state).set(n)
-        self._queued_models |= set(queue_depths) | set(registry.models())
-        for model in self._queued_models:
-            self.queue_depth.labels(model=model).set(queue_depths.get(model, 0))
+        depths: dict[str, int] = {}
+        for model in set(queue_depths) | set(registry.models()):
+            label = self.model_label(model, True)
+            depths[label] = depths.get(label, 0) + queue_depths.get(model, 0)
+        for gone in self._queue_labels - set(depths):  # models no hive reports any more
+            self.queue_depth.remove(gone)
+        self._queue_labels = set(depths)
+        for label, depth in depths.items():
+            self.queue_depth.labels(model=label).set(depth)
         return generate_latest(self.registry)

@@ -12,10 +12,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from rbee_runtime.common.contracts import ErrorEvent, GenerateRequest, TokenEvent, WorkerHealth
 from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import ApiError, error_body, install_error_handlers
+from rbee_runtime.common.limits import install_limits
 from rbee_runtime.worker import metrics
 from rbee_runtime.worker.service import Event, Job, WorkerService
 
-_CLIENT_ERRORS: dict[str, int] = {ErrorCode.CONTEXT_LENGTH_EXCEEDED: 400}
+_CLIENT_ERRORS: dict[str, int] = {ErrorCode.CONTEXT_LENGTH_EXCEEDED: 400, ErrorCode.INPUT_REJECTED: 400}
 
 
 def _sse(event: Event | str) -> str:
@@ -41,6 +42,7 @@ def create_app(service: WorkerService) -> FastAPI:
     """Build the FastAPI application of one worker."""
     app = FastAPI(title=f"rbee worker {service.worker_id}", docs_url=None, redoc_url=None, openapi_url=None)
     install_error_handlers(app)
+    install_limits(app)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -72,7 +74,8 @@ def create_app(service: WorkerService) -> FastAPI:
             job.cancel.set()
             raise
         if isinstance(first, ErrorEvent):
-            raise ApiError(_CLIENT_ERRORS.get(first.code, 500), first.code, first.message)
+            fields = {"fields": [first.field]} if first.field else None
+            raise ApiError(_CLIENT_ERRORS.get(first.code, 500), first.code, first.message, details=fields)
         return StreamingResponse(
             _stream(job, first),
             media_type="text/event-stream",

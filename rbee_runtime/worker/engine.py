@@ -75,12 +75,32 @@ _CTX_PAD = 256
 
 
 class EngineError(Exception):
-    """A generation failed; ``code`` is the stable error code sent to the client."""
+    """A generation failed; ``code`` is the stable error code sent to the client (``field``: the request
+    field at fault, when the client's input is)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.field = field
+
+
+def generation_error(exc: Exception, field: str) -> EngineError:
+    """What an exception of llama.cpp's generation means: the client's input (``field``) or the engine's fault.
+
+    Input the model cannot take is the client's: the chat template raised (e.g. roles that do not
+    alternate), the text cannot be encoded, or it does not fit the context. Anything else is a fault.
+    """
+    from jinja2 import TemplateError  # llama-cpp-python renders chat templates with jinja2
+
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, TemplateError):
+        return EngineError(ErrorCode.INPUT_REJECTED, f"{field}: the model's chat template refused them ({text})", field)
+    if isinstance(exc, UnicodeError):
+        return EngineError(ErrorCode.INPUT_REJECTED, f"{field}: the engine cannot encode the text ({text})", field)
+    if isinstance(exc, ValueError) and "context window" in str(exc):
+        return EngineError(ErrorCode.CONTEXT_LENGTH_EXCEEDED, str(exc), field)
+    return EngineError(ErrorCode.GENERATION_FAILED, text)
 
 
 @dataclass(frozen=True)
@@ -138,6 +158,21 @@ class _TokenGate:
         return scores
 
 
+def _gguf_chat_template(llama_cpp: Any, llm: Any) -> Callable[..., Any] | None:
+    """The formatter llama.cpp renders chats with when it is the GGUF's own Jinja template, else None."""
+    template = llm.metadata.get("tokenizer.chat_template")
+    if llm.chat_handler is not None or llm.chat_format != "chat_template.default" or not template:
+        return None
+    eos, bos = llm.token_eos(), llm.token_bos()
+    formatter: Callable[..., Any] = llama_cpp.llama_chat_format.Jinja2ChatFormatter(
+        template=template,
+        eos_token=llm._model.token_get_text(eos) if eos != -1 else "",
+        bos_token=llm._model.token_get_text(bos) if bos != -1 else "",
+        stop_token_ids=[eos],
+    )
+    return formatter
+
+
 class Engine:
     """One model, ``slots`` llama.cpp contexts; ``generate`` runs on the context of one slot."""
 
@@ -150,6 +185,8 @@ class Engine:
         #: The offload decided by ``load`` (None before).
         self.offload: OffloadPlan | None = None
         self._contexts: list[Any] = []
+        #: The model's own chat template as llama.cpp renders it (None: llama.cpp uses a built-in format).
+        self._chat_template: Callable[..., Any] | None = None
 
     @property
     def loaded(self) -> bool:
@@ -214,6 +251,18 @@ class Engine:
                 detail = f" (llama.cpp: {' | '.join(lines)})" if lines else ""
                 raise EngineError(code, f"{type(exc).__name__}: {exc}{detail}") from exc
             log.info("slot %d/%d: context loaded (n_ctx=%d)", i + 1, self.slots, n_ctx)
+        self._chat_template = _gguf_chat_template(llama_cpp, self._contexts[0]) if self._contexts else None
+
+    def check_messages(self, messages: list[dict[str, Any]]) -> None:
+        """Render the model's chat template on ``messages`` as a generation will; ``EngineError``
+        ``INPUT_REJECTED`` (field ``messages``) when the template refuses them (e.g. ``raise_exception``)."""
+        if self._chat_template is None:
+            return
+        try:
+            self._chat_template(messages=messages)
+        except Exception as exc:
+            message = f"messages: the model's chat template refused them ({type(exc).__name__}: {exc})"
+            raise EngineError(ErrorCode.INPUT_REJECTED, message, "messages") from exc
 
     def close(self) -> None:
         """Free every context."""
@@ -231,7 +280,7 @@ class Engine:
     ) -> Iterator[str]:
         """Yield the text pieces of one generation on ``slot``; ``stats`` is final at the end.
 
-        Raises ``EngineError`` (``CONTEXT_LENGTH_EXCEEDED``, ``GENERATION_FAILED``).
+        Raises ``EngineError`` (``CONTEXT_LENGTH_EXCEEDED``, ``INPUT_REJECTED``, ``GENERATION_FAILED``).
         """
         import llama_cpp
 
@@ -250,6 +299,7 @@ class Engine:
         try:
             if request.messages is not None:
                 messages = [m.model_dump() for m in request.messages]
+                self.check_messages(messages)
                 for chunk in llm.create_chat_completion(messages=messages, **common):
                     choice = chunk["choices"][0]
                     finish = choice.get("finish_reason") or finish
@@ -262,12 +312,10 @@ class Engine:
                     finish = choice.get("finish_reason") or finish
                     if choice["text"]:
                         yield choice["text"]
-        except ValueError as exc:
-            if "context window" in str(exc):
-                raise EngineError(ErrorCode.CONTEXT_LENGTH_EXCEEDED, str(exc)) from exc
-            raise EngineError(ErrorCode.GENERATION_FAILED, f"{type(exc).__name__}: {exc}") from exc
+        except EngineError:
+            raise
         except Exception as exc:
-            raise EngineError(ErrorCode.GENERATION_FAILED, f"{type(exc).__name__}: {exc}") from exc
+            raise generation_error(exc, "prompt" if request.messages is None else "messages") from exc
         finally:
             stats.finished_at = time.perf_counter()
         if gate.cancelled:

@@ -50,6 +50,11 @@ class Job:
             self.loop.call_soon_threadsafe(self.events.put_nowait, event)
 
 
+def _error_event(code: str, message: str, field: str | None = None) -> ErrorEvent:
+    """The terminal error event (a message quoting undecodable input is made valid text first)."""
+    return ErrorEvent(code=code, message=message.encode("utf-8", "backslashreplace").decode("utf-8"), field=field)
+
+
 def _remember(ids: OrderedDict[str, None], request_id: str) -> None:
     """Add ``request_id`` as the newest of ``ids``, which keeps the last ``_RECENT_CANCELS``."""
     ids[request_id] = None
@@ -197,10 +202,10 @@ class WorkerService:
             )
         except EngineError as exc:
             log.warning("request %s failed: %s", job.request_id, exc.message)
-            terminal = ErrorEvent(code=exc.code, message=exc.message)
+            terminal = _error_event(exc.code, exc.message, exc.field)
         except Exception as exc:  # never leave a stream without its terminal event
             log.exception("request %s failed", job.request_id)
-            terminal = ErrorEvent(code=ErrorCode.GENERATION_FAILED, message=f"{type(exc).__name__}: {exc}")
+            terminal = _error_event(ErrorCode.GENERATION_FAILED, f"{type(exc).__name__}: {exc}")
         finally:
             with self._lock:
                 self._jobs.pop(job.request_id, None)
