@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 import uuid
@@ -335,6 +336,10 @@ def lone_hive(processes: ProcessPool, tiny_model_path: Path) -> Any:
     "{clients:d} clients register the same {shared:d} models and one model of their own at the same instant"
 ))  # fmt: skip
 def register_at_once(scene: SimpleNamespace, hive: Any, tiny_model_path: Path, clients: int, shared: int) -> None:
+    models_dir = hive.data_dir / "models"  # the hive registers files of its models folders only
+    models_dir.mkdir(parents=True, exist_ok=True)
+    tiny_model_path = Path(shutil.copy(tiny_model_path, models_dir))
+
     def body(name: str) -> dict[str, str]:
         return {"model_id": name, "reference": f"file:{tiny_model_path}", "local_path": str(tiny_model_path)}
 

@@ -18,7 +18,7 @@ from rbee.models import cache
 from rbee.models.cache import CachePaths, FetchedModel, cache_paths
 from rbee.models.download import copy_file, download, http_client
 from rbee.models.errors import ModelFetchError
-from rbee.models.part import NOT_GGUF_HINT, PartFile
+from rbee.models.part import NOT_GGUF_HINT, PartFile, human_size
 from rbee.models.progress import ProgressCallback
 from rbee.models.sources import ResolvedSource, resolve_source
 from rbee.spec.models import ModelSpec
@@ -69,17 +69,31 @@ def fetch_model(
             return _fetch_locked(model, resolved, paths, part, http, retries, backoff_s, sleep)
     except OSError as error:
         if error.errno == errno.ENOSPC:
-            raise ModelFetchError(
-                "INSUFFICIENT_DISK",
-                f"{model.id}: the disk of {paths.final.parent} is full ({error})",
-                f"free some space (the partial download is kept in {paths.part}), or set deploy.model_cache "
-                "to a folder on a larger disk",
-            ) from error
+            raise _disk_full(model.id, paths, error) from error
         raise ModelFetchError(
             "CACHE_ERROR",
             f"{model.id}: cannot use the model cache {paths.final.parent}: {error}",
             "check that the folder is writable by the user running rbee (or set deploy.model_cache)",
         ) from error
+
+
+def _disk_full(model_id: str, paths: CachePaths, error: OSError) -> ModelFetchError:
+    """INSUFFICIENT_DISK for a disk that filled up during the transfer: the disk, its free bytes, the part kept."""
+    folder = paths.final.parent
+    try:
+        free = f"{human_size(cache.disk_free(folder))} ({cache.disk_free(folder)} bytes) free"
+    except OSError:
+        free = "free space unknown"
+    try:
+        kept = paths.part.stat().st_size
+    except OSError:
+        kept = 0
+    return ModelFetchError(
+        "INSUFFICIENT_DISK",
+        f"{model_id}: the disk of {folder} filled up during the transfer ({free}; {error.strerror or error})",
+        f"free some space and run again: the {human_size(kept)} received are kept in {paths.part} and the "
+        "transfer resumes there; or set deploy.model_cache to a folder on a larger disk",
+    )
 
 
 def _fetch_locked(

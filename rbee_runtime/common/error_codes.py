@@ -44,6 +44,7 @@ class ErrorCode(StrEnum):
     MODEL_FILE_MISSING = "MODEL_FILE_MISSING"
     MODEL_LOAD_FAILED = "MODEL_LOAD_FAILED"
     MODEL_NOT_FOUND = "MODEL_NOT_FOUND"
+    MODEL_PATH_NOT_ALLOWED = "MODEL_PATH_NOT_ALLOWED"
     NOT_FOUND = "NOT_FOUND"
     NO_FREE_PORT = "NO_FREE_PORT"
     NO_WORKER_AVAILABLE = "NO_WORKER_AVAILABLE"
@@ -147,6 +148,10 @@ DOCS: Final[Mapping[ErrorCode, CodeDoc]] = {
         {"worker": None}, "Never sent: the worker's reason for a failed load (`EngineError`); it exits 1."),
     ErrorCode.MODEL_NOT_FOUND: CodeDoc(
         {"queen": 404, "hive": 404}, "No catalog holds the model; the queen's message lists those that exist."),
+    ErrorCode.MODEL_PATH_NOT_ALLOWED: CodeDoc(
+        {"hive": 400},
+        "A `local_path` to register or restore is outside the hive's models folders (`<data_dir>/models` and "
+        "the folders of the configured models); nothing is read there."),
     ErrorCode.NOT_FOUND: CodeDoc(
         {"queen": 404, "worker": 404}, "No such path."),
     ErrorCode.NO_FREE_PORT: CodeDoc(
@@ -189,7 +194,9 @@ DOCS: Final[Mapping[ErrorCode, CodeDoc]] = {
     ErrorCode.WORKER_NOT_FOUND: CodeDoc(
         {"hive": 404}, "The hive knows no worker with this id."),
     ErrorCode.WORKER_SPAWN_FAILED: CodeDoc(
-        {"hive": 500}, "The hive could not start the worker process."),
+        {"hive": 500, "queen": 502},
+        "The hive could not start the worker process (hive), or the worker it started for the request exited "
+        "before it was ready (queen; details `last_error` hold the end of the worker's log)."),
     ErrorCode.WORKER_START_TIMEOUT: CodeDoc(
         {"queen": 504}, "A worker started for the request was not ready within `loading_timeout_s`."),
     ErrorCode.WORKER_TIMEOUT: CodeDoc(

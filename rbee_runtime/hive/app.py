@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from pydantic import Field
 
 from rbee_runtime.common.contracts import (
     CatalogEntry,
@@ -25,7 +26,7 @@ from rbee_runtime.common.contracts import (
 from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import ApiError, install_error_handlers
 from rbee_runtime.common.limits import HIVE_MAX_BODY_BYTES, install_limits
-from rbee_runtime.hive import catalog_backup
+from rbee_runtime.hive import catalog_backup, model_paths
 from rbee_runtime.hive.config import HiveConfig
 from rbee_runtime.hive.service import Hive
 
@@ -42,11 +43,20 @@ class WorkerList(Wire):
     workers: list[WorkerInfo]
 
 
+class RefusedModel(Wire):
+    """A model of a backup that was not restored (``MODEL_PATH_NOT_ALLOWED``, ``CHECKSUM_MISMATCH``)."""
+
+    model_id: str
+    code: str
+    reason: str
+
+
 class CatalogRestoreResult(Wire):
-    """``POST /v1/catalog/restore`` on the hive: the models now in the catalog."""
+    """``POST /v1/catalog/restore`` on the hive: the models now in the catalog, and those refused."""
 
     restored: list[str]
     missing_files: list[str]
+    refused: list[RefusedModel] = Field(default_factory=list)
 
 
 #: The largest catalog backup ``POST /v1/catalog/restore`` reads (a catalog is a few hundred KB).
@@ -81,6 +91,8 @@ def list_models(provider: str | None = None, hive: Hive = Depends(get_hive)) -> 
 
 @models.post("", status_code=201)
 def register_model(req: RegisterModelRequest, hive: Hive = Depends(get_hive)) -> CatalogEntry:
+    """Runs in the thread pool: hashing a large file never holds up the event loop."""
+    model_paths.confine(req.model_id, req.local_path, model_paths.model_roots(hive.config))
     entry = hive.catalog.register(req)
     hive.catalog_changed()
     return entry
@@ -133,13 +145,15 @@ async def restore_catalog(request: Request, hive: Hive = Depends(get_hive)) -> C
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as out:
             out.write(body)
-        report = await asyncio.to_thread(catalog_backup.restore, hive.catalog, tmp)
+        roots = model_paths.model_roots(hive.config)
+        report = await asyncio.to_thread(catalog_backup.restore, hive.catalog, tmp, roots)
     finally:
         for leftover in (tmp, *(tmp.with_name(tmp.name + s) for s in ("-wal", "-shm", "-journal"))):
             with contextlib.suppress(OSError):
                 leftover.unlink()
     hive.catalog_changed()
-    return CatalogRestoreResult(restored=report.restored, missing_files=report.missing_files)
+    refused = [RefusedModel(model_id=r.model_id, code=r.code, reason=r.reason) for r in report.refused]
+    return CatalogRestoreResult(restored=report.restored, missing_files=report.missing_files, refused=refused)
 
 
 @workers.get("")

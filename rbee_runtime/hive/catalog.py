@@ -14,12 +14,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 
 from rbee_runtime.common.contracts import CatalogEntry, RegisterModelRequest
@@ -53,6 +55,45 @@ def sha256_file(path: Path, chunk: int = 4 * 1024 * 1024) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def model_file_stat(path: Path, model_id: str) -> os.stat_result:
+    """The ``stat`` of a model file (400 ``MODEL_FILE_MISSING`` when it is not a regular file)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        stat = None
+    if stat is None or not S_ISREG(stat.st_mode):
+        raise ApiError(
+            400,
+            ErrorCode.MODEL_FILE_MISSING,
+            f"Model file {str(path)!r} for {model_id!r} does not exist on this hive (or is not a file). "
+            "Copy or download the file there first, then register it again.",
+            {"model_id": model_id, "local_path": str(path)},
+        )
+    return stat
+
+
+def verify_sha256(path: Path, expected: str, model_id: str, stat: os.stat_result) -> None:
+    """400 ``CHECKSUM_MISMATCH`` unless the file hashes to ``expected`` and did not change while hashed."""
+    actual = sha256_file(path)
+    if actual != expected:
+        raise ApiError(
+            400,
+            ErrorCode.CHECKSUM_MISMATCH,
+            f"SHA-256 of {str(path)!r} is {actual}, expected {expected}: the file is damaged or is "
+            "another file. Download it again, or correct the checksum.",
+            {"model_id": model_id, "expected_sha256": expected, "actual_sha256": actual},
+        )
+    after = path.stat()
+    if (after.st_size, after.st_mtime_ns, after.st_ino) != (stat.st_size, stat.st_mtime_ns, stat.st_ino):
+        raise ApiError(
+            400,
+            ErrorCode.CHECKSUM_MISMATCH,
+            f"{str(path)!r} changed while its SHA-256 was computed; register {model_id!r} again once "
+            "the file is complete.",
+            {"model_id": model_id, "expected_sha256": expected, "actual_sha256": None},
+        )
 
 
 @dataclass(frozen=True)
@@ -199,38 +240,34 @@ class Catalog:
     # ------------------------------------------------------------------ models
 
     def register(self, req: RegisterModelRequest) -> CatalogEntry:
-        """Add (or update) a model whose file is on disk; size is read from disk, sha256 verified."""
-        with self.db.lock:
-            entry, changed = self._register(req, None)
-            if changed:
+        """Add (or update) a model whose file is on disk; size is read from disk, sha256 verified.
+
+        The file is hashed without holding the database lock (the event loop needs it for heartbeats
+        and spawns), so call this from a thread; only the row is written under the lock.
+        """
+        row, changed = self._prepare(req, self._row(req.model_id))
+        if changed:
+            with self.db.lock:
+                self.db.run(lambda c: self._insert(c, row))
                 self._write_manifest()
-            return entry
+        return _entry_of(row)
 
     def _register_on(self, conn: sqlite3.Connection, req: RegisterModelRequest) -> CatalogEntry:
         """``register`` into a given connection (the rebuild's), without corruption handling."""
-        return self._register(req, conn)[0]
+        existing = conn.execute("SELECT * FROM models WHERE model_id = ?", (req.model_id,)).fetchone()
+        row, changed = self._prepare(req, existing)
+        if changed:
+            self._insert(conn, row)
+        return _entry_of(row)
 
-    def _register(self, req: RegisterModelRequest, conn: sqlite3.Connection | None) -> tuple[CatalogEntry, bool]:
-        """Register ``req``; (the entry, whether the row changed). ``conn`` None: the catalog's own connection."""
+    @staticmethod
+    def _prepare(req: RegisterModelRequest, existing: sqlite3.Row | None) -> tuple[dict[str, Any], bool]:
+        """The row of ``req`` (size read from disk, a given sha256 verified); whether it differs from ``existing``."""
         path = Path(req.local_path).expanduser()
         if not path.is_absolute():
             path = path.resolve()
-        if not path.is_file():
-            raise ApiError(
-                400,
-                ErrorCode.MODEL_FILE_MISSING,
-                f"Model file {str(path)!r} for {req.model_id!r} does not exist on this hive (or is not a file). "
-                "Copy or download the file there first, then register it again.",
-                {"model_id": req.model_id, "local_path": str(path)},
-            )
-        stat = path.stat()
-        provider = parse_provider(req.reference)
+        stat = model_file_stat(path, req.model_id)
         expected = req.sha256.lower().strip() if req.sha256 else None
-        existing = (
-            self._row(req.model_id)
-            if conn is None
-            else conn.execute("SELECT * FROM models WHERE model_id = ?", (req.model_id,)).fetchone()
-        )
         unchanged = (
             existing is not None
             and existing["local_path"] == str(path)
@@ -240,42 +277,19 @@ class Catalog:
             and (expected is None or existing["sha256"] == expected)
         )
         if unchanged and existing is not None:
-            return _entry(existing), False
+            return dict(existing), False
         if expected is not None:
-            actual = sha256_file(path)
-            if actual != expected:
-                raise ApiError(
-                    400,
-                    ErrorCode.CHECKSUM_MISMATCH,
-                    f"SHA-256 of {str(path)!r} is {actual}, expected {expected}: the file is damaged or is "
-                    "another file. Download it again, or correct the checksum.",
-                    {"model_id": req.model_id, "expected_sha256": expected, "actual_sha256": actual},
-                )
-        added_at = existing["added_at"] if existing is not None else time.time()
-        row = {
+            verify_sha256(path, expected, req.model_id, stat)
+        return {
             "model_id": req.model_id,
             "reference": req.reference,
-            "provider": provider,
+            "provider": parse_provider(req.reference),
             "local_path": str(path),
             "size_bytes": stat.st_size,
             "sha256": expected,
             "mtime_ns": stat.st_mtime_ns,
-            "added_at": added_at,
-        }
-        if conn is None:
-            self.db.run(lambda c: self._insert(c, row))
-        else:
-            self._insert(conn, row)
-        entry = CatalogEntry(
-            model_id=req.model_id,
-            reference=req.reference,
-            provider=provider,
-            local_path=str(path),
-            size_bytes=stat.st_size,
-            sha256=expected,
-            added_at=added_at,
-        )
-        return entry, True
+            "added_at": existing["added_at"] if existing is not None else time.time(),
+        }, True
 
     def _row(self, model_id: str) -> sqlite3.Row | None:
         row: sqlite3.Row | None = self.db.run(
@@ -337,6 +351,10 @@ class Catalog:
 
 
 def _entry(row: sqlite3.Row) -> CatalogEntry:
+    return _entry_of(dict(row))
+
+
+def _entry_of(row: dict[str, Any]) -> CatalogEntry:
     return CatalogEntry(
         model_id=row["model_id"],
         reference=row["reference"],

@@ -26,6 +26,7 @@ from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import ApiError
 from rbee_runtime.hive import worker_launch as launch
 from rbee_runtime.hive.config import worker_url
+from rbee_runtime.hive.model_limits import effective_ctx_size, model_limits
 from rbee_runtime.hive.parts import HiveParts, HiveRoom
 from rbee_runtime.hive.registry import LIVE_STATES, InvalidTransitionError
 from rbee_runtime.hive.resources import required_ram
@@ -72,6 +73,11 @@ class _Managed:
         return await self.process.wait_exit(timeout) if self.process is not None else True
 
 
+def _ram_kv(spec: WorkerSpec) -> int:
+    """The KV caches a CPU worker keeps in RAM (a GPU worker keeps them in VRAM)."""
+    return model_limits(Path(spec.model_path)).kv_cache_bytes(spec.ctx_size, spec.slots) if spec.backend == "cpu" else 0
+
+
 class ManagedWorkers(HiveRoom):
     """The workers this hive starts; the only place that touches their processes."""
 
@@ -93,13 +99,20 @@ class ManagedWorkers(HiveRoom):
 
     async def spawn(self, req: SpawnRequest, placement: str | None = None) -> WorkerInfo:
         """Start a worker for ``req.model_id`` after the checks; answers with state ``loading``."""
+        known = self.catalog.get(req.model_id)
+        limits = await asyncio.to_thread(model_limits, Path(known.local_path)) if known is not None else None
         async with self._lock:
             if self.closing:
                 raise ApiError(503, ErrorCode.HIVE_SHUTTING_DOWN, "This hive is shutting down; try another hive.")
             entry = self.catalog.require(req.model_id)
+            if limits is None or known is None or known.local_path != entry.local_path:
+                limits = model_limits(Path(entry.local_path))
+            ctx_size = effective_ctx_size(entry.model_id, req.ctx_size, self.config.ctx_size, limits)
+            req = req.model_copy(update={"ctx_size": ctx_size})
             backend, device = launch.choose_backend_and_device(self.config, self.backends, req)
             launch.check_capacity(self.config, self.registry.count(LIVE_STATES, managed_by="hive"))
-            self._preflight(entry.model_id, Path(entry.local_path), entry.size_bytes)
+            slots = req.slots or self.config.default_slots
+            self._preflight(entry.model_id, Path(entry.local_path), entry.size_bytes, backend, ctx_size, slots)
             spec = launch.new_spec(self.config, entry, req, backend, device, placement)
             m = _Managed(spec=spec)
             info = self._launch(m, restarts=0, last_error=None)
@@ -120,13 +133,16 @@ class ManagedWorkers(HiveRoom):
         """Workers of the placement of ``model_id`` (whatever their state)."""
         return sum(1 for m in self._workers.values() if m.spec.placement == model_id)
 
-    def _preflight(self, model_id: str, path: Path, size_bytes: int) -> None:
+    def _preflight(self, model_id: str, path: Path, size_bytes: int, backend: str, ctx_size: int, slots: int) -> None:
+        """The model file is there and fits in RAM with its KV caches, next to the workers still loading."""
         pending = sum(
-            required_ram(m.spec.model_size_bytes, 0)
+            required_ram(m.spec.model_size_bytes, 0, _ram_kv(m.spec))
             for m in self._workers.values()
             if (w := self.registry.get(m.spec.worker_id)) is not None and w.state == S.LOADING
         )
-        launch.check_model_and_ram(self.config, model_id, path, size_bytes, pending)
+        kv = model_limits(path).kv_cache_bytes(ctx_size, slots) if backend == "cpu" else 0
+        launch.check_model_and_ram(self.config, model_id, path, size_bytes, pending, kv,
+                                   f"ctx_size {ctx_size} × {slots} slot(s)")  # fmt: skip
 
     def _launch(self, m: _Managed, restarts: int, last_error: str | None) -> WorkerInfo:
         """Start the process of ``m`` (new or restarted) and return its ``WorkerInfo`` in ``loading``."""
@@ -286,6 +302,9 @@ class ManagedWorkers(HiveRoom):
         m.signal(signal.SIGKILL)  # whatever it left in its process group
         tail = log_tail(Path(m.spec.log_path))
         code = failure_code(tail)
+        before = self.registry.get(wid)
+        if code is None and before is not None and before.state == S.LOADING:
+            code = ErrorCode.WORKER_SPAWN_FAILED  # it never became ready: its log says why
         if code is not None:
             reason = f"{reason} ({code})"
         last_error = reason + (f"\n--- last lines of {m.spec.log_path} ---\n{tail}" if tail else "")
@@ -326,7 +345,9 @@ class ManagedWorkers(HiveRoom):
                 return
             restarts = info.restarts + 1
             try:
-                self._preflight(m.spec.model_id, Path(m.spec.model_path), m.spec.model_size_bytes)
+                spec = m.spec
+                self._preflight(spec.model_id, Path(spec.model_path), spec.model_size_bytes, spec.backend,
+                                spec.ctx_size, spec.slots)  # fmt: skip
                 new = self._launch(m, restarts=restarts, last_error=info.last_error)
             except ApiError as exc:
                 self.registry.update(wid, restarts=restarts)

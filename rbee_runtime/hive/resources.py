@@ -59,9 +59,9 @@ def probe_resources(data_dir: Path, gpus: list[GpuInfo] | None = None) -> Resour
     )
 
 
-def required_ram(model_size_bytes: int, reserve_bytes: int) -> int:
-    """RAM a worker of this model needs: model size x 1.2 plus the reserve kept for the system."""
-    return int(model_size_bytes * RAM_FACTOR) + reserve_bytes
+def required_ram(model_size_bytes: int, reserve_bytes: int, kv_bytes: int = 0) -> int:
+    """RAM a worker of this model needs: model size x 1.2, its KV caches, plus the reserve kept for the system."""
+    return int(model_size_bytes * RAM_FACTOR) + kv_bytes + reserve_bytes
 
 
 def _human(n: float) -> str:
@@ -78,28 +78,35 @@ def check_ram(
     reserve_bytes: int,
     available_bytes: int | None = None,
     pending_bytes: int = 0,
+    kv_bytes: int = 0,
+    kv_for: str = "",
 ) -> None:
     """Refuse (ApiError 507 ``INSUFFICIENT_RAM``) when available RAM is below what the model needs.
 
-    ``pending_bytes`` is RAM promised to workers that are still loading (not yet visible as used).
+    ``pending_bytes`` is RAM promised to workers that are still loading (not yet visible as used);
+    ``kv_bytes`` the KV caches of the new worker (``kv_for`` says of what, e.g. ``ctx_size 4096 x 2 slots``).
     """
     available = int(psutil.virtual_memory().available) if available_bytes is None else available_bytes
     available = max(0, available - pending_bytes)
-    required = required_ram(model_size_bytes, reserve_bytes)
+    required = required_ram(model_size_bytes, reserve_bytes, kv_bytes)
     if available >= required:
         return
+    kv = f" + KV cache {_human(kv_bytes)}{f' ({kv_for})' if kv_for else ''}" if kv_bytes else ""
+    lower = "Lower ctx_size or slots, stop" if kv_bytes else "Stop"
     raise ApiError(
         507,
         ErrorCode.INSUFFICIENT_RAM,
         f"Not enough free RAM to start a worker for {model_id!r}: it needs {_human(required)} "
-        f"(model {_human(model_size_bytes)} × {RAM_FACTOR} + reserve {_human(reserve_bytes)}) but only "
-        f"{_human(available)} is available. Stop an idle worker (DELETE /v1/workers/<id>), use a smaller "
-        "quantization of the model (e.g. Q4_K_M instead of Q8_0), or lower ram_reserve_bytes in the hive config.",
+        f"(model {_human(model_size_bytes)} × {RAM_FACTOR}{kv} + reserve {_human(reserve_bytes)}) but only "
+        f"{_human(available)} is available. {lower} an idle worker (DELETE /v1/workers/<id>), use a "
+        "smaller quantization of the model (e.g. Q4_K_M instead of Q8_0), or lower ram_reserve_bytes in the hive "
+        "config.",
         {
             "model_id": model_id,
             "required_bytes": required,
             "available_bytes": available,
             "model_size_bytes": model_size_bytes,
+            "kv_cache_bytes": kv_bytes,
             "reserve_bytes": reserve_bytes,
         },
     )

@@ -55,8 +55,11 @@ def check_capacity(config: HiveConfig, live: int) -> None:
         )
 
 
-def check_model_and_ram(config: HiveConfig, model_id: str, path: Path, size_bytes: int, pending_bytes: int) -> None:
-    """The model file is still there and fits in RAM next to ``pending_bytes`` of loading workers."""
+def check_model_and_ram(
+    config: HiveConfig, model_id: str, path: Path, size_bytes: int, pending_bytes: int, kv_bytes: int = 0,
+    kv_for: str = "",
+) -> None:  # fmt: skip
+    """The model file is still there and fits in RAM, with ``kv_bytes`` of KV caches, next to ``pending_bytes``."""
     if not path.is_file():
         raise ApiError(
             400,
@@ -65,7 +68,8 @@ def check_model_and_ram(config: HiveConfig, model_id: str, path: Path, size_byte
             "register it again (POST /v1/models).",
             {"model_id": model_id, "local_path": str(path)},
         )
-    check_ram(model_id, size_bytes, config.ram_reserve_bytes, pending_bytes=pending_bytes)
+    check_ram(model_id, size_bytes, config.ram_reserve_bytes, pending_bytes=pending_bytes, kv_bytes=kv_bytes,
+              kv_for=kv_for)  # fmt: skip
 
 
 def new_spec(

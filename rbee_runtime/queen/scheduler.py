@@ -87,6 +87,24 @@ def no_worker_available(model_id: str, reason: str, details: dict[str, Any] | No
     )
 
 
+def spawn_failed(model_id: str, worker: WorkerInfo) -> ApiError:
+    """502 when the worker a hive started for the request ended before it was ready (its log tail included)."""
+    why = (worker.last_error or f"it is {worker.state}").strip()
+    return ApiError(
+        502,
+        ErrorCode.WORKER_SPAWN_FAILED,
+        f"The worker hive {worker.hive_id} started for model '{model_id}' failed before it was ready: {why}",
+        details={
+            "model": model_id,
+            "hive_id": worker.hive_id,
+            "worker_id": worker.worker_id,
+            "state": str(worker.state),
+            "last_error": worker.last_error,
+            "last_error_code": worker.last_error_code,
+        },
+    )
+
+
 def request_cancelled(request_id: str) -> ApiError:
     """The request was cancelled with ``DELETE /v1/requests/{id}``."""
     return ApiError(
@@ -325,6 +343,9 @@ class Scheduler:
             except httpx.HTTPError as exc:
                 refusals.append({"hive_id": hive.heartbeat.hive_id, "status": None, "code": ErrorCode.HIVE_UNREACHABLE,
                                  "message": f"{type(exc).__name__}: {exc}"})
+            except ValueError as exc:  # not JSON, or not a WorkerInfo: that is no hive of ours talking
+                refusals.append({"hive_id": hive.heartbeat.hive_id, "status": None, "code": ErrorCode.HIVE_UNREACHABLE,
+                                 "message": f"the hive answered malformed JSON ({type(exc).__name__})"})
         if started is None:
             summary = "; ".join(f"{r['hive_id']}: {r['code']} ({r['message']})" for r in refusals)
             raise no_worker_available(
@@ -345,11 +366,13 @@ class Scheduler:
                     if info.worker_id == started.worker_id:
                         last = info
                         self.registry.upsert_worker(info)
-            except (ApiError, httpx.HTTPError) as exc:
+            except (ApiError, httpx.HTTPError, ValueError) as exc:
                 log.debug("polling hive %s failed: %s", hive_url, exc)
             if last.state in (WorkerState.IDLE, WorkerState.BUSY):
                 self.dispatch(model_id)
                 return
+            if last.state in (WorkerState.CRASHED, WorkerState.STOPPED):
+                raise spawn_failed(model_id, last)
             if self._clock() >= deadline:
                 raise self._start_timeout(
                     model_id,

@@ -106,7 +106,7 @@ def test_backup_and_restore_round_trip(tmp_path: Path) -> None:
     cat.remove("b")
     WorkerTable(cat.db).save("w2", '{"live": true}')
     b.unlink()
-    report = restore_catalog(cat, backup)
+    report = restore_catalog(cat, backup, [tmp_path])
 
     assert report.restored == ["a", "b"] and report.missing_files == ["b"]
     assert [e.model_id for e in cat.list_models()] == ["a", "b"]
@@ -133,7 +133,7 @@ def test_restore_refuses_damaged_backups_and_changes_nothing(tmp_path: Path) -> 
     for path, reason in [*((tmp_path / n, r) for n, (_, r) in cases.items()), (other, "lacks the column(s)"),
                          (tmp_path / "absent.db", "does not exist")]:  # fmt: skip
         with pytest.raises(ApiError) as caught:
-            restore_catalog(cat, path)
+            restore_catalog(cat, path, [tmp_path])
         assert (caught.value.status, caught.value.code) == (400, "CATALOG_BACKUP_INVALID")
         assert reason in caught.value.message, caught.value.message
     assert [e.model_id for e in cat.list_models()] == ["a"]

@@ -34,6 +34,13 @@ def hive(module_processes: ProcessPool) -> HiveProc:
     return factory.start(config)
 
 
+def _models_folder(hive: HiveProc) -> Path:
+    """``<data_dir>/models``: a folder ``POST /v1/models`` takes files from."""
+    folder = hive.data_dir / "models"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def _error(resp: object, status: int, code: str) -> dict[str, object]:
     assert getattr(resp, "status_code", None) == status, getattr(resp, "text", resp)
     body = resp.json()["error"]  # type: ignore[attr-defined]
@@ -60,8 +67,9 @@ def test_corrupt_catalog_was_rebuilt_with_configured_models(hive: HiveProc) -> N
     assert boot["provider"] == "hf" and boot["size_bytes"] == 2004
 
 
-def test_model_crud(hive: HiveProc, tmp_path: Path) -> None:
-    path = tmp_path / "m.gguf"
+def test_model_crud(hive: HiveProc) -> None:
+    folder = _models_folder(hive)
+    path = folder / "m.gguf"
     path.write_bytes(b"x" * 777)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     body = {"model_id": "crud", "reference": f"file://{path}", "local_path": str(path), "sha256": digest}
@@ -75,10 +83,11 @@ def test_model_crud(hive: HiveProc, tmp_path: Path) -> None:
     _error(hive.http.delete("/v1/models/crud"), 404, "MODEL_NOT_FOUND")
 
 
-def test_model_errors(hive: HiveProc, tmp_path: Path) -> None:
-    path = tmp_path / "m.gguf"
+def test_model_errors(hive: HiveProc) -> None:
+    folder = _models_folder(hive)
+    path = folder / "m.gguf"
     path.write_bytes(b"y" * 10)
-    missing = {"model_id": "x", "reference": "file:///nowhere.gguf", "local_path": str(tmp_path / "nowhere.gguf")}
+    missing = {"model_id": "x", "reference": "file:///nowhere.gguf", "local_path": str(folder / "nowhere.gguf")}
     _error(hive.http.post("/v1/models", json=missing), 400, "MODEL_FILE_MISSING")
     bad_sum = {"model_id": "x", "reference": "file:///m", "local_path": str(path), "sha256": "ab" * 32}
     err = _error(hive.http.post("/v1/models", json=bad_sum), 400, "CHECKSUM_MISMATCH")
