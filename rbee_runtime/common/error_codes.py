@@ -161,7 +161,7 @@ DOCS: Final[Mapping[ErrorCode, CodeDoc]] = {
     ErrorCode.PAYLOAD_TOO_LARGE: CodeDoc(
         {"queen": 413, "hive": 413, "worker": 413},
         "The request body is over the listener's bound (queen and worker 4 MiB, hive 1 MiB, a catalog restore "
-        "64 MiB; details `max_bytes`), with or without `Content-Length`; the connection closes."),
+        "64 MiB; details `max_bytes`), with or without `Content-Length`."),
     ErrorCode.QUEUE_FULL: CodeDoc(
         {"queen": 503}, "Every worker of the model is busy and `queue_max` requests already wait (`Retry-After`)."),
     ErrorCode.REQUEST_CANCELLED: CodeDoc(

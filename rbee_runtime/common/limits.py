@@ -85,9 +85,9 @@ class BodyTooLarge(HTTPException):
         self.limit = limit
 
     def response(self) -> JSONResponse:
-        """The 413 answer, in the shared error envelope; the connection closes (the rest of the body is unread)."""
+        """The 413 answer, in the shared error envelope (the server discards the rest of the body)."""
         body = error_body(ErrorCode.PAYLOAD_TOO_LARGE, str(self.detail), {"max_bytes": self.limit}, status=413)
-        return JSONResponse(body, status_code=413, headers={"Connection": "close"})
+        return JSONResponse(body, status_code=413)
 
 
 class BodyLimit:
