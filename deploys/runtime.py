@@ -16,7 +16,7 @@ from pyinfra.operations import files, server
 from deploys import control, darwin
 from deploys.operations import stamped_install
 from rbee.deploy.host_plan import HostPlan
-from rbee.deploy.layout import CONFIG_DIR, DATA_DIR, WORKERS_DIR
+from rbee.deploy.layout import CONFIG_DIR, CREDENTIALS_DIR, DATA_DIR, WORKERS_DIR
 
 
 @deploy("rbee runtime")
@@ -38,6 +38,8 @@ def runtime(plan: HostPlan) -> OperationMeta:
     if plan.service_manager != "launchd":
         files.directory(name="runtime: config folder", path=CONFIG_DIR, user="root", group=user, mode="750")
         files.directory(name="runtime: worker configs", path=WORKERS_DIR, user="root", group=user, mode="750")
+        files.directory(name="runtime: credentials (root's only)", path=CREDENTIALS_DIR, user="root", group="root",
+                        mode="700")  # fmt: skip
         files.directory(name="runtime: state folder", path=DATA_DIR, user=user, group=user, mode="750")
     house = control.wheelhouse(plan.features)
     files.sync(

@@ -26,6 +26,7 @@ import httpx
 
 from rbee.client import QueenError
 from rbee_runtime.common.contracts import ManagedBy, QueenHive, QueenWorker, WorkerState
+from rbee_runtime.common.credentials import hive_credential, worker_credential
 
 READY_STATES = frozenset({WorkerState.IDLE, WorkerState.BUSY})
 """The states in which a placed worker counts as ready."""
@@ -48,13 +49,21 @@ class Expectation:
     ``placed``: hive id → number of placed workers it must run; ``managed_by``: which workers count
     (``external``: the systemd units of a deploy; ``hive``: the hive's own placements, ``rbee up``);
     ``since``: wall time each hive must have sent a heartbeat after (None: any heartbeat);
-    ``serves``: each placed worker must also complete a real two-token generation.
+    ``serves``: each placed worker must also complete a real two-token generation (with the credential of
+    its hive's workers, derived from ``cluster_secret`` when the cluster has one).
     """
 
     placed: Mapping[str, int] = field(default_factory=dict)
     managed_by: ManagedBy = "external"
     since: float | None = None
     serves: bool = False
+    cluster_secret: str | None = field(default=None, repr=False)
+
+    def worker_token(self, hive_id: str) -> str | None:
+        """The credential the workers of ``hive_id`` take (None: an open plane)."""
+        if self.cluster_secret is None:
+            return None
+        return worker_credential(hive_credential(self.cluster_secret, hive_id))
 
     def placed_workers(self, workers: Sequence[QueenWorker]) -> list[QueenWorker]:
         """The ready workers that count for this expectation, on its hives."""
@@ -89,11 +98,15 @@ def missing_in(
     return ", ".join(problems)
 
 
-def serves(http: httpx.Client, worker: QueenWorker) -> str:
-    """Empty when ``worker`` completes a two-token generation on its ``/v1/generate``, else why not."""
+def serves(http: httpx.Client, worker: QueenWorker, token: str | None = None) -> str:
+    """Empty when ``worker`` completes a two-token generation on its ``/v1/generate``, else why not.
+
+    ``token``: the credential of its hive's workers.
+    """
     body = {"request_id": f"gate-{uuid.uuid4().hex[:12]}", "prompt": "ping", "max_tokens": 2}
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        with http.stream("POST", f"{worker.url}/v1/generate", json=body) as response:
+        with http.stream("POST", f"{worker.url}/v1/generate", json=body, headers=headers) as response:
             if response.status_code != 200:
                 response.read()
                 return f"HTTP {response.status_code} {response.text[:120]}"
@@ -119,7 +132,7 @@ def missing(queen: QueenView, expectation: Expectation, *, http: httpx.Client | 
         problems = [
             f"worker {w.worker_id} on {w.hive_id} does not serve: {reason}"
             for w in sorted(expectation.placed_workers(workers), key=lambda w: (w.hive_id, w.worker_id))
-            if (reason := serves(client, w))
+            if (reason := serves(client, w, expectation.worker_token(w.hive_id)))
         ]
     return ", ".join(problems)
 

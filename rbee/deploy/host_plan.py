@@ -24,11 +24,16 @@ from rbee.deploy import launchd
 from rbee.deploy.engine_plan import host_features
 from rbee.deploy.layout import (
     API_KEYS_FILE,
+    API_KEYS_NAME,
+    CLUSTER_SECRET_NAME,
     CONFIG_DIR,
+    CREDENTIALS_DIR,
     DATA_DIR,
+    HIVE_CREDENTIAL_NAME,
     LAUNCH_DAEMONS_DIR,
     MACOS_DATA_DIR,
     MACOS_LOG_DIR,
+    WORKER_CREDENTIAL_NAME,
     WORKERS_DIR,
     HostLayout,
 )
@@ -53,6 +58,7 @@ from rbee.engine.features import EngineBackend, FeatureSet
 from rbee.spec.inventory import queen_url
 from rbee.spec.models import ClusterSpec, HostSpec
 from rbee.spec.placement import assign, models_on
+from rbee_runtime.common.credentials import hive_credential, worker_credential
 from rbee_runtime.common.ports import WORKER_PORT_FIRST
 
 MODEL_RAM_FACTOR = 1.2
@@ -82,6 +88,9 @@ class Target:
     keys from ``file`` (a path) or ``env`` (a variable name); ``None`` when the spec sets none.
     ``service_manager``: how the ``units`` run: systemd units (Linux) or launchd daemons (macOS,
     ``rbee.deploy.launchd``: one plist per service, the placed workers included).
+    ``credentials_dir``: where the internal plane's credentials (and the queen's keys file, under systemd)
+    are kept, 0600; under systemd each service gets its own through ``LoadCredential=`` and its config
+    names ``$CREDENTIALS_DIRECTORY/<name>``, elsewhere the configs name the files themselves.
     """
 
     python: str
@@ -94,6 +103,16 @@ class Target:
     api_keys_file: str | None = None
     api_keys_env: str | None = None
     service_manager: ServiceManager = "systemd"
+    credentials_dir: str = CREDENTIALS_DIR
+
+    @property
+    def loads_credentials(self) -> bool:
+        """True when systemd hands the services their credentials (``LoadCredential=``)."""
+        return self.placed_workers == "units" and self.service_manager == "systemd"
+
+    def credential_ref(self, name: str) -> str:
+        """How a config names the credential ``name``: systemd's credentials folder, else the file itself."""
+        return f"${{CREDENTIALS_DIRECTORY}}/{name}" if self.loads_credentials else f"{self.credentials_dir}/{name}"
 
 
 def deployed_target(
@@ -112,6 +131,7 @@ def deployed_target(
         placed_workers="units",
         api_keys_file=API_KEYS_FILE if api_keys else None,
         service_manager=service_manager,
+        credentials_dir=CREDENTIALS_DIR if service_manager == "systemd" else f"{MACOS_DATA_DIR}/credentials",
     )
 
 
@@ -144,7 +164,8 @@ class PlannedFile:
     """A file the plan puts on the host: owned by root, group the service user, ``mode`` octal.
 
     ``label``: how plans and logs name it (``hive config``, ``unit rbee-hive.service``); a ``secret``
-    file's text never shows in a plan.
+    file's text never shows in a plan (mode 600: under systemd only root reads it, and hands it to its
+    service; ``owner`` the service user where the service reads it itself, as under launchd).
     """
 
     path: str
@@ -152,6 +173,7 @@ class PlannedFile:
     label: str
     mode: str = "640"
     secret: bool = False
+    owner: str = "root"
 
     @property
     def group(self) -> str | None:
@@ -165,7 +187,8 @@ class PlannedService:
 
     ``unit``: the systemd unit, or on a macOS host the launchd label (``org.rbee.hive``).
     ``inputs``: the texts of its config and unit (plist); ``models``: the ids whose checksums count;
-    ``secret``: the queen's keys (they restart the queen, and never show in a plan).
+    ``secret``: the credentials and keys it starts with (they restart it when they change, and never show
+    in a plan).
     """
 
     unit: str
@@ -175,8 +198,7 @@ class PlannedService:
 
     def digest(self, release: str, model_sha256: Mapping[str, str]) -> str:
         """The digest a running service is stamped with (``release``: runtime and engine identity)."""
-        queen = self.unit in (QUEEN_UNIT, launchd.QUEEN_LABEL)
-        extra = (self.secret,) if queen else tuple(sorted(model_sha256[m] for m in self.models))
+        extra = (self.secret, *sorted(model_sha256[m] for m in self.models))
         return hashlib.sha256("\0".join((*self.inputs, release, *extra)).encode()).hexdigest()[:32]
 
 
@@ -294,11 +316,14 @@ def plan_host(
     target: Target,
     model_bytes: Mapping[str, int] | None = None,
     api_keys_text: str | None = None,
+    cluster_secret: str | None = None,
 ) -> HostPlan:
     """The plan of one host (see the module docstring).
 
     ``model_bytes``: size of each model file (for the RAM/disk requirement; missing ones count 0).
     ``api_keys_text``: the queen's keys, one per line, when they go into a file on the host.
+    ``cluster_secret``: the internal plane's secret (``rbee.deploy.cluster_secret``); the host gets what it
+    needs of it (the queen the secret, a hive its credential and its workers' one). None: an open plane.
     """
     host = spec.host(host_name)
     layout = HostLayout(spec.deploy.prefix)
@@ -331,7 +356,7 @@ def plan_host(
         workers=workers,
         service_manager=target.service_manager,
     )
-    return _with_files(plan, spec, host, target, paths, api_keys_text)
+    return _with_files(plan, spec, host, target, paths, api_keys_text, cluster_secret)
 
 
 def plan_deployed_host(
@@ -340,6 +365,7 @@ def plan_deployed_host(
     facts: HostFacts,
     model_bytes: Mapping[str, int] | None = None,
     api_keys_text: str | None = None,
+    cluster_secret: str | None = None,
 ) -> HostPlan:
     """The plan of a host deployed by pyinfra or Ansible: services bound to its spec address.
 
@@ -350,7 +376,7 @@ def plan_deployed_host(
     manager: ServiceManager = "launchd" if facts.os == "Darwin" else "systemd"
     target = deployed_target(HostLayout(spec.deploy.prefix), bind, api_keys=api_keys_text is not None,
                              service_manager=manager)  # fmt: skip
-    return plan_host(spec, host_name, facts, target, model_bytes, api_keys_text)
+    return plan_host(spec, host_name, facts, target, model_bytes, api_keys_text, cluster_secret)
 
 
 def _with_files(
@@ -360,11 +386,21 @@ def _with_files(
     target: Target,
     model_paths: Mapping[str, str],
     api_keys_text: str | None,
+    cluster_secret: str | None,
 ) -> HostPlan:
-    """Render the plan's configs and units, and what each service starts from."""
+    """Render the plan's configs, units and credential files, and what each service starts from."""
     units_here = target.placed_workers == "units"
     files: list[PlannedFile] = []
     services: list[PlannedService] = []
+    owner = spec.deploy.service_user if target.service_manager == "launchd" else "root"
+    hive_cred = hive_credential(cluster_secret, host.name) if cluster_secret else None
+    workers_cred = worker_credential(hive_cred) if hive_cred else None
+
+    def credential(name: str, text: str, label: str) -> str:
+        """Plan a credential file; return how a config names it."""
+        files.append(PlannedFile(f"{target.credentials_dir}/{name}", text + "\n", label, "600", True, owner))
+        return target.credential_ref(name)
+
     unit = UnitSettings(
         cluster=spec.cluster,
         host=host.name,
@@ -377,11 +413,17 @@ def _with_files(
         gpu_indices=list(plan.gpu_indices),
         loading_timeout=spec.runtime.loading_timeout,
         library_path=cuda_library_path(target.python, plan.features),
+        credentials_dir=target.credentials_dir,
+        internal=cluster_secret is not None,
+        api_keys_file=(target.api_keys_file or "") if api_keys_text and target.loads_credentials else "",
     )
     if plan.is_queen:
         keys_file = target.api_keys_file if api_keys_text or not units_here else None
         if api_keys_text and keys_file:
-            files.append(PlannedFile(keys_file, api_keys_text, "queen API keys", secret=True))
+            files.append(PlannedFile(keys_file, api_keys_text, "queen API keys", "600", True, owner))
+            if target.loads_credentials:
+                keys_file = target.credential_ref(API_KEYS_NAME)
+        secret_file = credential(CLUSTER_SECRET_NAME, cluster_secret, "cluster secret") if cluster_secret else None
         queen = render_queen(
             QueenConfig(
                 cluster=spec.cluster,
@@ -389,6 +431,7 @@ def _with_files(
                 port=spec.queen.port,
                 api_keys_env=target.api_keys_env,
                 api_keys_file=keys_file,
+                cluster_secret_file=secret_file,
                 heartbeat_interval=spec.runtime.heartbeat_interval,
                 stale_timeout=spec.runtime.stale_timeout,
                 loading_timeout=spec.runtime.loading_timeout,
@@ -396,13 +439,17 @@ def _with_files(
             )
         )
         files.append(PlannedFile(f"{target.config_dir}/queen.yaml", queen, "queen config"))
+        queen_secret = (api_keys_text or "") + (cluster_secret or "")
         if units_here and target.service_manager == "launchd":
-            services.append(PlannedService(launchd.QUEEN_LABEL, (queen,), secret=api_keys_text or ""))
+            services.append(PlannedService(launchd.QUEEN_LABEL, (queen,), secret=queen_secret))
         elif units_here:
             text = render_unit(QUEEN_UNIT, unit)
             files.append(PlannedFile(f"{UNIT_DIR}/{QUEEN_UNIT}", text, f"unit {QUEEN_UNIT}", mode="644"))
-            services.append(PlannedService(QUEEN_UNIT, (queen, text), secret=api_keys_text or ""))
+            services.append(PlannedService(QUEEN_UNIT, (queen, text), secret=queen_secret))
 
+    hive_cred_file = credential(HIVE_CREDENTIAL_NAME, hive_cred, "hive credential") if hive_cred else None
+    if workers_cred and units_here:  # placed workers are units (daemons) of their own: they need it too
+        credential(WORKER_CREDENTIAL_NAME, workers_cred, "worker credential")
     models = [spec.model(m) for m in plan.models]
     hive = render_hive(
         HiveConfig(
@@ -411,6 +458,7 @@ def _with_files(
             advertise_host=target.bind_host,
             port=host.hive.port,
             queen_url=plan.queen_url,
+            credential_file=hive_cred_file,
             data_dir=target.data_dir,
             backend=plan.backend,
             devices=list(plan.gpu_indices) if plan.backend == "cuda" else [],
@@ -433,18 +481,18 @@ def _with_files(
     if not units_here:
         return replace(plan, files=tuple(files))
     if target.service_manager == "launchd":
-        return _with_daemons(plan, spec.deploy.service_user, target, files, services, hive)
+        return _with_daemons(plan, spec.deploy.service_user, target, files, services, hive, hive_cred, workers_cred)
     hive_unit = render_unit(HIVE_UNIT, unit)
     worker_unit = render_unit(WORKER_UNIT, unit)
     files += [
         PlannedFile(f"{UNIT_DIR}/{HIVE_UNIT}", hive_unit, f"unit {HIVE_UNIT}", mode="644"),
         PlannedFile(f"{UNIT_DIR}/{WORKER_UNIT}", worker_unit, f"unit {WORKER_UNIT}", mode="644"),
     ]
-    services.append(PlannedService(HIVE_UNIT, (hive, hive_unit), plan.models))
+    services.append(PlannedService(HIVE_UNIT, (hive, hive_unit), plan.models, secret=hive_cred or ""))
     for worker in plan.workers:
         env = render_worker(worker_settings(plan, worker, target))
         files.append(PlannedFile(f"{target.workers_dir}/{worker.name}.env", env, f"worker {worker.name} config"))
-        services.append(PlannedService(worker.unit, (env, worker_unit), (worker.model_id,)))
+        services.append(PlannedService(worker.unit, (env, worker_unit), (worker.model_id,), secret=workers_cred or ""))
     units = tuple(u for u in (QUEEN_UNIT, HIVE_UNIT, WORKER_UNIT) if plan.is_queen or u != QUEEN_UNIT)
     return replace(plan, files=tuple(files), units=units, services=tuple(services))
 
@@ -472,6 +520,8 @@ def _with_daemons(
     files: list[PlannedFile],
     services: list[PlannedService],
     hive: str,
+    hive_cred: str | None,
+    workers_cred: str | None,
 ) -> HostPlan:
     """A macOS host: the queen (``services`` holds it, on its host, still without its plist), the hive and
     each placed worker as launchd daemons. A worker's settings are its plist's ``ProgramArguments``
@@ -487,11 +537,12 @@ def _with_daemons(
         planned.append(replace(queen_service, inputs=(*queen_service.inputs, queen.text)))
     hive_daemon = _daemon("hive", launchd.HIVE_LABEL, user, target, service_command("hive", python, config_dir))
     daemons.append(hive_daemon)
-    planned.append(PlannedService(launchd.HIVE_LABEL, (hive, hive_daemon.text), plan.models))
+    planned.append(PlannedService(launchd.HIVE_LABEL, (hive, hive_daemon.text), plan.models, secret=hive_cred or ""))
+    credential = ["--credential-file", target.credential_ref(WORKER_CREDENTIAL_NAME)] if workers_cred else []
     for worker in plan.workers:
         settings = worker_settings(plan, worker, target)
-        program = [python, "-m", "rbee_runtime.worker", *worker_args(settings)]
+        program = [python, "-m", "rbee_runtime.worker", *worker_args(settings), *credential]
         daemon = _daemon("worker", worker.label, user, target, program)
         daemons.append(daemon)
-        planned.append(PlannedService(worker.label, (daemon.text,), (worker.model_id,)))
+        planned.append(PlannedService(worker.label, (daemon.text,), (worker.model_id,), secret=workers_cred or ""))
     return replace(plan, files=(*files, *daemons), units=(), services=tuple(planned))

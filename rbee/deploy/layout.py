@@ -8,6 +8,12 @@ CONFIG_DIR = "/etc/rbee"
 DATA_DIR = "/var/lib/rbee"
 WORKERS_DIR = f"{CONFIG_DIR}/workers"
 API_KEYS_FILE = f"{CONFIG_DIR}/api-keys"
+#: The internal plane's credentials (root, 0600): systemd hands each service its own (``LoadCredential=``).
+CREDENTIALS_DIR = f"{CONFIG_DIR}/credentials"
+CLUSTER_SECRET_NAME = "cluster-secret"
+HIVE_CREDENTIAL_NAME = "hive.credential"
+WORKER_CREDENTIAL_NAME = "worker.credential"
+API_KEYS_NAME = "api-keys"
 
 # macOS hosts (launchd): the configs stay in /etc/rbee (/etc is /private/etc, not protected by SIP and
 # kept across OS updates), so every config path is the same as on Linux. The state moves to

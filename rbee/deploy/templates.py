@@ -25,6 +25,7 @@ class QueenConfig:
     port: int
     api_keys_env: str | None
     api_keys_file: str | None
+    cluster_secret_file: str | None
     heartbeat_interval: float
     stale_timeout: float
     loading_timeout: float
@@ -58,6 +59,7 @@ class HiveConfig:
     advertise_host: str
     port: int
     queen_url: str
+    credential_file: str | None
     data_dir: str
     backend: str
     devices: list[int]
@@ -105,6 +107,12 @@ class UnitSettings:
     loading_timeout: float
     library_path: str = ""
     """``LD_LIBRARY_PATH`` of the hive and workers: the CUDA runtime wheels' ``lib`` (empty: none needed)."""
+    credentials_dir: str = ""
+    """Where the credential files are (``LoadCredential=`` reads them as root)."""
+    internal: bool = False
+    """The internal plane is authenticated: each unit loads its credential."""
+    api_keys_file: str = ""
+    """The queen's keys file, loaded as its ``api-keys`` credential (empty: none, or not through systemd)."""
 
 
 def render_queen(config: QueenConfig) -> str:

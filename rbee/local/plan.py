@@ -8,12 +8,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from rbee.deploy.host_plan import HostPlan, Target, plan_host
+from rbee.deploy.host_plan import HostPlan, PlannedFile, Target, plan_host
 from rbee.deploy.probe import PROBE_SCRIPT, HostFacts, parse_probe
 from rbee.spec import ClusterSpec, ModelSpec, parse_spec
 from rbee.spec.models import HostSpec
 from rbee.spec.placement import models_on
 from rbee.tiny_model import TINY_MODEL_ID
+from rbee_runtime.common.credentials import new_cluster_secret, write_credential
 
 
 class LocalPlanError(Exception):
@@ -110,11 +111,25 @@ def local_target(spec: ClusterSpec, host: HostSpec, base_dir: Path, run_dir: Pat
         model_paths=_model_paths(spec, host),
         api_keys_file=str((base_dir / Path(keys.file).expanduser()).resolve()) if keys and keys.file else None,
         api_keys_env=keys.env if keys else None,
+        credentials_dir=str(run_dir / "credentials"),
     )
 
 
+def write_planned(planned: PlannedFile) -> None:
+    """Write a planned file; a secret one (a credential) readable by this user only, from its first byte."""
+    path = Path(planned.path)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700 if planned.secret else 0o777)
+    if planned.secret:
+        write_credential(path, planned.text.strip())
+    else:
+        path.write_text(planned.text)
+
+
 def plan_local(spec: ClusterSpec, base_dir: Path, run_dir: Path, facts: HostFacts | None = None) -> LocalPlan:
-    """Plan the spec's local hosts (address localhost) and write their configs under ``run_dir``."""
+    """Plan the spec's local hosts (address localhost) and write their configs under ``run_dir``.
+
+    Each run makes a fresh cluster secret: its services authenticate to each other like a deployed cluster's.
+    """
     local = [h for h in spec.hosts if h.is_local]
     if not local:
         raise LocalPlanError(
@@ -126,10 +141,13 @@ def plan_local(spec: ClusterSpec, base_dir: Path, run_dir: Path, facts: HostFact
     services: list[LocalService] = []
     queen = spec.queen_host
     queen_url = f"http://127.0.0.1:{spec.queen.port}" if queen.is_local else None
-    plans = [plan_host(spec, h.name, facts, local_target(spec, h, base_dir, run_dir)) for h in local]
+    secret = new_cluster_secret()
+    plans = [
+        plan_host(spec, h.name, facts, local_target(spec, h, base_dir, run_dir), cluster_secret=secret) for h in local
+    ]
     for plan in plans:
         for planned in plan.files:
-            Path(planned.path).write_text(planned.text)
+            write_planned(planned)
         if plan.is_queen:
             config = Path(plan.file(f"{run_dir}/queen.yaml").path)
             services.append(LocalService("queen", "queen", config, f"http://127.0.0.1:{spec.queen.port}"))

@@ -21,12 +21,15 @@ class GateTarget:
     placed_workers: int
 
 
-def expectation(targets: list[GateTarget], since: float) -> health.Expectation:
-    """A batch's hives reporting after ``since`` (wall time its deploy ended), their deployed workers serving."""
+def expectation(targets: list[GateTarget], since: float, cluster_secret: str | None = None) -> health.Expectation:
+    """A batch's hives reporting after ``since`` (wall time its deploy ended), their deployed workers serving
+    (asked with their credential, derived from ``cluster_secret``)."""
     placed = {t.host: t.placed_workers for t in targets}
-    return health.Expectation(placed, managed_by="external", since=since, serves=True)
+    return health.Expectation(placed, managed_by="external", since=since, serves=True, cluster_secret=cluster_secret)
 
 
-def wait_for(queen: QueenClient, targets: list[GateTarget], since: float, timeout_s: float) -> str:
+def wait_for(
+    queen: QueenClient, targets: list[GateTarget], since: float, timeout_s: float, cluster_secret: str | None = None
+) -> str:
     """Poll the gate until it passes ("") or the timeout ends (what is still missing)."""
-    return health.wait_ready(queen, expectation(targets, since), timeout_s, interval_s=1.0)
+    return health.wait_ready(queen, expectation(targets, since, cluster_secret), timeout_s, interval_s=1.0)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rbee.client import QueenClient
+from rbee.deploy.cluster_secret import cluster_secret
 from rbee.deploy.ssh_check import describe, ssh_failures
 from rbee.rollout.gate import GateTarget, wait_for
 from rbee.rollout.pyinfra_run import PyinfraRun, run_pyinfra
@@ -60,6 +61,7 @@ def rolling_deploy(
 ) -> RolloutResult:
     """Deploy batch after batch; stop at the first failed batch, after rolling it back."""
     result = RolloutResult()
+    secret = cluster_secret(spec.cluster)  # the one the deploys use: the gate asks the workers with it
     for batch in batches(spec, batch_size):
         say(f"batch {', '.join(batch)}: keeping the running release aside")
         kept = run_pyinfra(spec_file, "-y", limit=batch, deploy="deploys/snapshot.py")
@@ -72,14 +74,14 @@ def rolling_deploy(
         reason = _failure(run) + _unreachable(spec, spec_file, batch) if run.returncode != 0 else ""
         if not reason:
             say(f"batch {', '.join(batch)}: waiting for the health gate")
-            reason = wait_for(queen, targets(spec, batch), time.time(), gate_timeout_s)
+            reason = wait_for(queen, targets(spec, batch), time.time(), gate_timeout_s, secret)
         if reason:
             result.failed_batch, result.reason = batch, reason
             say(f"batch {', '.join(batch)}: FAILED ({reason.splitlines()[0]}); rolling back")
             back = run_pyinfra(spec_file, "-y", limit=batch, deploy="deploys/rollback.py")
             result.rolled_back = back.returncode == 0
             if result.rolled_back:
-                healthy = wait_for(queen, targets(spec, batch), time.time(), gate_timeout_s)
+                healthy = wait_for(queen, targets(spec, batch), time.time(), gate_timeout_s, secret)
                 say(f"batch {', '.join(batch)}: rolled back" + (f", but still unhealthy: {healthy}" if healthy else ""))
             else:
                 say(f"batch {', '.join(batch)}: rollback failed: {_failure(back)}")

@@ -22,6 +22,7 @@ from rbee.deploy.host_plan import (
 from rbee.deploy.probe import parse_probe
 from rbee.local.plan import local_facts, local_target, plan_local
 from rbee.spec import parse_spec
+from rbee_runtime.common.credentials import hive_credential, worker_credential
 
 PROBE = "os=Linux\narch=x86_64\npython=3.11.2\npython_venv=yes\nram_total_kb=8000000\nsystemd=yes\nprobe=done\n"
 GPUS = "gpu=0, NVIDIA L4, 23034, 22000, 8.9\ngpu=1, NVIDIA L4, 23034, 22000, 8.9\n"
@@ -40,8 +41,12 @@ placements:
 """
 
 
-def _plan(name: str, probe: str = PROBE, keys: str | None = None, sizes: dict[str, int] | None = None):
-    return plan_deployed_host(parse_spec(SPEC, "cluster.yaml"), name, parse_probe(probe), sizes, keys)
+def _plan(name: str, probe: str = PROBE, keys: str | None = None, sizes: dict[str, int] | None = None,
+          secret: str | None = None):  # fmt: skip
+    return plan_deployed_host(parse_spec(SPEC, "cluster.yaml"), name, parse_probe(probe), sizes, keys, secret)
+
+
+SECRET = "5e" * 32
 
 
 def test_workers_ports_and_devices() -> None:
@@ -62,10 +67,46 @@ def test_the_queen_host_gets_the_queen_and_its_keys_as_a_secret() -> None:
     plan = _plan("a", keys="sk-1\n")
     assert plan.is_queen and plan.units == ("rbee-queen.service", "rbee-hive.service", "rbee-worker@.service")
     keys = plan.file("/etc/rbee/api-keys")
-    assert keys.secret and keys.text == "sk-1\n" and keys.mode == "640"
-    assert yaml.safe_load(plan.file("/etc/rbee/queen.yaml").text)["api_keys_file"] == "/etc/rbee/api-keys"
-    assert plan.file("/etc/systemd/system/rbee-queen.service").mode == "644"
+    assert keys.secret and keys.text == "sk-1\n" and (keys.mode, keys.owner) == ("600", "root")
+    # systemd hands the queen its keys (LoadCredential=): the file stays root's, the queen reads its own copy
+    queen = yaml.safe_load(plan.file("/etc/rbee/queen.yaml").text)
+    assert queen["api_keys_file"] == "${CREDENTIALS_DIRECTORY}/api-keys"
+    unit = plan.file("/etc/systemd/system/rbee-queen.service")
+    assert unit.mode == "644" and "LoadCredential=api-keys:/etc/rbee/api-keys\n" in unit.text
     assert not _plan("b").is_queen and all("queen" not in f.path for f in _plan("b").files)
+
+
+def test_each_host_gets_only_its_own_credentials() -> None:
+    queen_host, other = _plan("a", keys="sk-1\n", secret=SECRET), _plan("b", secret=SECRET)
+    secrets = {f.path: f for f in queen_host.files if f.secret}
+    assert set(secrets) == {
+        "/etc/rbee/api-keys", "/etc/rbee/credentials/cluster-secret", "/etc/rbee/credentials/hive.credential",
+        "/etc/rbee/credentials/worker.credential",
+    }  # fmt: skip
+    assert all((f.mode, f.owner) == ("600", "root") for f in secrets.values())
+    assert secrets["/etc/rbee/credentials/cluster-secret"].text == SECRET + "\n"
+    assert secrets["/etc/rbee/credentials/hive.credential"].text == hive_credential(SECRET, "a") + "\n"
+    mine = {f.path: f.text for f in other.files if f.secret}
+    assert mine == {
+        "/etc/rbee/credentials/hive.credential": hive_credential(SECRET, "b") + "\n",
+        "/etc/rbee/credentials/worker.credential": worker_credential(hive_credential(SECRET, "b")) + "\n",
+    }
+    assert SECRET not in "".join(f.text for f in other.files)  # a hive host never holds the cluster secret
+    queen = yaml.safe_load(queen_host.file("/etc/rbee/queen.yaml").text)
+    assert queen["cluster_secret_file"] == "${CREDENTIALS_DIRECTORY}/cluster-secret"
+    hive = yaml.safe_load(other.file("/etc/rbee/hive.yaml").text)
+    assert hive["credential_file"] == "${CREDENTIALS_DIRECTORY}/hive.credential"
+    units = {f.path.rsplit("/", 1)[1]: f.text for f in queen_host.files if f.path.startswith("/etc/systemd/")}
+    assert "LoadCredential=cluster-secret:/etc/rbee/credentials/cluster-secret" in units["rbee-queen.service"]
+    assert "DynamicUser=yes" in units["rbee-queen.service"] and "User=rbee\n" not in units["rbee-queen.service"]
+    assert "LoadCredential=hive.credential:/etc/rbee/credentials/hive.credential" in units["rbee-hive.service"]
+    assert "--credential-file %d/worker.credential" in units["rbee-worker@.service"]
+    assert all("Restart=always" in text and "MemoryMax=" in text for text in units.values())
+    # a new secret restarts every service; no credential ever shows in a config or a unit
+    before = {s.unit: s.digest("r", {"m": "x", "n": "y"}) for s in other.services}
+    after = {s.unit: s.digest("r", {"m": "x", "n": "y"}) for s in _plan("b", secret="6f" * 32).services}
+    assert all(before[u] != after[u] for u in before)
+    assert not any(hive_credential(SECRET, "b") in f.text for f in other.files if not f.secret)
 
 
 def test_requirements_follow_the_model_sizes() -> None:
@@ -95,7 +136,11 @@ def test_rbee_up_writes_exactly_the_plan_of_its_target(tmp_path: Path, tiny_mode
     )
     facts = local_facts()
     local = plan_local(spec, tmp_path, tmp_path / "run", facts)
-    expected = plan_host(spec, "box", facts, local_target(spec, spec.host("box"), tmp_path, tmp_path / "run"))
+    secret_file = tmp_path / "run" / "credentials" / "cluster-secret"  # a fresh secret for each run
+    assert secret_file.stat().st_mode & 0o777 == 0o600
+    secret = secret_file.read_text().strip()
+    expected = plan_host(spec, "box", facts, local_target(spec, spec.host("box"), tmp_path, tmp_path / "run"),
+                         cluster_secret=secret)  # fmt: skip
     written = sorted(p for p in (tmp_path / "run").rglob("*") if p.is_file())
     assert written == sorted(Path(f.path) for f in expected.files)
     for planned in expected.files:

@@ -104,7 +104,10 @@ def test_cli_infer_unknown_model_fails_clearly(cluster: LocalCluster) -> None:
 
 def _worker_health(cluster: LocalCluster) -> list[dict[str, int]]:
     workers = httpx.get(f"{cluster.queen_url}/v1/workers", headers={"Authorization": f"Bearer {API_KEY}"}).json()
-    return [httpx.get(f"{w['url']}/health", timeout=5).json() for w in workers["workers"]]
+    return [
+        httpx.get(f"{w['url']}/health", timeout=5, headers=cluster.worker_headers(w["hive_id"])).json()
+        for w in workers["workers"]
+    ]
 
 
 def _worker_tokens(cluster: LocalCluster) -> int:

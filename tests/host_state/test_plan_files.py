@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import testinfra
 
+from rbee.deploy.cluster_secret import cluster_secret
 from rbee.deploy.host_plan import plan_deployed_host
 from rbee.deploy.probe import PROBE_SCRIPT, parse_probe
 from rbee.spec import load_spec
@@ -26,7 +27,7 @@ def test_the_files_on_the_host_are_its_plan(host: testinfra.host.Host, hostname:
     spec = load_spec(spec_file)
     facts = parse_probe(host.check_output("RBEE_PREFIX=%s sh -c %s", spec.deploy.prefix, PROBE_SCRIPT))
     keys = api_keys_text(spec, Path(spec_file).parent) if hostname == spec.queen_host.name else None
-    plan = plan_deployed_host(spec, hostname, facts, api_keys_text=keys)
+    plan = plan_deployed_host(spec, hostname, facts, api_keys_text=keys, cluster_secret=cluster_secret(spec.cluster))
     assert plan.files
     for planned in plan.files:
         on_host = host.file(planned.path)

@@ -458,6 +458,11 @@ class LocalCluster:
             self.proc.send_signal(signal.SIGINT)
         return self.proc.wait(timeout)
 
+    def worker_headers(self, hive_id: str) -> dict[str, str]:
+        """The ``Authorization`` header the workers of local hive ``hive_id`` take (their hive keeps it)."""
+        token = read_credential(self.run_dir / "hives" / hive_id / "credentials" / "worker.credential", "worker")
+        return {"Authorization": f"Bearer {token}"}
+
     def env(self) -> dict[str, str]:
         """Environment for ``rbee`` commands talking to this cluster."""
         key = {"RBEE_API_KEY": self.api_key} if self.api_key else {}
