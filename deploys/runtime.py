@@ -33,8 +33,10 @@ def runtime(plan: HostPlan) -> OperationMeta:
             home=DATA_DIR, shell="/usr/sbin/nologin", create_home=False, ensure_home=False,
         )  # fmt: skip
     files.directory(name="runtime: install prefix", path=layout.prefix, mode="755")
-    for path in (layout.models, layout.engines, layout.stamps):
+    for path in (layout.models, layout.engines):
         files.directory(name=f"runtime: {path}", path=path, mode="755")
+    # root's only: a stamp holds the digest of what a service started from, its credentials included
+    files.directory(name=f"runtime: {layout.stamps}", path=layout.stamps, user="root", group="root", mode="700")
     if plan.service_manager != "launchd":
         files.directory(name="runtime: config folder", path=CONFIG_DIR, user="root", group=user, mode="750")
         files.directory(name="runtime: worker configs", path=WORKERS_DIR, user="root", group=user, mode="750")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import sys
 from pathlib import Path
@@ -185,9 +184,12 @@ def record_helper() -> None:
 
 @helpers.command("health")
 def health_helper() -> None:
-    """{"queen_url", "expected": {hive: workers}, "timeout"} (+ $RBEE_API_KEY) → {"ready", "missing", "state"}."""
+    """{"queen_url", "expected": {hive: workers}, "timeout", "api_key"} → {"ready", "missing", "state"}.
+
+    The key comes on stdin with the rest (never argv or the environment).
+    """
     data = _stdin()
-    key = os.environ.get("RBEE_API_KEY") or None
+    key = str(data.get("api_key") or "") or None
     _print(wait_healthy(data["queen_url"], data["expected"], float(data["timeout"]), key))
 
 

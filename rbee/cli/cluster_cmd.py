@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
@@ -17,7 +18,30 @@ from rbee_runtime.common.contracts import GpuInfo
 
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 QueenUrl = Annotated[str | None, typer.Option("--queen", help="Queen URL (default $RBEE_QUEEN_URL or local).")]
-ApiKey = Annotated[str | None, typer.Option("--api-key", help="API key (default $RBEE_API_KEY).", show_default=False)]
+ApiKey = Annotated[
+    Path | None,
+    typer.Option(
+        "--api-key-file",
+        help="File holding the API key (default $RBEE_API_KEY). A file, never the key itself: argv is public.",
+        show_default=False,
+    ),
+]
+
+
+def _key(path: Path | None) -> str | None:
+    """The API key in ``path`` (its first line that is not a comment); None: ``$RBEE_API_KEY``."""
+    if path is None:
+        return None
+    try:
+        lines = path.expanduser().read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        typer.echo(f"error: --api-key-file {path}: {exc.strerror or exc}", err=True)
+        raise typer.Exit(exits.FAILURE) from exc
+    key = next((line.strip() for line in lines if line.strip() and not line.strip().startswith("#")), "")
+    if not key:
+        typer.echo(f"error: --api-key-file {path} holds no key", err=True)
+        raise typer.Exit(exits.FAILURE)
+    return key
 
 
 def _fail(exc: QueenError) -> typer.Exit:
@@ -35,7 +59,7 @@ def infer(
 ) -> None:
     """Stream a completion to the terminal; Ctrl+C cancels it on the worker (exit 130)."""
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored
-    with QueenClient(queen, api_key) as client:
+    with QueenClient(queen, _key(api_key)) as client:
         try:
             stream = client.stream_completion(model, prompt, max_tokens, temperature)
         except QueenError as exc:
@@ -62,9 +86,9 @@ def infer(
 T = TypeVar("T")
 
 
-def _ask(queen: str | None, api_key: str | None, call: Callable[[QueenClient], T]) -> T:
+def _ask(queen: str | None, api_key: Path | None, call: Callable[[QueenClient], T]) -> T:
     """One question to the queen; a failure is printed and exits 1."""
-    with QueenClient(queen, api_key) as client:
+    with QueenClient(queen, _key(api_key)) as client:
         try:
             return call(client)
         except QueenError as exc:
@@ -123,7 +147,7 @@ def hives_ls(queen: QueenUrl = None, api_key: ApiKey = None) -> None:
 @models_app.command("ls")
 def models_ls(queen: QueenUrl = None, api_key: ApiKey = None) -> None:
     """List the models that some online hive holds, and where."""
-    with QueenClient(queen, api_key) as client:
+    with QueenClient(queen, _key(api_key)) as client:
         try:
             models = client.models()
             hives = client.hives()
