@@ -1,8 +1,9 @@
 """A YAML loader with limits: no alias bombs, no deep nesting, no huge documents.
 
 Aliases are not expanded while composing (an alias is the anchored node again), so each node's
-*expanded* size and depth are measured as it is composed, from its children's measures: a
-"billion laughs" document is refused after a few thousand steps, long before any value is built.
+*expanded* size and depth are measured once, as it is composed, from its children's; an alias adds
+its target's size to the values read so far. A "billion laughs" document is refused after a few
+thousand steps, long before any value is built.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ MAX_BYTES = 1024 * 1024
 """Largest spec file read (1 MiB); a real spec is a few KiB."""
 MAX_DEPTH = 32
 """Deepest nesting of mappings and lists, aliases expanded."""
-MAX_VALUES = 100_000
-"""Most values (scalars, lists, mappings) in the document, aliases expanded."""
+MAX_VALUES = 20_000
+"""Most values (scalars, lists, mappings, keys) in the document, aliases expanded; a 500-host spec has ~8000."""
 
 
 class YamlLimitError(Exception):
@@ -30,26 +31,22 @@ class YamlLimitError(Exception):
 
 
 class LimitedLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that measures every node as it is composed and refuses one over a limit."""
+    """``yaml.SafeLoader`` that counts values as they are composed (an alias counts what it stands for)
+    and measures each node's depth, refusing a document over a limit as soon as it gets there."""
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self._depth = 0
+        self._values = 0
         self._aliases = 0
         self._measures: dict[int, tuple[int, int]] = {}  # id(node) → (values, depth), aliases expanded
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         event = self.peek_event()  # type: ignore[no-untyped-call]
         if isinstance(event, yaml.AliasEvent):
-            target = self.anchors.get(event.anchor)
-            if target is not None and id(target) not in self._measures:
-                raise YamlLimitError(
-                    f"the alias *{event.anchor} refers to a value that contains it",
-                    "a spec cannot be recursive: write the value out",
-                    event.start_mark,
-                )
-            self._aliases += 1
+            self._alias(event)
             return super().compose_node(parent, index)
+        self._count(1, event.start_mark)
         if self._depth >= MAX_DEPTH:
             raise YamlLimitError(
                 f"nested deeper than {MAX_DEPTH} levels", "a spec is a few levels deep: flatten it", event.start_mark
@@ -63,6 +60,39 @@ class LimitedLoader(yaml.SafeLoader):
             self._measure(node)
         return node
 
+    def _alias(self, event: yaml.AliasEvent) -> None:
+        target = self.anchors.get(event.anchor)
+        if target is None:
+            return  # PyYAML reports the undefined alias
+        if id(target) not in self._measures:
+            raise YamlLimitError(
+                f"the alias *{event.anchor} refers to a value that contains it",
+                "a spec cannot be recursive: write the value out",
+                event.start_mark,
+            )
+        self._aliases += 1
+        values, depth = self._measures[id(target)]
+        if self._depth + depth > MAX_DEPTH:
+            raise YamlLimitError(
+                f"nested deeper than {MAX_DEPTH} levels through {self._aliases} YAML alias(es)",
+                "a spec is a few levels deep: flatten it",
+                event.start_mark,
+            )
+        self._count(values, event.start_mark)
+
+    def _count(self, values: int, mark: Any) -> None:
+        self._values += values
+        if self._values <= MAX_VALUES:
+            return
+        if self._aliases:
+            raise YamlLimitError(
+                f"YAML aliases expand the document to more than {MAX_VALUES} values "
+                f"({self._aliases} aliases so far: an alias bomb?)",
+                "write the values out instead of aliasing large blocks",
+                mark,
+            )
+        raise YamlLimitError(f"the document holds more than {MAX_VALUES} values", "trim the spec", mark)
+
     def _measure(self, node: yaml.Node) -> None:
         if isinstance(node, yaml.MappingNode):
             children = [n for pair in node.value for n in pair]
@@ -74,21 +104,6 @@ class LimitedLoader(yaml.SafeLoader):
         values = 1 + sum(m[0] for m in measures)
         depth = 1 + max((m[1] for m in measures), default=0)
         self._measures[id(node)] = (values, depth)
-        through = f" through {self._aliases} YAML alias(es)" if self._aliases else ""
-        if values > MAX_VALUES and self._aliases:
-            raise YamlLimitError(
-                f"YAML aliases expand the document to more than {MAX_VALUES} values "
-                f"({self._aliases} aliases so far: an alias bomb?)",
-                "write the values out instead of aliasing large blocks",
-                node.start_mark,
-            )
-        if values > MAX_VALUES:
-            raise YamlLimitError(f"the document holds more than {MAX_VALUES} values", "trim the spec", node.start_mark)
-        if depth + self._depth > MAX_DEPTH:
-            raise YamlLimitError(
-                f"nested deeper than {MAX_DEPTH} levels{through}", "a spec is a few levels deep: flatten it",
-                node.start_mark,
-            )  # fmt: skip
 
 
 def load_limited(text: str) -> tuple[Any, yaml.Node | None]:
