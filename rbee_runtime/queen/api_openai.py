@@ -1,6 +1,8 @@
 """The public, OpenAI-compatible routes: models, completions, chat completions, cancel.
 
 A completion route only parses the body; the request's life is :class:`rbee_runtime.queen.run.RequestRun`'s.
+The routes parse their bodies themselves (:func:`parse_body`), so the OpenAPI schema is told about them
+(:func:`json_body`): clients and schema-driven fuzzers see the fields and their bounds.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel
 
 from rbee_runtime.queen.auth import require_api_key
 from rbee_runtime.queen.http_utils import parse_body
@@ -19,6 +22,22 @@ from rbee_runtime.queen.state import QueenState, get_state
 __all__ = ["CLIENT_REQUEST_ID", "client_request_id", "router"]
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], tags=["openai"])
+
+
+def json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra`` describing a JSON body of ``model`` (its JSON schema, definitions inlined)."""
+    schema = model.model_json_schema()
+    definitions: dict[str, Any] = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inline(definitions[ref.removeprefix("#/$defs/")])
+            return {key: inline(value) for key, value in node.items()}
+        return [inline(item) for item in node] if isinstance(node, list) else node
+
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": inline(schema)}}}}
 
 
 @router.get("/models")
@@ -33,13 +52,13 @@ async def list_models(state: QueenState = Depends(get_state)) -> dict[str, Any]:
     }
 
 
-@router.post("/completions", response_model=None)
+@router.post("/completions", response_model=None, openapi_extra=json_body(CompletionRequest))
 async def completions(request: Request, state: QueenState = Depends(get_state)) -> Response:
     """OpenAI text completion (``stream`` true or false)."""
     return RequestRun(state, request, await parse_body(request, CompletionRequest), "completion")
 
 
-@router.post("/chat/completions", response_model=None)
+@router.post("/chat/completions", response_model=None, openapi_extra=json_body(ChatCompletionRequest))
 async def chat_completions(request: Request, state: QueenState = Depends(get_state)) -> Response:
     """OpenAI chat completion (``stream`` true or false)."""
     return RequestRun(state, request, await parse_body(request, ChatCompletionRequest), "chat")
