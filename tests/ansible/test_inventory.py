@@ -184,9 +184,12 @@ def test_host_plan_workers_engine_and_verdict(tmp_path: Path) -> None:
     ]
     assert plan["workers"][0]["unit"] == "rbee-worker@m-1.service" and plan["workers"][0]["worker_id"] == "b-m-1"
     assert [f["label"] for f in plan["files"]] == [
-        "hive config", "unit rbee-hive.service", "unit rbee-worker@.service", "worker m-1 config", "worker n-1 config",
+        "hive credential", "worker credential", "hive config", "unit rbee-hive.service", "unit rbee-worker@.service",
+        "worker m-1 config", "worker n-1 config",
     ]  # fmt: skip
-    hive = yaml.safe_load(plan["files"][0]["text"])
+    assert [f["label"] for f in plan["files"] if f["secret"]] == ["hive credential", "worker credential"]
+    (hive_file,) = [f for f in plan["files"] if f["label"] == "hive config"]
+    hive = yaml.safe_load(hive_file["text"])
     assert [m["local_path"] for m in hive["models"]] == ["/opt/rbee/models/m.gguf", "/opt/rbee/models/n.gguf"]
     assert hive["ctx_size"] == 4096 and hive["worker_port_first"] == 7842 and hive["host"] == "10.0.0.2"
 
@@ -204,9 +207,11 @@ def test_the_queens_keys_are_a_secret_file_of_its_plan(tmp_path: Path, monkeypat
     spec_file = tmp_path / "cluster.yaml"
     spec_file.write_text("cluster: t\nqueen: {api_keys: {env: T_KEYS}}\nhosts:\n  - {name: a, address: 10.0.0.1}\n")
     monkeypatch.setenv("T_KEYS", "sk-1, sk-2")
-    (keys,) = [f for f in plan_hosts(str(spec_file), {"a": {"probe": PROBE}})["hosts"]["a"]["files"] if f["secret"]]
-    assert keys == {"path": "/etc/rbee/api-keys", "text": "sk-1\nsk-2\n", "label": "queen API keys",
-                    "mode": "640", "secret": True}  # fmt: skip
+    files = plan_hosts(str(spec_file), {"a": {"probe": PROBE}})["hosts"]["a"]["files"]
+    (keys,) = [f for f in files if f["label"] == "queen API keys"]
+    assert {k: keys[k] for k in ("path", "text", "mode", "secret")} == {
+        "path": "/etc/rbee/api-keys", "text": "sk-1\nsk-2\n", "mode": "600", "secret": True,
+    }  # fmt: skip
     monkeypatch.setenv("T_KEYS", " ")
     payload = json.dumps({"spec": str(spec_file), "hosts": {"a": {"probe": PROBE}}})
     result = runner.invoke(helpers, ["plan"], input=payload)
