@@ -19,7 +19,7 @@ from deploys import darwin
 from deploys.facts import WorkerInstances
 from deploys.operations import daemon_reload_if_needed, put_planned, restart_on_change
 from rbee.deploy.host_plan import HIVE_UNIT, QUEEN_UNIT, WORKER_UNIT, HostPlan
-from rbee.deploy.layout import WORKERS_DIR
+from rbee.deploy.layout import OLD_API_KEYS_FILE, WORKERS_DIR
 
 
 @deploy("rbee services")
@@ -58,6 +58,8 @@ def services(plan: HostPlan, release: str, model_sha256: Mapping[str, str]) -> N
             want=service.digest(release, model_sha256), stamp=f"{plan.layout.stamps}/service-{service.unit}",
         )  # fmt: skip
 
+    files.file(name="services: no API keys file outside the credentials folder (an older release's)",
+               path=OLD_API_KEYS_FILE, present=False)  # fmt: skip
     keep = {w.name for w in plan.workers}
     for stale in host.get_fact(WorkerInstances, folder=WORKERS_DIR):
         if stale not in keep:

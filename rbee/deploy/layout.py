@@ -7,9 +7,12 @@ from dataclasses import dataclass
 CONFIG_DIR = "/etc/rbee"
 DATA_DIR = "/var/lib/rbee"
 WORKERS_DIR = f"{CONFIG_DIR}/workers"
-API_KEYS_FILE = f"{CONFIG_DIR}/api-keys"
-#: The internal plane's credentials (root, 0600): systemd hands each service its own (``LoadCredential=``).
+#: The internal plane's credentials and the queen's API keys (root, 0600, in a 0700 folder): systemd hands
+#: each service its own (``LoadCredential=``).
 CREDENTIALS_DIR = f"{CONFIG_DIR}/credentials"
+API_KEYS_FILE = f"{CREDENTIALS_DIR}/api-keys"
+#: Where releases before 0.2 kept the API keys (0640, readable by the service group): removed by a deploy.
+OLD_API_KEYS_FILE = f"{CONFIG_DIR}/api-keys"
 CLUSTER_SECRET_NAME = "cluster-secret"
 HIVE_CREDENTIAL_NAME = "hive.credential"
 WORKER_CREDENTIAL_NAME = "worker.credential"

@@ -37,10 +37,12 @@ class ErrorCode(StrEnum):
     INPUT_REJECTED = "INPUT_REJECTED"
     INSUFFICIENT_RAM = "INSUFFICIENT_RAM"
     INVALID_API_KEY = "INVALID_API_KEY"
+    INVALID_INTERNAL_CREDENTIAL = "INVALID_INTERNAL_CREDENTIAL"
     INVALID_REQUEST = "INVALID_REQUEST"
     MAX_WORKERS = "MAX_WORKERS"
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
     MISSING_API_KEY = "MISSING_API_KEY"
+    MISSING_INTERNAL_CREDENTIAL = "MISSING_INTERNAL_CREDENTIAL"
     MODEL_FILE_MISSING = "MODEL_FILE_MISSING"
     MODEL_LOAD_FAILED = "MODEL_LOAD_FAILED"
     MODEL_NOT_FOUND = "MODEL_NOT_FOUND"
@@ -57,6 +59,7 @@ class ErrorCode(StrEnum):
     VRAM_EXHAUSTED = "VRAM_EXHAUSTED"
     VRAM_OOM = "VRAM_OOM"
     WORKER_ALREADY_REGISTERED = "WORKER_ALREADY_REGISTERED"
+    WORKER_URL_NOT_ON_HIVE = "WORKER_URL_NOT_ON_HIVE"
     WORKER_DRAINING = "WORKER_DRAINING"
     WORKER_EXTERNALLY_MANAGED = "WORKER_EXTERNALLY_MANAGED"
     WORKER_FAILED = "WORKER_FAILED"
@@ -134,6 +137,10 @@ DOCS: Final[Mapping[ErrorCode, CodeDoc]] = {
         {"hive": 507}, "Not enough free RAM for the model (details `required_bytes`, `available_bytes`)."),
     ErrorCode.INVALID_API_KEY: CodeDoc(
         {"queen": 401}, "The bearer key is not one of the queen's API keys."),
+    ErrorCode.INVALID_INTERNAL_CREDENTIAL: CodeDoc(
+        {"queen": 403, "hive": 403, "worker": 403},
+        "An internal endpoint (heartbeat, hive or worker API) got a credential that is not the one it takes: "
+        "another hive's, a worker's where a hive's is needed, or a client API key."),
     ErrorCode.INVALID_REQUEST: CodeDoc(
         {"queen": 422, "hive": 422, "worker": 422}, "The request is malformed; the message names the field."),
     ErrorCode.MAX_WORKERS: CodeDoc(
@@ -142,6 +149,9 @@ DOCS: Final[Mapping[ErrorCode, CodeDoc]] = {
         {"queen": 405, "worker": 405}, "The path exists, but not with this method."),
     ErrorCode.MISSING_API_KEY: CodeDoc(
         {"queen": 401}, "The queen requires an API key and the request has none (`WWW-Authenticate: Bearer`)."),
+    ErrorCode.MISSING_INTERNAL_CREDENTIAL: CodeDoc(
+        {"queen": 401, "hive": 401, "worker": 401},
+        "An internal endpoint was called without the cluster's internal credential (`WWW-Authenticate: Bearer`)."),
     ErrorCode.MODEL_FILE_MISSING: CodeDoc(
         {"hive": 400}, "The model's GGUF file is not on this machine."),
     ErrorCode.MODEL_LOAD_FAILED: CodeDoc(
@@ -183,6 +193,10 @@ DOCS: Final[Mapping[ErrorCode, CodeDoc]] = {
     ErrorCode.WORKER_ALREADY_REGISTERED: CodeDoc(
         {"hive": 409, "queen": None},
         "The worker id belongs to another live worker (queen: in a heartbeat ack's `rejected_workers`)."),
+    ErrorCode.WORKER_URL_NOT_ON_HIVE: CodeDoc(
+        {"queen": 403},
+        "A heartbeat lists a worker whose URL is not on the hive's own host (details `worker_id`, `url`, "
+        "`hive_host`); nothing of that heartbeat is recorded, so no request is ever sent there."),
     ErrorCode.WORKER_DRAINING: CodeDoc(
         {"worker": 503}, "The worker is shutting down; the queen tries another worker."),
     ErrorCode.WORKER_EXTERNALLY_MANAGED: CodeDoc(

@@ -50,6 +50,7 @@ _TYPES = {
     403: "permission_error",
     404: "not_found_error",
     409: "conflict_error",
+    413: "invalid_request_error",
     422: "invalid_request_error",
     503: "overloaded_error",
     507: "insufficient_resources_error",

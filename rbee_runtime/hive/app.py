@@ -25,6 +25,7 @@ from rbee_runtime.common.contracts import (
 )
 from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import ApiError, install_error_handlers
+from rbee_runtime.common.internal_auth import require
 from rbee_runtime.common.limits import HIVE_MAX_BODY_BYTES, install_limits
 from rbee_runtime.hive import catalog_backup, model_paths
 from rbee_runtime.hive.config import HiveConfig
@@ -72,6 +73,8 @@ system = APIRouter(tags=["system"])
 models = APIRouter(prefix="/v1/models", tags=["models"])
 workers = APIRouter(prefix="/v1/workers", tags=["workers"])
 catalog = APIRouter(prefix="/v1/catalog", tags=["catalog"])
+#: A worker's ready callback: the one hive route its workers' credential opens too.
+workers_ready = APIRouter(prefix="/v1/workers", tags=["workers"], dependencies=[Depends(require("hive", "worker"))])
 
 
 @system.get("/health")
@@ -167,7 +170,7 @@ async def spawn_worker(req: SpawnRequest, hive: Hive = Depends(get_hive)) -> Wor
     return await hive.supervisor.spawn(req)
 
 
-@workers.post("/ready")
+@workers_ready.post("/ready")
 async def worker_ready(msg: WorkerReady, hive: Hive = Depends(get_hive)) -> WorkerInfo:
     hive.check_ready_claim(msg)
     return hive.supervisor.ready(msg)
@@ -191,12 +194,18 @@ def create_app(config: HiveConfig) -> FastAPI:
         finally:
             await hive.stop()
 
-    app = FastAPI(title=f"rbee hive {config.hive_id}", version=hive.version, lifespan=lifespan)
+    app = FastAPI(
+        title=f"rbee hive {config.hive_id}", version=hive.version, lifespan=lifespan,
+        docs_url=None, redoc_url=None, openapi_url=None,
+    )  # fmt: skip
     app.state.hive = hive
+    app.state.internal_auth = hive.internal_auth
     install_error_handlers(app)
     install_limits(app, HIVE_MAX_BODY_BYTES, {"/v1/catalog/restore": MAX_BACKUP_BYTES})
-    app.include_router(system)
-    app.include_router(models)
-    app.include_router(workers)
-    app.include_router(catalog)
+    hive_only = [Depends(require("hive"))]  # the queen and the control machine
+    app.include_router(system, dependencies=hive_only)
+    app.include_router(models, dependencies=hive_only)
+    app.include_router(workers_ready)
+    app.include_router(workers, dependencies=hive_only)
+    app.include_router(catalog, dependencies=hive_only)
     return app

@@ -134,6 +134,8 @@ def worker_command(config: HiveConfig, spec: WorkerSpec, port: int) -> list[str]
         cmd += ["--threads", str(config.worker_threads)]
     if spec.n_gpu_layers is not None:
         cmd += ["--n-gpu-layers", str(spec.n_gpu_layers)]
+    if config.credential is not None:  # a path, never the credential itself: argv is world-readable
+        cmd += ["--credential-file", str(config.worker_credential_file)]
     return cmd
 
 

@@ -104,6 +104,10 @@ def lost_after_tokens(exc: WorkerLostError, tokens: int) -> ApiError:
     )
 
 
+#: A worker that refuses the queen's credential is misconfigured (or not the cluster's): never the client's fault.
+_CREDENTIAL_REFUSALS = frozenset({ErrorCode.MISSING_INTERNAL_CREDENTIAL, ErrorCode.INVALID_INTERNAL_CREDENTIAL})
+
+
 def classify(exc: BaseException, worker_id: str, phase: Phase, tokens: int = 0) -> Failure | None:
     """What ``exc``, raised by an attempt on ``worker_id``, means; None: not a worker failure (re-raise it).
 
@@ -122,7 +126,7 @@ def classify(exc: BaseException, worker_id: str, phase: Phase, tokens: int = 0) 
     if isinstance(exc, ApiError):  # the worker answered POST /v1/generate with an error
         if exc.code in _REFUSALS:
             return Failure(Outcome.RETRY, worker_id, exc.code, backoff=True)
-        if exc.status >= 500:
+        if exc.status >= 500 or exc.code in _CREDENTIAL_REFUSALS:  # a refused credential is the cluster's fault
             return Failure(Outcome.RETRY, worker_id, f"{exc.code}: {exc.message}", quarantine=True, backoff=True)
         return Failure(Outcome.ANSWER, worker_id, exc.code, error=exc)
     if isinstance(exc, httpx.ReadTimeout):  # connected, but no answer within request_timeout_s

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from rbee_runtime.common.contracts import ErrorEvent, GenerateRequest, TokenEvent, WorkerHealth
 from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import ApiError, error_body, install_error_handlers
+from rbee_runtime.common.internal_auth import InternalAuth, require
 from rbee_runtime.common.limits import install_limits
 from rbee_runtime.worker import metrics
 from rbee_runtime.worker.service import Event, Job, WorkerService
@@ -38,9 +39,13 @@ async def _stream(job: Job, first: Event) -> AsyncIterator[str]:
         job.cancel.set()
 
 
-def create_app(service: WorkerService) -> FastAPI:
-    """Build the FastAPI application of one worker."""
-    app = FastAPI(title=f"rbee worker {service.worker_id}", docs_url=None, redoc_url=None, openapi_url=None)
+def create_app(service: WorkerService, credential: str | None = None) -> FastAPI:
+    """Build the FastAPI application of one worker; with ``credential`` every route requires it."""
+    app = FastAPI(
+        title=f"rbee worker {service.worker_id}", docs_url=None, redoc_url=None, openapi_url=None,
+        dependencies=[Depends(require("worker"))],
+    )  # fmt: skip
+    app.state.internal_auth = InternalAuth({"worker": credential} if credential else None)
     install_error_handlers(app)
     install_limits(app)
 

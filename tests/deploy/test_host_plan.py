@@ -66,13 +66,13 @@ def test_workers_ports_and_devices() -> None:
 def test_the_queen_host_gets_the_queen_and_its_keys_as_a_secret() -> None:
     plan = _plan("a", keys="sk-1\n")
     assert plan.is_queen and plan.units == ("rbee-queen.service", "rbee-hive.service", "rbee-worker@.service")
-    keys = plan.file("/etc/rbee/api-keys")
+    keys = plan.file("/etc/rbee/credentials/api-keys")
     assert keys.secret and keys.text == "sk-1\n" and (keys.mode, keys.owner) == ("600", "root")
     # systemd hands the queen its keys (LoadCredential=): the file stays root's, the queen reads its own copy
     queen = yaml.safe_load(plan.file("/etc/rbee/queen.yaml").text)
     assert queen["api_keys_file"] == "${CREDENTIALS_DIRECTORY}/api-keys"
     unit = plan.file("/etc/systemd/system/rbee-queen.service")
-    assert unit.mode == "644" and "LoadCredential=api-keys:/etc/rbee/api-keys\n" in unit.text
+    assert unit.mode == "644" and "LoadCredential=api-keys:/etc/rbee/credentials/api-keys\n" in unit.text
     assert not _plan("b").is_queen and all("queen" not in f.path for f in _plan("b").files)
 
 
@@ -80,7 +80,7 @@ def test_each_host_gets_only_its_own_credentials() -> None:
     queen_host, other = _plan("a", keys="sk-1\n", secret=SECRET), _plan("b", secret=SECRET)
     secrets = {f.path: f for f in queen_host.files if f.secret}
     assert set(secrets) == {
-        "/etc/rbee/api-keys", "/etc/rbee/credentials/cluster-secret", "/etc/rbee/credentials/hive.credential",
+        "/etc/rbee/credentials/api-keys", "/etc/rbee/credentials/cluster-secret", "/etc/rbee/credentials/hive.credential",
         "/etc/rbee/credentials/worker.credential",
     }  # fmt: skip
     assert all((f.mode, f.owner) == ("600", "root") for f in secrets.values())

@@ -76,7 +76,7 @@ def test_a_mac_gets_launchd_daemons_and_no_systemd_unit() -> None:
         planned = p.file(f"/Library/LaunchDaemons/{label}.plist")
         assert (planned.mode, planned.group, planned.label) == ("644", "wheel", f"launchd {label}")
     assert p.file("/etc/rbee/queen.yaml").group is None  # configs: root, group the service user, as on Linux
-    assert p.file("/etc/rbee/api-keys").secret
+    assert p.file("/etc/rbee/credentials/api-keys").secret
 
 
 def test_each_plist_runs_its_service_as_the_service_user_and_keeps_it_alive() -> None:

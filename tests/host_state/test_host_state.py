@@ -62,7 +62,25 @@ def test_queen_only_on_its_host(host: testinfra.host.Host, is_queen: bool) -> No
     assert queen.is_running and queen.is_enabled
     if is_queen:
         assert any(s.endswith(":7833") for s in host.socket.get_listening_sockets())
-        assert host.file("/etc/rbee/api-keys").mode == 0o640
+        keys = host.file("/etc/rbee/credentials/api-keys")
+        assert (keys.mode, keys.user) == (0o600, "root") and not host.file("/etc/rbee/api-keys").exists
+        # the queen runs as a user of its own: the hive's user cannot read the queen's credentials
+        queen_pid = host.check_output("systemctl show -p MainPID --value rbee-queen")
+        assert host.check_output(f"stat -c %U /proc/{queen_pid}") != "rbee"
+        peek = host.run("runuser -u rbee -- cat /run/credentials/rbee-queen.service/cluster-secret")
+        assert peek.rc != 0 and not peek.stdout
+
+
+def test_credentials_are_roots_only(host: testinfra.host.Host) -> None:
+    folder = host.file("/etc/rbee/credentials")
+    assert (folder.mode, folder.user, folder.group) == (0o700, "root", "root")
+    for name in host.check_output("ls /etc/rbee/credentials").split():
+        credential = host.file(f"/etc/rbee/credentials/{name}")
+        assert (credential.mode, credential.user) == (0o600, "root"), name
+    hive = host.check_output("systemctl show -p MainPID --value rbee-hive")
+    assert host.check_output(f"stat -c %U /proc/{hive}") == "rbee"
+    environ = host.check_output(f"tr '\\0' '\\n' < /proc/{hive}/environ")
+    assert "CREDENTIALS_DIRECTORY=" in environ and "BEARER" not in environ.upper()
 
 
 def test_placed_workers_running(host: testinfra.host.Host, placed: list[str]) -> None:
