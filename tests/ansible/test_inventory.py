@@ -210,7 +210,7 @@ def test_the_queens_keys_are_a_secret_file_of_its_plan(tmp_path: Path, monkeypat
     files = plan_hosts(str(spec_file), {"a": {"probe": PROBE}})["hosts"]["a"]["files"]
     (keys,) = [f for f in files if f["label"] == "queen API keys"]
     assert {k: keys[k] for k in ("path", "text", "mode", "secret")} == {
-        "path": "/etc/rbee/api-keys", "text": "sk-1\nsk-2\n", "mode": "600", "secret": True,
+        "path": "/etc/rbee/credentials/api-keys", "text": "sk-1\nsk-2\n", "mode": "600", "secret": True,
     }  # fmt: skip
     monkeypatch.setenv("T_KEYS", " ")
     payload = json.dumps({"spec": str(spec_file), "hosts": {"a": {"probe": PROBE}}})
