@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from rbee.cli.ansible_cmd import helpers
 from rbee.deploy.ansible_inventory import CLUSTER_VARS, ansible_inventory, connection_vars, host_vars
 from rbee.deploy.ansible_steps import plan_hosts, wheel_sync
+from rbee.deploy.layout import API_KEYS_FILE
 from rbee.deploy.probe import parse_probe
 from rbee.spec import load_spec
 from rbee.spec.inventory import inventory_groups
@@ -210,7 +211,7 @@ def test_the_queens_keys_are_a_secret_file_of_its_plan(tmp_path: Path, monkeypat
     files = plan_hosts(str(spec_file), {"a": {"probe": PROBE}})["hosts"]["a"]["files"]
     (keys,) = [f for f in files if f["label"] == "queen API keys"]
     assert {k: keys[k] for k in ("path", "text", "mode", "secret")} == {
-        "path": "/etc/rbee/credentials/api-keys", "text": "sk-1\nsk-2\n", "mode": "600", "secret": True,
+        "path": API_KEYS_FILE, "text": "sk-1\nsk-2\n", "mode": "600", "secret": True,
     }  # fmt: skip
     monkeypatch.setenv("T_KEYS", " ")
     payload = json.dumps({"spec": str(spec_file), "hosts": {"a": {"probe": PROBE}}})

@@ -26,6 +26,7 @@ from rbee.deploy.macos import (
 )
 from rbee.deploy.probe import Requirements, judge, parse_probe
 from rbee.spec import parse_spec
+from rbee.spec.issues import SpecError
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "macos"
 LINUX_PROBE = "os=Linux\narch=aarch64\nglibc=2.36\npython=3.11.2\npython_venv=yes\nsystemd=yes\nprobe=done\n"
@@ -153,13 +154,15 @@ def test_hostile_values_cannot_break_a_plist() -> None:
         render_plist(LaunchdJob("hive", "org.rbee.hive", "rbee", "rbee", ["/py", "a\x01b"], {}, "/d", "/l"))
 
 
-def test_a_hostile_prefix_from_the_spec_stays_one_value() -> None:
+def test_a_hostile_prefix_never_reaches_a_plist() -> None:
+    """The spec refuses it (paths: safe characters only); a value that got through would still stay one
+    value (``test_hostile_values_cannot_break_a_plist`` above renders one directly)."""
     prefix = '/opt/r&b <x> "y"</string>'
-    p = plan(spec=SPEC.replace("cluster: t\n", f"cluster: t\ndeploy: {{prefix: '{prefix}'}}\n"))
+    with pytest.raises(SpecError, match=r"deploy\.prefix"):
+        plan(spec=SPEC.replace("cluster: t\n", f"cluster: t\ndeploy: {{prefix: '{prefix}'}}\n"))
+    p = plan(spec=SPEC.replace("cluster: t\n", "cluster: t\ndeploy: {prefix: '/opt/r+b@x'}\n"))
     parsed = daemons(p)
-    assert parsed["org.rbee.hive"]["ProgramArguments"][0] == f"{prefix}/venv/bin/python"
-    worker = parsed["org.rbee.worker.m-1"]["ProgramArguments"]
-    assert worker[worker.index("--model-path") + 1] == f"{prefix}/models/m.gguf"
+    assert parsed["org.rbee.hive"]["ProgramArguments"][0] == "/opt/r+b@x/venv/bin/python"
     assert all(keys["UserName"] == "rbee" for keys in parsed.values())
 
 

@@ -27,7 +27,8 @@ def test_defaults(tmp_path: Path) -> None:
 
 
 def test_advertise_host_and_wildcard_bind(tmp_path: Path) -> None:
-    cfg = HiveConfig(hive_id="h", data_dir=tmp_path, host="0.0.0.0", port=9000, advertise_host="10.0.0.5")
+    cfg = HiveConfig(hive_id="h", data_dir=tmp_path, host="0.0.0.0", port=9000, advertise_host="10.0.0.5",
+                     credential="ab" * 32)  # fmt: skip
     assert cfg.url == "http://10.0.0.5:9000"
     assert cfg.local_url == "http://127.0.0.1:9000"
 
