@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.server
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -250,3 +251,36 @@ def test_services_on_a_network_address_refuse_to_start_without_credentials(
         assert proc.wait(30) != 0, name
         log = proc.log()
         assert "reachable from other machines" in log and ("credential" in log or "secret" in log), (name, log[-800:])
+
+
+def test_a_worker_refusing_the_queens_credential_is_taken_out_not_blamed_on_the_client(
+    cluster: Cluster, module_processes: ProcessPool, tiny_model_path: Path
+) -> None:
+    """A worker of a valid hive that holds another cluster's credential answers the queen 403: the queen
+    quarantines it and answers 503 NO_WORKER_AVAILABLE; the client never sees an internal credential error."""
+    stranger = module_processes.workdir / "stranger.credential"
+    write_credential(stranger, worker_credential(hive_credential(new_cluster_secret(), "h9")))
+    port = free_port()
+    worker = module_processes.start("mismatched", [
+        PY, "-m", "rbee_runtime.worker", "--worker-id", "h9-odd", "--model-id", "odd-model", "--model-path",
+        str(tiny_model_path), "--port", str(port), "--ctx-size", "256", "--credential-file", str(stranger),
+    ])  # fmt: skip
+    info = worker_info("h9-odd", "odd-model", hive_id="h9", url=f"http://127.0.0.1:{port}", slots=1)
+    beat = heartbeat("h9", models=["odd-model"], workers=[info], url="http://127.0.0.1:9").model_dump(mode="json")
+    for _ in range(200):  # the worker binds its port at once, then loads: wait until it answers at all
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+            break
+        except httpx.HTTPError:
+            worker.check_alive()
+            time.sleep(0.05)
+    assert _post_beat(cluster, beat, hive_credential(SECRET, "h9")).status_code == 200
+    client = openai.OpenAI(base_url=cluster.api, api_key=API_KEY, max_retries=0, timeout=30)
+    with pytest.raises(openai.APIStatusError) as refused:
+        client.completions.create(model="odd-model", prompt="x", max_tokens=2)
+    error = refused.value.response.json()["error"]
+    assert refused.value.status_code == 503 and error.get("code") == "NO_WORKER_AVAILABLE", refused.value.body
+    assert "CREDENTIAL" not in refused.value.response.text  # the cluster's fault, not the client's
+    assert "h9-odd" in cluster.queen.log() and "INVALID_INTERNAL_CREDENTIAL" in cluster.queen.log()
+    (odd,) = [w for w in _workers(cluster) if w["worker_id"] == "h9-odd"]
+    assert not odd["routable"]  # quarantined
