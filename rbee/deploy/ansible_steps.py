@@ -122,7 +122,7 @@ def ssh_remote(target: SshTarget) -> SshRemote:
         options += ["-i", target.key, "-o", "IdentitiesOnly=yes"]
     if target.known_hosts_file:
         options += ["-o", f"UserKnownHostsFile={_LOCAL_PATH.validate_python(target.known_hosts_file)}"]
-    return SshRemote(target.name, target.login, [*options, "--"])
+    return SshRemote(target.name, target.login, options)
 
 
 def _builder(fs: FeatureSet, keys: dict[str, str], preferred: list[str]) -> str | None:

@@ -12,17 +12,20 @@ from pathlib import Path
 
 
 class SshRemote:
-    """``ssh <options> <destination> <command>``; files with ``scp <options>``."""
+    """``ssh <options> -- <destination> <command>``; files with ``scp <options> --``.
+
+    ``--`` ends the options, so a destination can never be read as one (``-oProxyCommand=…``).
+    """
 
     def __init__(self, name: str, destination: str, options: Sequence[str] = ()) -> None:
         self.name = name
         self.destination = destination
-        self.options = list(options)
+        self.options = [o for o in options if o != "--"]
 
     def run(self, command: str, timeout: float | None = None) -> tuple[int, str]:
         try:
             done = subprocess.run(
-                ["ssh", *self.options, self.destination, command],
+                ["ssh", *self.options, "--", self.destination, command],
                 capture_output=True, text=True, timeout=timeout, check=False,
             )  # fmt: skip
         except subprocess.TimeoutExpired as exc:
@@ -37,6 +40,8 @@ class SshRemote:
         self._scp(f"{self.destination}:{remote}", str(local))
 
     def _scp(self, source: str, target: str) -> None:
-        done = subprocess.run(["scp", "-q", *self.options, source, target], capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            ["scp", "-q", *self.options, "--", source, target], capture_output=True, text=True, check=False
+        )
         if done.returncode != 0:
             raise OSError(f"scp {source} {target} failed: {done.stderr.strip()}")

@@ -408,12 +408,11 @@ def _ssh_config(options: list[str], destination: str) -> dict[str, str]:
     return dict(line.split(" ", 1) for line in done.stdout.splitlines() if " " in line)
 
 
-@pytest.mark.skipif(subprocess.run(["which", "ssh"], capture_output=True).returncode != 0, reason="no OpenSSH client")
 def test_the_builder_ssh_argv_is_options_then_the_destination() -> None:
     """OpenSSH itself reads the argv (``ssh -G`` prints the configuration it would use, connecting nowhere)."""
     remote = ssh_remote(SshTarget("b", "10.0.0.2", 2222, "deploy", "/keys/id", "/etc/rbee/known_hosts"))
-    assert remote.options[-1] == "--" and remote.destination == "deploy@10.0.0.2"
-    config = _ssh_config(remote.options, remote.destination)
+    assert "--" not in remote.options and remote.destination == "deploy@10.0.0.2"  # SshRemote adds "--" itself
+    config = _ssh_config([*remote.options, "--"], remote.destination)
     assert config["port"] == "2222" and config["user"] == "deploy" and config["hostname"] == "10.0.0.2"
     assert config["userknownhostsfile"] == "/etc/rbee/known_hosts" and "proxycommand" not in config
     for hostile in (
