@@ -130,16 +130,22 @@ def runtime_account_and_folders(plan: HostPlan) -> None:
     files.directory(name="runtime: config folder", path=CONFIG_DIR, user="root", group=user, mode="750")
     files.directory(name="runtime: state folder", path=MACOS_DATA_DIR, user=user, group=user, mode="750")
     files.directory(name="runtime: log folder", path=MACOS_LOG_DIR, user=user, group=user, mode="750")
+    # launchd has no LoadCredential: the daemons read their credentials themselves, from a folder only they read
+    files.directory(name="runtime: credentials folder", path=f"{MACOS_DATA_DIR}/credentials", user=user,
+                    group=user, mode="700")  # fmt: skip
 
 
 def services(plan: HostPlan, release: str, model_sha256: Mapping[str, str]) -> None:
     """The Darwin services step: configs in place, each daemon loaded and current, stale workers gone."""
     # One call site per kind of file, as in deploys/services.py (pyinfra tells operations apart by call site).
     put_planned(plan, "queen API keys")
+    put_planned(plan, "cluster secret")
+    put_planned(plan, "hive credential")
+    put_planned(plan, "worker credential")
     put_planned(plan, "queen config")
     put_planned(plan, "hive config")
     daemons = {f.label.removeprefix("launchd "): f for f in plan.files if f.label.startswith("launchd ")}
-    kinds = {"queen API keys", "queen config", "hive config"}
+    kinds = {"queen API keys", "cluster secret", "hive credential", "worker credential", "queen config", "hive config"}
     if left := [f.label for f in plan.files if f.label not in kinds and not f.label.startswith("launchd ")]:
         raise ValueError(f"services: the plan has files this step does not put on a macOS host: {left}")
     for service in plan.services:

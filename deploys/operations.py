@@ -104,5 +104,5 @@ def put_planned(plan: HostPlan, label: str) -> None:
         if planned.label == label:
             atomic_put(  # temp file, fsync, rename: a unit or config is never seen half-written
                 name=f"services: {label}", src=io.StringIO(planned.text), dest=planned.path,
-                user="root", group=plan.service_user, mode=planned.mode,
+                user=planned.owner, group=plan.service_user, mode=planned.mode,
             )  # fmt: skip

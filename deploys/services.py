@@ -36,6 +36,9 @@ def services(plan: HostPlan, release: str, model_sha256: Mapping[str, str]) -> N
     # One call site per kind of file: pyinfra tells operations apart by where they are called, so a
     # loop over all files would merge, say, h1's queen config with h3's hive unit in its results.
     put_planned(plan, "queen API keys")
+    put_planned(plan, "cluster secret")
+    put_planned(plan, "hive credential")
+    put_planned(plan, "worker credential")
     put_planned(plan, "queen config")
     put_planned(plan, f"unit {QUEEN_UNIT}")
     put_planned(plan, "hive config")
@@ -44,7 +47,8 @@ def services(plan: HostPlan, release: str, model_sha256: Mapping[str, str]) -> N
     for worker in plan.workers:
         put_planned(plan, f"worker {worker.name} config")
     units = {f"unit {u}" for u in (QUEEN_UNIT, HIVE_UNIT, WORKER_UNIT)}
-    kinds = {"queen API keys", "queen config", "hive config", *units}
+    kinds = {"queen API keys", "cluster secret", "hive credential", "worker credential", "queen config",
+             "hive config", *units}  # fmt: skip
     if left := [f.label for f in plan.files if f.label not in kinds and not f.label.startswith("worker ")]:
         raise ValueError(f"services: the plan has files this step does not put: {left}")
 
