@@ -175,6 +175,13 @@ class DeploySpec(StrictModel):
             "libc or a GPU backend); by default the first host of each feature set builds it."
         ),
     )
+    tls: bool = Field(
+        default=False,
+        description=(
+            "Encrypt the internal plane and the queen's port with TLS: the deploy makes a cluster CA on the control "
+            "machine and a certificate per host; clients then trust that CA (docs/security.md, TLS)."
+        ),
+    )
 
 
 class ClusterSpec(StrictModel):

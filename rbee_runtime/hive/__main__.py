@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     except DataDirInUseError as exc:
         print(f"rbee hive: {exc}", file=sys.stderr)
         return 1
-    settings = uvicorn.Config(app, host=config.host, port=config.port, log_level=config.log_level, lifespan="on")
+    tls = config.tls.uvicorn if config.tls else {}
+    settings = uvicorn.Config(app, host=config.host, port=config.port, log_level=config.log_level, lifespan="on", **tls)
     if config.log_level != "debug":  # after uvicorn.Config, which (re)configures its loggers
         logging.getLogger("uvicorn.access").addFilter(_quiet_announces)  # workers re-announce every few s
     # Listen before the app starts: uvicorn runs the lifespan (heartbeats, re-adoption) before it binds,

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from rbee_runtime.common.credentials import CredentialError, is_loopback, read_credential
 from rbee_runtime.common.ports import HIVE_PORT, WORKER_PORT_FIRST, WORKER_PORT_LAST
+from rbee_runtime.common.tls import TlsError, TlsFiles, load_tls
 
 _WILDCARD_HOSTS = {"0.0.0.0", "::", ""}
 
@@ -61,6 +62,9 @@ class HiveConfig(_Strict):
       GPU that fits is chosen when the spawn names no device); None: no limit.
     - ``gpu_partial_offload``: a CUDA model that does not fit in the chosen GPU's free VRAM is split, as many
       layers on the GPU as fit and the rest on the CPU (like Ollama); false: refused (507 ``VRAM_EXHAUSTED``).
+    - ``tls_cert_file``/``tls_key_file``/``tls_ca_file`` (all three or none; ``$CREDENTIALS_DIRECTORY`` works
+      here too): the hive and its workers serve HTTPS with that certificate, and the hive checks the queen and
+      its workers against the cluster CA (``rbee_runtime.common.tls``); its URLs are ``https://``.
     - ``external_worker_drop_s``: an external worker (one the hive did not start, e.g. a systemd unit,
       registered by its ready callback) that stays unreachable this long is dropped from the registry.
     """
@@ -96,9 +100,17 @@ class HiveConfig(_Strict):
     placements: list[PlacementConfig] = Field(default_factory=list)
     worker_command: list[str] = Field(default_factory=default_worker_command, min_length=1)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_ca_file: str | None = None
+    _tls: TlsFiles | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _check(self) -> HiveConfig:
+        try:
+            self._tls = load_tls(self.tls_cert_file, self.tls_key_file, self.tls_ca_file)
+        except TlsError as exc:
+            raise ValueError(str(exc)) from exc
         if self.credential_file is not None and self.credential is None:
             try:
                 self.credential = read_credential(self.credential_file, "credential_file")
@@ -124,6 +136,11 @@ class HiveConfig(_Strict):
         return self
 
     @property
+    def tls(self) -> TlsFiles | None:
+        """The checked TLS files (None: plain HTTP)."""
+        return self._tls
+
+    @property
     def public_host(self) -> str:
         """Address other machines use to reach this hive and its workers."""
         host = self.advertise_host or self.host
@@ -137,12 +154,12 @@ class HiveConfig(_Strict):
     @property
     def url(self) -> str:
         """Base URL of this hive as others see it."""
-        return f"http://{_bracket(self.public_host)}:{self.port}"
+        return worker_url(self.public_host, self.port, self.tls is not None)
 
     @property
     def local_url(self) -> str:
         """Base URL of this hive from this machine (used for worker callbacks)."""
-        return f"http://{_bracket(self.local_host)}:{self.port}"
+        return worker_url(self.local_host, self.port, self.tls is not None)
 
     @property
     def worker_credential_file(self) -> Path:
@@ -162,9 +179,9 @@ def _bracket(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
-def worker_url(host: str, port: int) -> str:
-    """Base URL of a worker on ``host:port``."""
-    return f"http://{_bracket(host)}:{port}"
+def worker_url(host: str, port: int, tls: bool = False) -> str:
+    """Base URL of a worker (or the hive) on ``host:port``; ``https`` with ``tls``."""
+    return f"{'https' if tls else 'http'}://{_bracket(host)}:{port}"
 
 
 def load_hive_config(path: str | Path) -> HiveConfig:

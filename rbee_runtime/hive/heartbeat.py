@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 import httpx
 
 from rbee_runtime.common.contracts import Heartbeat, WorkerInfo, WorkerState
+from rbee_runtime.common.tls import TlsFiles, client_options
 
 log = logging.getLogger("rbee.hive.heartbeat")
 
@@ -24,7 +25,10 @@ _MAX_DEPARTED = 100
 
 
 class HeartbeatSender:
-    """Posts a ``Heartbeat`` built by ``build`` to ``<queen_url>/v1/hives/heartbeat``, with ``credential``."""
+    """Posts a ``Heartbeat`` built by ``build`` to ``<queen_url>/v1/hives/heartbeat``, with ``credential``.
+
+    ``tls``: the queen must present a certificate of the cluster CA (and be ``https://``).
+    """
 
     def __init__(
         self,
@@ -33,12 +37,13 @@ class HeartbeatSender:
         build: Callable[[], Awaitable[Heartbeat]],
         credential: str | None = None,
         timeout_s: float = 3.0,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.url = f"{queen_url.rstrip('/')}/v1/hives/heartbeat"
         self.interval_s = interval_s
         self._build = build
         headers = {"Authorization": f"Bearer {credential}"} if credential else {}
-        self._http = httpx.AsyncClient(timeout=timeout_s, headers=headers, trust_env=False)
+        self._http = httpx.AsyncClient(timeout=timeout_s, headers=headers, trust_env=False, **client_options(tls))
         self._wake_event = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None

@@ -154,7 +154,7 @@ class ManagedWorkers(HiveRoom):
         except OSError as exc:
             raise launch.spawn_failed(cmd, exc) from exc
         m.port = port
-        m.local_url = worker_url(self.config.local_host, port)
+        m.local_url = worker_url(self.config.local_host, port, self.config.tls is not None)
         now = time.time()
         m.loading_since = now
         m.health_failures = 0
@@ -210,7 +210,7 @@ class ManagedWorkers(HiveRoom):
         info = rec.info.model_copy(
             update={
                 "hive_id": self.config.hive_id,
-                "url": worker_url(self.config.public_host, rec.port),
+                "url": worker_url(self.config.public_host, rec.port, self.config.tls is not None),
                 "state": state,
                 "pid": process.pid,
                 "slots_total": health.slots_total,

@@ -94,7 +94,7 @@ class Hive:
             self.worker_credential = worker_credential(config.credential)
             self.internal_auth = InternalAuth({"hive": config.credential, "worker": self.worker_credential})
             write_credential(config.worker_credential_file, self.worker_credential)  # for the workers it starts
-        self.client = WorkerClient(credential=self.worker_credential)
+        self.client = WorkerClient(credential=self.worker_credential, tls=config.tls)
         gpus = detect_gpus()
         self.backends = detect_backends(gpus)
         if config.backend not in self.backends:
@@ -108,8 +108,9 @@ class Hive:
         self.heartbeat: HeartbeatSender | None = None
         if config.queen_url:
             self.heartbeat = HeartbeatSender(
-                config.queen_url, config.heartbeat_interval_s, self.build_heartbeat, credential=config.credential
-            )
+                config.queen_url, config.heartbeat_interval_s, self.build_heartbeat, credential=config.credential,
+                tls=config.tls,
+            )  # fmt: skip
             self.registry.subscribe(self.heartbeat.on_worker_change)
 
     async def start(self) -> None:

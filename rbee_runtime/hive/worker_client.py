@@ -8,17 +8,21 @@ import httpx
 from pydantic import ValidationError
 
 from rbee_runtime.common.contracts import WorkerHealth
+from rbee_runtime.common.tls import TlsFiles, client_options
 
 log = logging.getLogger("rbee.hive.worker_client")
 
 
 class WorkerClient:
-    """One ``httpx.AsyncClient`` for all workers of this hive (short timeouts: they are local), with its credential."""
+    """One ``httpx.AsyncClient`` for all workers of this hive (short timeouts: they are local), with its credential.
 
-    def __init__(self, timeout_s: float = 2.0, credential: str | None = None) -> None:
+    ``tls``: workers must present a certificate of the cluster CA (and be ``https://``).
+    """
+
+    def __init__(self, timeout_s: float = 2.0, credential: str | None = None, tls: TlsFiles | None = None) -> None:
         headers = {"Authorization": f"Bearer {credential}"} if credential else {}
         self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout_s, connect=1.0), trust_env=False, headers=headers
+            timeout=httpx.Timeout(timeout_s, connect=1.0), trust_env=False, headers=headers, **client_options(tls)
         )
 
     async def health(self, base_url: str) -> WorkerHealth | None:

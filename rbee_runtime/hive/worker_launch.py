@@ -136,6 +136,10 @@ def worker_command(config: HiveConfig, spec: WorkerSpec, port: int) -> list[str]
         cmd += ["--n-gpu-layers", str(spec.n_gpu_layers)]
     if config.credential is not None:  # a path, never the credential itself: argv is world-readable
         cmd += ["--credential-file", str(config.worker_credential_file)]
+    if config.tls is not None:  # the hive's own certificate: its workers serve on the same host
+        tls = config.tls
+        cmd += ["--tls-cert-file", str(tls.cert_file), "--tls-key-file", str(tls.key_file)]
+        cmd += ["--tls-ca-file", str(tls.ca_file)]
     return cmd
 
 
@@ -157,7 +161,7 @@ def loading_info(
         worker_id=spec.worker_id,
         hive_id=config.hive_id,
         model_id=spec.model_id,
-        url=worker_url(config.public_host, port),
+        url=worker_url(config.public_host, port, config.tls is not None),
         state=WorkerState.LOADING,
         backend=spec.backend,
         device=spec.device,

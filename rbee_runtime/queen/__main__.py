@@ -35,7 +35,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if config.log_level.lower() != "debug":
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per worker call is noise
-    uvicorn.run(create_app(config), host=config.host, port=config.port, log_level=config.log_level.lower())
+    tls = config.tls.uvicorn if config.tls else {}  # HTTPS on the one port: the public API and the heartbeats
+    uvicorn.run(create_app(config), host=config.host, port=config.port, log_level=config.log_level.lower(), **tls)
     return 0
 
 

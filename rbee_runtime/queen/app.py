@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import error_body, install_error_handlers
 from rbee_runtime.common.limits import install_limits
+from rbee_runtime.common.tls import client_options
 from rbee_runtime.queen import api_openai, api_ops
 from rbee_runtime.queen.auth import ApiKeys
 from rbee_runtime.queen.clients import HiveClient, WorkerClient
@@ -32,7 +33,9 @@ log = logging.getLogger(__name__)
 def build_state(config: QueenConfig, clock: Callable[[], float] = time.monotonic) -> QueenState:
     """Wire the queen's objects together (no I/O happens here)."""
     http = httpx.AsyncClient(
-        trust_env=False, limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100)
+        trust_env=False,
+        limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100),
+        **client_options(config.tls),  # with TLS: hives and workers must chain to the cluster CA
     )
     registry = Registry(config.stale_timeout_s, clock=clock)
     metrics = QueenMetrics()

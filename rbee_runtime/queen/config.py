@@ -5,7 +5,8 @@ environment variable holding comma-separated keys, ``api_keys_file``: a file wit
 line), and :func:`load_queen_config` resolves them into :attr:`QueenConfig.api_keys`. The same holds
 for the cluster secret of the internal plane (``cluster_secret_file``, see
 :mod:`rbee_runtime.common.credentials`); ``$CREDENTIALS_DIRECTORY`` in a path is systemd's
-``LoadCredential=`` folder.
+``LoadCredential=`` folder. ``tls_cert_file``/``tls_key_file``/``tls_ca_file`` (all three or none, see
+:mod:`rbee_runtime.common.tls`): the queen serves HTTPS and checks hives and workers against the CA.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from rbee_runtime.common.credentials import CredentialError, credential_path, is_loopback, read_credential
 from rbee_runtime.common.ports import QUEEN_PORT
+from rbee_runtime.common.tls import TlsError, TlsFiles, load_tls
 
 
 class ConfigError(ValueError):
@@ -48,6 +50,16 @@ class QueenConfig(BaseModel):
     default_max_tokens: int = Field(default=256, ge=1, le=8192, description="When a request gives none.")
     spawn_poll_interval_s: float = Field(default=0.25, gt=0, description="Poll interval of a starting worker.")
     log_level: str = "info"
+    tls_cert_file: str | None = Field(default=None, description="Certificate served (PEM); with TLS only.")
+    tls_key_file: str | None = Field(default=None, description="Its private key (PEM).")
+    tls_ca_file: str | None = Field(default=None, description="The cluster CA: hives and workers must chain to it.")
+
+    @property
+    def tls(self) -> TlsFiles | None:
+        """The TLS files (checked when the config was loaded); None: plain HTTP."""
+        if not (self.tls_cert_file and self.tls_key_file and self.tls_ca_file):
+            return None
+        return TlsFiles(Path(self.tls_cert_file), Path(self.tls_key_file), Path(self.tls_ca_file))
 
     @model_validator(mode="after")
     def _check(self) -> QueenConfig:
@@ -87,6 +99,29 @@ def _keys_from_file(path: Path) -> list[str]:
     return keys
 
 
+def _resolve_tls(data: dict[str, Any], base_dir: Path | None) -> None:
+    """Check the TLS files of ``data`` and replace their names by their resolved paths."""
+    names = ("tls_cert_file", "tls_key_file", "tls_ca_file")
+    paths: list[Path | None] = []
+    for name in names:
+        value = data.get(name)
+        path = None
+        if value:
+            try:
+                path = credential_path(str(value))
+            except CredentialError as exc:
+                raise ConfigError(f"{name}: {exc}") from exc
+            if not path.is_absolute() and base_dir is not None:
+                path = base_dir / path
+        paths.append(path)
+    try:
+        files = load_tls(*paths)
+    except TlsError as exc:
+        raise ConfigError(str(exc)) from exc
+    if files is not None:
+        data.update(zip(names, (str(files.cert_file), str(files.key_file), str(files.ca_file)), strict=True))
+
+
 def resolve_config(data: dict[str, Any], base_dir: Path | None = None) -> QueenConfig:
     """Build a :class:`QueenConfig` from parsed file content, resolving the API key sources."""
     data = dict(data)
@@ -106,6 +141,7 @@ def resolve_config(data: dict[str, Any], base_dir: Path | None = None) -> QueenC
             data["cluster_secret"] = read_credential(path, "cluster_secret_file")
         except CredentialError as exc:
             raise ConfigError(str(exc)) from exc
+    _resolve_tls(data, base_dir)
     keys: list[str] = []
     env_name = data.pop("api_keys_env", None)
     file_name = data.pop("api_keys_file", None)

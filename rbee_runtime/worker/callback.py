@@ -15,6 +15,7 @@ import httpx
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 from rbee_runtime.common.contracts import WorkerReady
+from rbee_runtime.common.tls import TlsFiles, client_options
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +35,11 @@ def _headers(credential: str | None) -> dict[str, str]:
 
 
 def send_ready(
-    url: str, ready: WorkerReady, *, credential: str | None = None, attempts: int = 5, timeout_s: float = 5.0
-) -> None:
-    """POST ``ready`` to ``url`` (with the workers' ``credential``), retrying with exponential back-off;
-    raise after the last attempt."""
+    url: str, ready: WorkerReady, *, credential: str | None = None, attempts: int = 5, timeout_s: float = 5.0,
+    tls: TlsFiles | None = None,
+) -> None:  # fmt: skip
+    """POST ``ready`` to ``url`` (with the workers' ``credential``; with ``tls`` the hive must chain to the
+    cluster CA), retrying with exponential back-off; raise after the last attempt."""
 
     @retry(
         stop=stop_after_attempt(attempts),
@@ -46,9 +48,8 @@ def send_ready(
         reraise=True,
     )
     def _post() -> None:
-        response = httpx.post(
-            url, json=ready.model_dump(mode="json"), timeout=timeout_s, trust_env=False, headers=_headers(credential)
-        )
+        with httpx.Client(timeout=timeout_s, trust_env=False, headers=_headers(credential), **client_options(tls)) as c:
+            response = c.post(url, json=ready.model_dump(mode="json"))
         response.raise_for_status()
 
     _post()
@@ -70,8 +71,9 @@ class Announcer:
     """
 
     def __init__(
-        self, url: str, ready: WorkerReady, interval_s: float, *, credential: str | None = None, timeout_s: float = 5.0
-    ) -> None:
+        self, url: str, ready: WorkerReady, interval_s: float, *, credential: str | None = None, timeout_s: float = 5.0,
+        tls: TlsFiles | None = None,
+    ) -> None:  # fmt: skip
         if interval_s <= 0:
             raise ValueError("interval_s must be > 0 (0 means a single callback: use send_ready)")
         self.url = url
@@ -82,7 +84,8 @@ class Announcer:
         self.sent = 0
         self._ok: bool | None = None
         self._backoff = FIRST_BACKOFF_S
-        self._http = httpx.Client(timeout=timeout_s, trust_env=False, headers=_headers(credential))
+        options = client_options(tls)
+        self._http = httpx.Client(timeout=timeout_s, trust_env=False, headers=_headers(credential), **options)
 
     def announce_once(self) -> bool:
         """One POST; True when the hive took it. Never raises."""

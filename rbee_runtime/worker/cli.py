@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from rbee_runtime.common.credentials import CredentialError, is_loopback, read_credential
 from rbee_runtime.common.ports import WORKER_PORT_FIRST
+from rbee_runtime.common.tls import TlsError, load_tls
 from rbee_runtime.worker.server import WorkerSettings, run
 
 
@@ -78,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="file holding the workers' credential of the internal plane (required unless --host is loopback); "
         "$CREDENTIALS_DIRECTORY is systemd's LoadCredential= folder",
     )
+    tls = "TLS (all three or none): serve HTTPS and check the hive against the cluster CA; "
+    p.add_argument("--tls-cert-file", default=None, help=tls + "this host's certificate (PEM)")
+    p.add_argument("--tls-key-file", default=None, help=tls + "its private key (PEM)")
+    p.add_argument("--tls-ca-file", default=None, help=tls + "the cluster CA's certificate (PEM)")
     return p
 
 
@@ -92,6 +97,10 @@ def parse_settings(argv: Sequence[str] | None = None) -> WorkerSettings:
             parser.error(str(exc))
     elif not is_loopback(a.host):
         parser.error(f"--host {a.host} is reachable from other machines: give --credential-file")
+    try:
+        tls = load_tls(a.tls_cert_file, a.tls_key_file, a.tls_ca_file)
+    except TlsError as exc:
+        parser.error(str(exc).replace("tls_", "--tls-").replace("_file", "-file"))
     return WorkerSettings(
         worker_id=a.worker_id,
         model_id=a.model_id,
@@ -110,6 +119,7 @@ def parse_settings(argv: Sequence[str] | None = None) -> WorkerSettings:
         managed_by=a.managed_by,
         n_gpu_layers=a.n_gpu_layers,
         credential=credential,
+        tls=tls,
     )
 
 

@@ -15,6 +15,7 @@ from types import FrameType
 import uvicorn
 
 from rbee_runtime.common.contracts import ManagedBy, WorkerReady
+from rbee_runtime.common.tls import TlsFiles
 from rbee_runtime.worker.app import create_app
 from rbee_runtime.worker.callback import Announcer, send_ready
 from rbee_runtime.worker.engine import Backend, Engine, EngineConfig, EngineError
@@ -51,6 +52,8 @@ class WorkerSettings:
     #: The workers' credential of its hive (from ``--credential-file``): required by its API, sent with its
     #: ready callbacks. None: the worker is open (loopback only).
     credential: str | None = field(default=None, repr=False)
+    #: ``--tls-*-file``: serve HTTPS with this certificate; the hive must chain to the cluster CA. None: HTTP.
+    tls: TlsFiles | None = None
 
     @property
     def url(self) -> str:
@@ -60,7 +63,7 @@ class WorkerSettings:
             host = socket.gethostname()
         elif ":" in host:
             host = f"[{host}]"
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
 
 class WorkerServer(uvicorn.Server):
@@ -77,7 +80,7 @@ class WorkerServer(uvicorn.Server):
         if settings.callback_url and settings.announce_interval_s > 0:
             self.announcer = Announcer(
                 settings.callback_url, self._ready_message(), settings.announce_interval_s,
-                credential=settings.credential,
+                credential=settings.credential, tls=settings.tls,
             )  # fmt: skip
 
     def _ready_message(self) -> WorkerReady:
@@ -142,7 +145,7 @@ class WorkerServer(uvicorn.Server):
                 first_ok = announcer.announce_once()
         elif s.callback_url:
             try:
-                send_ready(s.callback_url, self._ready_message(), credential=s.credential)
+                send_ready(s.callback_url, self._ready_message(), credential=s.credential, tls=s.tls)
             except Exception as exc:  # the hive may still find us through /health
                 log.error("ready callback to %s failed: %s", s.callback_url, exc)
         self.service.mark_loaded()
@@ -190,6 +193,7 @@ def run(settings: WorkerSettings) -> int:
         access_log=False,
         lifespan="off",
         timeout_graceful_shutdown=5,
+        **(settings.tls.uvicorn if settings.tls else {}),
     )
     server = WorkerServer(config, settings, service)
     try:
