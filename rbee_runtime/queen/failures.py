@@ -66,6 +66,8 @@ class Failure:
     silent_s: float | None = None
     #: What the client gets (outcomes ANSWER and LOST).
     error: ApiError | None = None
+    #: Not tried again for this request (a quarantined worker, or one that is draining to stop).
+    exclude: bool = False
 
 
 def worker_error(event: ErrorEvent, worker_id: str) -> ApiError:
@@ -124,8 +126,9 @@ def classify(exc: BaseException, worker_id: str, phase: Phase, tokens: int = 0) 
         return Failure(Outcome.RETRY, worker_id, reason, quarantine=True, timed_out=exc.timed_out,
                        silent_s=exc.silent_s)
     if isinstance(exc, ApiError):  # the worker answered POST /v1/generate with an error
-        if exc.code in _REFUSALS:
-            return Failure(Outcome.RETRY, worker_id, exc.code, backoff=True)
+        if exc.code in _REFUSALS:  # a draining worker stops taking requests for good: try the others
+            return Failure(Outcome.RETRY, worker_id, exc.code, backoff=True,
+                           exclude=exc.code == ErrorCode.WORKER_DRAINING)  # fmt: skip
         if exc.status >= 500 or exc.code in _CREDENTIAL_REFUSALS:  # a refused credential is the cluster's fault
             return Failure(Outcome.RETRY, worker_id, f"{exc.code}: {exc.message}", quarantine=True, backoff=True)
         return Failure(Outcome.ANSWER, worker_id, exc.code, error=exc)

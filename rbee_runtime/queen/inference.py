@@ -134,7 +134,7 @@ class InferenceService:
         job.last_failure_timed_out = failure.timed_out
         if failure.timed_out:
             job.silent_s = failure.silent_s
-        if failure.quarantine:
+        if failure.quarantine or failure.exclude:
             job.exclude.add(failure.worker_id)
         if job.attempts <= self.max_failover_attempts and not job.cancelled:
             self.metrics.failovers.labels(model=job.label).inc()
