@@ -16,6 +16,7 @@ from pyinfra.context import host
 from rich.console import Console
 
 from deploys.builder import PyinfraRemote, choose_builder
+from rbee.deploy.cluster_ca import tls_for
 from rbee.deploy.cluster_secret import cluster_secret
 from rbee.deploy.engine_plan import builds_here
 from rbee.deploy.host_plan import HostPlan, plan_deployed_host
@@ -83,7 +84,8 @@ def host_plan(facts: HostFacts, keys_readable: bool = True) -> HostPlan:
         keys = api_keys_text(cluster, base_dir) if wants_keys else None
         placed = [cluster.model(m) for m in models_on(cluster, name)]
         sizes = {m.id: f.size_bytes for m in placed if (f := model_file(m, cluster)) is not None}
-        _plans[name] = plan_deployed_host(cluster, name, facts, sizes, keys, cluster_secret(cluster.cluster))
+        secret = cluster_secret(cluster.cluster)
+        _plans[name] = plan_deployed_host(cluster, name, facts, sizes, keys, secret, tls_for(cluster, name))
     return _plans[name]
 
 

@@ -6,10 +6,12 @@ import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 
+from rbee.deploy.cluster_ca import trust
 from rbee_runtime.common.contracts import QueenHive, QueenWorker
 from rbee_runtime.common.ports import QUEEN_PORT
 
@@ -53,11 +55,19 @@ class StreamedCompletion:
 class QueenClient:
     """The queen's API: operations views, streaming completions and cancellation."""
 
-    def __init__(self, base_url: str | None = None, api_key: str | None = None, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, base_url: str | None = None, api_key: str | None = None, timeout_s: float = 10.0,
+        ca_file: str | Path | None = None,
+    ) -> None:  # fmt: skip
+        """``ca_file`` (else ``$RBEE_CA_FILE``): the CA an ``https://`` queen of a ``deploy.tls`` cluster chains to;
+        without either, the system's CAs and those of the clusters deployed from this machine
+        (``rbee.deploy.cluster_ca.trust``)."""
         self.base_url = (base_url or queen_url_from_env()).rstrip("/")
         key = api_key if api_key is not None else os.environ.get("RBEE_API_KEY")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout_s)
+        self._http = httpx.Client(
+            base_url=self.base_url, headers=headers, timeout=timeout_s, verify=trust(self.base_url, ca_file)
+        )
 
     def close(self) -> None:
         self._http.close()

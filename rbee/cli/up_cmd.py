@@ -63,6 +63,9 @@ def up(
         for worker_id, model_id in ready.workers:
             typer.echo(f"  worker       {worker_id} serves {model_id}")
         _print_ready(plan.queen_url or "", cluster_spec.models[0].id if cluster_spec.models else TINY_MODEL_ID)
+        if plan.ca_file:  # deploy.tls: clients need this run's CA
+            ca = plan.ca_file
+            typer.echo(f"  TLS: trust {ca} (export RBEE_CA_FILE={ca}; curl --cacert {ca})")
         if api_key is not None:
             typer.echo("  the API requires a key: export RBEE_API_KEY=<one of the queen's keys> for rbee commands")
         gone = wait_for_exit(cluster.processes)

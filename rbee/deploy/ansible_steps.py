@@ -19,6 +19,7 @@ from pydantic import TypeAdapter
 
 from rbee.client import QueenClient, QueenError
 from rbee.deploy import health
+from rbee.deploy.cluster_ca import tls_for
 from rbee.deploy.cluster_secret import cluster_secret
 from rbee.deploy.engine_plan import builds_here
 from rbee.deploy.host_plan import HostPlan, plan_deployed_host
@@ -238,7 +239,8 @@ def plan_hosts(spec_file: str, hosts: dict[str, dict[str, Any]]) -> dict[str, An
             if (found := cached_model(spec.model(m), Path(spec.deploy.model_cache).expanduser())) is not None
         }
         keys = api_keys_text(spec, path.parent) if name == spec.queen_host.name else None
-        out[name] = plan_json(plan_deployed_host(spec, name, facts, sizes, keys, cluster_secret(spec.cluster)), facts)
+        secret, tls = cluster_secret(spec.cluster), tls_for(spec, name)
+        out[name] = plan_json(plan_deployed_host(spec, name, facts, sizes, keys, secret, tls), facts)
     return {"hosts": out}
 
 

@@ -19,6 +19,8 @@ import contextlib
 import datetime as dt
 import fcntl
 import ipaddress
+import os
+import ssl
 import stat
 import threading
 from collections.abc import Iterator, Sequence
@@ -34,7 +36,12 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from rbee.deploy.cluster_secret import state_dir
 from rbee.spec.models import ClusterSpec
 from rbee_runtime.common.credentials import write_credential
+from rbee_runtime.common.tls import client_context
 
+#: The files of a deployed host (in its credentials folder; ``LoadCredential=`` names).
+TLS_CERT_NAME = "tls.crt"
+TLS_KEY_NAME = "tls.key"
+CA_CERT_NAME = "ca.crt"
 CA_DAYS = 3650
 HOST_DAYS = 730
 RENEW_BEFORE = dt.timedelta(days=30)
@@ -84,6 +91,24 @@ def ca_file(cluster: str) -> Path:
 def known_ca_files() -> list[Path]:
     """The CA certificates of every cluster this control machine deployed with TLS."""
     return sorted((state_dir() / "clusters").glob("*/tls/ca.crt"))
+
+
+def trust(url: str, ca_file: str | Path | None = None) -> ssl.SSLContext | bool:
+    """What a client of ``url`` on the control machine trusts (httpx's ``verify``).
+
+    ``ca_file``, else ``$RBEE_CA_FILE``: that CA only. Else, for an ``https://`` URL, the system's CAs plus
+    the CA of every cluster deployed from here with TLS (:func:`known_ca_files`). Else the default (True).
+    """
+    chosen = ca_file or os.environ.get("RBEE_CA_FILE")
+    if chosen:
+        return client_context(chosen)
+    known = known_ca_files() if url.startswith("https://") else []
+    if not known:
+        return True
+    context = ssl.create_default_context()
+    for path in known:
+        context.load_verify_locations(cafile=str(path))
+    return context
 
 
 def host_names(spec: ClusterSpec, host_name: str) -> tuple[str, ...]:
@@ -209,7 +234,7 @@ def _names(cert: x509.Certificate) -> set[str]:
 def _locked(folder: Path) -> Iterator[None]:
     """One writer at a time (threads of a deploy, and other rbee processes on this machine)."""
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with _lock, (folder / ".lock").open("a") as handle:
+    with _lock, os.fdopen(os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o600), "r+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

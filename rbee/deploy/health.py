@@ -25,6 +25,7 @@ from typing import Protocol
 import httpx
 
 from rbee.client import QueenError
+from rbee.deploy.cluster_ca import trust
 from rbee_runtime.common.contracts import ManagedBy, QueenHive, QueenWorker, WorkerState
 from rbee_runtime.common.credentials import hive_credential, worker_credential
 
@@ -128,7 +129,8 @@ def missing(queen: QueenView, expectation: Expectation, *, http: httpx.Client | 
     why = missing_in(expectation, hives, workers)
     if why or not expectation.serves:
         return why
-    with httpx.Client(timeout=30) if http is None else nullcontext(http) as client:
+    verify = trust(queen.base_url)  # workers of a deploy.tls cluster are https://, signed by its CA
+    with httpx.Client(timeout=30, verify=verify) if http is None else nullcontext(http) as client:
         problems = [
             f"worker {w.worker_id} on {w.hive_id} does not serve: {reason}"
             for w in sorted(expectation.placed_workers(workers), key=lambda w: (w.hive_id, w.worker_id))

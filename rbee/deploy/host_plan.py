@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from rbee.deploy import launchd
+from rbee.deploy.cluster_ca import CA_CERT_NAME, TLS_CERT_NAME, TLS_KEY_NAME, HostTls
 from rbee.deploy.engine_plan import host_features
 from rbee.deploy.layout import (
     API_KEYS_FILE,
@@ -60,6 +61,7 @@ from rbee.spec.models import ClusterSpec, HostSpec
 from rbee.spec.placement import assign, models_on
 from rbee_runtime.common.credentials import hive_credential, worker_credential
 from rbee_runtime.common.ports import WORKER_PORT_FIRST
+from rbee_runtime.common.tls import https
 
 MODEL_RAM_FACTOR = 1.2
 """A host needs size × this of RAM per placed model, plus its reserve."""
@@ -317,6 +319,7 @@ def plan_host(
     model_bytes: Mapping[str, int] | None = None,
     api_keys_text: str | None = None,
     cluster_secret: str | None = None,
+    tls: HostTls | None = None,
 ) -> HostPlan:
     """The plan of one host (see the module docstring).
 
@@ -324,6 +327,8 @@ def plan_host(
     ``api_keys_text``: the queen's keys, one per line, when they go into a file on the host.
     ``cluster_secret``: the internal plane's secret (``rbee.deploy.cluster_secret``); the host gets what it
     needs of it (the queen the secret, a hive its credential and its workers' one). None: an open plane.
+    ``tls``: the host's certificate, key and the cluster CA (``rbee.deploy.cluster_ca``); its services serve
+    HTTPS and every URL is ``https://``. None: plain HTTP.
     """
     host = spec.host(host_name)
     layout = HostLayout(spec.deploy.prefix)
@@ -338,7 +343,7 @@ def plan_host(
         need = int(sum((model_bytes or {}).get(m, 0) for m in model_ids) * MODEL_RAM_FACTOR)
         engine_problems = [*engine_problems, *metal_problems(facts.ram_total_bytes, need)]
     is_queen = host.name == spec.queen_host.name
-    hive_url = f"http://{target.bind_host}:{host.hive.port}"
+    hive_url = https(f"http://{target.bind_host}:{host.hive.port}", tls)
     plan = HostPlan(
         cluster=spec.cluster,
         host=host.name,
@@ -350,13 +355,13 @@ def plan_host(
         features=features,
         requirements=needs,
         problems=(*judge(facts, needs), *engine_problems),
-        queen_url=queen_url(spec),
+        queen_url=https(queen_url(spec), tls),
         hive_url=hive_url,
         models=model_ids,
         workers=workers,
         service_manager=target.service_manager,
     )
-    return _with_files(plan, spec, host, target, paths, api_keys_text, cluster_secret)
+    return _with_files(plan, spec, host, target, paths, api_keys_text, cluster_secret, tls)
 
 
 def plan_deployed_host(
@@ -366,6 +371,7 @@ def plan_deployed_host(
     model_bytes: Mapping[str, int] | None = None,
     api_keys_text: str | None = None,
     cluster_secret: str | None = None,
+    tls: HostTls | None = None,
 ) -> HostPlan:
     """The plan of a host deployed by pyinfra or Ansible: services bound to its spec address.
 
@@ -376,7 +382,7 @@ def plan_deployed_host(
     manager: ServiceManager = "launchd" if facts.os == "Darwin" else "systemd"
     target = deployed_target(HostLayout(spec.deploy.prefix), bind, api_keys=api_keys_text is not None,
                              service_manager=manager)  # fmt: skip
-    return plan_host(spec, host_name, facts, target, model_bytes, api_keys_text, cluster_secret)
+    return plan_host(spec, host_name, facts, target, model_bytes, api_keys_text, cluster_secret, tls)
 
 
 def _with_files(
@@ -387,6 +393,7 @@ def _with_files(
     model_paths: Mapping[str, str],
     api_keys_text: str | None,
     cluster_secret: str | None,
+    tls: HostTls | None = None,
 ) -> HostPlan:
     """Render the plan's configs, units and credential files, and what each service starts from."""
     units_here = target.placed_workers == "units"
@@ -400,6 +407,18 @@ def _with_files(
         """Plan a credential file; return how a config names it."""
         files.append(PlannedFile(f"{target.credentials_dir}/{name}", text + "\n", label, "600", True, owner))
         return target.credential_ref(name)
+
+    tls_files: dict[str, str] = {}
+    tls_secret = ""  # a renewed certificate restarts the services that serve it
+    if tls is not None:
+        tls_files = {
+            "tls_cert_file": credential(TLS_CERT_NAME, tls.cert.strip(), "TLS certificate"),
+            "tls_key_file": credential(TLS_KEY_NAME, tls.key.strip(), "TLS key"),
+        }
+        files.append(PlannedFile(f"{target.credentials_dir}/{CA_CERT_NAME}", tls.ca_cert, "cluster CA", "644",
+                                 owner=owner))  # fmt: skip
+        tls_files["tls_ca_file"] = target.credential_ref(CA_CERT_NAME)
+        tls_secret = tls.ca_cert + tls.cert + tls.key
 
     unit = UnitSettings(
         cluster=spec.cluster,
@@ -416,6 +435,7 @@ def _with_files(
         credentials_dir=target.credentials_dir,
         internal=cluster_secret is not None,
         api_keys_file=(target.api_keys_file or "") if api_keys_text and target.loads_credentials else "",
+        tls=tls is not None,
     )
     if plan.is_queen:
         keys_file = target.api_keys_file if api_keys_text or not units_here else None
@@ -436,10 +456,11 @@ def _with_files(
                 stale_timeout=spec.runtime.stale_timeout,
                 loading_timeout=spec.runtime.loading_timeout,
                 queue_max=spec.queen.queue_max,
+                **tls_files,
             )
         )
         files.append(PlannedFile(f"{target.config_dir}/queen.yaml", queen, "queen config"))
-        queen_secret = (api_keys_text or "") + (cluster_secret or "")
+        queen_secret = (api_keys_text or "") + (cluster_secret or "") + tls_secret
         if units_here and target.service_manager == "launchd":
             services.append(PlannedService(launchd.QUEEN_LABEL, (queen,), secret=queen_secret))
         elif units_here:
@@ -474,6 +495,7 @@ def _with_files(
             else WORKER_PORT_FIRST,
             models=[HiveModel(m.id, m.source, model_paths[m.id], m.sha256) for m in models],
             placements=[] if units_here else [HivePlacement(w.model_id, w.slots) for w in plan.workers],
+            **tls_files,
         )
     )
     hive_file = f"{target.config_dir}/hive.yaml" if units_here else f"{target.config_dir}/hive-{host.name}.yaml"
@@ -481,18 +503,20 @@ def _with_files(
     if not units_here:
         return replace(plan, files=tuple(files))
     if target.service_manager == "launchd":
-        return _with_daemons(plan, spec.deploy.service_user, target, files, services, hive, hive_cred, workers_cred)
+        return _with_daemons(plan, spec.deploy.service_user, target, files, services, hive, hive_cred, workers_cred,
+                             tls_secret)  # fmt: skip
     hive_unit = render_unit(HIVE_UNIT, unit)
     worker_unit = render_unit(WORKER_UNIT, unit)
     files += [
         PlannedFile(f"{UNIT_DIR}/{HIVE_UNIT}", hive_unit, f"unit {HIVE_UNIT}", mode="644"),
         PlannedFile(f"{UNIT_DIR}/{WORKER_UNIT}", worker_unit, f"unit {WORKER_UNIT}", mode="644"),
     ]
-    services.append(PlannedService(HIVE_UNIT, (hive, hive_unit), plan.models, secret=hive_cred or ""))
+    services.append(PlannedService(HIVE_UNIT, (hive, hive_unit), plan.models, secret=(hive_cred or "") + tls_secret))
     for worker in plan.workers:
         env = render_worker(worker_settings(plan, worker, target))
         files.append(PlannedFile(f"{target.workers_dir}/{worker.name}.env", env, f"worker {worker.name} config"))
-        services.append(PlannedService(worker.unit, (env, worker_unit), (worker.model_id,), secret=workers_cred or ""))
+        secret = (workers_cred or "") + tls_secret
+        services.append(PlannedService(worker.unit, (env, worker_unit), (worker.model_id,), secret=secret))
     units = tuple(u for u in (QUEEN_UNIT, HIVE_UNIT, WORKER_UNIT) if plan.is_queen or u != QUEEN_UNIT)
     return replace(plan, files=tuple(files), units=units, services=tuple(services))
 
@@ -522,6 +546,7 @@ def _with_daemons(
     hive: str,
     hive_cred: str | None,
     workers_cred: str | None,
+    tls_secret: str = "",
 ) -> HostPlan:
     """A macOS host: the queen (``services`` holds it, on its host, still without its plist), the hive and
     each placed worker as launchd daemons. A worker's settings are its plist's ``ProgramArguments``
@@ -537,12 +562,17 @@ def _with_daemons(
         planned.append(replace(queen_service, inputs=(*queen_service.inputs, queen.text)))
     hive_daemon = _daemon("hive", launchd.HIVE_LABEL, user, target, service_command("hive", python, config_dir))
     daemons.append(hive_daemon)
-    planned.append(PlannedService(launchd.HIVE_LABEL, (hive, hive_daemon.text), plan.models, secret=hive_cred or ""))
+    hive_secret = (hive_cred or "") + tls_secret
+    planned.append(PlannedService(launchd.HIVE_LABEL, (hive, hive_daemon.text), plan.models, secret=hive_secret))
     credential = ["--credential-file", target.credential_ref(WORKER_CREDENTIAL_NAME)] if workers_cred else []
+    if tls_secret:
+        for kind, name in (("cert", TLS_CERT_NAME), ("key", TLS_KEY_NAME), ("ca", CA_CERT_NAME)):
+            credential += [f"--tls-{kind}-file", target.credential_ref(name)]
     for worker in plan.workers:
         settings = worker_settings(plan, worker, target)
         program = [python, "-m", "rbee_runtime.worker", *worker_args(settings), *credential]
         daemon = _daemon("worker", worker.label, user, target, program)
         daemons.append(daemon)
-        planned.append(PlannedService(worker.label, (daemon.text,), (worker.model_id,), secret=workers_cred or ""))
+        secret = (workers_cred or "") + tls_secret
+        planned.append(PlannedService(worker.label, (daemon.text,), (worker.model_id,), secret=secret))
     return replace(plan, files=(*files, *daemons), units=(), services=tuple(planned))

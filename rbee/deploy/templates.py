@@ -30,6 +30,9 @@ class QueenConfig:
     stale_timeout: float
     loading_timeout: float
     queue_max: int
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_ca_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,9 @@ class HiveConfig:
     worker_port_first: int
     models: list[HiveModel]
     placements: list[HivePlacement]
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_ca_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +119,8 @@ class UnitSettings:
     """The internal plane is authenticated: each unit loads its credential."""
     api_keys_file: str = ""
     """The queen's keys file, loaded as its ``api-keys`` credential (empty: none, or not through systemd)."""
+    tls: bool = False
+    """``deploy.tls``: each unit loads the host's certificate, its key and the cluster CA (``tls.crt`` ...)."""
 
 
 def render_queen(config: QueenConfig) -> str:

@@ -8,6 +8,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from rbee.deploy.cluster_ca import CA_CERT_NAME, ephemeral_tls
 from rbee.deploy.host_plan import HostPlan, PlannedFile, Target, plan_host
 from rbee.deploy.probe import PROBE_SCRIPT, HostFacts, parse_probe
 from rbee.spec import ClusterSpec, ModelSpec, parse_spec
@@ -63,12 +64,13 @@ class LocalService:
 
 @dataclass(frozen=True)
 class LocalPlan:
-    """What runs here: services in start order (the queen first)."""
+    """What runs here: services in start order (the queen first); ``ca_file``: the run's CA (``deploy.tls``)."""
 
     spec: ClusterSpec
     services: list[LocalService]
     queen_url: str | None
     hosts: tuple[HostPlan, ...] = ()
+    ca_file: Path | None = None
 
 
 def model_path(model: ModelSpec, model_cache: Path) -> Path:
@@ -129,6 +131,8 @@ def plan_local(spec: ClusterSpec, base_dir: Path, run_dir: Path, facts: HostFact
     """Plan the spec's local hosts (address localhost) and write their configs under ``run_dir``.
 
     Each run makes a fresh cluster secret: its services authenticate to each other like a deployed cluster's.
+    With ``deploy.tls`` it also makes a fresh CA (its key never written) and one certificate for
+    ``127.0.0.1``/``localhost``: every service serves HTTPS, and clients trust ``<run>/credentials/ca.crt``.
     """
     local = [h for h in spec.hosts if h.is_local]
     if not local:
@@ -140,18 +144,22 @@ def plan_local(spec: ClusterSpec, base_dir: Path, run_dir: Path, facts: HostFact
     run_dir.mkdir(parents=True, exist_ok=True)
     services: list[LocalService] = []
     queen = spec.queen_host
-    queen_url = f"http://127.0.0.1:{spec.queen.port}" if queen.is_local else None
+    scheme = "https" if spec.deploy.tls else "http"
+    queen_url = f"{scheme}://127.0.0.1:{spec.queen.port}" if queen.is_local else None
     secret = new_cluster_secret()
+    tls = ephemeral_tls(spec.cluster) if spec.deploy.tls else None
     plans = [
-        plan_host(spec, h.name, facts, local_target(spec, h, base_dir, run_dir), cluster_secret=secret) for h in local
+        plan_host(spec, h.name, facts, local_target(spec, h, base_dir, run_dir), cluster_secret=secret, tls=tls)
+        for h in local
     ]
     for plan in plans:
         for planned in plan.files:
             write_planned(planned)
         if plan.is_queen:
             config = Path(plan.file(f"{run_dir}/queen.yaml").path)
-            services.append(LocalService("queen", "queen", config, f"http://127.0.0.1:{spec.queen.port}"))
+            services.append(LocalService("queen", "queen", config, f"{scheme}://127.0.0.1:{spec.queen.port}"))
     for host, plan in zip(local, plans, strict=True):
         config = Path(plan.file(f"{run_dir}/hive-{host.name}.yaml").path)
-        services.append(LocalService(f"hive {host.name}", "hive", config, f"http://127.0.0.1:{host.hive.port}"))
-    return LocalPlan(spec, services, queen_url, tuple(plans))
+        services.append(LocalService(f"hive {host.name}", "hive", config, f"{scheme}://127.0.0.1:{host.hive.port}"))
+    ca_file = run_dir / "credentials" / CA_CERT_NAME if tls else None
+    return LocalPlan(spec, services, queen_url, tuple(plans), ca_file)

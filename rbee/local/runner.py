@@ -57,7 +57,7 @@ class LocalCluster:
         local_hosts = [h.name for h in self.plan.spec.hosts if h.is_local]
         placed = Counter(a.host for a in assign(self.plan.spec))
         expected = health.Expectation({h: placed[h] for h in local_hosts}, managed_by="hive")
-        with QueenClient(self.plan.queen_url, api_key=self.api_key) as client:
+        with QueenClient(self.plan.queen_url, api_key=self.api_key, ca_file=self.plan.ca_file) as client:
             missing = health.wait_ready(client, expected, timeout_s, check_alive=self._check_alive, interval_s=0.2)
             if missing:
                 raise LocalClusterError(f"the cluster was not ready within {timeout_s:g}s; still waiting for {missing}")

@@ -20,7 +20,8 @@ def queen_url(spec: ClusterSpec) -> str:
     """The URL hives use to reach the queen."""
     host = spec.queen_host
     address = "127.0.0.1" if host.is_local else host.address
-    return f"http://{address}:{spec.queen.port}"
+    scheme = "https" if spec.deploy.tls else "http"  # deploy.tls: the queen's port serves HTTPS too
+    return f"{scheme}://{address}:{spec.queen.port}"
 
 
 def _resolve_key(key: str | None, base_dir: Path) -> str | None:

@@ -173,3 +173,37 @@ def test_a_cuda_host_whose_driver_is_too_old_is_a_problem_of_its_plan() -> None:
     old = "".join(f"gpu={i}, NVIDIA L4, 23034, 22000, 8.9, 535.183.01, 40, [N/A]\n" for i in (0, 1))
     (problem,) = _plan("b", PROBE + old).problems
     assert problem.startswith("NVIDIA driver 535 is too old for CUDA 13")
+
+
+def test_deploy_tls_gives_each_service_the_host_certificate_and_https_urls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rbee.deploy.cluster_ca import tls_for
+
+    monkeypatch.setenv("RBEE_STATE_DIR", str(tmp_path))
+    spec = parse_spec(SPEC + "deploy: {tls: true}\n", "cluster.yaml")
+    plans = {n: plan_deployed_host(spec, n, parse_probe(PROBE), None, "k\n", SECRET, tls_for(spec, n)) for n in "ab"}
+    b, a = plans["b"], plans["a"]
+    files = {f.path: f for f in b.files}
+    creds = "/etc/rbee/credentials"
+    assert (files[f"{creds}/tls.crt"].mode, files[f"{creds}/tls.crt"].secret) == ("600", True)
+    assert (files[f"{creds}/tls.key"].mode, files[f"{creds}/tls.key"].secret) == ("600", True)
+    assert (files[f"{creds}/ca.crt"].mode, files[f"{creds}/ca.crt"].secret) == ("644", False)
+    assert "PRIVATE KEY" in files[f"{creds}/tls.key"].text
+    hive = yaml.safe_load(b.file("/etc/rbee/hive.yaml").text)
+    assert hive["queen_url"] == "https://10.0.0.1:7833" and b.hive_url == "https://10.0.0.2:7835"
+    assert [hive[f"tls_{k}_file"] for k in ("cert", "key", "ca")] == [
+        "${CREDENTIALS_DIRECTORY}/tls.crt", "${CREDENTIALS_DIRECTORY}/tls.key", "${CREDENTIALS_DIRECTORY}/ca.crt"
+    ]  # fmt: skip
+    queen = yaml.safe_load(a.file("/etc/rbee/queen.yaml").text)
+    assert queen["tls_ca_file"] == "${CREDENTIALS_DIRECTORY}/ca.crt"
+    for plan, unit in ((a, "rbee-queen.service"), (b, "rbee-hive.service"), (b, "rbee-worker@.service")):
+        text = plan.file(f"/etc/systemd/system/{unit}").text
+        for name in ("tls.crt", "tls.key", "ca.crt"):
+            assert f"LoadCredential={name}:{creds}/{name}\n" in text, unit
+    worker_unit = b.file("/etc/systemd/system/rbee-worker@.service").text
+    assert "--tls-cert-file %d/tls.crt --tls-key-file %d/tls.key --tls-ca-file %d/ca.crt\n" in worker_unit
+    assert "--callback-url https://10.0.0.2:7835/v1/workers/ready" in b.file("/etc/rbee/workers/m-1.env").text
+    plain = _plan("b")  # the default: nothing of it
+    assert not any(f.path.startswith(f"{creds}/tls") or f.path.endswith("ca.crt") for f in plain.files)
+    assert "tls" not in plain.file("/etc/systemd/system/rbee-worker@.service").text

@@ -9,9 +9,11 @@ at its start with a message naming the file.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import socket
 import ssl
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,13 +23,29 @@ import httpx
 import httpx2
 import openai
 import pytest
+from cryptography import x509
 
-from rbee.deploy.cluster_ca import HostTls, ephemeral_tls, write_tls
+from rbee.deploy import cluster_ca
+from rbee.deploy.cluster_ca import ClusterCaError, HostTls, ephemeral_tls, tls_for, write_tls
+from rbee.deploy.host_plan import HostPlan, plan_deployed_host
+from rbee.deploy.probe import parse_probe
+from rbee.spec import parse_spec
 from rbee.tiny_model import TINY_MODEL_ID
 from rbee_runtime.common.credentials import hive_credential, new_cluster_secret, write_credential
 from rbee_runtime.common.tls import client_context
 from tests.support.processes import ProcessPool
-from tests.support.services import PY, HiveProc, QueenProc, Service, hive_config, start_hive, start_queen
+from tests.support.services import (
+    PY,
+    RBEE,
+    HiveProc,
+    QueenProc,
+    Service,
+    hive_config,
+    local_spec,
+    start_hive,
+    start_queen,
+    start_rbee_up,
+)
 from tests.support.waiting import wait_until
 from tests.support.wire import heartbeat, worker_info
 
@@ -289,3 +307,137 @@ def test_a_worker_refuses_to_start_with_broken_tls_files(
     assert proc.wait(20) == 2
     flag_message = message.replace("tls_", "--tls-").replace("_file", "-file")
     assert re.search(flag_message, proc.log()), proc.log()
+
+
+# --------------------------------------------------------------------------- the cluster CA on the control machine
+
+TLS_SPEC = """cluster: t
+queen: {host: a}
+hosts:
+  - {name: a, address: 10.0.0.1}
+  - {name: b, address: b.lan}
+models:
+  - {id: m, source: 'file:///m.gguf'}
+placements:
+  - {model: m, hosts: [b]}
+deploy: {tls: true}
+"""
+PROBE = "os=Linux\narch=x86_64\npython=3.11.2\npython_venv=yes\nram_total_kb=8000000\nsystemd=yes\nprobe=done\n"
+
+
+@pytest.fixture
+def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty state dir of the control machine."""
+    monkeypatch.setenv("RBEE_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.delenv("RBEE_CA_FILE", raising=False)
+    return tmp_path / "state"
+
+
+def _deploy_plan(name: str, spec_text: str = TLS_SPEC) -> HostPlan:
+    spec = parse_spec(spec_text, "cluster.yaml")
+    return plan_deployed_host(spec, name, parse_probe(PROBE), None, None, SECRET, tls_for(spec, name))
+
+
+def _kept(state: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(state)): p.read_bytes() for p in sorted(state.rglob("*")) if p.is_file()}
+
+
+def _cert(pem: str) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(pem.encode())
+
+
+def test_a_second_deploy_plans_the_same_bytes_and_keeps_the_same_state(state: Path) -> None:
+    first = {name: _deploy_plan(name) for name in ("a", "b")}
+    kept = _kept(state)
+    assert {p for p in kept if not p.endswith(".lock")} == {
+        "clusters/t/tls/ca.crt", "clusters/t/tls/ca.key", "clusters/t/tls/hosts/a.crt", "clusters/t/tls/hosts/a.key",
+        "clusters/t/tls/hosts/b.crt", "clusters/t/tls/hosts/b.key",
+    }  # fmt: skip
+    assert all((state / p).stat().st_mode & 0o077 == 0 for p in kept)
+    for name, plan in first.items():
+        again = _deploy_plan(name)
+        assert [(f.path, f.text, f.mode) for f in again.files] == [(f.path, f.text, f.mode) for f in plan.files]
+        assert [s.digest("r", {"m": "x"}) for s in again.services] == [s.digest("r", {"m": "x"}) for s in plan.services]
+    assert _kept(state) == kept
+    names = _cert(first["b"].file("/etc/rbee/credentials/tls.crt").text).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    )
+    assert set(names.value.get_values_for_type(x509.DNSName)) == {"b.lan", "b"}
+    a_names = _cert(first["a"].file("/etc/rbee/credentials/tls.crt").text).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    )
+    assert [str(ip) for ip in a_names.value.get_values_for_type(x509.IPAddress)] == ["10.0.0.1"]
+
+
+def test_a_certificate_close_to_its_end_is_renewed_and_restarts_its_services(state: Path) -> None:
+    before = _deploy_plan("b")
+    folder = state / "clusters" / "t" / "tls"
+    ca = cluster_ca._load(folder / "ca.crt", folder / "ca.key")
+    assert ca is not None
+    soon = cluster_ca.issue(ca, "b", ("b.lan", "b"), days=20)  # within the 30 days of RENEW_BEFORE
+    (folder / "hosts" / "b.crt").write_text(soon.cert_pem)
+    (folder / "hosts" / "b.key").write_text(soon.key_pem)
+    after = _deploy_plan("b")
+    cert = _cert(after.file("/etc/rbee/credentials/tls.crt").text)
+    assert cert.not_valid_after_utc - dt.datetime.now(dt.UTC) > dt.timedelta(days=700)
+    assert cert.serial_number != soon.cert.serial_number
+    assert after.file("/etc/rbee/credentials/ca.crt").text == before.file("/etc/rbee/credentials/ca.crt").text
+    digests = [s.digest("r", {"m": "x"}) for s in after.services]
+    assert all(d1 != d2 for d1, d2 in zip(digests, [s.digest("r", {"m": "x"}) for s in before.services], strict=True))
+
+
+def test_a_new_address_gets_a_new_certificate(state: Path) -> None:
+    before = _deploy_plan("b").file("/etc/rbee/credentials/tls.crt").text
+    moved = _deploy_plan("b", TLS_SPEC.replace("b.lan", "10.0.0.9")).file("/etc/rbee/credentials/tls.crt").text
+    assert moved != before
+    names = _cert(moved).extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == ["10.0.0.9"]
+
+
+def test_a_ca_close_to_its_end_is_replaced_with_every_host_certificate(
+    state: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cluster_ca, "CA_DAYS", 20)
+    first = _deploy_plan("b")
+    monkeypatch.setattr(cluster_ca, "CA_DAYS", 3650)
+    second = _deploy_plan("b")
+    for path in ("/etc/rbee/credentials/ca.crt", "/etc/rbee/credentials/tls.crt"):
+        assert first.file(path).text != second.file(path).text
+    _cert(second.file("/etc/rbee/credentials/tls.crt").text).verify_directly_issued_by(
+        _cert(second.file("/etc/rbee/credentials/ca.crt").text)
+    )
+
+
+def test_a_ca_key_readable_by_others_is_refused(state: Path) -> None:
+    _deploy_plan("b")
+    key = state / "clusters" / "t" / "tls" / "ca.key"
+    key.chmod(0o644)
+    with pytest.raises(ClusterCaError, match=r"readable by others \(mode 644\).*chmod 600"):
+        _deploy_plan("b")
+
+
+def test_without_deploy_tls_nothing_is_made(state: Path) -> None:
+    plan = _deploy_plan("b", TLS_SPEC.replace("deploy: {tls: true}\n", ""))
+    assert not state.exists()
+    assert not any(f.path.endswith((".crt", ".key")) for f in plan.files)
+    assert plan.hive_url.startswith("http://") and plan.queen_url.startswith("http://")
+
+
+@pytest.mark.engine
+@pytest.mark.slow
+def test_rbee_up_with_tls_serves_https_and_the_cli_trusts_its_ca(
+    processes: ProcessPool, tiny_model_path: Path, tmp_path: Path
+) -> None:
+    spec = local_spec(tmp_path, tiny_model_path)
+    spec.write_text(spec.read_text() + "deploy: {tls: true}\n")
+    up = start_rbee_up(processes, spec)
+    assert up.queen_url.startswith("https://127.0.0.1:")
+    ca = up.run_dir / "credentials" / "ca.crt"
+    env = {**up.env(), "RBEE_STATE_DIR": str(tmp_path / "no-state")}
+    trusted = subprocess.run([RBEE, "workers", "ls"], env={**env, "RBEE_CA_FILE": str(ca)}, capture_output=True,
+                             text=True, timeout=60, check=False)  # fmt: skip
+    assert trusted.returncode == 0 and "tiny" in trusted.stdout, trusted.stdout + trusted.stderr
+    untrusted = subprocess.run([RBEE, "workers", "ls"], env=env, capture_output=True, text=True, timeout=60,
+                               check=False)  # fmt: skip
+    assert untrusted.returncode != 0 and "CERTIFICATE_VERIFY_FAILED" in untrusted.stdout + untrusted.stderr
+    assert up.stop() == 0
