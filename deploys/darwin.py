@@ -22,6 +22,7 @@ from pyinfra.context import host
 from pyinfra.facts.files import Sha256File
 from pyinfra.operations import files
 
+from deploys.atomic import atomic_put
 from deploys.facts import StampFile
 from deploys.operations import put_planned
 from rbee.deploy import launchd
@@ -106,9 +107,8 @@ def launchd_daemon(planned: PlannedFile, label: str, want: str, stamp: str) -> G
     for command in steps.before:
         yield StringCommand(command)
     if steps.put:
-        yield from files.put._inner(  # /Library/LaunchDaemons is always there (and root:wheel): no mkdir
+        yield from atomic_put._inner(  # temp file, fsync, rename: launchd never reads a half-written plist
             src=io.StringIO(planned.text), dest=planned.path, user="root", group=planned.group, mode=planned.mode,
-            create_remote_dir=False,
         )  # fmt: skip
     for command in steps.after:
         yield StringCommand(command)

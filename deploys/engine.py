@@ -18,6 +18,7 @@ from pyinfra.context import host
 from pyinfra.operations import files
 
 from deploys import control
+from deploys.atomic import atomic_put
 from deploys.operations import fail_host, stamped_install
 from rbee.deploy.host_plan import HostPlan
 from rbee.engine.wheel_tags import wheel_problem
@@ -50,7 +51,7 @@ def engine(plan: HostPlan) -> OperationMeta | None:
             fail_host(name=f"engine: wheel does not fit {host.name}", reason=problem)
             return None
         remote_wheel = f"{remote_dir}/{found.wheel.name}"
-        files.put(name=f"engine: upload {features.key}", src=str(found.wheel), dest=remote_wheel, mode="644")
+        atomic_put(name=f"engine: upload {features.key}", src=str(found.wheel), dest=remote_wheel, mode="644")
     pip = (
         f"{shlex.quote(layout.python)} -m pip install --quiet --no-index --find-links {shlex.quote(layout.wheelhouse)}"
     )

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from pyinfra.api.deploy import deploy
 from pyinfra.context import host
-from pyinfra.operations import files
 
+from deploys.atomic import atomic_put
 from rbee.deploy.host_plan import HostPlan
 from rbee.deploy.release_record import RECORD, release_record_text
 
@@ -29,4 +29,4 @@ def _spec_sha256() -> str:
 def record(plan: HostPlan, engine_key: str | None, wheelhouse: str, checksums: Mapping[str, str | None]) -> None:
     """Write this host's release record (spec, commit, engine, wheelhouse, models)."""
     text = release_record_text(plan.cluster, plan.host, _spec_sha256(), engine_key or "", wheelhouse, checksums)
-    files.put(name="record: release.json", src=io.StringIO(text), dest=f"{plan.layout.prefix}/{RECORD}", mode="644")
+    atomic_put(name="record: release.json", src=io.StringIO(text), dest=f"{plan.layout.prefix}/{RECORD}", mode="644")

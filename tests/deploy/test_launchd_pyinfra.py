@@ -120,8 +120,12 @@ def test_a_mac_deploy_issues_no_systemd_operation(monkeypatch: pytest.MonkeyPatc
         ]
         plist = f"/Library/LaunchDaemons/{label}.plist"
         assert daemon[-3:-1] == [f"launchctl enable system/{label}", f"launchctl bootstrap system {plist}"]
-        assert any("FileUploadCommand(" in c and c.endswith(f", {plist})") for c in daemon)
-        assert f"chown root:wheel {plist}" in daemon and f"chmod 644 {plist}" in daemon
+        # atomically: uploaded beside it, owner and mode set there, then renamed over it
+        temp = f"/Library/LaunchDaemons/.{label}.plist.rbee-tmp-"
+        assert any("FileUploadCommand(" in c and f", {temp}" in c for c in daemon), daemon
+        assert any(c.startswith(f"chown root:wheel {temp}") for c in daemon)
+        assert any(c.startswith(f"chmod 644 {temp}") for c in daemon)
+        assert any(f"mv -f {temp}" in c and c.split(" && ")[1].endswith(f" {plist}") for c in daemon)
         assert daemon[-1].startswith("mkdir -p /opt/rbee/stamps && printf") and f"service-{label}" in daemon[-1]
     (gone,) = [cs for name, cs in ops if name.endswith("remove worker gone-1 (no longer placed)")]
     assert gone[0].startswith("launchctl bootout system/org.rbee.worker.gone-1") and gone[1].startswith("rm -f ")
