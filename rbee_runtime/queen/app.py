@@ -17,11 +17,12 @@ from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import error_body, install_error_handlers
 from rbee_runtime.common.limits import install_limits
 from rbee_runtime.common.tls import client_options
-from rbee_runtime.queen import api_openai, api_ops
+from rbee_runtime.queen import api_internal, api_openai, api_ops
 from rbee_runtime.queen.auth import ApiKeys
 from rbee_runtime.queen.clients import HiveClient, WorkerClient
 from rbee_runtime.queen.config import QueenConfig
 from rbee_runtime.queen.inference import InferenceService
+from rbee_runtime.queen.internal_plane import PeerAuth, QueenCredentials
 from rbee_runtime.queen.metrics import QueenMetrics
 from rbee_runtime.queen.registry import Registry
 from rbee_runtime.queen.scheduler import Scheduler
@@ -32,12 +33,14 @@ log = logging.getLogger(__name__)
 
 def build_state(config: QueenConfig, clock: Callable[[], float] = time.monotonic) -> QueenState:
     """Wire the queen's objects together (no I/O happens here)."""
+    registry = Registry(config.stale_timeout_s, clock=clock)
+    credentials = QueenCredentials(config.cluster_secret)
     http = httpx.AsyncClient(
         trust_env=False,
         limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100),
+        auth=PeerAuth(credentials, registry),
         **client_options(config.tls),  # with TLS: hives and workers must chain to the cluster CA
     )
-    registry = Registry(config.stale_timeout_s, clock=clock)
     metrics = QueenMetrics()
     scheduler = Scheduler(
         registry,
@@ -59,7 +62,7 @@ def build_state(config: QueenConfig, clock: Callable[[], float] = time.monotonic
     )
     return QueenState(
         config=config, registry=registry, scheduler=scheduler, inference=inference, metrics=metrics,
-        api_keys=ApiKeys(config.api_keys), http=http,
+        api_keys=ApiKeys(config.api_keys), credentials=credentials, http=http,
     )
 
 
@@ -82,7 +85,10 @@ def create_app(config: QueenConfig, clock: Callable[[], float] = time.monotonic)
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         task = asyncio.create_task(_housekeeping(state), name="queen-housekeeping")
-        log.info("queen %s ready (auth %s)", config.queen_id, "on" if state.api_keys.enabled else "off")
+        log.info(
+            "queen %s ready (API keys %s, internal plane %s)", config.queen_id,
+            "on" if state.api_keys.enabled else "off", "authenticated" if state.credentials.enabled else "open",
+        )  # fmt: skip
         try:
             yield
         finally:
@@ -107,6 +113,7 @@ def create_app(config: QueenConfig, clock: Callable[[], float] = time.monotonic)
         )
 
     app.include_router(api_ops.open_router)
+    app.include_router(api_internal.router)
     app.include_router(api_ops.router)
     app.include_router(api_openai.router)
     return app
