@@ -450,7 +450,7 @@ def test_the_plan_job_runs_the_base_code_and_reads_the_pull_request_as_data() ->
         for use in re.findall(r"\S*pr/\S*", run):
             assert use == "pr/inventory/cluster.yaml" and ".venv/bin/rbee " in run, run
         assert "secrets." not in run  # secrets reach commands through env, never pasted into a script
-    assert _secrets(plan) == {"RBEE_SSH_KEY", "RBEE_API_KEYS"} and plan["environment"] == "plan"
+    assert _secrets(plan) == {"RBEE_SSH_KEY", "RBEE_API_KEYS", "RBEE_CLUSTER_SECRET"} and plan["environment"] == "plan"
     assert plan["permissions"] == {"contents": "read", "pull-requests": "write"}
 
 
