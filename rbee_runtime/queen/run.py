@@ -91,8 +91,8 @@ class RequestRun(Response):
         self.request = request
         self.completion = body
         self.kind = kind
-        #: The metrics label: the model asked for, or ``unknown`` (so clients cannot grow the label set).
-        self.label = body.model if state.registry.knows_model(body.model) else "unknown"
+        #: The metrics label: the model asked for, ``unknown`` or ``other`` (clients cannot grow the label set).
+        self.label = state.metrics.model_label(body.model, state.registry.knows_model(body.model))
         self._started = False
         self._stop_streaming = anyio.CancelScope()
 
