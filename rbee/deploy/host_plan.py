@@ -16,6 +16,7 @@ No I/O here: reading API keys or model files is the caller's job.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -251,6 +252,23 @@ def cuda_library_path(python: str, features: FeatureSet) -> str:
     return f"{venv}/lib/python{features.python}/site-packages/{RUNTIME_LIB_DIR}"
 
 
+def hive_peers(spec: ClusterSpec, host: HostSpec) -> list[str]:
+    """The addresses a hive may talk to (``IPAddressAllow=``; all else denied): this host, the queen's host.
+
+    Its only peers are the queen (spawns, heartbeats) and its own workers (on this host); the control
+    machine never calls a hive. Empty (no IP filtering) unless both addresses are IP literals: a name would
+    have to be resolved, and a stale answer would cut the hive off.
+    """
+    addresses = [
+        "127.0.0.1" if h.is_local else h.address for h in (host, spec.queen_host)
+    ]
+    try:
+        peers = [str(ipaddress.ip_address(a)) for a in addresses]
+    except ValueError:
+        return []
+    return list(dict.fromkeys(peers))
+
+
 def worker_settings(plan: HostPlan, worker: PlannedWorker, target: Target) -> WorkerSettings:
     """What a placed worker starts with (its env file under systemd, its arguments under launchd)."""
     return WorkerSettings(
@@ -434,6 +452,7 @@ def _with_files(
         library_path=cuda_library_path(target.python, plan.features),
         credentials_dir=target.credentials_dir,
         internal=cluster_secret is not None,
+        hive_peers=hive_peers(spec, host) if units_here else [],
         api_keys_file=(target.api_keys_file or "") if api_keys_text and target.loads_credentials else "",
         tls=tls is not None,
     )

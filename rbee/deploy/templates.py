@@ -6,7 +6,7 @@ host plan (``rbee.deploy.host_plan``) builds the contexts, so mypy checks what g
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from rbee.render import render
@@ -117,6 +117,8 @@ class UnitSettings:
     """Where the credential files are (``LoadCredential=`` reads them as root)."""
     internal: bool = False
     """The internal plane is authenticated: each unit loads its credential."""
+    hive_peers: list[str] = field(default_factory=list)
+    """The only addresses the hive may exchange packets with (besides loopback); empty: no IP filtering."""
     api_keys_file: str = ""
     """The queen's keys file, loaded as its ``api-keys`` credential (empty: none, or not through systemd)."""
     tls: bool = False

@@ -6,6 +6,8 @@ import os
 
 import testinfra
 
+from rbee.spec import load_spec
+
 PREFIX = os.environ.get("RBEE_PREFIX", "/opt/rbee")
 USER = os.environ.get("RBEE_SERVICE_USER", "rbee")
 
@@ -94,3 +96,19 @@ def test_catalog_holds_the_models(host: testinfra.host.Host, placed: list[str]) 
     rows = host.check_output("sqlite3 /var/lib/rbee/catalog.db 'select model_id from models order by model_id'")
     for model in {p.rsplit("-", 1)[0] for p in placed}:
         assert model in rows.split()
+
+
+def test_only_the_queen_and_the_host_itself_reach_a_hive(host: testinfra.host.Host, hostname: str) -> None:
+    """The hive's unit drops packets of every other address (IPAddressDeny=any + IPAddressAllow)."""
+    spec = load_spec(os.environ["RBEE_SPEC_FILE"])
+    me = spec.host(hostname)
+    queen = spec.queen_host
+    assert host.run(f"timeout 5 bash -c '</dev/tcp/{me.address}/{me.hive.port}'").rc == 0  # its workers' way
+    for other in spec.hosts:
+        if other.name == hostname or other.is_local:
+            continue
+        reach = host.run(f"timeout 3 bash -c '</dev/tcp/{other.address}/{other.hive.port}'")
+        if hostname == queen.name:
+            assert reach.rc == 0, f"the queen's host cannot reach the hive of {other.name}"
+        else:
+            assert reach.rc != 0, f"{hostname} reaches the hive of {other.name}, which only the queen may"
