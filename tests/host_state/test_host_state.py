@@ -99,11 +99,22 @@ def test_catalog_holds_the_models(host: testinfra.host.Host, placed: list[str]) 
 
 
 def test_only_the_queen_and_the_host_itself_reach_a_hive(host: testinfra.host.Host, hostname: str) -> None:
-    """The hive's unit drops packets of every other address (IPAddressDeny=any + IPAddressAllow)."""
+    """The hive's unit drops packets of every other address (IPAddressDeny=any + IPAddressAllow).
+
+    systemd enforces it with cgroup BPF, which a systemd-nspawn container (the test hosts) does not get
+    (systemd issue 9513: systemd then logs that it runs the unit without the firewall): there, only the
+    unit's settings are checked; on a host that enforces them, the packets themselves.
+    """
     spec = load_spec(os.environ["RBEE_SPEC_FILE"])
-    me = spec.host(hostname)
-    queen = spec.queen_host
+    me, queen = spec.host(hostname), spec.queen_host
+    allowed = host.check_output("systemctl show -p IPAddressAllow --value rbee-hive").split()
+    assert host.check_output("systemctl show -p IPAddressDeny --value rbee-hive").split() in (["0.0.0.0/0", "::/0"],
+                                                                                               ["any"])
+    assert {me.address, queen.address} <= {a.split("/")[0] for a in allowed}
     assert host.run(f"timeout 5 bash -c '</dev/tcp/{me.address}/{me.hive.port}'").rc == 0  # its workers' way
+    unsupported = host.run("journalctl -b --no-pager -q | grep -c 'configures an IP firewall'").stdout.strip()
+    if unsupported not in ("", "0"):
+        return  # not enforced here (a container): nothing more to see
     for other in spec.hosts:
         if other.name == hostname or other.is_local:
             continue
