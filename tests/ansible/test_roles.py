@@ -129,3 +129,16 @@ def test_ansible_lint_production_profile_passes() -> None:
     )
     assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
     assert "Profile 'production' was required, and it passed" in run.stdout + run.stderr
+
+
+def test_every_entry_point_takes_every_deploy_setting() -> None:
+    """The inventory gives ``rbee_deploy`` all of the spec's ``deploy`` settings: each role entry point that
+    checks ``rbee_deploy`` must know each one (a new spec field missing from one entry point fails there)."""
+    from rbee.spec.models import DeploySpec
+
+    wanted = set(DeploySpec.model_fields)
+    for specs in sorted(ROOT.glob("roles/*/meta/argument_specs.yml")):
+        for entry, spec in yaml.safe_load(specs.read_text())["argument_specs"].items():
+            deploy = spec.get("options", {}).get("rbee_deploy")
+            if deploy is not None:
+                assert set(deploy["options"]) == wanted, f"{specs.parent.parent.name} {entry}"
