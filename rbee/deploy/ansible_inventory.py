@@ -13,6 +13,7 @@ control machine, even one that got past the spec's patterns.
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Mapping
 from pathlib import Path
@@ -133,10 +134,22 @@ def _represent_unsafe(dumper: yaml.SafeDumper, value: _Unsafe) -> yaml.ScalarNod
 _InventoryDumper.add_representer(_Unsafe, _represent_unsafe)
 
 
+#: What a connection variable may hold to stay a plain string: no template can be made of these characters.
+_INERT = re.compile(r"^[A-Za-z0-9 ._:@/+=,-]*$")
+
+
 def mark_unsafe(value: Any, key: Any = None) -> Any:
-    """``value`` with every string (dict keys aside) an ``_Unsafe``, but ``TRUSTED_TEMPLATES``."""
+    """``value`` with every string (dict keys aside) an ``_Unsafe``, but ``TRUSTED_TEMPLATES``.
+
+    Ansible's connection variables (``ansible_host``, ``ansible_user``…) stay plain when they hold only
+    characters no template is made of (the spec's patterns make sure they do): tools that read the
+    inventory without Ansible's loader (testinfra's Ansible backend) take them as they are.
+    """
     if isinstance(value, str):
-        return value if TRUSTED_TEMPLATES.get(key) == value else _Unsafe(value)
+        if TRUSTED_TEMPLATES.get(key) == value:
+            return value
+        inert = isinstance(key, str) and key.startswith("ansible_") and _INERT.match(value)
+        return value if inert else _Unsafe(value)
     if isinstance(value, Mapping):
         return {k: mark_unsafe(v, k) for k, v in value.items()}
     if isinstance(value, list | tuple):
