@@ -99,21 +99,22 @@ def _keys_from_file(path: Path) -> list[str]:
     return keys
 
 
+def _config_path(name: str, value: object, base_dir: Path | None) -> Path:
+    """The file a setting names: ``$CREDENTIALS_DIRECTORY`` expanded, relative to ``base_dir``."""
+    try:
+        path = credential_path(str(value))
+    except CredentialError as exc:
+        raise ConfigError(f"{name}: {exc}") from exc
+    return base_dir / path if not path.is_absolute() and base_dir is not None else path
+
+
 def _resolve_tls(data: dict[str, Any], base_dir: Path | None) -> None:
     """Check the TLS files of ``data`` and replace their names by their resolved paths."""
     names = ("tls_cert_file", "tls_key_file", "tls_ca_file")
     paths: list[Path | None] = []
     for name in names:
         value = data.get(name)
-        path = None
-        if value:
-            try:
-                path = credential_path(str(value))
-            except CredentialError as exc:
-                raise ConfigError(f"{name}: {exc}") from exc
-            if not path.is_absolute() and base_dir is not None:
-                path = base_dir / path
-        paths.append(path)
+        paths.append(_config_path(name, value, base_dir) if value else None)
     try:
         files = load_tls(*paths)
     except TlsError as exc:
@@ -134,9 +135,7 @@ def resolve_config(data: dict[str, Any], base_dir: Path | None = None) -> QueenC
         raise ConfigError("cluster_secret must not be written in the config file; use cluster_secret_file: PATH")
     secret_file = data.pop("cluster_secret_file", None)
     if secret_file:
-        path = credential_path(str(secret_file))
-        if not path.is_absolute() and base_dir is not None:
-            path = base_dir / path
+        path = _config_path("cluster_secret_file", secret_file, base_dir)
         try:
             data["cluster_secret"] = read_credential(path, "cluster_secret_file")
         except CredentialError as exc:
@@ -148,13 +147,7 @@ def resolve_config(data: dict[str, Any], base_dir: Path | None = None) -> QueenC
     if env_name:
         keys += _keys_from_env(str(env_name))
     if file_name:
-        try:
-            path = credential_path(str(file_name))
-        except CredentialError as exc:
-            raise ConfigError(f"api_keys_file: {exc}") from exc
-        if not path.is_absolute() and base_dir is not None:
-            path = base_dir / path
-        keys += _keys_from_file(path)
+        keys += _keys_from_file(_config_path("api_keys_file", file_name, base_dir))
     data["api_keys"] = list(dict.fromkeys(keys))
     try:
         return QueenConfig.model_validate(data)

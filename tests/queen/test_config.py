@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from rbee_runtime.common.ports import QUEEN_PORT
-from rbee_runtime.queen.config import ConfigError, QueenConfig, load_queen_config
+from rbee_runtime.queen.config import ConfigError, QueenConfig, load_queen_config, resolve_config
 
 
 def test_defaults() -> None:
@@ -63,3 +63,11 @@ def test_invalid_values_name_the_field(tmp_path: Path) -> None:
 def test_stale_timeout_longer_than_heartbeat() -> None:
     with pytest.raises(ValueError, match="stale_timeout_s"):
         QueenConfig(heartbeat_interval_s=10, stale_timeout_s=5)
+
+
+def test_credential_paths_need_the_credentials_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A setting naming $CREDENTIALS_DIRECTORY outside systemd is a config error naming it, not a traceback."""
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    for name in ("cluster_secret_file", "api_keys_file", "tls_cert_file"):
+        with pytest.raises(ConfigError, match=rf"{name}: .*CREDENTIALS_DIRECTORY.*not set"):
+            resolve_config({name: "${CREDENTIALS_DIRECTORY}/x"})
