@@ -21,7 +21,6 @@ import fcntl
 import ipaddress
 import os
 import ssl
-import stat
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from rbee.deploy.cluster_secret import state_dir
 from rbee.spec.models import ClusterSpec
-from rbee_runtime.common.credentials import write_credential
+from rbee_runtime.common.credentials import readable_by_others, write_credential
 from rbee_runtime.common.tls import client_context
 
 #: The files of a deployed host (in its credentials folder; ``LoadCredential=`` names).
@@ -193,12 +192,8 @@ def _load(cert_path: Path, key_path: Path) -> _Pair | None:
     """The pair kept in these files; None when either is missing or unreadable as PEM, or they do not match."""
     if not (cert_path.is_file() and key_path.is_file()):
         return None
-    mode = key_path.stat().st_mode
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ClusterCaError(
-            f"the TLS key {key_path} is readable by others (mode {stat.S_IMODE(mode):o}): "
-            f"run `chmod 600 {key_path}` (and think about whether it leaked)"
-        )
+    if why := readable_by_others(key_path, "the TLS key"):
+        raise ClusterCaError(why)
     try:
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
         key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)

@@ -11,7 +11,6 @@ the same one: a new secret would restart every service of the cluster.
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 
 from rbee_runtime.common.credentials import (
@@ -19,6 +18,7 @@ from rbee_runtime.common.credentials import (
     check_secret,
     new_cluster_secret,
     read_credential,
+    readable_by_others,
     write_credential,
 )
 
@@ -62,12 +62,8 @@ def cluster_secret(cluster: str, *, create: bool = True) -> str | None:
             write_credential(path, new_cluster_secret())
         except OSError as exc:
             raise ClusterSecretError(f"cannot keep the cluster secret in {path}: {exc.strerror or exc}") from exc
-    mode = path.stat().st_mode
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ClusterSecretError(
-            f"the cluster secret {path} is readable by others (mode {stat.S_IMODE(mode):o}): "
-            f"run `chmod 600 {path}` (and think about whether it leaked)"
-        )
+    if why := readable_by_others(path, "the cluster secret"):
+        raise ClusterSecretError(why)
     try:
         return read_credential(path, "the cluster secret")
     except CredentialError as exc:

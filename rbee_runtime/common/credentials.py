@@ -22,6 +22,7 @@ import hmac
 import os
 import re
 import secrets
+import stat
 from pathlib import Path
 
 SECRET_HEX_DIGITS = 64
@@ -98,6 +99,17 @@ def read_credential(value: str | Path, what: str) -> str:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise CredentialError(f"{what} {str(path)!r} cannot be read: {reason}") from exc
     return check_secret(text, f"{what} {str(path)!r}")
+
+
+def readable_by_others(path: Path, what: str) -> str | None:
+    """Why the secret file ``path`` must not be used: its mode lets others read it (None: it is private)."""
+    mode = path.stat().st_mode
+    if not mode & (stat.S_IRWXG | stat.S_IRWXO):
+        return None
+    return (
+        f"{what} {path} is readable by others (mode {stat.S_IMODE(mode):o}): "
+        f"run `chmod 600 {path}` (and think about whether it leaked)"
+    )
 
 
 def write_credential(path: Path, value: str) -> None:
