@@ -1,0 +1,5 @@
+"""``python -m bench.proxy``: see :mod:`bench.proxy.cli`."""
+
+from bench.proxy.cli import main
+
+main()

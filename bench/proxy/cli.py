@@ -1,0 +1,190 @@
+"""``python -m bench.proxy``: the command line, and the run it describes.
+
+One run starts a local cluster (queen + hive + a llama.cpp worker on the tiny GGUF), a canned-token
+worker announcing itself to the same hive, and (when installed) LiteLLM's proxy in front of both
+workers; then per workload it streams the same request through every mode in paired rounds, and
+optionally loads the canned worker with many simultaneous streams.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.proxy import report
+from bench.proxy.cluster import CANNED_MODEL_ID, BenchCluster
+from bench.proxy.concurrency import run_load
+from bench.proxy.litellm_proxy import LiteLLMProxy, find_litellm
+from bench.proxy.paired import run_rounds
+from bench.proxy.protocols import OpenAICompletions, Sampling, StreamProtocol, worker_protocol
+from bench.proxy.sample import Endpoint
+from rbee.tiny_model import TINY_MODEL_ID
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "bench" / "results"
+WORKLOADS = {
+    "llama": (TINY_MODEL_ID, "llama.cpp worker, tiny GGUF (rbee-tiny), CPU"),
+    "canned": (CANNED_MODEL_ID, "canned-token worker (the real worker, no llama.cpp): the proxy's own cost"),
+}
+MODES = ("direct", "queen", "litellm")
+
+
+def _csv(allowed: Sequence[str]) -> Any:
+    def parse(value: str) -> list[str]:
+        items = [v.strip() for v in value.split(",") if v.strip()]
+        wrong = [v for v in items if v not in allowed]
+        if wrong or not items:
+            raise argparse.ArgumentTypeError(f"choose from {', '.join(allowed)} (comma separated), got {value!r}")
+        return items
+
+    return parse
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {number}")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.proxy", description=__doc__.splitlines()[0] if __doc__ else "")
+    p.add_argument("--rounds", type=_positive, default=200, help="paired rounds per workload (default 200)")
+    p.add_argument("--warmup", type=int, default=5, help="unrecorded rounds first (default 5)")
+    p.add_argument("--max-tokens", type=_positive, default=64, help="tokens per stream (default 64)")
+    p.add_argument("--prompt", default="The honey bee")
+    p.add_argument("--seed", type=int, default=42, help="sampling seed of every request (temperature 0)")
+    p.add_argument("--workloads", type=_csv(list(WORKLOADS)), default=list(WORKLOADS), help="llama,canned")
+    p.add_argument("--modes", type=_csv(MODES), default=list(MODES), help="direct,queen,litellm (direct always runs)")
+    p.add_argument("--concurrency", type=int, default=32, help="simultaneous streams of the load test (0: none)")
+    p.add_argument("--concurrency-requests", type=_positive, default=10, help="streams each client sends in a row")
+    p.add_argument("--litellm", default=None, help="the litellm command (default: $RBEE_BENCH_LITELLM, venv, PATH)")
+    p.add_argument("--json", type=Path, default=None, help="write every figure as JSON here (and the table as .txt)")
+    p.add_argument("--save", action="store_true", help="write the JSON to bench/results/proxy-<date>-<commit>.json")
+    p.add_argument("--compare", type=Path, default=None, help="an earlier run's JSON: print each headline's ratio")
+    p.add_argument("--keep", type=Path, default=None, help="a folder for the services' logs (default: a temp dir)")
+    return p
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    old = json.loads(args.compare.read_text()) if args.compare else None  # fail before minutes of work
+    modes = ["direct", *(m for m in MODES[1:] if m in args.modes)]
+    sampling = Sampling(prompt=args.prompt, max_tokens=args.max_tokens, seed=args.seed)
+    started = time.perf_counter()
+    result: dict[str, Any] = {
+        "benchmark": "proxy", "schema": 1, "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "params": {
+            "rounds": args.rounds, "warmup": args.warmup, "max_tokens": args.max_tokens, "prompt": args.prompt,
+            "temperature": sampling.temperature, "top_p": sampling.top_p, "seed": args.seed,
+            "workloads": args.workloads, "modes": modes, "concurrency": args.concurrency,
+            "concurrency_requests": args.concurrency_requests, "argv": list(argv if argv is not None else sys.argv[1:]),
+        },
+        "git": report.git_state(ROOT), "machine": report.machine(),
+    }  # fmt: skip
+    with ExitStack() as stack:
+        workdir = args.keep or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rbee-bench-proxy-")))
+        workdir.mkdir(parents=True, exist_ok=True)
+        _say(f"starting the cluster (logs: {workdir / 'logs'})")
+        cluster = stack.enter_context(BenchCluster(workdir, canned_slots=max(args.concurrency, 1) + 2))
+        http = stack.enter_context(httpx.Client(timeout=10, trust_env=False, headers=cluster.worker_headers))
+        upstreams = {"llama": cluster.worker_url, "canned": cluster.canned_url}
+        protocols = {w: worker_protocol(http, upstreams[w], WORKLOADS[w][0]) for w in WORKLOADS}
+        litellm, litellm_skip = _start_litellm(stack, args, modes, cluster, upstreams, protocols, workdir)
+        result["litellm"] = {"used": litellm is not None, "reason": litellm_skip}
+
+        def endpoints(workload: str) -> tuple[list[Endpoint], dict[str, str]]:
+            model = WORKLOADS[workload][0]
+            found = [Endpoint("direct", upstreams[workload], protocols[workload], cluster.worker_headers)]
+            if "queen" in modes:
+                found.append(Endpoint("queen", cluster.queen_url, OpenAICompletions(model), {}))
+            skipped = {}
+            if litellm is not None:
+                found.append(Endpoint("litellm", litellm.url, OpenAICompletions(model), litellm.headers))
+            elif "litellm" in modes:
+                skipped["litellm"] = litellm_skip
+            return found, skipped
+
+        result["workloads"] = {}
+        for workload in args.workloads:
+            found, skipped = endpoints(workload)
+            _say(f"[{workload}] {args.rounds} paired rounds: {', '.join(e.name for e in found)}")
+            run = run_rounds(found, sampling, args.rounds, args.warmup, progress=_progress(args.warmup + args.rounds))
+            protocol = protocols[workload]
+            result["workloads"][workload] = {
+                "describe": WORKLOADS[workload][1], "model": WORKLOADS[workload][0],
+                "direct_protocol": f"POST {protocol.path}", "modes": run.figures(), "skipped": skipped,
+            }  # fmt: skip
+        if args.concurrency > 0:
+            found, skipped = endpoints("canned")
+            watch = {"direct": cluster.canned.pid if cluster.canned else None, "queen": cluster.queen_pid}
+            if litellm is not None:
+                watch["litellm"] = litellm.child.pid
+            load: dict[str, Any] = {
+                "streams": args.concurrency, "requests_per_stream": args.concurrency_requests, "modes": {},
+                "skipped": skipped, "cpu_of": "direct: the canned worker's process; queen: the queen's; "
+                "litellm: LiteLLM's proxy (with its children)",
+            }  # fmt: skip
+            for endpoint in found:
+                _say(f"[concurrency] {args.concurrency} streams through {endpoint.name}")
+                pid = watch[endpoint.name]
+                outcome = run_load(endpoint, sampling, args.concurrency, args.concurrency_requests, pid)
+                load["modes"][endpoint.name] = outcome.figures()
+            result["concurrency"] = load
+    result["elapsed_s"] = round(time.perf_counter() - started, 1)
+    result["headline"] = report.headline(result)
+    print(report.render(result))
+    path = args.json or (report.default_path(RESULTS, result["git"]["commit"]) if args.save else None)
+    if path is not None:
+        table = report.write(result, path)
+        _say(f"wrote {path} and {table}")
+    if old is not None:
+        print()
+        print(report.compare(result, old))
+
+
+def _progress(total: int) -> Any:
+    step = max(total // 4, 1)
+
+    def tick(done: int) -> None:
+        if done % step == 0 or done == total:
+            _say(f"  {done}/{total} rounds")
+
+    return tick
+
+
+def _start_litellm(
+    stack: ExitStack, args: argparse.Namespace, modes: list[str], cluster: BenchCluster,
+    upstreams: dict[str, str], protocols: dict[str, StreamProtocol], workdir: Path,
+) -> tuple[LiteLLMProxy | None, str]:  # fmt: skip
+    """LiteLLM's proxy in front of the workers that serve OpenAI routes, or None and why not."""
+    if "litellm" not in modes:
+        return None, "not asked for (--modes)"
+    command, found = find_litellm(args.litellm)
+    if command is None:
+        _say(f"litellm mode skipped: {found}")
+        return None, found
+    if not all(isinstance(protocols[w], OpenAICompletions) for w in WORKLOADS):
+        why = "the worker has no OpenAI route (POST /v1/completions) for LiteLLM to call; only /v1/generate"
+        _say(f"litellm mode skipped: {why}")
+        return None, why
+    models = {WORKLOADS[w][0]: f"{url}/v1" for w, url in upstreams.items()}
+    _say(f"starting LiteLLM's proxy: {found}")
+    proxy = LiteLLMProxy(command, models, cluster.worker_token, workdir)
+    stack.callback(proxy.stop)
+    proxy.wait_ready()
+    return proxy, found

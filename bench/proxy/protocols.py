@@ -1,0 +1,87 @@
+"""The two ways to ask for a streamed generation, each as request body + how to read a text piece.
+
+- :class:`OpenAICompletions`: ``POST /v1/completions`` with ``stream: true`` (the queen, LiteLLM, and a
+  worker that serves the OpenAI routes itself); a piece is ``choices[0].text`` of a chunk.
+- :class:`WorkerGenerate`: a worker's own ``POST /v1/generate`` (its ``token`` events).
+
+Both send the same sampling (:class:`Sampling`), so every mode asks for the very same generation.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """What every request of a run asks for: greedy decoding, a fixed seed, a fixed length."""
+
+    prompt: str = "The honey bee"
+    max_tokens: int = 64
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 42
+
+
+class StreamProtocol(Protocol):
+    """A request body for :class:`Sampling`, and the text piece of one SSE ``data:`` payload."""
+
+    @property
+    def path(self) -> str: ...
+
+    def body(self, sampling: Sampling) -> dict[str, Any]: ...
+
+    def piece(self, data: str) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class OpenAICompletions:
+    """OpenAI's streamed text completion for ``model``."""
+
+    model: str
+    path: str = "/v1/completions"
+
+    def body(self, sampling: Sampling) -> dict[str, Any]:
+        return {
+            "model": self.model, "prompt": sampling.prompt, "max_tokens": sampling.max_tokens, "stream": True,
+            "temperature": sampling.temperature, "top_p": sampling.top_p, "seed": sampling.seed,
+        }  # fmt: skip
+
+    def piece(self, data: str) -> str | None:
+        if data == "[DONE]":
+            return None
+        choices = json.loads(data).get("choices") or [{}]
+        text = choices[0].get("text")
+        return text if isinstance(text, str) and text else None
+
+
+@dataclass(frozen=True)
+class WorkerGenerate:
+    """A worker's own ``/v1/generate`` stream (the same sampling; a fresh ``request_id`` each time)."""
+
+    path: str = "/v1/generate"
+
+    def body(self, sampling: Sampling) -> dict[str, Any]:
+        return {
+            "request_id": f"bench-{uuid.uuid4().hex}", "prompt": sampling.prompt, "max_tokens": sampling.max_tokens,
+            "temperature": sampling.temperature, "top_p": sampling.top_p, "seed": sampling.seed,
+        }  # fmt: skip
+
+    def piece(self, data: str) -> str | None:
+        if data == "[DONE]":
+            return None
+        event = json.loads(data)
+        text = event.get("text") if event.get("type") == "token" else None
+        return text if isinstance(text, str) and text else None
+
+
+def worker_protocol(client: httpx.Client, worker_url: str, model: str) -> StreamProtocol:
+    """The worker's OpenAI route when it has one, else ``/v1/generate`` (one probe: a GET on a POST-only route
+    answers 405 where the route exists, 404 where it does not)."""
+    probe = client.get(f"{worker_url}/v1/completions")
+    return OpenAICompletions(model) if probe.status_code == 405 else WorkerGenerate()
