@@ -1,4 +1,4 @@
-"""The worker's HTTP API (FastAPI): health, metrics, streaming generation, cancellation, shutdown."""
+"""The worker's HTTP API (FastAPI): health, metrics, OpenAI completions, generation, cancellation, shutdown."""
 
 from __future__ import annotations
 
@@ -15,26 +15,32 @@ from rbee_runtime.common.errors import ApiError, error_body, install_error_handl
 from rbee_runtime.common.internal_auth import InternalAuth, require
 from rbee_runtime.common.limits import install_limits
 from rbee_runtime.worker import metrics
-from rbee_runtime.worker.service import Event, Job, WorkerService
+from rbee_runtime.worker.openai_routes import add_openai_routes, failed_before_first_token
+from rbee_runtime.worker.service import Item, Job, WorkerService
 
-_CLIENT_ERRORS: dict[str, int] = {ErrorCode.CONTEXT_LENGTH_EXCEEDED: 400, ErrorCode.INPUT_REJECTED: 400}
 
-
-def _sse(event: Event | str) -> str:
-    data = event if isinstance(event, str) else event.model_dump_json()
+def _sse(data: str) -> str:
     return f"data: {data}\n\n"
 
 
-async def _stream(job: Job, first: Event) -> AsyncIterator[str]:
-    """SSE body: the events as they arrive, then ``[DONE]``; leaving early cancels the generation."""
-    event = first
+async def _stream(job: Job, first: list[Item]) -> AsyncIterator[str]:
+    """SSE body of ``/v1/generate``: the events as they arrive (a body chunk per batch), then ``[DONE]``;
+    leaving early cancels the generation."""
+    batch, index = first, 0
     try:
         while True:
-            yield _sse(event)
-            if not isinstance(event, TokenEvent):
-                break
-            event = await job.events.get()
-        yield _sse("[DONE]")
+            parts = []
+            for item in batch:
+                if isinstance(item, str):
+                    parts.append(_sse(TokenEvent(text=item, index=index).model_dump_json()))
+                    index += 1
+                else:
+                    parts.append(_sse(item.model_dump_json()))
+                    parts.append(_sse("[DONE]"))
+            yield "".join(parts)
+            if not isinstance(batch[-1], str):
+                return
+            batch = await job.handoff.take()
     finally:  # normal end (no-op), client disconnect or server shutdown
         job.cancel.set()
 
@@ -74,18 +80,19 @@ def create_app(service: WorkerService, credential: str | None = None) -> FastAPI
             )
         job = service.start(request)
         try:  # wait for the first event, so a request that fails at once gets a proper HTTP error
-            first = await job.events.get()
+            first = await job.handoff.take()
         except BaseException:
             job.cancel.set()
             raise
-        if isinstance(first, ErrorEvent):
-            fields = {"fields": [first.field]} if first.field else None
-            raise ApiError(_CLIENT_ERRORS.get(first.code, 500), first.code, first.message, details=fields)
+        if isinstance(first[0], ErrorEvent):
+            raise failed_before_first_token(first[0])
         return StreamingResponse(
             _stream(job, first),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Request-Id": job.request_id},
         )
+
+    add_openai_routes(app, service)
 
     @app.delete("/v1/requests/{request_id}", status_code=204)
     async def cancel(request_id: str) -> Response:

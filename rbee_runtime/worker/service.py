@@ -1,7 +1,7 @@
 """The worker's state: life cycle, slots, running generations and counters.
 
-Generations run in threads (llama.cpp blocks); each one pushes its events through an
-``asyncio.Queue`` to the HTTP response that streams them.
+Generations run in threads (llama.cpp blocks); each one hands its text pieces, then one terminal
+event, through a :class:`Handoff` to the HTTP response that streams them (a batch per wake-up).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from rbee_runtime.common.contracts import (
     EndEvent,
     ErrorEvent,
     GenerateRequest,
-    TokenEvent,
     WorkerHealth,
     WorkerState,
 )
@@ -29,25 +28,69 @@ from rbee_runtime.worker.slots import SlotPool
 
 log = logging.getLogger(__name__)
 
-Event = TokenEvent | EndEvent | ErrorEvent
+#: What a generation hands to the event loop: a piece of text, then one terminal event.
+Item = str | EndEvent | ErrorEvent
+#: The terminal events.
+Terminal = EndEvent | ErrorEvent
 
 _RECENT_CANCELS = 1024
 
 
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class Handoff:
+    """Items from a generation thread to the event loop, in batches.
+
+    The thread's :meth:`put` wakes the loop (one ``call_soon_threadsafe``) only when the consumer waits
+    in :meth:`take`; items put while it is busy (e.g. sending the previous batch) join the next batch,
+    which :meth:`take` returns whole. No timer: an item never waits for another one.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._items: list[Item] = []
+        self._waiter: asyncio.Future[None] | None = None
+        #: Times the thread woke the loop (a regression to one wake-up per token shows here).
+        self.wakeups = 0
+
+    def put(self, item: Item) -> None:
+        """Queue ``item`` (called from the generation thread)."""
+        with self._lock:
+            self._items.append(item)
+            waiter, self._waiter = self._waiter, None
+            if waiter is not None:
+                self.wakeups += 1
+        if waiter is not None:
+            with contextlib.suppress(RuntimeError):  # loop already closed: nobody listens any more
+                self._loop.call_soon_threadsafe(_wake, waiter)
+
+    async def take(self) -> list[Item]:
+        """Every item queued, waiting for at least one (called on the event loop)."""
+        while True:
+            with self._lock:
+                if self._items:
+                    items, self._items = self._items, []
+                    return items
+                waiter = self._waiter = self._loop.create_future()
+            await waiter
+
+
 @dataclass
 class Job:
-    """One running generation: its slot, its cancel flag and the queue its events arrive on."""
+    """One running generation: its slot, its cancel flag and the handoff its items arrive on."""
 
     request_id: str
     slot: int
-    loop: asyncio.AbstractEventLoop
+    handoff: Handoff
     cancel: threading.Event = field(default_factory=threading.Event)
-    events: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
 
-    def emit(self, event: Event) -> None:
-        """Hand an event to the event loop (called from the generation thread)."""
-        with contextlib.suppress(RuntimeError):  # loop already closed: nobody listens any more
-            self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+    def emit(self, item: Item) -> None:
+        """Hand an item to the event loop (called from the generation thread)."""
+        self.handoff.put(item)
 
 
 def _error_event(code: str, message: str, field: str | None = None) -> ErrorEvent:
@@ -148,7 +191,7 @@ class WorkerService:
                 )
         slot = self.slots.acquire()
         self.started_total += 1
-        job = Job(request_id=request.request_id, slot=slot, loop=asyncio.get_running_loop())
+        job = Job(request_id=request.request_id, slot=slot, handoff=Handoff(asyncio.get_running_loop()))
         with self._lock:
             self._jobs[job.request_id] = job
             self._recent_ended.pop(job.request_id, None)
@@ -189,11 +232,9 @@ class WorkerService:
         """Thread body: stream the pieces of one generation, then exactly one terminal event."""
         stats = GenerationStats()
         terminal: EndEvent | ErrorEvent
-        index = 0
         try:
             for piece in self.engine.generate(job.slot, request, job.cancel, stats, self._count_token):
-                job.emit(TokenEvent(text=piece, index=index))
-                index += 1
+                job.emit(piece)
             terminal = EndEvent(
                 tokens_out=stats.tokens_out,
                 prompt_tokens=stats.prompt_tokens,
