@@ -81,8 +81,9 @@ def _say(text: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    old = json.loads(args.compare.read_text()) if args.compare else None  # fail before minutes of work
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    old = _earlier_run(parser, args.compare)  # fails before minutes of work
     modes = ["direct", *(m for m in MODES[1:] if m in args.modes)]
     sampling = Sampling(prompt=args.prompt, max_tokens=args.max_tokens, seed=args.seed)
     started = time.perf_counter()
@@ -123,7 +124,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         for workload in args.workloads:
             found, skipped = endpoints(workload)
             _say(f"[{workload}] {args.rounds} paired rounds: {', '.join(e.name for e in found)}")
-            run = run_rounds(found, sampling, args.rounds, args.warmup, progress=_progress(args.warmup + args.rounds))
+            pids = {"queen": cluster.queen_pid, **({"litellm": litellm.child.pid} if litellm else {})}
+            watch = {e.name: pids[e.name] for e in found if e.name in pids}
+            tick = _progress(args.warmup + args.rounds)
+            run = run_rounds(found, sampling, args.rounds, args.warmup, progress=tick, watch=watch)
             protocol = protocols[workload]
             result["workloads"][workload] = {
                 "describe": WORKLOADS[workload][1], "model": WORKLOADS[workload][0],
@@ -131,9 +135,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             }  # fmt: skip
         if args.concurrency > 0:
             found, skipped = endpoints("canned")
-            watch = {"direct": cluster.canned.pid if cluster.canned else None, "queen": cluster.queen_pid}
+            load_pids = {"direct": cluster.canned.pid if cluster.canned else None, "queen": cluster.queen_pid}
             if litellm is not None:
-                watch["litellm"] = litellm.child.pid
+                load_pids["litellm"] = litellm.child.pid
             load: dict[str, Any] = {
                 "streams": args.concurrency, "requests_per_stream": args.concurrency_requests, "modes": {},
                 "skipped": skipped, "cpu_of": "direct: the canned worker's process; queen: the queen's; "
@@ -141,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             }  # fmt: skip
             for endpoint in found:
                 _say(f"[concurrency] {args.concurrency} streams through {endpoint.name}")
-                pid = watch[endpoint.name]
+                pid = load_pids[endpoint.name]
                 outcome = run_load(endpoint, sampling, args.concurrency, args.concurrency_requests, pid)
                 load["modes"][endpoint.name] = outcome.figures()
             result["concurrency"] = load
@@ -155,6 +159,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     if old is not None:
         print()
         print(report.compare(result, old))
+
+
+def _earlier_run(parser: argparse.ArgumentParser, path: Path | None) -> dict[str, Any] | None:
+    """The JSON of ``--compare`` (None without it); a usage error when it is not an earlier run's JSON."""
+    if path is None:
+        return None
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        parser.error(f"--compare {path}: cannot read an earlier run from it ({exc})")
+    if not isinstance(old, dict) or old.get("benchmark") != "proxy" or "workloads" not in old:
+        parser.error(f"--compare {path}: not the JSON of a proxy benchmark run (--json)")
+    return old
 
 
 def _progress(total: int) -> Any:

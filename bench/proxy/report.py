@@ -15,7 +15,7 @@ from typing import Any
 PROXIES = ("queen", "litellm")
 PAIRED_KEYS = (
     "ttft_added_ms_p50", "ttft_added_ms_p95", "per_token_added_us_p50", "per_token_added_us_p95",
-    "decode_rate_ratio", "ttft_ratio",
+    "decode_rate_ratio", "ttft_ratio", "cpu_us_per_token",
 )  # fmt: skip
 MODE_KEYS = ("ttft_ms_p50", "decode_tps_p50")
 LOAD_KEYS = ("tokens_per_s", "cpu_us_per_token")
@@ -80,14 +80,15 @@ def render(result: dict[str, Any]) -> str:
         if paired:
             lines.append(
                 f"  {'vs direct':<9} {'+TTFT p50 ms':>12} {'p95':>8} {'+µs/token p50':>14} {'p95':>9} "
-                f"{'decode ×':>9} {'TTFT ×':>7} {'n≠':>4}"
+                f"{'decode ×':>9} {'TTFT ×':>7} {'n≠':>4} {'CPU µs/token':>13}"
             )
         for mode in paired:
             f = data["modes"][mode]
             lines.append(
                 f"  {mode:<9} {_num(f['ttft_added_ms_p50'], 2):>12} {_num(f['ttft_added_ms_p95'], 2):>8} "
                 f"{_num(f['per_token_added_us_p50']):>14} {_num(f['per_token_added_us_p95']):>9} "
-                f"{_num(f['decode_rate_ratio'], 3):>9} {_num(f['ttft_ratio'], 2):>7} {f['token_mismatches']:>4}"
+                f"{_num(f['decode_rate_ratio'], 3):>9} {_num(f['ttft_ratio'], 2):>7} {f['token_mismatches']:>4} "
+                f"{_num(f.get('cpu_us_per_token')):>13}"
             )
     load = result.get("concurrency")
     if load:

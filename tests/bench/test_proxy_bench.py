@@ -1,0 +1,125 @@
+"""The proxy benchmark end to end, as a user runs it: a few rounds, every headline figure in its JSON.
+
+A smoke test, not a timing assertion: speed is measured by the benchmark, never asserted here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from bench.proxy import report
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def bench(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``python -m bench.proxy ARGS`` from the repository root."""
+    return subprocess.run([sys.executable, "-m", "bench.proxy", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env=env, check=False)  # fmt: skip
+
+
+def left_running(marker: str) -> list[str]:
+    """Command lines of running processes that name ``marker`` (the run's own folder)."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(process.info["cmdline"] or [])
+        if marker in cmdline:
+            found.append(cmdline)
+    return found
+
+
+@dataclass(frozen=True)
+class QuickRun:
+    result: dict[str, Any]
+    stdout: str
+    folder: Path
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory) -> QuickRun:
+    """``--rounds 3`` on the canned worker (direct, queen; LiteLLM's command set to a missing file), 2 streams."""
+    folder = tmp_path_factory.mktemp("proxy-bench")
+    env = {**os.environ, "RBEE_BENCH_LITELLM": str(folder / "no-litellm")}
+    done = bench("--rounds", "3", "--warmup", "1", "--workloads", "canned", "--concurrency", "2",
+                 "--concurrency-requests", "2", "--keep", str(folder / "run"), "--json", str(folder / "run.json"),
+                 env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return QuickRun(json.loads((folder / "run.json").read_text()), done.stdout, folder)
+
+
+@pytest.mark.engine
+@pytest.mark.slow
+class TestQuickRun:
+    """One quick run (the local cluster places a llama.cpp worker, hence ``engine``)."""
+
+    def test_every_headline_figure_is_in_the_json(self, quick: QuickRun) -> None:
+        headline = quick.result["headline"]
+        for mode in ("direct", "queen"):
+            for key in report.MODE_KEYS:
+                assert math.isfinite(headline[f"canned.{mode}.{key}"]), key
+            for key in report.LOAD_KEYS:
+                assert headline[f"concurrency.{mode}.{key}"] > 0, key
+        for key in report.PAIRED_KEYS:
+            assert math.isfinite(headline[f"canned.queen.{key}"]), key
+        queen = quick.result["workloads"]["canned"]["modes"]["queen"]
+        assert queen["pairs"] == 3 and queen["samples"] == 3 and queen["token_mismatches"] == 0
+        assert queen["tokens_p50"] == 64
+        assert quick.result["concurrency"]["modes"]["queen"]["tokens"] == 2 * 2 * 64
+        assert quick.result["params"]["rounds"] == 3 and quick.result["machine"]["cpus"] >= 1
+        assert len(quick.result["git"]["commit"]) == 40
+
+    def test_litellm_is_skipped_with_the_reason(self, quick: QuickRun) -> None:
+        reason = quick.result["workloads"]["canned"]["skipped"]["litellm"]
+        assert "RBEE_BENCH_LITELLM" in reason and str(quick.folder / "no-litellm") in reason
+        assert quick.result["concurrency"]["skipped"]["litellm"] == reason
+        assert quick.result["litellm"] == {"used": False, "reason": reason}
+        assert f"litellm  skipped: {reason}" in quick.stdout
+
+    def test_the_table_is_printed_and_saved_beside_the_json(self, quick: QuickRun) -> None:
+        saved = (quick.folder / "run.txt").read_text().strip()
+        assert saved == report.render(quick.result).strip()
+        assert saved in quick.stdout
+        assert "[canned]" in saved and "[concurrency] 2 simultaneous streams" in saved
+
+    def test_nothing_is_left_running(self, quick: QuickRun) -> None:
+        assert left_running(str(quick.folder / "run")) == []
+
+    def test_compare_prints_the_ratio_of_each_headline(self, quick: QuickRun) -> None:
+        older = json.loads(json.dumps(quick.result))
+        older["workloads"]["canned"]["modes"]["queen"]["ttft_added_ms_p50"] *= 2
+        rows = report.compare(quick.result, older).splitlines()
+        changed = next(row for row in rows if "canned.queen.ttft_added_ms_p50" in row)
+        assert changed.split()[-1] == "0.50"
+        figures = [row for row in rows if row.strip().startswith(("canned.", "concurrency."))]
+        assert len(figures) == len(report.headline(quick.result))
+        assert sum(row.split()[-1] == "1.00" for row in figures) >= len(figures) - 2  # zero or nan give "-"
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--compare", "/nonexistent/run.json"], "--compare /nonexistent/run.json: cannot read an earlier run"),
+        (["--workloads", "llama,gpt"], "choose from llama, canned"),
+        (["--rounds", "0"], "must be >= 1"),
+    ],
+)
+def test_wrong_options_are_usage_errors(args: list[str], said: str) -> None:
+    done = bench(*args, timeout=30)
+    assert done.returncode == 2 and said in done.stderr, done.stderr
+
+
+def test_compare_refuses_the_json_of_something_else(tmp_path: Path) -> None:
+    other = tmp_path / "deploy.json"
+    other.write_text(json.dumps({"benchmark": "deploy"}))
+    done = bench("--compare", str(other), timeout=30)
+    assert done.returncode == 2 and "not the JSON of a proxy benchmark run" in done.stderr, done.stderr
