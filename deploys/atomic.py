@@ -27,6 +27,7 @@ from pyinfra.context import host
 from pyinfra.facts.files import Directory, File, Sha256File
 from pyinfra.operations.util.files import ensure_mode_int
 
+from rbee.deploy.host_state import FUNCTIONS
 from rbee.deploy.releases import TEMP_MARK
 
 
@@ -89,19 +90,90 @@ def atomic_put(
         if not leftovers:
             host.noop(f"{dest} is up to date")
         return
-
     if not host.get_fact(Directory, path=folder):
         yield StringCommand(f"mkdir -p {shlex.quote(folder)}")
-    temp = prefix + secrets.token_hex(4)
+    yield from upload_commands(src, dest, user, group, mode)
+
+
+def upload_commands(
+    src: str | IO[Any],
+    dest: str,
+    user: str | None = None,
+    group: str | None = None,
+    mode: str | int | None = None,
+    verify_sha256: str | None = None,
+    stamp: str | None = None,
+) -> Generator[Any, None, None]:
+    """The commands of one atomic upload: temp file, owner and mode, [verify], fsync, rename, [stamp].
+
+    ``verify_sha256``: the host checks the temp file's sum before the rename (a large file, sent once);
+    ``stamp``: then records ``<dest> <sha256> <size> <mtime> <inode>`` there, so later deploys know the file
+    by ``stat`` without reading it (``rbee.deploy.host_state``).
+    """
+    folder = posixpath.dirname(dest) or "."
+    want_mode = ensure_mode_int(mode)
+    temp = temp_prefix(dest) + secrets.token_hex(4)
     yield FileUploadCommand(src, temp, remote_temp_filename=host.get_temp_filename(temp))
     q_temp, q_dest = shlex.quote(temp), shlex.quote(dest)
     if user or group:
         yield StringCommand(f"chown {shlex.quote(_owner(user, group))} {q_temp}")
     if want_mode:
         yield StringCommand(f"chmod {want_mode} {q_temp}")
-    yield StringCommand(f"{_sync(temp)} && mv -f {q_temp} {q_dest} && {_sync(folder)}")
+    check = ""
+    if verify_sha256:
+        wrong = shlex.quote(f"rbee: {dest}: the uploaded copy's sha256 is not {verify_sha256}")
+        check = (
+            f'{FUNCTIONS}if [ "$(rbee_sha {q_temp} | cut -c1-64)" != {shlex.quote(verify_sha256)} ]; then '
+            f"rm -f {q_temp}; echo {wrong} >&2; exit 1; fi; "
+        )
+    record = ""
+    if stamp and verify_sha256:
+        line = f"{dest} {verify_sha256}"
+        record = (
+            f" && printf '%s %s\\n' {shlex.quote(line)} \"$(rbee_stat {q_dest} | cut -d' ' -f4-6)\""
+            f" > {shlex.quote(stamp)}"
+        )
+    yield StringCommand(f"{check}{_sync(temp)} && mv -f {q_temp} {q_dest} && {_sync(folder)}{record}")
 
 
 def _owner(user: str | None, group: str | None) -> str:
     """``user:group``, ``user`` or ``:group`` for chown."""
     return f"{user or ''}:{group}" if group else str(user)
+
+
+@operation()
+def put_changed(
+    src: str | IO[Any],
+    dest: str,
+    user: str | None = None,
+    group: str | None = None,
+    mode: str | int | None = None,
+    make_folder: bool = False,
+    verify_sha256: str | None = None,
+    stamp: str | None = None,
+) -> Generator[Any, None, None]:
+    """Upload ``src`` to ``dest`` atomically, reading no fact: the deploy's diff decided it differs.
+
+    ``make_folder``: the host has no folder for it yet; ``verify_sha256``/``stamp``: see ``upload_commands``.
+    """
+    if make_folder:
+        yield StringCommand(f"mkdir -p {shlex.quote(posixpath.dirname(dest) or '.')}")
+    yield from upload_commands(src, dest, user, group, mode, verify_sha256, stamp)
+
+
+@operation()
+def set_metadata(
+    path: str, user: str | None = None, group: str | None = None, mode: str | int | None = None
+) -> Generator[StringCommand, None, None]:
+    """Owner and mode of a file whose content is current, set in place (no bytes rewritten)."""
+    want_mode = ensure_mode_int(mode)
+    if want_mode:
+        yield StringCommand(f"chmod {want_mode} {shlex.quote(path)}")
+    if user or group:
+        yield StringCommand(f"chown {shlex.quote(_owner(user, group))} {shlex.quote(path)}")
+
+
+@operation()
+def remove_leftovers(paths: list[str]) -> Generator[StringCommand, None, None]:
+    """Remove the temp files an interrupted upload left (found by the preflight's state)."""
+    yield StringCommand("rm -f -- " + " ".join(shlex.quote(p) for p in paths))

@@ -7,6 +7,7 @@ In ``--dry`` runs nothing is fetched or built: the plan says it would be.
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import threading
 from dataclasses import dataclass
@@ -19,12 +20,16 @@ from deploys.builder import PyinfraRemote, choose_builder
 from rbee.deploy.cluster_ca import tls_for
 from rbee.deploy.cluster_secret import cluster_secret
 from rbee.deploy.engine_plan import builds_here
+from rbee.deploy.host_diff import Changes, RunInputs, diff, wanted_state
 from rbee.deploy.host_plan import HostPlan, plan_deployed_host
+from rbee.deploy.host_state import HostState
 from rbee.deploy.probe import HostFacts
+from rbee.deploy.release_record import git_commit, release_record_text
 from rbee.deploy.wheelhouse import Wheelhouse, build_wheelhouse, wheelhouse_target
 from rbee.engine.build_kit import BuildKitError, build_kit
 from rbee.engine.features import FeatureSet, local_feature_set
 from rbee.engine.remote_build import build_on_host
+from rbee.engine.wheel_tags import wheel_problem
 from rbee.engine.wheelcache import EngineBuildError, build_wheel, cached_wheel
 from rbee.models import FetchedModel, cached_model, fetch_model
 from rbee.models.progress import progress_bar, rich_progress_callback
@@ -59,7 +64,13 @@ def once(key: str) -> threading.Lock:
     greenlets; its CLI patches ``threading``), so the first host of a feature set builds and the others wait."""
     with _locks_lock:
         return _locks.setdefault(key, threading.Lock())
+
+
 _wheelhouses: dict[str, Wheelhouse] = {}
+_fingerprints: dict[str, str] = {}
+_file_sums: dict[str, str] = {}
+_states: dict[str, HostState] = {}
+_inputs: dict[str, RunInputs] = {}
 
 
 def spec() -> ClusterSpec:
@@ -141,6 +152,90 @@ def _find_or_build(features: FeatureSet) -> EngineWheel:
         return EngineWheel(None, f"engine build on {where} failed: {exc}", where)
     say(f"engine {features.key} built on {where}: {wheel.name}")
     return EngineWheel(wheel, None, where)
+
+
+def wheelhouse_fingerprint(features: FeatureSet) -> str:
+    """The fingerprint of a feature set's wheelhouse, hashed once per run (every host of the target shares it)."""
+    house = wheelhouse(features)
+    with once(f"fingerprint:{house.folder}"):
+        if str(house.folder) not in _fingerprints:
+            _fingerprints[str(house.folder)] = house.fingerprint
+        return _fingerprints[str(house.folder)]
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a local file (an engine wheel), read once per run."""
+    with once(f"sha256:{path}"):
+        if str(path) not in _file_sums:
+            digest = hashlib.sha256()
+            with path.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+            _file_sums[str(path)] = digest.hexdigest()
+        return _file_sums[str(path)]
+
+
+def spec_sha256() -> str:
+    """The sha256 of the spec file this run deploys (the one the inventory read), read once per run."""
+    path = str(host.data.rbee_spec_file)
+    if path not in _file_sums:
+        _file_sums[path] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return _file_sums[path]
+
+
+def commit() -> str:
+    """The git commit of the deploying checkout, asked once per run."""
+    if "commit" not in _file_sums:
+        _file_sums["commit"] = git_commit()
+    return _file_sums["commit"]
+
+
+def remember_state(state: HostState) -> None:
+    """Keep what the preflight read on the current host (``rbee.deploy.host_state``)."""
+    _states[host.name] = state
+
+
+def host_state() -> HostState:
+    """What the preflight read on the current host (an empty state, as a bare host, before it ran)."""
+    return _states.get(host.name, HostState())
+
+
+def engine_usable(plan: HostPlan) -> EngineWheel | None:
+    """This host's engine wheel when it has one that fits it (a dry run: one not built yet), else None."""
+    found = engine_wheel(plan.features)
+    if found.failure or (found.wheel is not None and wheel_problem(found.wheel.name, host.name, plan.features)):
+        return None
+    return found
+
+
+def remote_engine_wheel(plan: HostPlan, found: EngineWheel) -> str:
+    """Where the engine wheel goes on the host (a placeholder name in a dry run that has not built it)."""
+    name = found.wheel.name if found.wheel else f"llama_cpp_python-{plan.features.version}.whl"
+    return f"{plan.layout.engines}/{plan.features.key}/{name}"
+
+
+def run_inputs(plan: HostPlan) -> RunInputs:
+    """This run's inputs for the current host: fingerprints, checksums, the release record (each hashed once)."""
+    if host.name in _inputs:
+        return _inputs[host.name]
+    fingerprint = wheelhouse_fingerprint(plan.features)
+    found = engine_usable(plan)
+    engine_key = plan.features.key if found is not None else None
+    wheel = None
+    if found is not None:
+        wheel = (remote_engine_wheel(plan, found), file_sha256(found.wheel) if found.wheel else None)
+    checksums = model_checksums(plan)
+    service_models = {m: sha or spec().model(m).source for m, sha in checksums.items()}  # dry run: not fetched
+    record = release_record_text(plan.cluster, plan.host, spec_sha256(), engine_key or "", fingerprint, checksums,
+                                 commit=commit())  # fmt: skip
+    _inputs[host.name] = RunInputs(fingerprint, engine_key, wheel, checksums, f"{fingerprint}:{engine_key}",
+                                   service_models, record)  # fmt: skip
+    return _inputs[host.name]
+
+
+def changes(plan: HostPlan) -> Changes:
+    """What the current host needs: the plan and this run's inputs against what the preflight read."""
+    return diff(wanted_state(plan, run_inputs(plan)), host_state())
 
 
 def wheelhouse(features: FeatureSet) -> Wheelhouse:

@@ -5,22 +5,25 @@ is built once on a host of that set (``deploys.control.engine_wheel``); wheels a
 (``deploy.build_cache``) and hosts with the same feature set get the same wheel. A wheel whose tags
 the host's Python would refuse fails the host before the upload. After installing, the host proves
 the build: ``import llama_cpp`` works and ``llama_supports_gpu_offload()`` is true exactly for
-CUDA/Metal builds.
+CUDA/Metal builds. The upload is verified on the host and stamped (sha256 + stat), so a later deploy knows
+the wheel by ``stat`` without reading it.
 """
 
 from __future__ import annotations
 
+import posixpath
 import shlex
 
 from pyinfra.api.deploy import deploy
-from pyinfra.api.operation import OperationMeta
 from pyinfra.context import host
 from pyinfra.operations import files
 
 from deploys import control
-from deploys.atomic import atomic_put
+from deploys.atomic import put_changed, set_metadata
 from deploys.operations import fail_host, stamped_install
+from rbee.deploy.host_diff import Changes
 from rbee.deploy.host_plan import HostPlan
+from rbee.deploy.host_state import upload_stamp
 from rbee.engine.wheel_tags import wheel_problem
 
 
@@ -33,29 +36,36 @@ def _verify_command(python: str, gpu_offload: bool) -> str:
 
 
 @deploy("rbee engine")
-def engine(plan: HostPlan) -> OperationMeta | None:
-    """Upload and install this host's engine wheel; build nothing that is cached."""
+def engine(plan: HostPlan, changes: Changes) -> None:
+    """Upload and install this host's engine wheel where the diff says it is not there; build nothing cached."""
     layout = plan.layout
     features = plan.features
     found = control.engine_wheel(features)
     if found.failure:
         fail_host(name=f"engine: no wheel for {features.key}", reason=found.failure)
-        return None
-    remote_dir = f"{layout.engines}/{features.key}"
-    if found.wheel is None:
-        remote_wheel = f"{remote_dir}/llama_cpp_python-{features.version}.whl"
-        files.directory(name="engine: (dry run) wheel not built yet", path=remote_dir)
-    else:
-        problem = wheel_problem(found.wheel.name, host.name, features)
-        if problem:
-            fail_host(name=f"engine: wheel does not fit {host.name}", reason=problem)
-            return None
-        remote_wheel = f"{remote_dir}/{found.wheel.name}"
-        atomic_put(name=f"engine: upload {features.key}", src=str(found.wheel), dest=remote_wheel, mode="644")
+        return
+    if found.wheel is not None and (problem := wheel_problem(found.wheel.name, host.name, features)):
+        fail_host(name=f"engine: wheel does not fit {host.name}", reason=problem)
+        return
+    remote_wheel = control.remote_engine_wheel(plan, found)
+    if changes.has("upload", remote_wheel):
+        if found.wheel is None:
+            files.directory(name="engine: (dry run) wheel not built yet", path=posixpath.dirname(remote_wheel))
+        else:
+            sha = control.file_sha256(found.wheel)
+            put_changed(
+                name=f"engine: upload {features.key}", src=str(found.wheel), dest=remote_wheel, mode="644",
+                make_folder=changes.has("dir", layout.engines) or remote_wheel not in control.host_state().big,
+                verify_sha256=sha, stamp=upload_stamp(layout, remote_wheel),
+            )  # fmt: skip
+    elif changes.has("file-mode", remote_wheel):
+        set_metadata(name=f"engine: upload {features.key}", path=remote_wheel, mode="644")
+    if not changes.has("install", "engine"):
+        return
     pip = (
         f"{shlex.quote(layout.python)} -m pip install --quiet --no-index --find-links {shlex.quote(layout.wheelhouse)}"
     )
-    return stamped_install(
+    stamped_install(
         name=f"engine: install and verify {features.key}",
         stamp=f"{layout.stamps}/engine",
         want=features.key,
@@ -64,5 +74,4 @@ def engine(plan: HostPlan) -> OperationMeta | None:
             f"{pip} 'diskcache>=5.6' numpy",
             _verify_command(layout.python, features.gpu_offload),
         ],
-        description=f"engine {features.key}",
     )

@@ -8,7 +8,9 @@ from typing import Any
 from pyinfra.api.facts import FactBase
 from pyinfra.api.host import Host
 
-from rbee.deploy.probe import PROBE_SCRIPT, HostFacts, parse_probe
+from rbee.deploy.host_state import HostState, parse_state, state_script
+from rbee.deploy.layout import HostLayout
+from rbee.deploy.probe import PROBE_SCRIPT, HostFacts, parse_probe, probe_input
 
 
 def host_data(target: Host) -> dict[str, Any]:
@@ -31,29 +33,16 @@ class RbeeProbe(FactBase[HostFacts]):
         return HostFacts()
 
 
-class StampFile(FactBase[str]):
-    """The content of a small stamp file (empty when missing): what an earlier deploy installed."""
+class RbeeHostState(FactBase[tuple[HostFacts, HostState]]):
+    """The probe and everything a deploy compares (``rbee.deploy.host_state``), in one round trip."""
 
-    def command(self, path: str) -> str:
-        return f"cat {shlex.quote(path)} 2>/dev/null || true"
+    def command(self, prefix: str, user: str) -> str:
+        return f"{probe_input(prefix)}\n{state_script(HostLayout(prefix), user)}"
 
-    def process(self, output: list[str]) -> str:
-        return "\n".join(output).strip()
-
-    @staticmethod
-    def default() -> str:
-        return ""
-
-
-class WorkerInstances(FactBase[list[str]]):
-    """Names of the worker instances configured on a host (``/etc/rbee/workers/*.env``)."""
-
-    def command(self, folder: str) -> str:
-        return f"ls {shlex.quote(folder)} 2>/dev/null | sed -n 's/\\.env$//p' || true"
-
-    def process(self, output: list[str]) -> list[str]:
-        return sorted(line.strip() for line in output if line.strip())
+    def process(self, output: list[str]) -> tuple[HostFacts, HostState]:
+        text = "\n".join(output)
+        return parse_probe(text), parse_state(text)
 
     @staticmethod
-    def default() -> list[Any]:
-        return []
+    def default() -> tuple[HostFacts, HostState]:
+        return HostFacts(), HostState()

@@ -1,38 +1,42 @@
 """Step 4, the model catalog: each model fetched once on the control machine, copied where placed.
 
-``atomic_put`` compares checksums, so a model already on a host (same content) is not sent
-again; a changed model is written beside the old one and renamed over it (a new inode), so a
-worker that has the old file mmapped keeps reading intact bytes until it restarts. Each hive
-registers its models into its SQLite catalog at start, from its config.
+A model is copied when the host has no verified upload of this content at its path: the upload is checked
+on the host (sha256) once, then stamped with its size, mtime and inode (``rbee.deploy.host_state``), so a
+no-op deploy compares a 5 GB model by ``stat`` instead of reading it, and a file replaced by hand is still
+noticed. A changed model is written beside the old one and renamed over it (a new inode), so a worker that
+has the old file mmapped keeps reading intact bytes until it restarts. Each hive registers its models into
+its SQLite catalog at start, from its config.
 """
 
 from __future__ import annotations
 
 from pyinfra.api.deploy import deploy
-from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import files
 
 from deploys import control
-from deploys.atomic import atomic_put
+from deploys.atomic import put_changed, set_metadata
+from rbee.deploy.host_diff import Changes
 from rbee.deploy.host_plan import HostPlan
+from rbee.deploy.host_state import upload_stamp
 
 
 @deploy("rbee models")
-def models(plan: HostPlan) -> dict[str, OperationMeta]:
-    """Copy this host's models into place; returns model id → the copy operation."""
+def models(plan: HostPlan, changes: Changes) -> None:
+    """Copy this host's models into place where the diff says they are not there."""
     cluster = control.spec()
-    copies = {}
     for model_id in plan.models:
         model = cluster.model(model_id)
         dest = plan.layout.model_path(model_id)
+        if not changes.has("upload", dest):
+            if changes.has("file-mode", dest):
+                set_metadata(name=f"models: {model_id}", path=dest, mode="644")
+            continue
         fetched = control.model_file(model, cluster)
         if fetched is None:  # dry run, not fetched yet
-            copies[model_id] = files.file(
-                name=f"models: {model_id} (dry run: would be fetched from {model.source})", path=dest
-            )
+            files.file(name=f"models: {model_id} (dry run: would be fetched from {model.source})", path=dest)
         else:
-            copies[model_id] = atomic_put(
+            put_changed(
                 name=f"models: {model_id} ({fetched.size_bytes / 2**20:.1f} MiB)",
-                src=str(fetched.path), dest=dest, mode="644", sha256=fetched.sha256,
+                src=str(fetched.path), dest=dest, mode="644", verify_sha256=fetched.sha256,
+                stamp=upload_stamp(plan.layout, dest),
             )  # fmt: skip
-    return copies

@@ -1,4 +1,4 @@
-"""rbee's own pyinfra operations: each compares a fact with the wanted state and yields only what is missing."""
+"""rbee's own pyinfra operations: each runs what the preflight's diff (``rbee.deploy.host_diff``) found missing."""
 
 from __future__ import annotations
 
@@ -12,10 +12,9 @@ from pyinfra.api.command import StringCommand
 from pyinfra.api.exceptions import OperationError
 from pyinfra.api.operation import operation
 from pyinfra.context import host
-from pyinfra.facts.server import Command
 
-from deploys.atomic import atomic_put
-from deploys.facts import StampFile
+from deploys.atomic import put_changed, set_metadata
+from rbee.deploy.host_diff import Changes
 from rbee.deploy.host_plan import HostPlan
 
 
@@ -30,21 +29,21 @@ def fail_host(reason: str) -> Generator[Any, None, None]:
         yield StringCommand(f"echo {shlex.quote('rbee: ' + reason)} >&2; exit 1")
 
 
+def stamp_command(stamp: str, want: str) -> StringCommand:
+    """Write ``want`` into the stamp file ``stamp`` (its folder made when missing)."""
+    folder = shlex.quote(stamp.rsplit("/", 1)[0])
+    return StringCommand(f"mkdir -p {folder} && printf '%s\\n' {shlex.quote(want)} > {shlex.quote(stamp)}")
+
+
 @operation()
-def stamped_install(
-    stamp: str, want: str, commands: list[str], description: str
-) -> Generator[StringCommand, None, None]:
-    """Run ``commands`` unless the stamp file already holds ``want``; write the stamp last.
+def stamped_install(stamp: str, want: str, commands: list[str]) -> Generator[StringCommand, None, None]:
+    """Run ``commands``, then write ``want`` into the stamp (called when the preflight found another stamp).
 
     A deploy interrupted half-way leaves the old stamp, so the next run redoes the whole step.
     """
-    if host.get_fact(StampFile, path=stamp) == want:
-        host.noop(f"{description}: already installed")
-        return
     for command in commands:
         yield StringCommand(command)
-    folder = shlex.quote(stamp.rsplit("/", 1)[0])
-    yield StringCommand(f"mkdir -p {folder} && printf '%s\\n' {shlex.quote(want)} > {shlex.quote(stamp)}")
+    yield stamp_command(stamp, want)
 
 
 @operation()
@@ -70,39 +69,45 @@ def wait_until(
 
 
 @operation()
-def restart_on_change(service: str, want: str, stamp: str) -> Generator[StringCommand, None, None]:
-    """Restart ``service`` unless it last (re)started with inputs ``want`` (a digest kept in ``stamp``).
+def service_state(
+    service: str, enable: bool, start: bool, restart: bool, want: str, stamp: str
+) -> Generator[StringCommand, None, None]:
+    """Bring one systemd unit to its plan, as the diff found it: enabled, running, (re)started from ``want``.
 
-    Comparing with what the running service was started from, not with what this run changed,
-    keeps a deploy interrupted between writing a config and restarting the service correct.
+    ``restart``: it last (re)started from other inputs than ``want`` (a digest kept in ``stamp``); comparing
+    with what the running service started from, not with what this run changed, keeps a deploy interrupted
+    between writing a config and restarting the service correct.
     """
-    if host.get_fact(StampFile, path=stamp) == want:
-        host.noop(f"{service} already runs its current inputs")
-        return
-    yield StringCommand(f"systemctl restart {shlex.quote(service)}")
-    folder = shlex.quote(stamp.rsplit("/", 1)[0])
-    yield StringCommand(f"mkdir -p {folder} && printf '%s\\n' {shlex.quote(want)} > {shlex.quote(stamp)}")
+    unit = shlex.quote(service)
+    if enable:
+        yield StringCommand(f"systemctl enable {unit}")
+    if restart:
+        yield StringCommand(f"systemctl restart {unit}")
+        yield stamp_command(stamp, want)
+    elif start:
+        yield StringCommand(f"systemctl start {unit}")
 
 
 @operation()
-def daemon_reload_if_needed(units: list[str]) -> Generator[StringCommand, None, None]:
-    """``systemctl daemon-reload`` when systemd holds an older version of one of ``units`` than the disk."""
-    names = " ".join(shlex.quote(u) for u in units)
-    flags = host.get_fact(Command, command=f"systemctl show -p NeedDaemonReload --value {names} || true") or ""
-    if "yes" not in flags.split():
-        host.noop("systemd has the current units")
-        return
+def daemon_reload() -> Generator[StringCommand, None, None]:
+    """``systemctl daemon-reload`` (a unit file changed, or systemd holds an older version of one)."""
     yield StringCommand("systemctl daemon-reload")
 
 
-def put_planned(plan: HostPlan, label: str) -> None:
-    """Put the plan's file called ``label`` in place (nothing when the plan has none).
+def put_planned(plan: HostPlan, label: str, changes: Changes) -> None:
+    """Put the plan's file called ``label`` in place where the diff says it differs (content, owner or mode).
 
     Each caller's line is its own operation (pyinfra orders operations by where they are called from).
     """
     for planned in plan.files:
-        if planned.label == label:
-            atomic_put(  # temp file, fsync, rename: a unit or config is never seen half-written
+        if planned.label != label:
+            continue
+        group = plan.service_user
+        if changes.has("file", planned.path):
+            put_changed(  # temp file, fsync, rename: a unit or config is never seen half-written
                 name=f"services: {label}", src=io.StringIO(planned.text), dest=planned.path,
-                user=planned.owner, group=plan.service_user, mode=planned.mode,
+                user=planned.owner, group=group, mode=planned.mode,
             )  # fmt: skip
+        elif changes.has("file-mode", planned.path) or changes.has("file-owner", planned.path):
+            set_metadata(name=f"services: {label}", path=planned.path, user=planned.owner, group=group,
+                         mode=planned.mode)  # fmt: skip

@@ -1,8 +1,10 @@
 """Step 1, SSH preflight: reachable, a command runs, latency, OS/arch, Python, RAM, disk, GPUs.
 
-Every host is probed with one round trip; the table of all hosts is printed once. A host
-that cannot run rbee is failed by name with its reasons, and the deploy goes on for the
-others (or stops, when the spec says ``deploy.on_unreachable: stop``).
+Every host is probed with one round trip, which also reads everything the deploy compares
+(``rbee.deploy.host_state``: the later steps consult it instead of asking the host again); its time is
+the host's latency. The table of all hosts is printed once. A host that cannot run rbee is failed by
+name with its reasons, and the deploy goes on for the others (or stops, when the spec says
+``deploy.on_unreachable: stop``).
 """
 
 from __future__ import annotations
@@ -11,17 +13,16 @@ import json
 import os
 import sys
 import time
-import uuid
 from pathlib import Path
 
 from pyinfra.api.deploy import deploy
 from pyinfra.context import host, state
-from pyinfra.facts.server import Command
 
 from deploys import control
-from deploys.facts import RbeeProbe, host_data
+from deploys.facts import RbeeHostState, host_data
 from deploys.operations import fail_host
 from rbee.deploy.host_plan import HostPlan
+from rbee.deploy.host_state import HostState
 from rbee.deploy.probe import HostFacts
 from rbee.deploy.ssh_check import SshCheck, SshTarget, check_hosts, describe
 from rbee.spec.keys import ApiKeysError
@@ -37,11 +38,12 @@ def _classify_unreached() -> None:
     _unreached.update((c.host, c) for c in check_hosts(targets, round_trips=1))
 
 
-def _latency_ms() -> float:
-    """Round trip of one trivial command (a unique one, so no fact cache answers it)."""
+def _probe() -> tuple[HostFacts, HostState, float]:
+    """The probe and the host's state (``RbeeHostState``), and that round trip's time in ms (the latency)."""
+    cluster = control.spec()
     started = time.perf_counter()
-    host.get_fact(Command, command=f"echo rbee-ping-{uuid.uuid4().hex[:8]}")
-    return (time.perf_counter() - started) * 1000
+    facts, found = host.get_fact(RbeeHostState, prefix=cluster.deploy.prefix, user=cluster.deploy.service_user)
+    return facts, found, (time.perf_counter() - started) * 1000
 
 
 def _write_report() -> None:
@@ -87,8 +89,8 @@ def _print_table() -> None:
 @deploy("rbee preflight")
 def preflight() -> HostPlan:
     """Probe this host, plan it, record its line of the table, and fail it when rbee cannot run there."""
-    latency = _latency_ms()
-    facts = host.get_fact(RbeeProbe, prefix=control.spec().deploy.prefix)
+    facts, found, latency = _probe()
+    control.remember_state(found)
     try:
         plan = control.host_plan(facts)
         problems = list(plan.problems)

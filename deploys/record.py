@@ -2,31 +2,28 @@
 
 Only inputs go in (spec hash, git commit, engine build, wheelhouse and model checksums), no time
 stamp: an unchanged deploy writes the same record and so changes nothing. The text is built by
-``rbee.deploy.release_record`` (as on the Ansible path).
+``rbee.deploy.release_record`` (as on the Ansible path), once per host and run (``control.run_inputs``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
-from collections.abc import Mapping
-from pathlib import Path
 
 from pyinfra.api.deploy import deploy
-from pyinfra.context import host
 
-from deploys.atomic import atomic_put
+from deploys import control
+from deploys.atomic import put_changed, set_metadata
+from rbee.deploy.host_diff import Changes
 from rbee.deploy.host_plan import HostPlan
-from rbee.deploy.release_record import RECORD, release_record_text
-
-
-def _spec_sha256() -> str:
-    """The sha256 of the spec file this run deploys (the one the inventory read)."""
-    return hashlib.sha256(Path(host.data.rbee_spec_file).read_bytes()).hexdigest()
+from rbee.deploy.release_record import RECORD
 
 
 @deploy("rbee release record")
-def record(plan: HostPlan, engine_key: str | None, wheelhouse: str, checksums: Mapping[str, str | None]) -> None:
-    """Write this host's release record (spec, commit, engine, wheelhouse, models)."""
-    text = release_record_text(plan.cluster, plan.host, _spec_sha256(), engine_key or "", wheelhouse, checksums)
-    atomic_put(name="record: release.json", src=io.StringIO(text), dest=f"{plan.layout.prefix}/{RECORD}", mode="644")
+def record(plan: HostPlan, changes: Changes) -> None:
+    """Write this host's release record (spec, commit, engine, wheelhouse, models) when it differs."""
+    dest = f"{plan.layout.prefix}/{RECORD}"
+    if changes.has("file", dest):
+        text = control.run_inputs(plan).record
+        put_changed(name="record: release.json", src=io.StringIO(text), dest=dest, mode="644")
+    elif changes.has("file-mode", dest):
+        set_metadata(name="record: release.json", path=dest, mode="644")

@@ -1,8 +1,9 @@
 """Step 3, the runtime: a service user, rbee's folders, a venv with rbee installed from wheels.
 
 Hosts need no internet: the control machine prepares a wheelhouse (rbee + dependencies) for
-the host's Python and arch and syncs it; pip installs with ``--no-index``. The install is
-stamped with the wheelhouse's fingerprint, so an unchanged release installs nothing.
+the host's Python and arch and syncs it; pip installs with ``--no-index``. The sync is stamped with
+the wheelhouse's fingerprint and a digest of the synced files' ``stat`` listing, the install with the
+fingerprint: an unchanged release syncs and installs nothing, and reads nothing but the preflight's state.
 """
 
 from __future__ import annotations
@@ -10,59 +11,80 @@ from __future__ import annotations
 import shlex
 
 from pyinfra.api.deploy import deploy
-from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import files, server
 
 from deploys import control, darwin
 from deploys.operations import stamped_install
+from rbee.deploy.host_diff import Changes
 from rbee.deploy.host_plan import HostPlan
+from rbee.deploy.host_state import FUNCTIONS, WHEELHOUSE_STAMP, wheelhouse_listing
 from rbee.deploy.layout import CONFIG_DIR, CREDENTIALS_DIR, DATA_DIR, WORKERS_DIR
 
 
+def _folders(plan: HostPlan, changes: Changes) -> None:
+    """rbee's folders, each only where the diff found it missing or with another mode or owner."""
+    layout, user = plan.layout, plan.service_user
+    for path in (layout.prefix, layout.models, layout.engines):
+        if changes.has("dir", path):
+            files.directory(name=f"runtime: {path}", path=path, mode="755")
+    # root's only: a stamp holds the digest of what a service started from, its credentials included
+    if changes.has("dir", layout.stamps):
+        files.directory(name=f"runtime: {layout.stamps}", path=layout.stamps, user="root", group="root", mode="700")
+    if plan.service_manager == "launchd":
+        return
+    owned = (
+        ("runtime: config folder", CONFIG_DIR, "root", user, "750"),
+        ("runtime: worker configs", WORKERS_DIR, "root", user, "750"),
+        ("runtime: credentials (root's only)", CREDENTIALS_DIR, "root", "root", "700"),
+        ("runtime: state folder", DATA_DIR, user, user, "750"),
+    )
+    for name, path, owner, group, mode in owned:
+        if changes.has("dir", path):
+            files.directory(name=name, path=path, user=owner, group=group, mode=mode)
+
+
 @deploy("rbee runtime")
-def runtime(plan: HostPlan) -> OperationMeta:
-    """Install the rbee runtime; returns the install operation (when it changes, services restart)."""
+def runtime(plan: HostPlan, changes: Changes) -> None:
+    """Install the rbee runtime where the diff (``changes``) says it is not the planned one."""
     layout = plan.layout
     user = plan.service_user
     if plan.service_manager == "launchd":  # macOS: dscl instead of useradd, the state in /usr/local/var/rbee
-        darwin.runtime_account_and_folders(plan)
-    else:
+        darwin.runtime_account_and_folders(plan, changes)
+    elif changes.has("account"):
         server.group(name=f"runtime: group {user}", group=user, system=True)
         server.user(
             name=f"runtime: service user {user}", user=user, group=user, system=True,
             home=DATA_DIR, shell="/usr/sbin/nologin", create_home=False, ensure_home=False,
         )  # fmt: skip
-    files.directory(name="runtime: install prefix", path=layout.prefix, mode="755")
-    for path in (layout.models, layout.engines):
-        files.directory(name=f"runtime: {path}", path=path, mode="755")
-    # root's only: a stamp holds the digest of what a service started from, its credentials included
-    files.directory(name=f"runtime: {layout.stamps}", path=layout.stamps, user="root", group="root", mode="700")
-    if plan.service_manager != "launchd":
-        files.directory(name="runtime: config folder", path=CONFIG_DIR, user="root", group=user, mode="750")
-        files.directory(name="runtime: worker configs", path=WORKERS_DIR, user="root", group=user, mode="750")
-        files.directory(name="runtime: credentials (root's only)", path=CREDENTIALS_DIR, user="root", group="root",
-                        mode="700")  # fmt: skip
-        files.directory(name="runtime: state folder", path=DATA_DIR, user=user, group=user, mode="750")
+    _folders(plan, changes)
     house = control.wheelhouse(plan.features)
-    files.sync(
-        name="runtime: wheelhouse (rbee and its dependencies)",
-        src=str(house.folder), dest=layout.wheelhouse, delete=True, mode="644", dir_mode="755",
-        exclude=["*/.deps", "*/.rbee-source"],
-    )  # fmt: skip
+    fingerprint = control.wheelhouse_fingerprint(plan.features)
+    if changes.has("wheelhouse"):
+        files.sync(
+            name="runtime: wheelhouse (rbee and its dependencies)",
+            src=str(house.folder), dest=layout.wheelhouse, delete=True, mode="644", dir_mode="755",
+            exclude=["*/.deps", "*/.rbee-source"],
+        )  # fmt: skip
+        listing = wheelhouse_listing(layout.wheelhouse)
+        stamp = shlex.quote(f"{layout.stamps}/{WHEELHOUSE_STAMP}")
+        server.shell(  # what was synced, by stat: a no-op compares it without reading a wheel
+            name="runtime: wheelhouse stamp",
+            commands=[f"{FUNCTIONS}printf '%s %s\\n' {shlex.quote(fingerprint)} \"$( {listing} )\" > {stamp}"],
+        )
     python = shlex.quote(layout.python)
-    return stamped_install(
-        name="runtime: venv with rbee",
-        stamp=f"{layout.stamps}/runtime",
-        want=house.fingerprint,
-        commands=[
-            # a venv cut short by an interrupted deploy has python but no pip: make it again
-            f"{python} -m pip --version >/dev/null 2>&1 || "
-            f"{{ rm -rf {shlex.quote(layout.venv)} && python3 -m venv {shlex.quote(layout.venv)}; }}",
-            f"{python} -m pip install --quiet --no-index --find-links {shlex.quote(layout.wheelhouse)} "
-            f"--force-reinstall --no-deps {shlex.quote(layout.wheelhouse + '/' + house.rbee_wheel.name)}",
-            f"{python} -m pip install --quiet --no-index --find-links {shlex.quote(layout.wheelhouse)} "
-            f"{shlex.quote(layout.wheelhouse + '/' + house.rbee_wheel.name)}",
-            f"{python} -c 'import rbee_runtime.queen, rbee_runtime.hive, rbee_runtime.worker'",
-        ],
-        description="rbee runtime",
-    )
+    if changes.has("install", "runtime"):
+        stamped_install(
+            name="runtime: venv with rbee",
+            stamp=f"{layout.stamps}/runtime",
+            want=fingerprint,
+            commands=[
+                # a venv cut short by an interrupted deploy has python but no pip: make it again
+                f"{python} -m pip --version >/dev/null 2>&1 || "
+                f"{{ rm -rf {shlex.quote(layout.venv)} && python3 -m venv {shlex.quote(layout.venv)}; }}",
+                f"{python} -m pip install --quiet --no-index --find-links {shlex.quote(layout.wheelhouse)} "
+                f"--force-reinstall --no-deps {shlex.quote(layout.wheelhouse + '/' + house.rbee_wheel.name)}",
+                f"{python} -m pip install --quiet --no-index --find-links {shlex.quote(layout.wheelhouse)} "
+                f"{shlex.quote(layout.wheelhouse + '/' + house.rbee_wheel.name)}",
+                f"{python} -c 'import rbee_runtime.queen, rbee_runtime.hive, rbee_runtime.worker'",
+            ],
+        )

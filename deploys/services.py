@@ -12,62 +12,66 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from pyinfra.api.deploy import deploy
-from pyinfra.context import host
 from pyinfra.operations import files, systemd
 
 from deploys import darwin
-from deploys.facts import WorkerInstances
-from deploys.operations import daemon_reload_if_needed, put_planned, restart_on_change
+from deploys.operations import daemon_reload, put_planned, service_state
+from rbee.deploy.host_diff import Changes
 from rbee.deploy.host_plan import HIVE_UNIT, QUEEN_UNIT, WORKER_UNIT, HostPlan
 from rbee.deploy.layout import OLD_API_KEYS_FILE, WORKERS_DIR
 
 
 @deploy("rbee services")
-def services(plan: HostPlan, release: str, model_sha256: Mapping[str, str]) -> None:
+def services(plan: HostPlan, changes: Changes, release: str, model_sha256: Mapping[str, str]) -> None:
     """Put the plan's files in place and start the queen (on its host), the hive and the placed workers.
 
-    ``release``: what identifies the installed runtime and engine; ``model_sha256``: each model's
-    checksum (its source in a dry run that has not fetched it). A macOS host's plan holds launchd
-    daemons instead: ``deploys/darwin.py`` puts them in place, with no systemd operation.
+    ``changes``: what the preflight's diff found different (only that is done); ``release``: what identifies
+    the installed runtime and engine; ``model_sha256``: each model's checksum (its source in a dry run that
+    has not fetched it). A macOS host's plan holds launchd daemons instead: ``deploys/darwin.py`` puts them
+    in place, with no systemd operation.
     """
     if plan.service_manager == "launchd":
-        darwin.services(plan, release, model_sha256)
+        darwin.services(plan, changes, release, model_sha256)
         return
     # One call site per kind of file: pyinfra tells operations apart by where they are called, so a
     # loop over all files would merge, say, h1's queen config with h3's hive unit in its results.
-    put_planned(plan, "queen API keys")
-    put_planned(plan, "cluster secret")
-    put_planned(plan, "hive credential")
-    put_planned(plan, "worker credential")
-    put_planned(plan, "queen config")
-    put_planned(plan, f"unit {QUEEN_UNIT}")
-    put_planned(plan, "hive config")
-    put_planned(plan, f"unit {HIVE_UNIT}")
-    put_planned(plan, f"unit {WORKER_UNIT}")
+    put_planned(plan, "queen API keys", changes)
+    put_planned(plan, "cluster secret", changes)
+    put_planned(plan, "hive credential", changes)
+    put_planned(plan, "worker credential", changes)
+    put_planned(plan, "TLS certificate", changes)
+    put_planned(plan, "TLS key", changes)
+    put_planned(plan, "cluster CA", changes)
+    put_planned(plan, "queen config", changes)
+    put_planned(plan, f"unit {QUEEN_UNIT}", changes)
+    put_planned(plan, "hive config", changes)
+    put_planned(plan, f"unit {HIVE_UNIT}", changes)
+    put_planned(plan, f"unit {WORKER_UNIT}", changes)
     for worker in plan.workers:
-        put_planned(plan, f"worker {worker.name} config")
+        put_planned(plan, f"worker {worker.name} config", changes)
     units = {f"unit {u}" for u in (QUEEN_UNIT, HIVE_UNIT, WORKER_UNIT)}
-    kinds = {"queen API keys", "cluster secret", "hive credential", "worker credential", "queen config",
-             "hive config", *units}  # fmt: skip
+    kinds = {"queen API keys", "cluster secret", "hive credential", "worker credential", "TLS certificate",
+             "TLS key", "cluster CA", "queen config", "hive config", *units}  # fmt: skip
     if left := [f.label for f in plan.files if f.label not in kinds and not f.label.startswith("worker ")]:
         raise ValueError(f"services: the plan has files this step does not put: {left}")
 
-    daemon_reload_if_needed(name="services: reload systemd units that changed", units=list(plan.units))
+    if changes.has("daemon-reload"):
+        daemon_reload(name="services: reload systemd units that changed")
     for service in plan.services:
-        systemd.service(
-            name=f"services: {service.unit} enabled and running", service=service.unit, running=True, enabled=True
-        )
-        restart_on_change(
-            name=f"services: restart {service.unit} if its inputs changed", service=service.unit,
-            want=service.digest(release, model_sha256), stamp=f"{plan.layout.stamps}/service-{service.unit}",
-        )  # fmt: skip
+        enable, start = changes.has("enable", service.unit), changes.has("start", service.unit)
+        restart = changes.has("restart", service.unit)
+        if enable or start or restart:
+            service_state(
+                name=f"services: {service.unit} enabled, running its inputs", service=service.unit,
+                enable=enable, start=start, restart=restart, want=service.digest(release, model_sha256),
+                stamp=f"{plan.layout.stamps}/service-{service.unit}",
+            )  # fmt: skip
 
-    files.file(name="services: no API keys file outside the credentials folder (an older release's)",
-               path=OLD_API_KEYS_FILE, present=False)  # fmt: skip
-    keep = {w.name for w in plan.workers}
-    for stale in host.get_fact(WorkerInstances, folder=WORKERS_DIR):
-        if stale not in keep:
-            systemd.service(name=f"services: stop worker {stale} (no longer placed)",
-                            service=f"rbee-worker@{stale}.service", running=False, enabled=False)  # fmt: skip
-            files.file(name=f"services: remove worker {stale} config", path=f"{WORKERS_DIR}/{stale}.env",
-                       present=False)  # fmt: skip
+    if changes.has("remove-file", OLD_API_KEYS_FILE):
+        files.file(name="services: no API keys file outside the credentials folder (an older release's)",
+                   path=OLD_API_KEYS_FILE, present=False)  # fmt: skip
+    for stale in changes.of("remove-worker"):
+        systemd.service(name=f"services: stop worker {stale.target} (no longer placed)",
+                        service=f"rbee-worker@{stale.target}.service", running=False, enabled=False)  # fmt: skip
+        files.file(name=f"services: remove worker {stale.target} config", path=f"{WORKERS_DIR}/{stale.target}.env",
+                   present=False)  # fmt: skip

@@ -1,7 +1,9 @@
 """rbee site deploy: ``pyinfra inventory/inventory.py deploys/site.py`` (all hosts in parallel).
 
-preflight (probe, then the host's plan) → runtime → engine → models → services → release record →
-health gate. Every step translates the same ``HostPlan``. A second run changes nothing.
+preflight (probe and the host's state in one round trip, then the host's plan) → runtime → engine →
+models → services → release record → health gate. Every step translates the same ``HostPlan``, and
+does only what the diff of the plan against the preflight's state (``rbee.deploy.host_diff``) lists:
+a host already deployed gets no command after the preflight. A second run changes nothing.
 """
 
 from typing import cast
@@ -17,13 +19,11 @@ from deploys.services import services
 from rbee.deploy.host_plan import HostPlan
 
 plan = cast(HostPlan, preflight())  # pyinfra types @deploy results as operations
-runtime(plan)
-engine_op = engine(plan)
-models(plan)
-wheelhouse = control.wheelhouse(plan.features).fingerprint
-engine_key = plan.features.key if engine_op is not None else None
-checksums = control.model_checksums(plan)
-sources = {m: sha or control.spec().model(m).source for m, sha in checksums.items()}  # dry run: not fetched
-services(plan, f"{wheelhouse}:{engine_key}", sources)
-record(plan, engine_key, wheelhouse, checksums)
+changes = control.changes(plan)
+runtime(plan, changes)
+engine(plan, changes)
+models(plan, changes)
+inputs = control.run_inputs(plan)
+services(plan, changes, inputs.release, inputs.service_models)
+record(plan, changes)
 health_gate()

@@ -1,8 +1,9 @@
 """The pyinfra translation of a macOS host's plan, generated without a Mac: no systemd operation.
 
-pyinfra builds each operation's commands from facts; here the facts are answered by the test
-(``Facts``) instead of a host, and the commands the runtime and services steps would run are listed
-(``generate``) — what ``pyinfra --dry`` computes, without connecting anywhere. The dscl script that
+The deploy's steps act on the diff of the plan against the host's state (``rbee.deploy.host_state``,
+read by the preflight); here the state is made by the test (``HostState``) instead of read from a host,
+pyinfra's own facts get their defaults (a bare host), and the commands the runtime and services steps
+would run are listed (``generate``) — what ``pyinfra --dry`` computes, without connecting anywhere. The dscl script that
 makes the service account runs for real against a stand-in ``dscl`` (``fake_dscl``).
 """
 
@@ -26,7 +27,9 @@ from pyinfra.context import ctx_host, ctx_state
 from deploys import control
 from deploys.runtime import runtime
 from deploys.services import services
+from rbee.deploy.host_diff import Changes, RunInputs, diff, wanted_state
 from rbee.deploy.host_plan import HostPlan, plan_deployed_host
+from rbee.deploy.host_state import HostState, Meta, RemoteFile
 from rbee.deploy.macos import service_account_script
 from rbee.deploy.probe import parse_probe
 from rbee.deploy.wheelhouse import Wheelhouse
@@ -44,7 +47,7 @@ placements:
   - {model: m, hosts: [mini], slots: 2}
 """
 SHA = {"m": "sha-m"}
-Facts = dict[str, Callable[[dict[str, Any]], Any]]
+PLIST = Meta("644", "root", "wheel")
 
 
 def plan(probe: str) -> HostPlan:
@@ -63,23 +66,28 @@ def wheelhouse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(control, "wheelhouse", lambda features: Wheelhouse(tmp_path, wheel))
 
 
+def changes_of(p: HostPlan, found: HostState) -> Changes:
+    """The diff the deploy acts on, for ``p`` on a host in state ``found`` (release ``r1``, models ``SHA``)."""
+    inputs = RunInputs("wheels", None, None, SHA, "r1", SHA, "{}")
+    return diff(wanted_state(p, inputs), found)
+
+
 def generate(
-    monkeypatch: pytest.MonkeyPatch, facts: Facts, deploy: Callable[..., Any], *args: Any
+    monkeypatch: pytest.MonkeyPatch, found: HostState, deploy: Callable[..., Any], p: HostPlan, *args: Any
 ) -> list[tuple[str, list[str]]]:
-    """Every operation the deploy function adds for host ``mini``, with the commands it would run."""
+    """Every operation the deploy function adds for host ``mini`` in state ``found``, with the commands it would run."""
 
     def get_fact(state: State, host: Any, cls: type, args: Any = None, kwargs: Any = None, **_: Any) -> Any:
-        if cls.__name__ in facts:
-            return facts[cls.__name__](kwargs or {})
         default = getattr(cls, "default", None)
         return default() if default else None
 
     monkeypatch.setattr(pyinfra_host, "get_fact", get_fact)
+    monkeypatch.setitem(control._states, "mini", found)
     inventory = Inventory((["mini"], {}))
     state = State(inventory, Config())
     host = inventory.get_host("mini")
     state.activate_host(host)
-    add_deploy(state, deploy, *args)
+    add_deploy(state, deploy, p, changes_of(p, found), *args)
     out = []
     with ctx_state.use(state), ctx_host.use(host):
         for op_hash in state.get_op_order():
@@ -97,16 +105,14 @@ SYSTEMD_WORDS = ("systemctl", "daemon-reload", "/etc/systemd", ".service", "user
 
 
 def test_the_harness_sees_systemd_operations_on_a_linux_plan(monkeypatch: pytest.MonkeyPatch) -> None:
-    linux = commands(generate(monkeypatch, {}, services, plan(LINUX_PROBE), "r1", SHA))
+    linux = commands(generate(monkeypatch, HostState(), services, plan(LINUX_PROBE), "r1", SHA))
     assert any("systemctl" in c for c in linux) and any("rbee-hive.service" in c for c in linux)
 
 
 def test_a_mac_deploy_issues_no_systemd_operation(monkeypatch: pytest.MonkeyPatch, wheelhouse: None) -> None:
     mac = mac_plan()
-    ops = [
-        *generate(monkeypatch, {}, runtime, mac),
-        *generate(monkeypatch, {"DaemonFiles": lambda _: ["org.rbee.worker.gone-1.plist"]}, services, mac, "r1", SHA),
-    ]
+    stale = HostState(files={"/Library/LaunchDaemons/org.rbee.worker.gone-1.plist": RemoteFile("0" * 64, PLIST)})
+    ops = [*generate(monkeypatch, HostState(), runtime, mac), *generate(monkeypatch, stale, services, mac, "r1", SHA)]
     every = commands(ops)
     assert not [c for c in every if any(word in c for word in SYSTEMD_WORDS)]
     names = [name for name, _ in ops]
@@ -131,20 +137,18 @@ def test_a_mac_deploy_issues_no_systemd_operation(monkeypatch: pytest.MonkeyPatc
     assert gone[0].startswith("launchctl bootout system/org.rbee.worker.gone-1") and gone[1].startswith("rm -f ")
 
 
-def current_host(p: HostPlan, stamps: dict[str, str], state: str = "running") -> Facts:
-    """Facts of a Mac that already runs ``p`` (``stamps``: what each daemon last started from)."""
-    sha = {f.path: hashlib.sha256(f.text.encode()).hexdigest() for f in p.files}
-    return {
-        "Sha256File": lambda kw: sha.get(kw["path"]),
-        "LaunchdState": lambda kw: state,
-        "StampFile": lambda kw: stamps.get(kw["path"], ""),
-        "ServiceAccount": lambda kw: ["group", "user"],
-        "DaemonFiles": lambda kw: [f.path.rsplit("/", 1)[1] for f in p.files if f.path.endswith(".plist")],
+def current_host(p: HostPlan, stamps: dict[str, str], state: str = "running") -> HostState:
+    """The state of a Mac that already runs ``p`` (``stamps``: what each daemon last started from)."""
+    files = {
+        f.path: RemoteFile(hashlib.sha256(f.text.encode()).hexdigest(), Meta(f.mode, f.owner, f.group or "rbee"))
+        for f in p.files
     }
+    return HostState(files=files, stamps=stamps, launchd={s.unit: state for s in p.services},
+                     account=frozenset({"user", "group"}))  # fmt: skip
 
 
 def digests(p: HostPlan) -> dict[str, str]:
-    return {f"/opt/rbee/stamps/service-{s.unit}": s.digest("r1", SHA) for s in p.services}
+    return {f"service-{s.unit}": s.digest("r1", SHA) for s in p.services}
 
 
 def daemon_commands(ops: list[tuple[str, list[str]]]) -> dict[str, list[str]]:
@@ -155,25 +159,26 @@ def daemon_commands(ops: list[tuple[str, list[str]]]) -> dict[str, list[str]]:
 def test_a_second_run_touches_no_daemon(monkeypatch: pytest.MonkeyPatch) -> None:
     p = mac_plan()
     ops = generate(monkeypatch, current_host(p, digests(p)), services, p, "r1", SHA)
-    assert daemon_commands(ops) == {"org.rbee.queen": [], "org.rbee.hive": [], "org.rbee.worker.m-1": []}
-    assert not any("remove worker" in name for name, _ in ops)
+    assert ops == []  # not an operation: the diff found nothing to do
+    assert commands(generate(monkeypatch, current_host(p, digests(p), state="loaded"), services, p, "r1", SHA)) == [
+        f"launchctl kickstart system/{s.unit}" for s in p.services
+    ]
 
 
 def test_a_changed_digest_kickstarts_only_that_daemon(monkeypatch: pytest.MonkeyPatch) -> None:
     p = mac_plan()
-    stamps = {**digests(p), "/opt/rbee/stamps/service-org.rbee.hive": "an-older-digest"}
+    stamps = {**digests(p), "service-org.rbee.hive": "an-older-digest"}
     ops = daemon_commands(generate(monkeypatch, current_host(p, stamps), services, p, "r1", SHA))
-    assert ops["org.rbee.queen"] == ops["org.rbee.worker.m-1"] == []
+    assert list(ops) == ["org.rbee.hive"]
     assert ops["org.rbee.hive"][0] == "launchctl kickstart -k system/org.rbee.hive"
     assert "service-org.rbee.hive" in ops["org.rbee.hive"][1] and len(ops["org.rbee.hive"]) == 2
 
 
 def test_a_changed_plist_is_booted_out_before_it_is_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
     p = mac_plan()
-    facts = current_host(p, digests(p))
-    old = facts["Sha256File"]
-    facts["Sha256File"] = lambda kw: "0" * 64 if kw["path"].endswith("org.rbee.hive.plist") else old(kw)
-    ops = daemon_commands(generate(monkeypatch, facts, services, p, "r1", SHA))
+    found = current_host(p, digests(p))
+    found.files["/Library/LaunchDaemons/org.rbee.hive.plist"] = RemoteFile("0" * 64, PLIST)
+    ops = daemon_commands(generate(monkeypatch, found, services, p, "r1", SHA))
     hive = ops["org.rbee.hive"]
     upload = next(i for i, c in enumerate(hive) if c.startswith("FileUploadCommand("))
     assert hive[0].startswith("launchctl bootout system/org.rbee.hive") and upload > 0
@@ -181,7 +186,7 @@ def test_a_changed_plist_is_booted_out_before_it_is_replaced(monkeypatch: pytest
         "launchctl enable system/org.rbee.hive",
         "launchctl bootstrap system /Library/LaunchDaemons/org.rbee.hive.plist",
     ]
-    assert ops["org.rbee.queen"] == ops["org.rbee.worker.m-1"] == []
+    assert list(ops) == ["org.rbee.hive"]
 
 
 FAKE_DSCL = r"""
