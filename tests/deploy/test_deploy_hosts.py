@@ -25,6 +25,7 @@ import httpx
 import openai
 import pytest
 
+from deploys.count_commands import per_host, read_log
 from rbee.engine.wheelcache import DEFAULT_CACHE, builds
 from rbee.testhosts import TestHosts
 from rbee.testhosts.inventory import spec_for_hosts
@@ -65,10 +66,16 @@ class Cluster:
         )
 
 
-def deploy(cluster: Cluster, *args: str, timeout: float = 600, yes: bool = True) -> subprocess.CompletedProcess[str]:
-    """``pyinfra -y --json inventory/inventory.py deploys/site.py``, as an operator runs it (no -y: plan only)."""
+def deploy(
+    cluster: Cluster, *args: str, timeout: float = 600, yes: bool = True, log: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``pyinfra -y --json inventory/inventory.py deploys/site.py``, as an operator runs it (no -y: plan only).
+
+    ``log``: run it through ``deploys.count_commands``, which logs every remote command and transfer there.
+    """
     env = {**os.environ, "RBEE_SPEC": str(cluster.spec), "RBEE_TEST_KEYS": API_KEY}
-    command = [PYINFRA, *(["-y"] if yes else []), "--json", *args, "inventory/inventory.py", "deploys/site.py"]
+    pyinfra = [sys.executable, "-m", "deploys.count_commands", str(log)] if log else [PYINFRA]
+    command = [*pyinfra, *(["-y"] if yes else []), "--json", *args, "inventory/inventory.py", "deploys/site.py"]
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -168,17 +175,52 @@ def test_each_feature_set_is_built_once_and_shared(cluster: Cluster, first_deplo
     assert wheel == "llama_cpp_python-0.3.36-cp313-none-manylinux_2_41_x86_64.whl"
 
 
-def test_second_run_changes_nothing(cluster: Cluster, first: subprocess.CompletedProcess[str]) -> None:
+NOOP_COMMANDS_PER_HOST = 1
+"""What a no-op deploy sends each host: the preflight's one round trip (probe + state), nothing after it."""
+
+
+def test_second_run_changes_nothing(cluster: Cluster, first: subprocess.CompletedProcess[str], tmp_path: Path) -> None:
     before = main_pids(cluster)
     ledger = len(builds())
-    again = deploy(cluster)
+    log = tmp_path / "calls.jsonl"
+    again = deploy(cluster, log=log)
     assert again.returncode == 0, again.stderr[-4000:]
+    calls = read_log(log)
+    assert per_host(calls) == dict.fromkeys(HOSTS, NOOP_COMMANDS_PER_HOST), [c["text"][:200] for c in calls]
+    assert not [c for c in calls if "sha256sum /opt/rbee/models" in c["text"] or c["kind"] != "command"]
     assert len(builds()) == ledger and "building engine" not in again.stderr
     totals = results(again)["results"]["totals"]
     assert totals["success"] == 0 and totals["error"] == 0, [
         op["names"] for op in results(again)["results"]["operations"] if op["success"]
     ]
     assert main_pids(cluster) == before, "a service was restarted by a no-op deploy"
+
+
+def test_hand_changes_are_noticed_by_stat_and_put_back(cluster: Cluster, tmp_path: Path) -> None:
+    """A model replaced by hand (same size and mtime, other bytes) and a config's mode: found without hashing."""
+    model = "/opt/rbee/models/tiny.gguf"
+    good = cluster.hosts.ssh("h3", f"sha256sum {model}").stdout.split()[0]
+    cluster.hosts.ssh(
+        "h3",
+        f"cp -p {model} /opt/rbee/models/.hand && printf XXXX | dd of=/opt/rbee/models/.hand bs=1 seek=64 "
+        f"conv=notrunc 2>/dev/null && touch -r {model} /opt/rbee/models/.hand && mv /opt/rbee/models/.hand {model} "
+        "&& chmod 600 /etc/rbee/hive.yaml",
+    )
+    assert cluster.hosts.ssh("h3", f"sha256sum {model}").stdout.split()[0] != good
+    log = tmp_path / "calls.jsonl"
+    fixed = deploy(cluster, log=log)
+    assert fixed.returncode == 0, fixed.stderr[-4000:]
+    calls = read_log(log)
+    assert per_host(calls)["h1"] == per_host(calls)["h2"] == NOOP_COMMANDS_PER_HOST
+    assert next(c["text"] for c in calls if c["host"] == "h3" and c["kind"] == "put").startswith(
+        "/opt/rbee/models/.tiny.gguf.rbee-tmp-"
+    )
+    assert "chmod 640 /etc/rbee/hive.yaml" in [c["text"] for c in calls if c["host"] == "h3"]
+    assert cluster.hosts.ssh("h3", f"sha256sum {model}").stdout.split()[0] == good
+    assert cluster.hosts.ssh("h3", "stat -c %a /etc/rbee/hive.yaml").stdout.strip() == "640"
+    again = tmp_path / "again.jsonl"
+    assert deploy(cluster, log=again).returncode == 0
+    assert per_host(read_log(again)) == dict.fromkeys(HOSTS, NOOP_COMMANDS_PER_HOST)
 
 
 def test_host_state_with_testinfra(cluster: Cluster, first: subprocess.CompletedProcess[str]) -> None:
