@@ -27,7 +27,7 @@ from pyinfra.context import host
 from pyinfra.facts.files import Directory, File, Sha256File
 from pyinfra.operations.util.files import ensure_mode_int
 
-from rbee.deploy.host_state import FUNCTIONS
+from rbee.deploy.host_state import FUNCTIONS, upload_stamp_command
 from rbee.deploy.releases import TEMP_MARK
 
 
@@ -126,13 +126,7 @@ def upload_commands(
             f'{FUNCTIONS}if [ "$(rbee_sha {q_temp} | cut -c1-64)" != {shlex.quote(verify_sha256)} ]; then '
             f"rm -f {q_temp}; echo {wrong} >&2; exit 1; fi; "
         )
-    record = ""
-    if stamp and verify_sha256:
-        line = f"{dest} {verify_sha256}"
-        record = (
-            f" && printf '%s %s\\n' {shlex.quote(line)} \"$(rbee_stat {q_dest} | cut -d' ' -f4-6)\""
-            f" > {shlex.quote(stamp)}"
-        )
+    record = f" && {{ {upload_stamp_command(dest, verify_sha256, stamp)}; }}" if stamp and verify_sha256 else ""
     yield StringCommand(f"{check}{_sync(temp)} && mv -f {q_temp} {q_dest} && {_sync(folder)}{record}")
 
 

@@ -258,3 +258,10 @@ def parse_state(output: str) -> HostState:
 def upload_stamp(layout: HostLayout, path: str) -> str:
     """Where the verified upload of ``path`` is recorded (``<stamps>/upload-<digest of the path>``)."""
     return f"{layout.stamps}/{UPLOAD_STAMP_PREFIX}{hashlib.sha256(path.encode()).hexdigest()[:16]}"
+
+
+def upload_stamp_command(dest: str, sha256: str, stamp: str) -> str:
+    """Shell: record in ``stamp`` that ``dest`` holds ``sha256``, with its size, mtime and inode now."""
+    line = shlex.quote(f"{dest} {sha256}")
+    fields = f"$(rbee_stat {shlex.quote(dest)} | cut -d' ' -f4-6)"
+    return f"{FUNCTIONS}printf '%s %s\\n' {line} \"{fields}\" > {shlex.quote(stamp)}"

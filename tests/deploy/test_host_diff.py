@@ -1,0 +1,211 @@
+"""The host's state (``rbee.deploy.host_state``) and the diff the deploy acts on (``rbee.deploy.host_diff``).
+
+The state script runs for real (``sh`` on a folder standing in for a host's prefix); the diff is checked
+on the state a deploy leaves behind (no change at all) and on each kind of drift, one at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from rbee.deploy.host_diff import Changes, RunInputs, Wanted, diff, wanted_state
+from rbee.deploy.host_plan import HostPlan, plan_deployed_host
+from rbee.deploy.host_state import (
+    WHEELHOUSE_STAMP,
+    HostState,
+    Meta,
+    RemoteFile,
+    UnitState,
+    Upload,
+    parse_state,
+    state_script,
+    upload_stamp,
+    upload_stamp_command,
+)
+from rbee.deploy.layout import HostLayout
+from rbee.deploy.probe import parse_probe
+from rbee.spec import parse_spec
+
+PROBE = "os=Linux\narch=x86_64\nglibc=2.36\npython=3.11.2\npython_venv=yes\nsystemd=yes\nprobe=done\n"
+SPEC = """cluster: t
+queen: {host: a}
+hosts:
+  - {name: a, address: 10.0.0.5}
+  - {name: b, address: 10.0.0.6}
+models:
+  - {id: m, source: 'file:///m.gguf', context: 1024}
+placements:
+  - {model: m, hosts: [a], slots: 2}
+"""
+MODEL_SHA = "ab" * 32
+INPUTS = RunInputs(
+    wheelhouse="wh1",
+    engine_key="0.3.36-cpu",
+    engine_wheel=("/opt/rbee/engines/0.3.36-cpu/llama.whl", "cd" * 32),
+    models={"m": MODEL_SHA},
+    release="wh1:0.3.36-cpu",
+    service_models={"m": MODEL_SHA},
+    record='{"cluster": "t"}\n',
+)
+LISTING = "ef" * 32
+
+
+def run_script(script: str) -> str:
+    return subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True, timeout=30).stdout
+
+
+def plan() -> HostPlan:
+    return plan_deployed_host(parse_spec(SPEC, "cluster.yaml"), "a", parse_probe(PROBE), {"m": 2**20}, "sk-1\n")
+
+
+def deployed(wanted: Wanted) -> HostState:
+    """The state a complete deploy of ``wanted`` leaves on a host."""
+    files = {f.path: RemoteFile(f.sha256, Meta(f.mode, f.user or "root", f.group or "root")) for f in wanted.files}
+    big = {u.path: Meta(u.mode, "root", "root", 100, 1700000000, i) for i, u in enumerate(wanted.uploads)}
+    uploads = {u.path: Upload(u.sha256 or "", 100, 1700000000, i) for i, u in enumerate(wanted.uploads)}
+    dirs = {d.path: Meta(d.mode, d.user or "root", d.group or "root") for d in wanted.dirs}
+    stamps = {**wanted.installs, WHEELHOUSE_STAMP: f"{wanted.wheelhouse} {LISTING}"}
+    stamps.update({f"service-{unit}": digest for unit, digest in wanted.services.items()})
+    units = {unit: UnitState(enabled=True, active=True) for unit in wanted.services}
+    return HostState(files, dirs, big, stamps, uploads, LISTING, frozenset({"user", "group"}), units, complete=True)
+
+
+@pytest.fixture
+def wanted() -> Wanted:
+    return wanted_state(plan(), INPUTS)
+
+
+def kinds(changes: Changes) -> list[tuple[str, str]]:
+    return [(c.kind, c.target) for c in changes.items]
+
+
+def test_a_deployed_host_needs_nothing(wanted: Wanted) -> None:
+    assert kinds(diff(wanted, deployed(wanted))) == []
+
+
+def test_a_bare_host_needs_everything(wanted: Wanted) -> None:
+    changes = diff(wanted, HostState())
+    assert changes.has("account") and changes.has("wheelhouse") and changes.has("daemon-reload")
+    assert {c.target for c in changes.of("install")} == {"runtime", "engine"}
+    assert {c.target for c in changes.of("upload")} == {"/opt/rbee/models/m.gguf", INPUTS.engine_wheel[0]}  # type: ignore[index]
+    assert {c.target for c in changes.of("file")} == {f.path for f in wanted.files}
+    assert {c.target for c in changes.of("restart")} == set(wanted.services) == {c.target for c in changes.of("enable")}
+
+
+def test_a_model_replaced_by_hand_is_noticed_by_its_inode(wanted: Wanted) -> None:
+    state = deployed(wanted)
+    path = "/opt/rbee/models/m.gguf"
+    state.big[path] = replace(state.big[path], inode=999)  # same size and mtime, another file
+    assert kinds(diff(wanted, state)) == [("upload", path)]
+
+
+def test_a_new_model_checksum_uploads_and_restarts_its_services(wanted: Wanted) -> None:
+    state = deployed(wanted)
+    new = wanted_state(plan(), replace(INPUTS, models={"m": "00" * 32}, service_models={"m": "00" * 32}))
+    got = kinds(diff(new, state))
+    assert ("upload", "/opt/rbee/models/m.gguf") in got
+    assert {t for k, t in got if k == "restart"} == {"rbee-hive.service", "rbee-worker@m-1.service"}
+
+
+def test_a_dry_run_without_the_model_uploads_it(wanted: Wanted) -> None:
+    dry = wanted_state(plan(), replace(INPUTS, models={"m": None}))
+    assert ("upload", "/opt/rbee/models/m.gguf") in kinds(diff(dry, deployed(wanted)))
+
+
+def test_mode_owner_and_content_drift(wanted: Wanted) -> None:
+    state = deployed(wanted)
+    hive, unit = "/etc/rbee/hive.yaml", "/etc/systemd/system/rbee-hive.service"
+    state.files[hive] = replace(state.files[hive], meta=Meta("600", "root", "rbee"))
+    state.files[unit] = replace(state.files[unit], sha256="0" * 64)
+    state.dirs["/etc/rbee"] = Meta("755", "root", "root")
+    assert kinds(diff(wanted, state)) == [
+        ("dir", "/etc/rbee"),
+        ("file-mode", hive),
+        ("file", unit),
+        ("daemon-reload", "systemd"),
+    ]
+
+
+def test_services_started_enabled_and_reloaded_as_systemd_reports_them(wanted: Wanted) -> None:
+    state = deployed(wanted)
+    state.units["rbee-hive.service"] = UnitState(enabled=True, active=False)
+    state.units["rbee-queen.service"] = UnitState(enabled=False, active=True, need_reload=True)
+    assert kinds(diff(wanted, state)) == [
+        ("daemon-reload", "systemd"),
+        ("enable", "rbee-queen.service"),
+        ("start", "rbee-hive.service"),
+    ]
+
+
+def test_leftovers_stale_workers_and_the_old_keys_file(wanted: Wanted) -> None:
+    state = deployed(wanted)
+    state.leftovers = ("/etc/rbee/.hive.yaml.rbee-tmp-0badf00d",)
+    state.files["/etc/rbee/workers/gone-1.env"] = RemoteFile("0" * 64, Meta("640", "root", "rbee"))
+    state.files["/etc/rbee/api-keys"] = RemoteFile("0" * 64, Meta("640", "root", "rbee"))
+    assert kinds(diff(wanted, state)) == [
+        ("leftovers", "/etc/rbee/.hive.yaml.rbee-tmp-0badf00d"),
+        ("remove-file", "/etc/rbee/api-keys"),
+        ("remove-worker", "gone-1"),
+    ]
+
+
+def test_a_changed_wheelhouse_listing_resyncs_but_does_not_reinstall(wanted: Wanted) -> None:
+    state = deployed(wanted)
+    state.wheelhouse_listing = "0" * 64  # a wheel deleted or rewritten on the host
+    assert kinds(diff(wanted, state)) == [("wheelhouse", "wh1")]
+
+
+def test_the_script_reads_a_host_and_an_upload_stamp_matches_its_file(tmp_path: Path) -> None:
+    layout = HostLayout(str(tmp_path / "opt"))
+    for folder in (layout.stamps, layout.models, layout.wheelhouse):
+        Path(folder).mkdir(parents=True)
+    model = Path(layout.model_path("m"))
+    model.write_bytes(b"GGUF" + bytes(1000))
+    (Path(layout.wheelhouse) / "a-1.0-py3-none-any.whl").write_bytes(b"wheel")
+    (Path(layout.prefix) / "release.json").write_text("{}\n")
+    (Path(layout.models) / ".m.gguf.rbee-tmp-0badf00d").write_bytes(b"half")
+    Path(layout.stamps, "runtime").write_text("wh1\n")
+    sha = hashlib.sha256(model.read_bytes()).hexdigest()
+    run_script(upload_stamp_command(str(model), sha, upload_stamp(layout, str(model))))
+
+    state = parse_state(run_script(state_script(layout, "root")))
+    assert state.complete and state.stamps["runtime"] == "wh1"
+    assert state.files[f"{layout.prefix}/release.json"].sha256 == hashlib.sha256(b"{}\n").hexdigest()
+    assert state.files[f"{layout.prefix}/release.json"].meta.same_mode("644")
+    assert state.uploads[str(model)].sha256 == sha and state.uploads[str(model)].matches(state.big[str(model)])
+    assert state.leftovers == (f"{layout.models}/.m.gguf.rbee-tmp-0badf00d",)
+    assert len(state.wheelhouse_listing) == 64 and {"user", "group"} <= state.account
+    assert state.dirs[layout.stamps].user == "root"
+
+    model.write_bytes(b"GGUF" + bytes(999) + b"x")  # rewritten in place: same size, another mtime or same inode
+    replaced = tmp_path / "other"
+    replaced.write_bytes(model.read_bytes())
+    replaced.rename(model)  # another inode
+    again = parse_state(run_script(state_script(layout, "root")))
+    assert not again.uploads[str(model)].matches(again.big[str(model)])
+    (Path(layout.wheelhouse) / "b-1.0-py3-none-any.whl").write_bytes(b"wheel")
+    assert again.wheelhouse_listing != parse_state(run_script(state_script(layout, "root"))).wheelhouse_listing
+
+
+def test_systemd_units_as_systemctl_show_prints_them() -> None:
+    output = (
+        "unit Id=rbee-hive.service\nunit ActiveState=active\nunit UnitFileState=enabled\nunit NeedDaemonReload=no\n"
+        "unit \nunit NeedDaemonReload=yes\nunit Id=rbee-queen.service\nunit ActiveState=failed\n"
+        "unit UnitFileState=disabled\nunit \nstate=done\n"
+    )
+    state = parse_state(output)
+    assert state.units == {
+        "rbee-hive.service": UnitState(enabled=True, active=True, need_reload=False),
+        "rbee-queen.service": UnitState(enabled=False, active=False, need_reload=True),
+    }
+    assert state.complete
+
+
+def test_lines_it_cannot_read_count_as_absent() -> None:
+    state = parse_state("file abc 644 root root x 1 2 /etc/rbee/hive.yaml\nbig 644\nstamp\nstate=begin\n")
+    assert state.files == {} and state.big == {} and not state.complete
