@@ -26,7 +26,7 @@ from bench.proxy.cluster import CANNED_MODEL_ID, BenchCluster
 from bench.proxy.concurrency import run_load
 from bench.proxy.litellm_proxy import LiteLLMProxy, find_litellm
 from bench.proxy.paired import run_rounds
-from bench.proxy.protocols import OpenAICompletions, Sampling, StreamProtocol, worker_protocol
+from bench.proxy.protocols import API, Sampling, StreamProtocol, WorkerGenerate, openai_protocol, worker_protocol
 from bench.proxy.sample import Endpoint
 from rbee.tiny_model import TINY_MODEL_ID
 
@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=5, help="unrecorded rounds first (default 5)")
     p.add_argument("--max-tokens", type=_positive, default=64, help="tokens per stream (default 64)")
     p.add_argument("--prompt", default="The honey bee")
+    p.add_argument("--api", choices=list(API), default="completions", help="the OpenAI API every mode is called on")
     p.add_argument("--seed", type=int, default=42, help="sampling seed of every request (temperature 0)")
     p.add_argument("--workloads", type=_csv(list(WORKLOADS)), default=list(WORKLOADS), help="llama,canned")
     p.add_argument("--modes", type=_csv(MODES), default=list(MODES), help="direct,queen,litellm (direct always runs)")
@@ -91,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "benchmark": "proxy", "schema": 1, "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "params": {
             "rounds": args.rounds, "warmup": args.warmup, "max_tokens": args.max_tokens, "prompt": args.prompt,
-            "temperature": sampling.temperature, "top_p": sampling.top_p, "seed": args.seed,
+            "temperature": sampling.temperature, "top_p": sampling.top_p, "seed": args.seed, "api": args.api,
             "workloads": args.workloads, "modes": modes, "concurrency": args.concurrency,
             "concurrency_requests": args.concurrency_requests, "argv": list(argv if argv is not None else sys.argv[1:]),
         },
@@ -104,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         cluster = stack.enter_context(BenchCluster(workdir, canned_slots=max(args.concurrency, 1) + 2))
         http = stack.enter_context(httpx.Client(timeout=10, trust_env=False, headers=cluster.worker_headers))
         upstreams = {"llama": cluster.worker_url, "canned": cluster.canned_url}
-        protocols = {w: worker_protocol(http, upstreams[w], WORKLOADS[w][0]) for w in WORKLOADS}
+        protocols = {w: worker_protocol(http, upstreams[w], WORKLOADS[w][0], args.api) for w in WORKLOADS}
         litellm, litellm_skip = _start_litellm(stack, args, modes, cluster, upstreams, protocols, workdir)
         result["litellm"] = {"used": litellm is not None, "reason": litellm_skip}
 
@@ -112,10 +113,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             model = WORKLOADS[workload][0]
             found = [Endpoint("direct", upstreams[workload], protocols[workload], cluster.worker_headers)]
             if "queen" in modes:
-                found.append(Endpoint("queen", cluster.queen_url, OpenAICompletions(model), {}))
+                found.append(Endpoint("queen", cluster.queen_url, openai_protocol(args.api, model), {}))
             skipped = {}
             if litellm is not None:
-                found.append(Endpoint("litellm", litellm.url, OpenAICompletions(model), litellm.headers))
+                found.append(Endpoint("litellm", litellm.url, openai_protocol(args.api, model), litellm.headers))
             elif "litellm" in modes:
                 skipped["litellm"] = litellm_skip
             return found, skipped
@@ -195,13 +196,14 @@ def _start_litellm(
     if command is None:
         _say(f"litellm mode skipped: {found}")
         return None, found
-    if not all(isinstance(protocols[w], OpenAICompletions) for w in WORKLOADS):
-        why = "the worker has no OpenAI route (POST /v1/completions) for LiteLLM to call; only /v1/generate"
+    if any(isinstance(protocols[w], WorkerGenerate) for w in WORKLOADS):
+        path = openai_protocol(args.api, "").path
+        why = f"the worker has no OpenAI route (POST {path}) for LiteLLM to call; only /v1/generate"
         _say(f"litellm mode skipped: {why}")
         return None, why
     models = {WORKLOADS[w][0]: f"{url}/v1" for w, url in upstreams.items()}
     _say(f"starting LiteLLM's proxy: {found}")
-    proxy = LiteLLMProxy(command, models, cluster.worker_token, workdir)
+    proxy = LiteLLMProxy(command, models, cluster.worker_token, workdir, args.api)
     stack.callback(proxy.stop)
     proxy.wait_ready()
     return proxy, found

@@ -52,16 +52,21 @@ def find_litellm(explicit: str | None = None) -> tuple[str | None, str]:
     )
 
 
-def litellm_config(upstreams: dict[str, str], upstream_key: str | None, master_key: str) -> dict[str, object]:
-    """One alias per model of ``upstreams`` (model → an OpenAI ``/v1`` base URL), called through OpenAI's
-    completions API (``text-completion-openai/``): the alias is the model's own id, so the request bodies
-    clients send are the same as the queen's."""
+#: LiteLLM's provider per OpenAI API: ``openai/`` calls chat completions, ``text-completion-openai/`` completions.
+PROVIDERS = {"chat": "openai", "completions": "text-completion-openai"}
+
+
+def litellm_config(
+    upstreams: dict[str, str], upstream_key: str | None, master_key: str, api: str = "completions"
+) -> dict[str, object]:
+    """One alias per model of ``upstreams`` (model → an OpenAI ``/v1`` base URL), called through the OpenAI
+    API ``api`` (:data:`PROVIDERS`): the alias is the model's own id, so clients send the queen's bodies."""
     return {
         "model_list": [
             {
                 "model_name": model,
                 "litellm_params": {
-                    "model": f"text-completion-openai/{model}",
+                    "model": f"{PROVIDERS[api]}/{model}",
                     "api_base": upstream_v1,
                     "api_key": upstream_key or "none",
                 },
@@ -76,14 +81,16 @@ def litellm_config(upstreams: dict[str, str], upstream_key: str | None, master_k
 class LiteLLMProxy:
     """A running ``litellm --config`` on a free loopback port; ``stop`` ends it and its children."""
 
-    def __init__(self, command: str, upstreams: dict[str, str], upstream_key: str | None, workdir: Path) -> None:
+    def __init__(
+        self, command: str, upstreams: dict[str, str], upstream_key: str | None, workdir: Path, api: str = "completions"
+    ) -> None:
         self.master_key = f"sk-bench-{secrets.token_hex(16)}"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = workdir / f"litellm-{self.port}.yaml"
         fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # it holds the worker's credential
         with os.fdopen(fd, "w") as out:
-            yaml.safe_dump(litellm_config(upstreams, upstream_key, self.master_key), out)
+            yaml.safe_dump(litellm_config(upstreams, upstream_key, self.master_key, api), out)
         env = {"LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False", "NO_DOCS": "True", "DISABLE_ADMIN_UI": "True"}
         argv = [command, "--config", str(config), "--host", "127.0.0.1", "--port", str(self.port), "--num_workers", "1"]
         self.child = Child("litellm proxy", argv, workdir / "logs" / f"litellm-{self.port}.log", env)

@@ -63,7 +63,8 @@ def render(result: dict[str, Any]) -> str:
     p = result["params"]
     lines = [
         f"proxy benchmark: {p['rounds']} paired rounds (+{p['warmup']} warm-up), {p['max_tokens']} tokens, "
-        f"temperature {p['temperature']}, seed {p['seed']}; commit {result['git']['commit'][:10]}"
+        f"temperature {p['temperature']}, seed {p['seed']}, API {p.get('api', 'completions')}; "
+        f"commit {result['git']['commit'][:10]}"
         f"{' (dirty)' if result['git']['dirty'] else ''}, {result['machine']['cpus']} CPUs",
     ]
     for workload, data in result["workloads"].items():
