@@ -9,6 +9,7 @@ import sys
 import uvicorn
 from pydantic import ValidationError
 
+from rbee_runtime.common.serving import fast_server_options
 from rbee_runtime.hive.app import create_app
 from rbee_runtime.hive.config import load_hive_config
 from rbee_runtime.hive.service import DataDirInUseError
@@ -47,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rbee hive: {exc}", file=sys.stderr)
         return 1
     tls = config.tls.uvicorn if config.tls else {}
-    settings = uvicorn.Config(app, host=config.host, port=config.port, log_level=config.log_level, lifespan="on", **tls)
+    settings = uvicorn.Config(app, host=config.host, port=config.port, log_level=config.log_level, lifespan="on",
+                              **fast_server_options(), **tls)  # fmt: skip
     if config.log_level != "debug":  # after uvicorn.Config, which (re)configures its loggers
         logging.getLogger("uvicorn.access").addFilter(_quiet_announces)  # workers re-announce every few s
     # Listen before the app starts: uvicorn runs the lifespan (heartbeats, re-adoption) before it binds,

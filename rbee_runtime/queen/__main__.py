@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import uvicorn
 
+from rbee_runtime.common.serving import fast_server_options
 from rbee_runtime.queen.app import create_app
 from rbee_runtime.queen.config import ConfigError, QueenConfig, load_queen_config
 
@@ -36,7 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config.log_level.lower() != "debug":
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per worker call is noise
     tls = config.tls.uvicorn if config.tls else {}  # HTTPS on the one port: the public API and the heartbeats
-    uvicorn.run(create_app(config), host=config.host, port=config.port, log_level=config.log_level.lower(), **tls)
+    # No access log: a line per completion is work on the hot path; rbee_queen_requests_total counts them.
+    uvicorn.run(create_app(config), host=config.host, port=config.port, log_level=config.log_level.lower(),
+                access_log=False, **fast_server_options(), **tls)  # fmt: skip
     return 0
 
 

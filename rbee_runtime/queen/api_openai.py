@@ -55,13 +55,13 @@ async def list_models(state: QueenState = Depends(get_state)) -> dict[str, Any]:
 @router.post("/completions", response_model=None, openapi_extra=json_body(CompletionRequest))
 async def completions(request: Request, state: QueenState = Depends(get_state)) -> Response:
     """OpenAI text completion (``stream`` true or false)."""
-    return RequestRun(state, request, await parse_body(request, CompletionRequest), "completion")
+    return RequestRun(state, request, await parse_body(request, CompletionRequest), await request.body())
 
 
 @router.post("/chat/completions", response_model=None, openapi_extra=json_body(ChatCompletionRequest))
 async def chat_completions(request: Request, state: QueenState = Depends(get_state)) -> Response:
     """OpenAI chat completion (``stream`` true or false)."""
-    return RequestRun(state, request, await parse_body(request, ChatCompletionRequest), "chat")
+    return RequestRun(state, request, await parse_body(request, ChatCompletionRequest), await request.body())
 
 
 @router.delete("/requests/{request_id}", status_code=204, response_class=Response)

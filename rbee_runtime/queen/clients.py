@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import logging
-from typing import Annotated, Any, Final
+from typing import Any
 
 import httpx
-from pydantic import Field, TypeAdapter, ValidationError
 
-from rbee_runtime.common.contracts import (
-    EndEvent,
-    ErrorEvent,
-    GenerateRequest,
-    SpawnRequest,
-    TokenEvent,
-    WorkerInfo,
-)
+from rbee_runtime.common.contracts import SpawnRequest, WorkerInfo
 from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import ApiError
 
 log = logging.getLogger(__name__)
-
-WorkerEvent = TokenEvent | EndEvent | ErrorEvent
-_EVENT: TypeAdapter[WorkerEvent] = TypeAdapter(Annotated[WorkerEvent, Field(discriminator="type")])
-DONE: Final = "[DONE]"
 
 
 def api_error_from(response: httpx.Response, peer: str) -> ApiError:
@@ -46,22 +33,6 @@ def api_error_from(response: httpx.Response, peer: str) -> ApiError:
         message = f"{peer} answered HTTP {response.status_code}: {response.text[:200]}"
     headers = {"Retry-After": response.headers["retry-after"]} if "retry-after" in response.headers else {}
     return ApiError(response.status_code, code, message, details=details, headers=headers)
-
-
-def parse_worker_line(line: str) -> WorkerEvent | str | None:
-    """Parse one line of a worker's SSE stream: an event, :data:`DONE`, or None (blank/comment/other)."""
-    if not line.startswith("data:"):
-        return None
-    data = line[5:].strip()
-    if data == DONE:
-        return DONE
-    if not data:
-        return None
-    try:
-        return _EVENT.validate_json(data)
-    except ValidationError:
-        log.warning("ignoring a malformed worker SSE line: %.200s", line)
-        return None
 
 
 class HiveClient:
@@ -91,25 +62,23 @@ class HiveClient:
 
 
 class WorkerClient:
-    """Calls a worker's API (generate, cancel)."""
+    """Calls a worker's API (relayed completions, cancel)."""
 
     def __init__(self, http: httpx.AsyncClient, read_timeout_s: float) -> None:
         self._http = http
         self._stream_timeout = httpx.Timeout(read_timeout_s, connect=5.0)
 
-    async def open_generate(self, worker_url: str, request: GenerateRequest) -> httpx.Response:
-        """Start ``POST {worker}/v1/generate``; the caller reads and closes the streamed response.
+    async def open_completion(self, worker_url: str, path: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+        """Start ``POST {worker}{path}`` with the client's ``body`` and the relay ``headers``; the caller reads
+        and closes the streamed response.
 
         Raises :class:`ApiError` when the worker refuses (e.g. 503 ALL_SLOTS_BUSY) and
         ``httpx.HTTPError`` when it cannot be reached.
         """
         req = self._http.build_request(
-            "POST",
-            f"{worker_url.rstrip('/')}/v1/generate",
-            content=json.dumps(request.model_dump(mode="json", exclude_none=True)),
-            headers={"Content-Type": "application/json", "Accept": "text/event-stream"},
-            timeout=self._stream_timeout,
-        )
+            "POST", worker_url.rstrip("/") + path, content=body,
+            headers={"content-type": "application/json", **headers}, timeout=self._stream_timeout,
+        )  # fmt: skip
         response = await self._http.send(req, stream=True)
         if response.status_code != 200:
             try:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 
@@ -68,6 +68,17 @@ class Failure:
     error: ApiError | None = None
     #: Not tried again for this request (a quarantined worker, or one that is draining to stop).
     exclude: bool = False
+
+
+def reply_error(answer: dict[str, Any], worker_id: str) -> WorkerReplyError:
+    """The worker's error answer of a relayed ``stream=false`` request (its JSON envelope), as a reply error."""
+    error = answer.get("error")
+    error = error if isinstance(error, dict) else {}
+    details = error.get("details")
+    fields = details.get("fields") if isinstance(details, dict) else None
+    field = str(fields[0]) if isinstance(fields, list) and fields else None
+    code = str(error.get("code") or ErrorCode.UPSTREAM_ERROR)
+    return WorkerReplyError(worker_id, ErrorEvent(code=code, message=str(error.get("message") or ""), field=field))
 
 
 def worker_error(event: ErrorEvent, worker_id: str) -> ApiError:
@@ -125,7 +136,7 @@ def classify(exc: BaseException, worker_id: str, phase: Phase, tokens: int = 0) 
         reason = exc.reason if exc.timed_out else f"died {when} ({exc.reason})"
         return Failure(Outcome.RETRY, worker_id, reason, quarantine=True, timed_out=exc.timed_out,
                        silent_s=exc.silent_s)
-    if isinstance(exc, ApiError):  # the worker answered POST /v1/generate with an error
+    if isinstance(exc, ApiError):  # the worker answered the relayed request with an HTTP error
         if exc.code in _REFUSALS:  # a draining worker stops taking requests for good: try the others
             return Failure(Outcome.RETRY, worker_id, exc.code, backoff=True,
                            exclude=exc.code == ErrorCode.WORKER_DRAINING)  # fmt: skip

@@ -1,26 +1,42 @@
-"""One generation on one worker: its slot, its open stream, its events; how a broken stream reads.
+"""One relayed request on one worker: its slot, its open response, its bytes; how a broken stream reads.
 
 A :class:`Generation` holds a worker slot (a :class:`~rbee_runtime.queen.scheduler.Lease`) from the
 moment it is created to :meth:`Generation.close`, which cancels an unfinished generation on its worker,
-closes the stream and gives the slot back. Its events are the worker's token and end events; a worker's
-error event is raised (:class:`WorkerReplyError`), and so is a stream that breaks, ends early or falls
-silent for longer than ``request_timeout_s`` (:class:`WorkerLostError`). What either means for the
-request is decided in :mod:`rbee_runtime.queen.failures`.
+closes the response and gives the slot back. A stream is read as bytes: :class:`~rbee_runtime.common.relay.
+EndScanner` cuts it into whole SSE events for the client and the worker's internal end event, and a stream
+read to its end leaves its connection in the pool for the next request. A stream that breaks, ends early
+or falls silent for longer than ``request_timeout_s`` raises :class:`WorkerLostError`; a worker's error
+answer of a ``stream=false`` request raises :class:`WorkerReplyError`. What either means for the request is
+decided in :mod:`rbee_runtime.queen.failures`.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 import anyio
 import httpx
 
-from rbee_runtime.common.contracts import EndEvent, ErrorEvent, GenerateRequest, TokenEvent
-from rbee_runtime.queen.clients import DONE, WorkerClient, parse_worker_line
+from rbee_runtime.common.contracts import ErrorEvent
+from rbee_runtime.common.relay import EndScanner, MalformedEndError, RelayHeaders
+from rbee_runtime.queen.clients import WorkerClient
 from rbee_runtime.queen.scheduler import Lease
 
-#: What a generation yields: tokens, then one end event.
-Event = TokenEvent | EndEvent
+#: Seconds the rest of a finished stream (its ``[DONE]``) may take to arrive before the connection is dropped.
+_DRAIN_S = 2.0
+
+
+@dataclass(frozen=True)
+class Relay:
+    """What the queen sends a worker for one request: the client's body, unchanged, and the relay headers."""
+
+    path: str
+    body: bytes
+    headers: RelayHeaders
+    stream: bool
+    #: Chat streams open with one chunk that is not a token (the assistant's role).
+    chat: bool
 
 
 class WorkerLostError(Exception):
@@ -36,7 +52,7 @@ class WorkerLostError(Exception):
 
 
 class WorkerReplyError(Exception):
-    """A worker ended a generation with an error event (its own verdict, answered as it is)."""
+    """A worker ended a generation with an error (its own verdict, answered as it is)."""
 
     def __init__(self, worker_id: str, event: ErrorEvent) -> None:
         super().__init__(f"worker {worker_id}: {event.code}: {event.message}")
@@ -59,7 +75,7 @@ def silence_reason(silent_s: float | None) -> str:
 
 
 class Generation:
-    """A generation of ``request_id`` on the worker of ``lease``; open it, read it, close it."""
+    """A relayed request ``request_id`` on the worker of ``lease``; open it, read it, close it."""
 
     def __init__(
         self, request_id: str, lease: Lease, workers: WorkerClient, cancelled: Callable[[], bool]
@@ -69,9 +85,10 @@ class Generation:
         self._workers = workers
         self._cancelled = cancelled
         self._response: httpx.Response | None = None
-        self._lines: AsyncIterator[str] | None = None
-        #: The first event, read by :meth:`open` (given again first by :meth:`events`).
-        self.first: Event | None = None
+        self._chunks: AsyncIterator[bytes] | None = None
+        self.scanner = EndScanner()
+        #: The first whole events of a stream, read by :meth:`open` (given first by :meth:`events`).
+        self.head = b""
         self.finished = False
         self.lost = False
         self._closed = False
@@ -81,60 +98,75 @@ class Generation:
         """The worker running it."""
         return self.lease.worker_id
 
-    async def open(self, request: GenerateRequest) -> Event:
-        """Send ``POST {worker}/v1/generate`` and read the first event.
+    async def open(self, relay: Relay) -> None:
+        """Send the request; for a stream, read its first whole event (into :attr:`head`).
 
-        Raises what :meth:`WorkerClient.open_generate` raises, :class:`WorkerLostError` and
-        :class:`WorkerReplyError`.
+        Raises what :meth:`WorkerClient.open_completion` raises, and :class:`WorkerLostError`.
         """
-        self._response = await self._workers.open_generate(self.lease.url, request)
-        self._lines = self._response.aiter_lines()
-        self.first = await self._next()
-        return self.first
+        self._response = await self._workers.open_completion(self.lease.url, relay.path, relay.body,
+                                                             relay.headers.as_headers())  # fmt: skip
+        self._chunks = self._response.aiter_bytes()
+        if relay.stream:
+            while not self.head and not self.finished:
+                self.head = self._cut(await self._read())
 
-    def _lose(self, reason: str, *, timed_out: bool = False, silent_s: float | None = None) -> WorkerLostError:
+    def lose(self, reason: str, *, timed_out: bool = False, silent_s: float | None = None) -> WorkerLostError:
+        """The error of a lost worker (the generation is marked lost: no cancel is sent on close)."""
         self.lost = True
         return WorkerLostError(self.worker_id, reason, timed_out=timed_out, silent_s=silent_s)
 
-    async def _next(self) -> Event:
-        assert self._response is not None and self._lines is not None
-        while True:
-            try:
-                line = await anext(self._lines)
-            except StopAsyncIteration:
-                raise self._lose("the stream ended without an end event") from None
-            except httpx.ReadTimeout as exc:
-                silent_s = read_timeout_s(self._response.request)
-                raise self._lose(silence_reason(silent_s), timed_out=True, silent_s=silent_s) from exc
-            except httpx.HTTPError as exc:
-                raise self._lose(f"{type(exc).__name__}: {exc}") from exc
-            event = parse_worker_line(line)
-            if event is None:
-                continue
-            if event == DONE:
-                raise self._lose("the stream ended without an end event")
-            assert not isinstance(event, str)
-            if isinstance(event, ErrorEvent):
-                self.finished = True
-                raise WorkerReplyError(self.worker_id, event)
-            if isinstance(event, EndEvent):
-                self.finished = True
-            return event
+    async def _read(self, at_end_ok: bool = False) -> bytes:
+        """The next bytes of the response (b"" at its end, when ``at_end_ok``)."""
+        assert self._response is not None and self._chunks is not None
+        try:
+            return await anext(self._chunks)
+        except StopAsyncIteration:
+            if at_end_ok:
+                return b""
+            raise self.lose("the stream ended without an end event") from None
+        except httpx.ReadTimeout as exc:
+            silent_s = read_timeout_s(self._response.request)
+            raise self.lose(silence_reason(silent_s), timed_out=True, silent_s=silent_s) from exc
+        except httpx.HTTPError as exc:
+            raise self.lose(f"{type(exc).__name__}: {exc}") from exc
 
-    async def events(self) -> AsyncIterator[Event]:
-        """The first event, then the rest up to the end event (stops early once the request is cancelled)."""
-        if self.first is not None:
-            yield self.first
-            if self.finished:
-                return
-        while not self._cancelled():
-            event = await self._next()
-            yield event
-            if self.finished:
-                return
+    def _cut(self, data: bytes) -> bytes:
+        try:
+            out = self.scanner.feed(data)
+        except MalformedEndError as exc:
+            raise self.lose(str(exc)) from exc
+        self.finished = self.scanner.end is not None
+        return out
+
+    async def events(self) -> AsyncIterator[bytes]:
+        """Whole SSE events for the client (the head first) up to the end event; then the stream's rest is read."""
+        if self.head:
+            yield self.head
+        while not self.finished:
+            out = self._cut(await self._read())
+            if out:
+                yield out
+        await self._drain()
+
+    async def _drain(self) -> None:
+        """Read what follows the end event (``[DONE]``), so the connection goes back to the pool."""
+        with anyio.move_on_after(_DRAIN_S):
+            try:
+                while await self._read(at_end_ok=True):
+                    pass
+            except WorkerLostError:
+                self.lost = False  # the request was complete; only the connection is not reused
+
+    async def whole(self) -> bytes:
+        """A ``stream=false`` answer: the worker's JSON, its keep-alive spaces stripped."""
+        parts: list[bytes] = []
+        while data := await self._read(at_end_ok=True):
+            parts.append(data)
+        self.finished = True
+        return b"".join(parts).lstrip()
 
     async def close(self) -> None:
-        """Stop the stream (cancelling it on the worker if unfinished) and give the slot back (idempotent)."""
+        """Stop the response (cancelling it on the worker if unfinished) and give the slot back (idempotent)."""
         if self._closed:
             return
         self._closed = True

@@ -1,5 +1,9 @@
 """Run one OpenAI request on the workers: track it, acquire a slot, fail over, stream, cancel.
 
+The client's body goes to the worker unchanged and the worker's chunk bytes come back to the client
+unchanged (:mod:`rbee_runtime.common.relay`); the queen reads no token, it cuts the stream at the worker's
+end event and counts the tokens that event reports.
+
 Before the first token a failure (unreachable worker, worker refusing with 503, stream broken) is
 retried on another worker, up to ``max_failover_attempts`` times; a ``stream=false`` request may
 also be retried after that, since nothing was sent yet. A streamed request that loses its worker
@@ -18,19 +22,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
-from rbee_runtime.common.contracts import EndEvent, GenerateRequest, TokenEvent
 from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import ApiError
+from rbee_runtime.common.openai_chunks import SSE_DONE, sse
 from rbee_runtime.queen.clients import WorkerClient
-from rbee_runtime.queen.failures import Failure, Outcome, classify, worker_timeout
-from rbee_runtime.queen.generation import Generation
+from rbee_runtime.queen.failures import Failure, Outcome, classify, reply_error, worker_timeout
+from rbee_runtime.queen.generation import Generation, Relay, WorkerLostError
 from rbee_runtime.queen.metrics import QueenMetrics
-from rbee_runtime.queen.openai_format import SSE_DONE, Formatter, sse
 from rbee_runtime.queen.registry import Registry
 from rbee_runtime.queen.scheduler import Lease, Scheduler, no_worker_available, request_cancelled
 
@@ -43,7 +48,7 @@ class Job:
 
     request_id: str
     model_id: str
-    generate: GenerateRequest
+    relay: Relay
     started_at: float
     cancelled: bool = False
     attempts: int = 0
@@ -87,7 +92,7 @@ class InferenceService:
     # ------------------------------------------------------------------ jobs
 
     @contextlib.contextmanager
-    def tracked(self, request_id: str, model_id: str, generate: GenerateRequest) -> Iterator[Job]:
+    def tracked(self, request_id: str, model_id: str, relay: Relay) -> Iterator[Job]:
         """A request's time in the job table: its begin and its end, and its tokens counted at the end.
 
         Raises 409 ``REQUEST_ID_IN_USE`` when a request with that id is queued or running.
@@ -101,7 +106,7 @@ class InferenceService:
                 details={"request_id": request_id},
             )
         label = self.metrics.model_label(model_id, self.registry.knows_model(model_id))
-        job = Job(request_id=request_id, model_id=model_id, generate=generate, started_at=self._clock(), label=label)
+        job = Job(request_id=request_id, model_id=model_id, relay=relay, started_at=self._clock(), label=label)
         self.jobs[request_id] = job
         try:
             yield job
@@ -156,7 +161,8 @@ class InferenceService:
     # ------------------------------------------------------------------ running
 
     async def first_event(self, job: Job) -> Generation:
-        """A generation on a worker slot whose first event is read, failing over on failures before it."""
+        """A relayed request on a worker slot, its answer begun (a stream: its first event read), failing over
+        on failures before it."""
         while True:
             if job.cancelled:
                 raise request_cancelled(job.request_id)
@@ -168,7 +174,7 @@ class InferenceService:
                 await self.close(job, generation)
                 raise request_cancelled(job.request_id)
             try:
-                first = await generation.open(job.generate)
+                await generation.open(job.relay)
             except BaseException as exc:
                 failure = classify(exc, lease.worker_id, "first_event")
                 error = None if failure is None else self.settle(job, failure)
@@ -180,23 +186,18 @@ class InferenceService:
                 if failure.backoff:
                     await asyncio.sleep(0.1 * job.attempts)
                 continue
-            if isinstance(first, TokenEvent) and not job.got_first_token:
+            if not job.got_first_token:  # a worker answers once the first token exists
                 job.got_first_token = True
                 self.metrics.ttft.labels(model=job.label).observe(max(0.0, self._clock() - job.started_at))
             return generation
 
-    async def complete(self, job: Job) -> tuple[str, EndEvent]:
-        """Run a ``stream=false`` request to its end (retrying from scratch if its worker dies)."""
+    async def complete(self, job: Job) -> bytes:
+        """Run a ``stream=false`` request to its end (retrying from scratch if its worker dies); the JSON answer."""
         while True:
             generation = await self.first_event(job)
-            parts: list[str] = []
-            end: EndEvent | None = None
             try:
-                async for event in generation.events():
-                    if isinstance(event, TokenEvent):
-                        parts.append(event.text)
-                    else:
-                        end = event
+                raw = await generation.whole()
+                answer = _json_object(raw, generation)
             except BaseException as exc:
                 failure = classify(exc, generation.worker_id, "generating")
                 error = None if failure is None else self.settle(job, failure)
@@ -207,40 +208,43 @@ class InferenceService:
                 continue
             finally:
                 await self.close(job, generation)
-            if end is None or end.stop_reason == "cancelled":
-                raise request_cancelled(job.request_id)
-            job.tokens_out = end.tokens_out
-            return "".join(parts), end
+            if "error" in answer:
+                if job.cancelled or (answer["error"] or {}).get("code") == ErrorCode.REQUEST_CANCELLED:
+                    raise request_cancelled(job.request_id)
+                failure = classify(reply_error(answer, generation.worker_id), generation.worker_id, "generating")
+                assert failure is not None and failure.error is not None
+                raise failure.error
+            usage = answer.get("usage")
+            job.tokens_out = int(usage.get("completion_tokens", 0)) if isinstance(usage, dict) else 0
+            return raw
 
-    async def stream(
-        self, job: Job, generation: Generation, fmt: Formatter, include_usage: bool
-    ) -> AsyncGenerator[bytes, None]:
-        """OpenAI SSE chunks of a generation whose first event is read, then ``data: [DONE]``.
+    async def stream(self, job: Job, generation: Generation) -> AsyncGenerator[bytes, None]:
+        """The worker's SSE chunks, as they came, then ``data: [DONE]`` (its end event kept from the client).
 
         A failure after the first token ends the stream with its error chunk; the caller closes the generation.
         """
-        opening = fmt.opening_chunk()
-        if opening is not None:
-            yield sse(opening)
-        end: EndEvent | None = None
         try:
-            async for event in generation.events():
-                if isinstance(event, TokenEvent):
-                    job.tokens_out += 1
-                    yield sse(fmt.token_chunk(event.text))
-                else:
-                    end = event
-        except Exception as exc:
+            async for block in generation.events():
+                yield block
+        except WorkerLostError as exc:
+            job.tokens_out = max(0, generation.scanner.events - job.relay.chat)  # the chat's opening chunk
             failure = classify(exc, generation.worker_id, "streaming", job.tokens_out)
             error = None if failure is None else self.settle(job, failure)
             if error is None:
                 raise
             yield sse(error.body())
         else:
-            if end is None or end.stop_reason == "cancelled":
-                yield sse(request_cancelled(job.request_id).body())
-            else:
-                yield sse(fmt.final_chunk(end))
-                if include_usage:
-                    yield sse(fmt.usage_chunk(end))
+            end = generation.scanner.end
+            job.tokens_out = end.tokens_out if end is not None else 0
         yield SSE_DONE
+
+
+def _json_object(raw: bytes, generation: Generation) -> dict[str, Any]:
+    """The worker's ``stream=false`` answer (one parse per request); anything but a JSON object: the worker is lost."""
+    try:
+        answer = json.loads(raw)
+    except ValueError:
+        raise generation.lose(f"the answer is not JSON: {raw[:200]!r}") from None
+    if not isinstance(answer, dict):
+        raise generation.lose(f"the answer is not a JSON object: {raw[:200]!r}")
+    return answer

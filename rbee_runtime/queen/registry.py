@@ -7,6 +7,9 @@ to one hive: a heartbeat listing an id that another *online* hive reports as a l
 (``loading``/``idle``/``busy``/``draining``) is taken without that worker, which is reported as
 rejected (``WORKER_ALREADY_REGISTERED``); once the owner is stale or its worker is gone, the id moves.
 All methods are thread safe (one lock, no I/O under it) and therefore also safe between asyncio tasks.
+The per-request queries (:meth:`Registry.routable_workers`, :meth:`Registry.knows_model`,
+:meth:`Registry.peer_at`) read an index by model and by peer origin, rebuilt when a heartbeat changes the
+cluster (not on each request), so routing one request never scans the workers of other models.
 """
 
 from __future__ import annotations
@@ -90,6 +93,32 @@ class _Hive:
     workers: dict[str, WorkerInfo]
 
 
+@dataclass
+class _Index:
+    """What the per-request queries read: workers by model, the models heard of, the peers by origin."""
+
+    by_model: dict[str, list[tuple[_Hive, WorkerInfo]]]
+    models: frozenset[str]
+    peers: dict[str, tuple[str, Literal["hive", "worker"]]]
+
+
+def _build_index(hives: dict[str, _Hive]) -> _Index:
+    by_model: dict[str, list[tuple[_Hive, WorkerInfo]]] = {}
+    models: set[str] = set()
+    peers: dict[str, tuple[str, Literal["hive", "worker"]]] = {}
+    for hive_id, hive in hives.items():
+        models.update(hive.heartbeat.models)
+        peers.setdefault(peer_origin(hive.heartbeat.url), (hive_id, "hive"))
+        for worker in hive.workers.values():
+            by_model.setdefault(worker.model_id, []).append((hive, worker))
+            models.add(worker.model_id)
+            peers.setdefault(peer_origin(worker.url), (hive_id, "worker"))
+    for entries in by_model.values():
+        entries.sort(key=lambda entry: entry[1].worker_id)
+    peers.pop("", None)
+    return _Index(by_model, frozenset(models), peers)
+
+
 class Registry:
     """The queen's view of the cluster, fed by ``POST /v1/hives/heartbeat``."""
 
@@ -99,6 +128,13 @@ class Registry:
         self._lock = threading.Lock()
         self._hives: dict[str, _Hive] = {}
         self._quarantine: dict[str, float] = {}
+        self._index: _Index | None = None
+
+    def _indexed(self) -> _Index:
+        """The index of the current hives (rebuilt after a change; call under the lock)."""
+        if self._index is None:
+            self._index = _build_index(self._hives)
+        return self._index
 
     # ------------------------------------------------------------------ updates
 
@@ -139,6 +175,7 @@ class Registry:
             if rejected:
                 heartbeat = heartbeat.model_copy(update={"workers": list(workers.values())})
             self._hives[heartbeat.hive_id] = _Hive(heartbeat=heartbeat, last_seen=now, workers=workers)
+            self._index = None
             return HeartbeatOutcome(removed=removed, rejected=rejected)
 
     def upsert_worker(self, info: WorkerInfo) -> bool:
@@ -148,6 +185,7 @@ class Registry:
             if hive is None:
                 return False
             hive.workers[info.worker_id] = info
+            self._index = None
             return True
 
     def quarantine(self, worker_id: str, seconds: float) -> None:
@@ -166,6 +204,7 @@ class Registry:
         for hive_id in dropped:
             for worker_id in self._hives.pop(hive_id).workers:
                 self._quarantine.pop(worker_id, None)
+            self._index = None
         for worker_id, until in list(self._quarantine.items()):
             if until <= now:
                 del self._quarantine[worker_id]
@@ -208,9 +247,19 @@ class Registry:
         return next((w for w in self.workers() if w.info.worker_id == worker_id), None)
 
     def routable_workers(self, model_id: str, exclude: Iterable[str] = ()) -> list[WorkerInfo]:
-        """Workers of ``model_id`` that may take requests now (online, idle/busy, not quarantined)."""
-        skip = set(exclude)
-        return [s.info for s in self.workers(model_id) if s.routable and s.info.worker_id not in skip]
+        """Workers of ``model_id`` that may take requests now (online, idle/busy, not quarantined), by id."""
+        skip = exclude if isinstance(exclude, set | frozenset) else set(exclude)
+        now = self._clock()
+        with self._lock:
+            self._prune_locked(now)
+            return [
+                worker
+                for hive, worker in self._indexed().by_model.get(model_id, ())
+                if worker.state in ROUTABLE_STATES
+                and worker.worker_id not in self._quarantine
+                and worker.worker_id not in skip
+                and self._status(hive, now) == "online"
+            ]
 
     def loading_workers(self, model_id: str) -> list[WorkerInfo]:
         """Workers of ``model_id`` on online hives that are still loading their model."""
@@ -235,12 +284,7 @@ class Registry:
     def peer_at(self, origin: str) -> tuple[str, Literal["hive", "worker"]] | None:
         """Whose API lives at ``origin`` (``scheme://host:port``): ``(hive_id, "hive" | "worker")``, or None."""
         with self._lock:
-            for hive_id, hive in self._hives.items():
-                if peer_origin(hive.heartbeat.url) == origin:
-                    return hive_id, "hive"
-                if any(peer_origin(w.url) == origin for w in hive.workers.values()):
-                    return hive_id, "worker"
-        return None
+            return self._indexed().peers.get(origin) if origin else None
 
     def models(self) -> list[str]:
         """Models that can be served: in an online hive's catalog or run by an online worker."""
@@ -253,7 +297,7 @@ class Registry:
 
     def knows_model(self, model_id: str) -> bool:
         """True when any hive (online or stale) has heard of ``model_id``."""
-        return any(
-            model_id in h.heartbeat.models or any(w.model_id == model_id for w in h.heartbeat.workers)
-            for h in self.hives()
-        )
+        now = self._clock()
+        with self._lock:
+            self._prune_locked(now)
+            return model_id in self._indexed().models

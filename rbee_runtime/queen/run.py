@@ -9,8 +9,8 @@ in this order:
 3. while the client is there (a disconnect cancels the request like ``DELETE /v1/requests/{id}``, and
    stops a running stream at once):
    a worker slot and the first event (:meth:`InferenceService.first_event`: queue, on-demand start,
-   failover), then the SSE chunks (:meth:`InferenceService.stream`) or the whole text
-   (:meth:`InferenceService.complete`);
+   failover), then the worker's SSE chunks (:meth:`InferenceService.stream`) or its whole answer
+   (:meth:`InferenceService.complete`), forwarded as they came;
 4. one answer: the completion, or the :class:`ApiError` that ended the request as a JSON error —
    ``rbee_queen_requests_total{model,status}`` is counted once, as the answer's status is sent.
 """
@@ -18,8 +18,7 @@ in this order:
 from __future__ import annotations
 
 import contextlib
-import re
-from typing import Literal
+import time
 
 import anyio
 from fastapi import Request
@@ -29,16 +28,11 @@ from starlette.types import Receive, Scope, Send
 
 from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import ApiError
+from rbee_runtime.common.openai_requests import OpenAIRequest, new_request_id
+from rbee_runtime.common.relay import REQUEST_ID, RelayHeaders
+from rbee_runtime.queen.generation import Relay
 from rbee_runtime.queen.http_utils import watch_disconnect
 from rbee_runtime.queen.inference import Job
-from rbee_runtime.queen.openai_format import (
-    ChatCompletionRequest,
-    ChatFormatter,
-    CompletionFormatter,
-    CompletionRequest,
-    Formatter,
-    new_request_id,
-)
 from rbee_runtime.queen.state import QueenState
 
 _STREAM_HEADERS = {
@@ -47,8 +41,11 @@ _STREAM_HEADERS = {
     "x-accel-buffering": "no",
 }
 
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+_PATHS = {"completion": "/v1/completions", "chat": "/v1/chat/completions"}
+
 #: A request id a client may choose (``X-Request-Id``): what the workers accept, safe in URLs and logs.
-CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+CLIENT_REQUEST_ID = REQUEST_ID
 
 
 def client_request_id(request: Request) -> str | None:
@@ -79,18 +76,13 @@ def _raw(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
 class RequestRun(Response):
     """The ASGI answer to one completion request; its :meth:`__call__` is the request's whole life."""
 
-    def __init__(
-        self,
-        state: QueenState,
-        request: Request,
-        body: CompletionRequest | ChatCompletionRequest,
-        kind: Literal["completion", "chat"],
-    ) -> None:
+    def __init__(self, state: QueenState, request: Request, body: OpenAIRequest, raw: bytes) -> None:
         super().__init__()
         self.state = state
         self.request = request
         self.completion = body
-        self.kind = kind
+        #: The client's body as it came (validated as ``body``): what the worker gets.
+        self.raw = raw
         #: The metrics label: the model asked for, ``unknown`` or ``other`` (clients cannot grow the label set).
         self.label = state.metrics.model_label(body.model, state.registry.knows_model(body.model))
         self._started = False
@@ -107,16 +99,18 @@ class RequestRun(Response):
         headers: dict[str, str] = {}
         last: bytes | memoryview = b""
         try:
-            request_id = client_request_id(self.request) or new_request_id(self.kind)
+            request_id = client_request_id(self.request) or new_request_id(body.kind)
             headers["X-Request-Id"] = request_id
-            fmt: Formatter = (ChatFormatter if self.kind == "chat" else CompletionFormatter)(request_id, body.model)
-            generate = body.to_generate(request_id, self.state.config.default_max_tokens)
-            with service.tracked(request_id, body.model, generate) as job:
+            relay = Relay(
+                path=_PATHS[body.kind], body=self.raw, stream=body.stream, chat=body.kind == "chat",
+                headers=RelayHeaders(request_id, int(time.time()), self.state.config.default_max_tokens),
+            )  # fmt: skip
+            with service.tracked(request_id, body.model, relay) as job:
                 async with watch_disconnect(receive, lambda: self._client_gone(job)):
                     if body.stream:
-                        await self._stream(job, fmt, send, headers)
+                        await self._stream(job, send, headers)
                     else:
-                        last = await self._complete(job, fmt, send, headers)
+                        last = await self._complete(job, send, headers)
         except ApiError as exc:
             if self._started:
                 raise
@@ -130,20 +124,20 @@ class RequestRun(Response):
         await self.state.inference.cancel(job.request_id)
         self._stop_streaming.cancel()
 
-    async def _complete(self, job: Job, fmt: Formatter, send: Send, headers: dict[str, str]) -> bytes | memoryview:
-        """``stream=false``: the whole text, then the answer's head; its body is sent once the job ended."""
-        text, end = await self.state.inference.complete(job)
-        answer = JSONResponse(fmt.response(text, end), headers=headers)
-        await self._start(send, answer.status_code, answer.raw_headers)
-        return answer.body
+    async def _complete(self, job: Job, send: Send, headers: dict[str, str]) -> bytes:
+        """``stream=false``: the worker's whole answer, then its head; its body is sent once the job ended."""
+        answer = await self.state.inference.complete(job)
+        head = [*_raw(headers), (b"content-length", str(len(answer)).encode()), *_JSON_HEADERS]
+        await self._start(send, 200, head)
+        return answer
 
-    async def _stream(self, job: Job, fmt: Formatter, send: Send, headers: dict[str, str]) -> None:
+    async def _stream(self, job: Job, send: Send, headers: dict[str, str]) -> None:
         """``stream=true``: the first event, then the head and the SSE chunks; the generation closed at the end."""
         service = self.state.inference
         generation = await service.first_event(job)
         try:
             await self._start(send, 200, _raw({**_STREAM_HEADERS, **headers}))
-            chunks = service.stream(job, generation, fmt, self.completion.include_usage)
+            chunks = service.stream(job, generation)
             with self._stop_streaming:
                 async with contextlib.aclosing(chunks):
                     async for chunk in chunks:

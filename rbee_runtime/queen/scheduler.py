@@ -23,9 +23,12 @@ import httpx
 from rbee_runtime.common.contracts import SpawnRequest, WorkerInfo, WorkerState
 from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import ApiError
+from rbee_runtime.common.openai_chunks import request_cancelled
 from rbee_runtime.queen.registry import Registry
 
 log = logging.getLogger(__name__)
+
+__all__ = ["Lease", "Scheduler", "model_not_found", "no_worker_available", "request_cancelled", "spawn_failed"]
 
 
 class HiveSpawner(Protocol):
@@ -102,16 +105,6 @@ def spawn_failed(model_id: str, worker: WorkerInfo) -> ApiError:
             "last_error": worker.last_error,
             "last_error_code": worker.last_error_code,
         },
-    )
-
-
-def request_cancelled(request_id: str) -> ApiError:
-    """The request was cancelled with ``DELETE /v1/requests/{id}``."""
-    return ApiError(
-        499,
-        ErrorCode.REQUEST_CANCELLED,
-        f"The request {request_id} was cancelled (DELETE /v1/requests/{request_id}).",
-        details={"request_id": request_id},
     )
 
 

@@ -30,7 +30,7 @@ class QueenState:
     http: httpx.AsyncClient
 
 
-def get_state(request: Request) -> QueenState:
-    """FastAPI dependency: the state of the app serving this request."""
+async def get_state(request: Request) -> QueenState:
+    """FastAPI dependency: the state of the app serving this request (async: no thread-pool hop)."""
     state: QueenState = request.app.state.queen
     return state

@@ -56,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
         "free VRAM, else as many as fit; -1 = all; 0 = none",
     )
     p.add_argument("--callback-url", default=None, help="hive URL to POST WorkerReady to once loaded")
-    p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (default: llama.cpp's)")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="llama.cpp's CPU threads (default: backend cpu on a host of at most 8 physical cores: "
+                   "cores - 1, leaving one to HTTP; else llama-cpp-python's default)")
     p.add_argument("--grace-period", type=float, default=30.0, help="seconds a drain waits for running work")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument(

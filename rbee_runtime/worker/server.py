@@ -15,11 +15,13 @@ from types import FrameType
 import uvicorn
 
 from rbee_runtime.common.contracts import ManagedBy, WorkerReady
+from rbee_runtime.common.serving import fast_server_options
 from rbee_runtime.common.tls import TlsFiles
 from rbee_runtime.worker.app import create_app
 from rbee_runtime.worker.callback import Announcer, send_ready
 from rbee_runtime.worker.engine import Backend, Engine, EngineConfig, EngineError
 from rbee_runtime.worker.service import WorkerService
+from rbee_runtime.worker.threads import default_threads, usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +129,9 @@ class WorkerServer(uvicorn.Server):
         """
         s = self.settings
         started = time.perf_counter()
-        log.info("loading model %r from %s (%d slot(s), backend %s)", s.model_id, s.model_path, s.slots, s.backend)
+        threads = self.service.engine.config.threads
+        log.info("loading model %r from %s (%d slot(s), backend %s, %s thread(s))", s.model_id, s.model_path,
+                 s.slots, s.backend, threads or "llama.cpp's default")  # fmt: skip
         try:
             self.service.engine.load()
         except EngineError as exc:
@@ -179,7 +183,7 @@ def run(settings: WorkerSettings) -> int:
             ctx_size=settings.ctx_size,
             backend=settings.backend,
             device=settings.device,
-            threads=settings.threads,
+            threads=settings.threads or default_threads(settings.backend, usable_cores()),
             n_gpu_layers=settings.n_gpu_layers,
         ),
         slots=settings.slots,
@@ -192,6 +196,7 @@ def run(settings: WorkerSettings) -> int:
         log_level=settings.log_level,
         access_log=False,
         lifespan="off",
+        **fast_server_options(),
         timeout_graceful_shutdown=5,
         **(settings.tls.uvicorn if settings.tls else {}),
     )

@@ -8,45 +8,18 @@ from typing import Any
 import httpx
 import pytest
 from queen_helpers import heartbeat, worker_info
+from recorded_worker import CHAT_STREAM, COMPLETION_STREAM, canned, client_view, cut_after
 
-from rbee_runtime.common.contracts import EndEvent, TokenEvent
-from rbee_runtime.queen.clients import DONE, WorkerClient, parse_worker_line
+from rbee_runtime.common.contracts import EndEvent
+from rbee_runtime.common.openai_chunks import ChatFormatter, CompletionFormatter
+from rbee_runtime.common.relay import RelayHeaders
+from rbee_runtime.queen.clients import WorkerClient
+from rbee_runtime.queen.generation import Relay
 from rbee_runtime.queen.inference import InferenceService
 from rbee_runtime.queen.metrics import QueenMetrics
-from rbee_runtime.queen.openai_format import (
-    ChatCompletionRequest,
-    ChatFormatter,
-    CompletionFormatter,
-    CompletionRequest,
-    Formatter,
-    new_request_id,
-)
+from rbee_runtime.queen.openai_format import ChatCompletionRequest, CompletionRequest, new_request_id
 from rbee_runtime.queen.registry import Registry
 from rbee_runtime.queen.scheduler import Scheduler
-
-# Recorded from `POST /v1/generate` of a real worker on the tiny model.
-RECORDED = (
-    'data: {"type":"token","text":" all","index":0}\n\n'
-    'data: {"type":"token","text":" when","index":1}\n\n'
-    'data: {"type":"token","text":" worker","index":2}\n\n'
-    'data: {"type":"end","tokens_out":3,"prompt_tokens":28,"stop_reason":"length","decode_ms":21.4}\n\n'
-    "data: [DONE]\n\n"
-)
-# The same stream cut after the second token (the worker process died).
-TRUNCATED = RECORDED.split('data: {"type":"token","text":" worker"')[0]
-
-
-def test_parse_worker_lines() -> None:
-    lines = RECORDED.splitlines()
-    events = [parse_worker_line(line) for line in lines]
-    assert isinstance(events[0], TokenEvent)
-    assert events[0].text == " all"
-    assert events[1] is None  # blank separator
-    assert isinstance(events[6], EndEvent)
-    assert events[6].stop_reason == "length"
-    assert events[8] == DONE
-    assert parse_worker_line(": keep-alive") is None
-    assert parse_worker_line("data: {not json") is None
 
 
 def test_completion_request_to_generate() -> None:
@@ -98,7 +71,7 @@ def test_request_ids() -> None:
     assert new_request_id("chat").startswith("chatcmpl-")
 
 
-def test_aggregated_payloads() -> None:
+def test_aggregated_payloads() -> None:  # written by the worker, forwarded by the queen
     end = EndEvent(tokens_out=3, prompt_tokens=4, stop_reason="stop", decode_ms=1.0)
     body = CompletionFormatter("cmpl-1", "m", created=5).response("abc", end)
     assert body == {
@@ -111,17 +84,11 @@ def test_aggregated_payloads() -> None:
     assert chat["choices"][0]["message"] == {"role": "assistant", "content": "abc"}
 
 
-# --------------------------------------------------------------------------- recorded streams
+# --------------------------------------------------------------------------- relayed worker answers
 
 
-def service_for(body: str) -> InferenceService:
-    """An inference service whose only worker answers with the recorded SSE ``body``."""
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        if request.method == "DELETE":
-            return httpx.Response(204)
-        return httpx.Response(200, content=body.encode(), headers={"content-type": "text/event-stream"})
-
+def service_for(handler: Any) -> InferenceService:
+    """An inference service whose only worker answers with ``handler`` (``httpx.MockTransport``)."""
     registry = Registry(stale_timeout_s=60)
     registry.apply_heartbeat(heartbeat("h1", models=[], workers=[worker_info("w1", url="http://w1.invalid")]))
     scheduler = Scheduler(registry, None, queue_max=1, queue_timeout_s=1, loading_timeout_s=1)  # type: ignore[arg-type]
@@ -131,52 +98,49 @@ def service_for(body: str) -> InferenceService:
     )
 
 
-async def run_stream(body: str, fmt: Formatter, include_usage: bool = False) -> list[Any]:
-    service = service_for(body)
-    generate = CompletionRequest(model="m", prompt="x").to_generate(fmt.request_id, 8)
-    with service.tracked(fmt.request_id, "m", generate) as job:
+def relay(request_id: str, stream: bool = True, chat: bool = False) -> Relay:
+    body = {"model": "m", "stream": stream, **({"messages": []} if chat else {"prompt": "x"})}
+    return Relay(path="/v1/chat/completions" if chat else "/v1/completions", body=json.dumps(body).encode(),
+                 headers=RelayHeaders(request_id, 1700000000, 8), stream=stream, chat=chat)  # fmt: skip
+
+
+async def run_stream(worker_stream: bytes, chat: bool = False) -> tuple[bytes, int]:
+    """What the client receives for a worker's stream, and the tokens counted."""
+    service = service_for(canned(worker_stream))
+    with service.tracked("r-1", "m", relay("r-1", chat=chat)) as job:
         generation = await service.first_event(job)
-        raw = b"".join([chunk async for chunk in service.stream(job, generation, fmt, include_usage)])
+        raw = b"".join([chunk async for chunk in service.stream(job, generation)])
         await service.close(job, generation)
+        tokens = job.tokens_out
     assert service.jobs == {}
     assert service.scheduler.inflight("w1") == 0
-    events = [part.removeprefix("data: ") for part in raw.decode().split("\n\n") if part]
-    assert events[-1] == "[DONE]"
-    return [json.loads(e) for e in events[:-1]]
+    return raw, tokens
 
 
 @pytest.mark.anyio
-async def test_completion_stream_from_recorded_worker() -> None:
-    chunks = await run_stream(RECORDED, CompletionFormatter("cmpl-9", "m"), include_usage=True)
-    assert [c["choices"][0]["text"] for c in chunks[:3]] == [" all", " when", " worker"]
-    assert all(c["id"] == "cmpl-9" and c["object"] == "text_completion" for c in chunks)
-    assert chunks[3]["choices"][0]["finish_reason"] == "length"
-    assert chunks[4]["choices"] == []
-    assert chunks[4]["usage"] == {"prompt_tokens": 28, "completion_tokens": 3, "total_tokens": 31}
-
-
-@pytest.mark.anyio
-async def test_chat_stream_from_recorded_worker() -> None:
-    chunks = await run_stream(RECORDED, ChatFormatter("chatcmpl-9", "m"))
-    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
-    assert [c["choices"][0]["delta"].get("content") for c in chunks[1:4]] == [" all", " when", " worker"]
-    assert chunks[-1]["choices"][0] == {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "length"}
-    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+@pytest.mark.parametrize(("stream", "chat", "tokens"), [(COMPLETION_STREAM, False, 2), (CHAT_STREAM, True, 3)])
+async def test_the_workers_chunks_reach_the_client_unchanged(stream: bytes, chat: bool, tokens: int) -> None:
+    raw, counted = await run_stream(stream, chat)
+    assert raw == client_view(stream)  # byte for byte, the end event kept back
+    assert counted == tokens
 
 
 @pytest.mark.anyio
 async def test_worker_lost_after_first_token_ends_with_error_chunk() -> None:
-    chunks = await run_stream(TRUNCATED, ChatFormatter("chatcmpl-9", "m"))
-    assert [c["choices"][0]["delta"].get("content") for c in chunks[1:3]] == [" all", " when"]
-    assert chunks[-1]["error"]["code"] == "WORKER_FAILED"
-    assert "2 token" in chunks[-1]["error"]["message"]
+    raw, counted = await run_stream(cut_after(CHAT_STREAM, 2, chat=True), chat=True)
+    events = [part.removeprefix(b"data: ") for part in raw.split(b"\n\n") if part]
+    assert events[-1] == b"[DONE]"
+    assert raw.startswith(cut_after(CHAT_STREAM, 2, chat=True))
+    error = json.loads(events[-2])["error"]
+    assert error["code"] == "WORKER_FAILED" and "2 token" in error["message"] and counted == 2
 
 
 @pytest.mark.anyio
-async def test_aggregate_recorded_stream() -> None:
-    service = service_for(RECORDED)
-    with service.tracked("cmpl-1", "m", CompletionRequest(model="m", prompt="x").to_generate("cmpl-1", 8)) as job:
-        text, end = await service.complete(job)
-    assert text == " all when worker"
-    assert end.tokens_out == 3
+async def test_a_whole_answer_is_forwarded_without_its_keepalive_spaces() -> None:
+    whole = b"   " + json.dumps({"id": "r-1", "usage": {"completion_tokens": 7}}).encode()
+    service = service_for(canned(COMPLETION_STREAM, whole))
+    with service.tracked("r-1", "m", relay("r-1", stream=False)) as job:
+        answer = await service.complete(job)
+        assert job.tokens_out == 7
+    assert answer == whole.lstrip()
     assert service.scheduler.inflight("w1") == 0

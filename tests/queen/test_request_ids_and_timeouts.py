@@ -13,18 +13,25 @@ from fastapi.testclient import TestClient
 from queen_helpers import heartbeat, worker_info
 from starlette.types import Message
 
-from rbee_runtime.common.contracts import GenerateRequest, SpawnRequest, TokenEvent, WorkerInfo
+from rbee_runtime.common.contracts import SpawnRequest, WorkerInfo
 from rbee_runtime.common.errors import ApiError
+from rbee_runtime.common.openai_chunks import CompletionFormatter
+from rbee_runtime.common.relay import RelayHeaders
 from rbee_runtime.queen.app import create_app
 from rbee_runtime.queen.clients import WorkerClient
 from rbee_runtime.queen.config import QueenConfig
+from rbee_runtime.queen.generation import Relay
 from rbee_runtime.queen.inference import InferenceService
 from rbee_runtime.queen.metrics import QueenMetrics
-from rbee_runtime.queen.openai_format import CompletionFormatter
 from rbee_runtime.queen.registry import Registry
 from rbee_runtime.queen.scheduler import Scheduler
 
 BODY = {"model": "m", "prompt": "hi", "max_tokens": 3}
+
+
+def relay(request_id: str) -> Relay:
+    body = json.dumps({**BODY, "stream": True}).encode()
+    return Relay("/v1/completions", body, RelayHeaders(request_id, 0, 8), stream=True, chat=False)
 
 
 # --------------------------------------------------------------------------- X-Request-Id
@@ -51,7 +58,7 @@ def test_a_request_id_in_use_is_refused() -> None:
     app = create_app(QueenConfig())
     with TestClient(app) as client:
         service = app.state.queen.inference
-        with service.tracked("dup-1", "m", GenerateRequest(request_id="dup-1", prompt="x")) as running:
+        with service.tracked("dup-1", "m", relay("dup-1")) as running:
             response = client.post("/v1/completions", json=BODY, headers={"X-Request-Id": "dup-1"})
             assert response.status_code == 409
             assert response.json()["error"]["code"] == "REQUEST_ID_IN_USE"
@@ -73,7 +80,7 @@ class NoHives:
 
 @contextlib.asynccontextmanager
 async def silent_worker(tokens_first: int) -> AsyncIterator[str]:
-    """A worker that answers ``/v1/generate`` with ``tokens_first`` tokens, then says nothing more."""
+    """A worker that answers a relayed stream with ``tokens_first`` token chunks, then says nothing more."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = (await reader.readuntil(b"\r\n\r\n")).lower()
@@ -85,8 +92,9 @@ async def silent_worker(tokens_first: int) -> AsyncIterator[str]:
         await reader.readexactly(int(head.split(b"content-length:")[1].split(b"\r\n")[0]))
         if tokens_first:
             writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n")
+            fmt = CompletionFormatter("r1", "m", 0)
             for i in range(tokens_first):
-                writer.write(f"data: {TokenEvent(text=f' t{i}', index=i).model_dump_json()}\n\n".encode())
+                writer.write(fmt.token_sse(f" t{i}"))
             await writer.drain()
         with contextlib.suppress(ConnectionError):
             await reader.read()  # until the queen hangs up
@@ -112,10 +120,10 @@ def service_for(url: str, http: httpx.AsyncClient, timeout_s: float, failovers: 
 async def test_a_worker_silent_mid_stream_ends_it_with_worker_timeout() -> None:
     async with silent_worker(tokens_first=2) as url, httpx.AsyncClient() as http:
         service = service_for(url, http, timeout_s=0.3, failovers=2)
-        with service.tracked("r1", "m", GenerateRequest(request_id="r1", prompt="x", max_tokens=10)) as job:
+        with service.tracked("r1", "m", relay("r1")) as job:
             generation = await service.first_event(job)
             assert service.scheduler.inflight("w1") == 1
-            chunks = [c async for c in service.stream(job, generation, CompletionFormatter("r1", "m"), False)]
+            chunks = [c async for c in service.stream(job, generation)]
             await service.close(job, generation)
     assert chunks[-1] == b"data: [DONE]\n\n"
     error = json.loads(chunks[-2].decode()[len("data: "):])["error"]
@@ -131,7 +139,7 @@ async def test_a_worker_silent_before_the_first_token_is_a_504() -> None:
     async with silent_worker(tokens_first=0) as url, httpx.AsyncClient() as http:
         service = service_for(url, http, timeout_s=0.3, failovers=0)
         with (
-            service.tracked("r2", "m", GenerateRequest(request_id="r2", prompt="x", max_tokens=10)) as job,
+            service.tracked("r2", "m", relay("r2")) as job,
             pytest.raises(ApiError) as caught,
         ):
             await service.first_event(job)

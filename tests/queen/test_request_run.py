@@ -9,6 +9,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from queen_helpers import heartbeat, worker_info
+from recorded_worker import CHAT_STREAM, COMPLETION_STREAM, COMPLETION_WHOLE, canned, client_view, cut_after
 
 from rbee_runtime.common.contracts import ErrorEvent
 from rbee_runtime.common.error_codes import ErrorCode
@@ -20,12 +21,6 @@ from rbee_runtime.queen.failures import Outcome, classify
 from rbee_runtime.queen.generation import WorkerLostError, WorkerReplyError
 from tests.prometheus import sample_value
 
-RECORDED = (
-    'data: {"type":"token","text":" all","index":0}\n\n'
-    'data: {"type":"token","text":" when","index":1}\n\n'
-    'data: {"type":"end","tokens_out":2,"prompt_tokens":5,"stop_reason":"length","decode_ms":1.0}\n\n'
-    "data: [DONE]\n\n"
-)
 BODY = {"model": "m", "prompt": "hi", "max_tokens": 2}
 
 
@@ -38,10 +33,7 @@ def queen(handler: Callable[[httpx.Request], httpx.Response], failovers: int = 0
     return TestClient(app)
 
 
-def recorded(request: httpx.Request) -> httpx.Response:
-    if request.method == "DELETE":
-        return httpx.Response(204)
-    return httpx.Response(200, content=RECORDED.encode(), headers={"content-type": "text/event-stream"})
+recorded = canned(COMPLETION_STREAM)
 
 
 def counted(client: TestClient, status: str) -> float:
@@ -52,9 +44,10 @@ def test_each_request_is_counted_and_ended_once() -> None:
     with queen(recorded) as client:
         plain = client.post("/v1/completions", json=BODY, headers={"X-Request-Id": "r-1"})
         assert plain.status_code == 200 and plain.json()["choices"][0]["text"] == " all when"
+        assert plain.content == COMPLETION_WHOLE.lstrip() and plain.headers["content-type"] == "application/json"
         assert plain.headers["x-request-id"] == "r-1"
         streamed = client.post("/v1/completions", json={**BODY, "stream": True}, headers={"X-Request-Id": "r-1"})
-        assert streamed.headers["x-request-id"] == "r-1" and streamed.text.endswith("data: [DONE]\n\n")
+        assert streamed.headers["x-request-id"] == "r-1" and streamed.content == client_view(COMPLETION_STREAM)
         bad_id = client.post("/v1/completions", json=BODY, headers={"X-Request-Id": "bad id"})
         assert bad_id.status_code == 422 and "x-request-id" not in bad_id.headers
         state = client.app.state.queen  # type: ignore[attr-defined]
@@ -93,10 +86,7 @@ def test_a_worker_refusing_the_request_itself_is_answered_as_is() -> None:
 
 
 def test_a_stream_whose_worker_dies_after_the_first_token_ends_with_worker_failed() -> None:
-    cut = RECORDED.split('data: {"type":"token","text":" when"')[0]
-
-    def dying(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, content=cut.encode(), headers={"content-type": "text/event-stream"})
+    dying = canned(cut_after(CHAT_STREAM, 1, chat=True))
 
     with queen(dying, failovers=2) as client:
         response = client.post("/v1/chat/completions", json={"model": "m", "stream": True,
