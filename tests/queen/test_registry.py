@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+from typing import Any
+
+from pytest import MonkeyPatch
 from queen_helpers import FakeClock, heartbeat, worker_info
 
+from rbee_runtime.queen import registry as registry_module
 from rbee_runtime.queen.registry import Registry
 
 
@@ -84,3 +88,32 @@ def test_upsert_worker_needs_known_hive() -> None:
     reg.apply_heartbeat(heartbeat("h1"))
     assert reg.upsert_worker(worker_info("w1", state="loading"))
     assert reg.loading_workers("m")[0].worker_id == "w1"
+
+
+def test_routing_reads_an_index_by_model_rebuilt_only_when_the_cluster_changes(monkeypatch: MonkeyPatch) -> None:
+    builds: list[int] = []
+    real = registry_module._build_index
+
+    def counting(hives: Any) -> Any:
+        builds.append(len(hives))
+        return real(hives)
+
+    monkeypatch.setattr(registry_module, "_build_index", counting)
+    clock = FakeClock()
+    reg = Registry(stale_timeout_s=10, clock=clock)
+    others = [worker_info(f"o{i}", "other", url=f"http://127.0.0.1:{2000 + i}") for i in range(200)]
+    reg.apply_heartbeat(heartbeat("h1", models=["m", "other"], workers=[*others, worker_info("w2", "m"),
+                                                                         worker_info("w1", "m")]))  # fmt: skip
+    for _ in range(50):
+        assert [w.worker_id for w in reg.routable_workers("m")] == ["w1", "w2"]
+        assert [w.worker_id for w in reg.routable_workers("m", {"w1"})] == ["w2"]
+        assert reg.knows_model("other") and not reg.knows_model("nope")
+        assert reg.peer_at("http://127.0.0.1:2007") == ("h1", "worker")
+    assert builds == [1]  # one index for 200 queries
+    reg.quarantine("w1", 5)
+    assert [w.worker_id for w in reg.routable_workers("m")] == ["w2"]  # quarantine is read live
+    reg.apply_heartbeat(heartbeat("h1", models=["m"], workers=[worker_info("w1", "m")]))
+    assert reg.routable_workers("other") == [] and not reg.knows_model("other")
+    assert builds == [1, 1]
+    clock.advance(10.5)
+    assert reg.routable_workers("m") == []  # stale: never routed to

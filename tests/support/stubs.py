@@ -93,3 +93,79 @@ class CallbackReceiver(RecordingServer):
     def __init__(self, port: int = 0) -> None:
         super().__init__({"/v1/workers/ready"}, port)
         self.url = f"{self.base_url}/v1/workers/ready"
+
+
+class CannedWorker:
+    """Stands in for a worker's relayed OpenAI routes: real HTTP/1.1 with keep-alive, canned answer bytes.
+
+    Answers ``POST /v1/completions`` and ``/v1/chat/completions`` with ``stream`` (a streamed request) or
+    ``whole`` (``stream=false``), and ``DELETE /v1/requests/{id}`` with 204. Records each request (``path``,
+    ``body`` bytes, lower-case ``headers``) and counts the TCP connections it accepted (``connections``).
+    ``refuse``: answer the next that many POSTs 503 ``ALL_SLOTS_BUSY``; ``cut_at``: send only that many bytes
+    of the answer, then close the connection (a worker that died).
+    """
+
+    def __init__(self, stream: bytes, whole: bytes = b"{}") -> None:
+        self.stream = stream
+        self.whole = whole
+        self.refuse = 0
+        self.cut_at: int | None = None
+        self.received: list[dict[str, Any]] = []
+        self.deletes: list[str] = []
+        self.connections = 0
+        self._lock = threading.Lock()
+        worker = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def setup(self) -> None:
+                super().setup()
+                with worker._lock:
+                    worker.connections += 1
+
+            def do_DELETE(self) -> None:
+                with worker._lock:
+                    worker.deletes.append(self.path.rsplit("/", 1)[-1])
+                self.send_response(204)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                with worker._lock:
+                    worker.received.append({"path": self.path, "body": body,
+                                            "headers": {k.lower(): v for k, v in self.headers.items()}})  # fmt: skip
+                    refused, worker.refuse = worker.refuse > 0, max(0, worker.refuse - 1)
+                if refused:
+                    answer = b'{"error": {"code": "ALL_SLOTS_BUSY", "message": "busy"}}'
+                    self._send(503, answer, "application/json")
+                    return
+                streamed = json.loads(body).get("stream", False)
+                answer = worker.stream if streamed else worker.whole
+                self._send(200, answer, "text/event-stream" if streamed else "application/json")
+
+            def _send(self, status: int, answer: bytes, content_type: str) -> None:
+                self.send_response(status)
+                self.send_header("content-type", content_type)
+                self.send_header("content-length", str(len(answer)))
+                self.end_headers()
+                if status == 200 and worker.cut_at is not None:
+                    self.wfile.write(answer[: worker.cut_at])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self.wfile.write(answer)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
