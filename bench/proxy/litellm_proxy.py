@@ -24,11 +24,11 @@ from rbee_runtime.common.ports import free_port
 LITELLM_ENV = "RBEE_BENCH_LITELLM"
 
 
-#: ``litellm_settings``: no callbacks, no logging of messages, no retries (one upstream call per request).
+#: ``litellm_settings``: no callbacks, no logging of messages; retries left at LiteLLM's default (a stale
+#: keep-alive connection to the worker is retried, as the queen fails over before the first token).
 QUIET_SETTINGS: dict[str, object] = {
     "callbacks": [], "success_callback": [], "failure_callback": [], "set_verbose": False,
-    "turn_off_message_logging": True, "json_logs": False, "telemetry": False, "num_retries": 0,
-    "request_timeout": 120,
+    "turn_off_message_logging": True, "json_logs": False, "telemetry": False, "request_timeout": 120,
 }  # fmt: skip
 
 

@@ -95,12 +95,15 @@ def render(result: dict[str, Any]) -> str:
     if load:
         lines += ["", f"[concurrency] {load['streams']} simultaneous streams × {load['requests_per_stream']} requests, "
                       f"canned worker; CPU: {load['cpu_of']}"]  # fmt: skip
-        lines.append(f"  {'mode':<8} {'tokens/s':>10} {'× direct':>9} {'CPU µs/token':>13}")
+        lines.append(f"  {'mode':<8} {'tokens/s':>10} {'× direct':>9} {'CPU µs/token':>13} {'failed':>7}")
         direct = load["modes"].get("direct", {}).get("tokens_per_s")
         for mode, f in load["modes"].items():
             ratio = f["tokens_per_s"] / direct if direct else None
             cpu = _num(f["cpu_us_per_token"])
-            lines.append(f"  {mode:<8} {_num(f['tokens_per_s'], 0):>10} {_num(ratio, 2):>9} {cpu:>13}")
+            failed = f"{f.get('errors', 0)}/{f['requests']}"
+            lines.append(f"  {mode:<8} {_num(f['tokens_per_s'], 0):>10} {_num(ratio, 2):>9} {cpu:>13} {failed:>7}")
+            if f.get("first_error"):
+                lines.append(f"  {'':<8} first failure: {f['first_error'][:200]}")
         for mode, why in load["skipped"].items():
             lines.append(f"  {mode:<8} skipped: {why}")
     return "\n".join(lines)
