@@ -27,6 +27,7 @@ from rbee_runtime.queen.metrics import QueenMetrics
 from rbee_runtime.queen.registry import Registry
 from rbee_runtime.queen.scheduler import Scheduler
 from rbee_runtime.queen.state import QueenState
+from rbee_runtime.queen.worker_http import WorkerHttp
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,12 @@ def build_state(config: QueenConfig, clock: Callable[[], float] = time.monotonic
     inference = InferenceService(
         registry,
         scheduler,
-        WorkerClient(http, read_timeout_s=config.request_timeout_s),
+        WorkerClient(
+            http,
+            read_timeout_s=config.request_timeout_s,
+            relay=WorkerHttp(config.tls.client() if config.tls else None),
+            credential_of=credentials.workers_of,
+        ),
         metrics,
         max_failover_attempts=config.max_failover_attempts,
         quarantine_s=config.stale_timeout_s,
@@ -96,6 +102,7 @@ def create_app(config: QueenConfig, clock: Callable[[], float] = time.monotonic)
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             await state.http.aclose()
+            state.inference.workers.relay.close()
 
     app = FastAPI(title=f"rbee queen {config.queen_id}", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.queen = state

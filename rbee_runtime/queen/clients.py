@@ -1,8 +1,10 @@
-"""HTTP clients of the queen: one per kind of peer (hive, worker), sharing one ``httpx.AsyncClient``."""
+"""HTTP clients of the queen: one per kind of peer (hive, worker), sharing one ``httpx.AsyncClient``
+(relayed completions: :mod:`rbee_runtime.queen.worker_http`)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -10,6 +12,7 @@ import httpx
 from rbee_runtime.common.contracts import SpawnRequest, WorkerInfo
 from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import ApiError
+from rbee_runtime.queen.worker_http import WorkerAnswer, WorkerHttp
 
 log = logging.getLogger(__name__)
 
@@ -62,31 +65,41 @@ class HiveClient:
 
 
 class WorkerClient:
-    """Calls a worker's API (relayed completions, cancel)."""
+    """Calls a worker's API: relayed completions (:class:`WorkerHttp`, kept-alive), cancels (httpx)."""
 
-    def __init__(self, http: httpx.AsyncClient, read_timeout_s: float) -> None:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        read_timeout_s: float,
+        relay: WorkerHttp | None = None,
+        credential_of: Callable[[str], str | None] = lambda hive_id: None,
+    ) -> None:
         self._http = http
-        self._stream_timeout = httpx.Timeout(read_timeout_s, connect=5.0)
+        self.read_timeout_s = read_timeout_s
+        self.relay = relay or WorkerHttp()
+        self._credential_of = credential_of
 
-    async def open_completion(self, worker_url: str, path: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
-        """Start ``POST {worker}{path}`` with the client's ``body`` and the relay ``headers``; the caller reads
-        and closes the streamed response.
+    async def open_completion(self, worker_url: str, hive_id: str, path: str, body: bytes,
+                              headers: dict[str, str]) -> WorkerAnswer:  # fmt: skip
+        """Start ``POST {worker}{path}`` with the client's ``body`` and the relay ``headers`` (and the credential
+        of the workers of ``hive_id``); the caller reads and closes the answer.
 
         Raises :class:`ApiError` when the worker refuses (e.g. 503 ALL_SLOTS_BUSY) and
-        ``httpx.HTTPError`` when it cannot be reached.
+        :class:`~rbee_runtime.queen.worker_http.WorkerHttpError` when it cannot be reached or fails.
         """
-        req = self._http.build_request(
-            "POST", worker_url.rstrip("/") + path, content=body,
-            headers={"content-type": "application/json", **headers}, timeout=self._stream_timeout,
-        )  # fmt: skip
-        response = await self._http.send(req, stream=True)
-        if response.status_code != 200:
+        token = self._credential_of(hive_id)
+        sent = {"content-type": "application/json", **headers}
+        if token is not None:
+            sent["authorization"] = f"Bearer {token}"
+        answer = await self.relay.post(worker_url.rstrip("/"), path, body, sent, self.read_timeout_s)
+        if answer.status != 200:
             try:
-                await response.aread()
+                content = await answer.read_all()
             finally:
-                await response.aclose()
-            raise api_error_from(response, f"worker {worker_url}")
-        return response
+                answer.close()
+            refusal = httpx.Response(answer.status, headers=answer.headers, content=content)
+            raise api_error_from(refusal, f"worker {worker_url}")
+        return answer
 
     async def cancel(self, worker_url: str, request_id: str) -> None:
         """``DELETE {worker}/v1/requests/{id}`` (best effort: failures are logged, not raised)."""

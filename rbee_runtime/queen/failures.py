@@ -25,7 +25,8 @@ import httpx
 from rbee_runtime.common.contracts import ErrorEvent
 from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import ApiError
-from rbee_runtime.queen.generation import WorkerLostError, WorkerReplyError, read_timeout_s, silence_reason
+from rbee_runtime.queen.generation import WorkerLostError, WorkerReplyError, silence_reason
+from rbee_runtime.queen.worker_http import WorkerHttpError, WorkerSilentError
 
 # Worker error codes that are the client's fault (anything else is a 502 from the queen).
 _CLIENT_ERROR_CODES: dict[str, int] = {
@@ -143,10 +144,9 @@ def classify(exc: BaseException, worker_id: str, phase: Phase, tokens: int = 0) 
         if exc.status >= 500 or exc.code in _CREDENTIAL_REFUSALS:  # a refused credential is the cluster's fault
             return Failure(Outcome.RETRY, worker_id, f"{exc.code}: {exc.message}", quarantine=True, backoff=True)
         return Failure(Outcome.ANSWER, worker_id, exc.code, error=exc)
-    if isinstance(exc, httpx.ReadTimeout):  # connected, but no answer within request_timeout_s
-        silent_s = read_timeout_s(exc.request)
-        return Failure(Outcome.RETRY, worker_id, silence_reason(silent_s), quarantine=True, timed_out=True,
-                       silent_s=silent_s)
-    if isinstance(exc, httpx.HTTPError):
+    if isinstance(exc, WorkerSilentError):  # connected, but no answer within request_timeout_s
+        return Failure(Outcome.RETRY, worker_id, silence_reason(exc.silent_s), quarantine=True, timed_out=True,
+                       silent_s=exc.silent_s)
+    if isinstance(exc, WorkerHttpError | httpx.HTTPError):
         return Failure(Outcome.RETRY, worker_id, f"unreachable ({type(exc).__name__})", quarantine=True)
     return None

@@ -16,12 +16,12 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import anyio
-import httpx
 
 from rbee_runtime.common.contracts import ErrorEvent
 from rbee_runtime.common.relay import EndScanner, MalformedEndError, RelayHeaders
 from rbee_runtime.queen.clients import WorkerClient
 from rbee_runtime.queen.scheduler import Lease
+from rbee_runtime.queen.worker_http import WorkerAnswer, WorkerHttpError, WorkerSilentError
 
 #: Seconds the rest of a finished stream (its ``[DONE]``) may take to arrive before the connection is dropped.
 _DRAIN_S = 2.0
@@ -60,13 +60,6 @@ class WorkerReplyError(Exception):
         self.event = event
 
 
-def read_timeout_s(request: httpx.Request) -> float | None:
-    """The read timeout a request was sent with (httpx keeps it in the request's extensions)."""
-    timeout = request.extensions.get("timeout")
-    value = timeout.get("read") if isinstance(timeout, dict) else None
-    return float(value) if isinstance(value, int | float) else None
-
-
 def silence_reason(silent_s: float | None) -> str:
     """How a request timeout reads in errors and logs."""
     if silent_s is None:
@@ -84,8 +77,7 @@ class Generation:
         self.lease = lease
         self._workers = workers
         self._cancelled = cancelled
-        self._response: httpx.Response | None = None
-        self._chunks: AsyncIterator[bytes] | None = None
+        self._answer: WorkerAnswer | None = None
         self.scanner = EndScanner()
         #: The first whole events of a stream, read by :meth:`open` (given first by :meth:`events`).
         self.head = b""
@@ -103,9 +95,8 @@ class Generation:
 
         Raises what :meth:`WorkerClient.open_completion` raises, and :class:`WorkerLostError`.
         """
-        self._response = await self._workers.open_completion(self.lease.url, relay.path, relay.body,
-                                                             relay.headers.as_headers())  # fmt: skip
-        self._chunks = self._response.aiter_bytes()
+        self._answer = await self._workers.open_completion(self.lease.url, self.lease.hive_id, relay.path,
+                                                           relay.body, relay.headers.as_headers())  # fmt: skip
         if relay.stream:
             while not self.head and not self.finished:
                 self.head = self._cut(await self._read())
@@ -117,18 +108,16 @@ class Generation:
 
     async def _read(self, at_end_ok: bool = False) -> bytes:
         """The next bytes of the response (b"" at its end, when ``at_end_ok``)."""
-        assert self._response is not None and self._chunks is not None
+        assert self._answer is not None
         try:
-            return await anext(self._chunks)
-        except StopAsyncIteration:
-            if at_end_ok:
-                return b""
-            raise self.lose("the stream ended without an end event") from None
-        except httpx.ReadTimeout as exc:
-            silent_s = read_timeout_s(self._response.request)
-            raise self.lose(silence_reason(silent_s), timed_out=True, silent_s=silent_s) from exc
-        except httpx.HTTPError as exc:
+            data = await self._answer.read()
+        except WorkerSilentError as exc:
+            raise self.lose(silence_reason(exc.silent_s), timed_out=True, silent_s=exc.silent_s) from exc
+        except WorkerHttpError as exc:
             raise self.lose(f"{type(exc).__name__}: {exc}") from exc
+        if not data and not at_end_ok:
+            raise self.lose("the stream ended without an end event")
+        return data
 
     def _cut(self, data: bytes) -> bytes:
         try:
@@ -172,10 +161,10 @@ class Generation:
         self._closed = True
         try:
             with anyio.CancelScope(shield=True):
-                if self._response is not None:
+                if self._answer is not None:
                     if not self.finished and not self.lost and not self._cancelled():
                         with anyio.move_on_after(3):
                             await self._workers.cancel(self.lease.url, self.request_id)
-                    await self._response.aclose()
+                    self._answer.close()
         finally:
             self.lease.release()

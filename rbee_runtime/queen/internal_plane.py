@@ -26,6 +26,7 @@ class QueenCredentials:
 
     def __init__(self, cluster_secret: str | None) -> None:
         self._secret = cluster_secret
+        self._workers: dict[str, str | None] = {}
 
     @property
     def enabled(self) -> bool:
@@ -36,9 +37,13 @@ class QueenCredentials:
         return None if self._secret is None else hive_credential(self._secret, hive_id)
 
     def workers_of(self, hive_id: str) -> str | None:
-        """The credential of the workers of hive ``hive_id`` (None when the plane is open)."""
-        cred = self.hive(hive_id)
-        return None if cred is None else worker_credential(cred)
+        """The credential of the workers of hive ``hive_id`` (None when the plane is open; derived once per hive)."""
+        if hive_id not in self._workers:
+            cred = self.hive(hive_id)
+            if len(self._workers) > 4096:
+                self._workers.clear()
+            self._workers[hive_id] = None if cred is None else worker_credential(cred)
+        return self._workers[hive_id]
 
     def check_heartbeat(self, authorization: str | None, hive_id: str) -> None:
         """Raise 401/403 unless ``authorization`` carries the credential of hive ``hive_id``."""

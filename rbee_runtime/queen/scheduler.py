@@ -52,6 +52,8 @@ class Lease:
     model_id: str
     _on_release: Callable[[Lease], None] = field(repr=False)
     released: bool = False
+    #: The hive that reported the worker (whose workers' credential the worker takes).
+    hive_id: str = ""
 
     def release(self) -> None:
         """Give the slot back (idempotent)."""
@@ -164,7 +166,8 @@ class Scheduler:
         )
         self._inflight[best.worker_id] = self._inflight.get(best.worker_id, 0) + 1
         self._last_used[best.worker_id] = self._clock()
-        return Lease(worker_id=best.worker_id, url=best.url, model_id=model_id, _on_release=self._released)
+        return Lease(worker_id=best.worker_id, url=best.url, model_id=model_id, _on_release=self._released,
+                     hive_id=best.hive_id)  # fmt: skip
 
     def _released(self, lease: Lease) -> None:
         left = self._inflight.get(lease.worker_id, 0) - 1

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
-
-import httpx
-
 from rbee_runtime.common.relay import END_MARK
+from tests.support.stubs import CannedWorker
 
 # Recorded from `POST /v1/completions` of a real worker (relay headers: id r-1, created 1700000000).
 COMPLETION_STREAM = (
@@ -54,14 +50,6 @@ def cut_after(stream: bytes, tokens: int, chat: bool = False) -> bytes:
     return b"\n\n".join(stream.split(b"\n\n")[: tokens + chat]) + b"\n\n"
 
 
-def canned(stream: bytes, whole: bytes = COMPLETION_WHOLE) -> Callable[[httpx.Request], httpx.Response]:
-    """A worker (for ``httpx.MockTransport``) answering every relayed request with ``stream`` or ``whole``."""
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        if request.method == "DELETE":
-            return httpx.Response(204)
-        streamed = json.loads(request.content).get("stream", False)
-        return httpx.Response(200, content=stream if streamed else whole,
-                              headers={"content-type": "text/event-stream" if streamed else "application/json"})
-
-    return handler
+def canned(stream: bytes, whole: bytes = COMPLETION_WHOLE) -> CannedWorker:
+    """A canned worker (real HTTP, see :class:`~tests.support.stubs.CannedWorker`) answering with these recordings."""
+    return CannedWorker(stream, whole)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -20,6 +22,7 @@ from rbee_runtime.queen.metrics import QueenMetrics
 from rbee_runtime.queen.openai_format import ChatCompletionRequest, CompletionRequest, new_request_id
 from rbee_runtime.queen.registry import Registry
 from rbee_runtime.queen.scheduler import Scheduler
+from tests.support.stubs import CannedWorker
 
 
 def test_completion_request_to_generate() -> None:
@@ -87,15 +90,17 @@ def test_aggregated_payloads() -> None:  # written by the worker, forwarded by t
 # --------------------------------------------------------------------------- relayed worker answers
 
 
-def service_for(handler: Any) -> InferenceService:
-    """An inference service whose only worker answers with ``handler`` (``httpx.MockTransport``)."""
+@contextlib.contextmanager
+def service_for(worker: CannedWorker) -> Iterator[InferenceService]:
+    """An inference service whose only worker is ``worker`` (a canned worker, real HTTP; closed at the end)."""
     registry = Registry(stale_timeout_s=60)
-    registry.apply_heartbeat(heartbeat("h1", models=[], workers=[worker_info("w1", url="http://w1.invalid")]))
+    registry.apply_heartbeat(heartbeat("h1", models=[], workers=[worker_info("w1", url=worker.url)]))
     scheduler = Scheduler(registry, None, queue_max=1, queue_timeout_s=1, loading_timeout_s=1)  # type: ignore[arg-type]
-    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-    return InferenceService(
-        registry, scheduler, WorkerClient(http, 10), QueenMetrics(), max_failover_attempts=0, quarantine_s=10
-    )
+    try:
+        yield InferenceService(registry, scheduler, WorkerClient(httpx.AsyncClient(), 10), QueenMetrics(),
+                               max_failover_attempts=0, quarantine_s=10)  # fmt: skip
+    finally:
+        worker.close()
 
 
 def relay(request_id: str, stream: bool = True, chat: bool = False) -> Relay:
@@ -106,8 +111,7 @@ def relay(request_id: str, stream: bool = True, chat: bool = False) -> Relay:
 
 async def run_stream(worker_stream: bytes, chat: bool = False) -> tuple[bytes, int]:
     """What the client receives for a worker's stream, and the tokens counted."""
-    service = service_for(canned(worker_stream))
-    with service.tracked("r-1", "m", relay("r-1", chat=chat)) as job:
+    with service_for(canned(worker_stream)) as service, service.tracked("r-1", "m", relay("r-1", chat=chat)) as job:
         generation = await service.first_event(job)
         raw = b"".join([chunk async for chunk in service.stream(job, generation)])
         await service.close(job, generation)
@@ -138,8 +142,10 @@ async def test_worker_lost_after_first_token_ends_with_error_chunk() -> None:
 @pytest.mark.anyio
 async def test_a_whole_answer_is_forwarded_without_its_keepalive_spaces() -> None:
     whole = b"   " + json.dumps({"id": "r-1", "usage": {"completion_tokens": 7}}).encode()
-    service = service_for(canned(COMPLETION_STREAM, whole))
-    with service.tracked("r-1", "m", relay("r-1", stream=False)) as job:
+    with (
+        service_for(canned(COMPLETION_STREAM, whole)) as service,
+        service.tracked("r-1", "m", relay("r-1", stream=False)) as job,
+    ):
         answer = await service.complete(job)
         assert job.tokens_out == 7
     assert answer == whole.lstrip()

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -15,25 +16,32 @@ from rbee_runtime.common.contracts import ErrorEvent
 from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import ApiError
 from rbee_runtime.queen.app import create_app
-from rbee_runtime.queen.clients import WorkerClient
 from rbee_runtime.queen.config import QueenConfig
 from rbee_runtime.queen.failures import Outcome, classify
 from rbee_runtime.queen.generation import WorkerLostError, WorkerReplyError
+from rbee_runtime.queen.worker_http import WorkerConnectError, WorkerSilentError
 from tests.prometheus import sample_value
+from tests.support.stubs import CannedWorker
 
 BODY = {"model": "m", "prompt": "hi", "max_tokens": 2}
 
 
-def queen(handler: Callable[[httpx.Request], httpx.Response], failovers: int = 0) -> TestClient:
-    """A queen whose workers w1 and w2 (model ``m``) answer with ``handler``."""
+@contextlib.contextmanager
+def queen(worker: CannedWorker, failovers: int = 0) -> Iterator[TestClient]:
+    """A queen whose workers w1 and w2 (model ``m``) are ``worker`` (a canned worker, real HTTP)."""
     app = create_app(QueenConfig(max_failover_attempts=failovers))
     state = app.state.queen
-    state.registry.apply_heartbeat(heartbeat("h1", workers=[worker_info("w1"), worker_info("w2")]))
-    state.inference.workers = WorkerClient(httpx.AsyncClient(transport=httpx.MockTransport(handler)), 10)
-    return TestClient(app)
+    state.registry.apply_heartbeat(heartbeat("h1", workers=[worker_info("w1", url=worker.url),
+                                                            worker_info("w2", url=worker.url)]))  # fmt: skip
+    try:
+        with TestClient(app) as client:
+            yield client
+    finally:
+        worker.close()
 
 
-recorded = canned(COMPLETION_STREAM)
+def recorded() -> CannedWorker:
+    return canned(COMPLETION_STREAM)
 
 
 def counted(client: TestClient, status: str) -> float:
@@ -41,7 +49,7 @@ def counted(client: TestClient, status: str) -> float:
 
 
 def test_each_request_is_counted_and_ended_once() -> None:
-    with queen(recorded) as client:
+    with queen(recorded()) as client:
         plain = client.post("/v1/completions", json=BODY, headers={"X-Request-Id": "r-1"})
         assert plain.status_code == 200 and plain.json()["choices"][0]["text"] == " all when"
         assert plain.content == COMPLETION_WHOLE.lstrip() and plain.headers["content-type"] == "application/json"
@@ -59,8 +67,8 @@ def test_each_request_is_counted_and_ended_once() -> None:
 
 
 def test_a_refusing_worker_is_failed_over_then_given_up() -> None:
-    def busy(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(503, json={"error": {"code": "ALL_SLOTS_BUSY", "message": "busy"}})
+    busy = recorded()
+    busy.fail_with = (503, {"error": {"code": "ALL_SLOTS_BUSY", "message": "busy"}})
 
     with queen(busy, failovers=1) as client:
         response = client.post("/v1/completions", json=BODY, headers={"X-Request-Id": "r-2"})
@@ -74,8 +82,8 @@ def test_a_refusing_worker_is_failed_over_then_given_up() -> None:
 
 
 def test_a_worker_refusing_the_request_itself_is_answered_as_is() -> None:
-    def invalid(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(422, json={"error": {"code": "INVALID_REQUEST", "message": "no"}})
+    invalid = recorded()
+    invalid.fail_with = (422, {"error": {"code": "INVALID_REQUEST", "message": "no"}})
 
     with queen(invalid, failovers=2) as client:
         response = client.post("/v1/completions", json={**BODY, "stream": True})
@@ -113,6 +121,8 @@ def refusal(status: int, code: str) -> ApiError:
         (refusal(500, ErrorCode.GENERATION_FAILED), "first_event", Outcome.RETRY, True),
         (refusal(400, ErrorCode.CONTEXT_LENGTH_EXCEEDED), "first_event", Outcome.ANSWER, False),
         (httpx.ConnectError("refused"), "first_event", Outcome.RETRY, True),
+        (WorkerConnectError("refused"), "first_event", Outcome.RETRY, True),
+        (WorkerSilentError("silent", 2.0), "first_event", Outcome.RETRY, True),
         (WorkerLostError("w1", "cut"), "first_event", Outcome.RETRY, True),
         (WorkerLostError("w1", "cut"), "generating", Outcome.RETRY, True),
         (WorkerLostError("w1", "cut"), "streaming", Outcome.LOST, True),

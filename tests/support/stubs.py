@@ -101,8 +101,9 @@ class CannedWorker:
     Answers ``POST /v1/completions`` and ``/v1/chat/completions`` with ``stream`` (a streamed request) or
     ``whole`` (``stream=false``), and ``DELETE /v1/requests/{id}`` with 204. Records each request (``path``,
     ``body`` bytes, lower-case ``headers``) and counts the TCP connections it accepted (``connections``).
-    ``refuse``: answer the next that many POSTs 503 ``ALL_SLOTS_BUSY``; ``cut_at``: send only that many bytes
-    of the answer, then close the connection (a worker that died).
+    ``refuse``: answer the next that many POSTs 503 ``ALL_SLOTS_BUSY``; ``fail_with``: answer every POST with
+    that status and JSON body; ``cut_at``: send only that many bytes of the answer, then close the connection
+    (a worker that died).
     """
 
     def __init__(self, stream: bytes, whole: bytes = b"{}") -> None:
@@ -110,6 +111,7 @@ class CannedWorker:
         self.whole = whole
         self.refuse = 0
         self.cut_at: int | None = None
+        self.fail_with: tuple[int, dict[str, Any]] | None = None
         self.received: list[dict[str, Any]] = []
         self.deletes: list[str] = []
         self.connections = 0
@@ -143,6 +145,10 @@ class CannedWorker:
                 if refused:
                     answer = b'{"error": {"code": "ALL_SLOTS_BUSY", "message": "busy"}}'
                     self._send(503, answer, "application/json")
+                    return
+                if worker.fail_with is not None:
+                    status, error = worker.fail_with
+                    self._send(status, json.dumps(error).encode(), "application/json")
                     return
                 streamed = json.loads(body).get("stream", False)
                 answer = worker.stream if streamed else worker.whole
