@@ -26,6 +26,7 @@ from rbee.deploy.host_state import HostState
 from rbee.deploy.probe import HostFacts
 from rbee.deploy.release_record import git_commit, release_record_text
 from rbee.deploy.wheelhouse import Wheelhouse, build_wheelhouse, wheelhouse_target
+from rbee.deploy.wheelhouse import wheelhouse_archive as build_archive
 from rbee.engine.build_kit import BuildKitError, build_kit
 from rbee.engine.features import FeatureSet, local_feature_set
 from rbee.engine.remote_build import build_on_host
@@ -161,6 +162,14 @@ def wheelhouse_fingerprint(features: FeatureSet) -> str:
         if str(house.folder) not in _fingerprints:
             _fingerprints[str(house.folder)] = house.fingerprint
         return _fingerprints[str(house.folder)]
+
+
+def wheelhouse_archive(features: FeatureSet) -> Path:
+    """The feature set's wheelhouse as one tar (``rbee.deploy.wheelhouse.wheelhouse_archive``), made once per run."""
+    house = wheelhouse(features)
+    fingerprint = wheelhouse_fingerprint(features)
+    with once(f"archive:{house.folder}"):
+        return build_archive(house, fingerprint)
 
 
 def file_sha256(path: Path) -> str:

@@ -1,8 +1,8 @@
 """Step 3, the runtime: a service user, rbee's folders, a venv with rbee installed from wheels.
 
 Hosts need no internet: the control machine prepares a wheelhouse (rbee + dependencies) for
-the host's Python and arch and syncs it; pip installs with ``--no-index``. The sync is stamped with
-the wheelhouse's fingerprint and a digest of the synced files' ``stat`` listing, the install with the
+the host's Python and arch and ships it as one archive; pip installs with ``--no-index``. The wheelhouse
+is stamped with its fingerprint and a digest of the unpacked files' ``stat`` listing, the install with the
 fingerprint: an unchanged release syncs and installs nothing, and reads nothing but the preflight's state.
 """
 
@@ -14,6 +14,7 @@ from pyinfra.api.deploy import deploy
 from pyinfra.operations import files, server
 
 from deploys import control, darwin
+from deploys.atomic import put_changed
 from deploys.operations import stamped_install
 from rbee.deploy.host_diff import Changes
 from rbee.deploy.host_plan import HostPlan
@@ -43,6 +44,32 @@ def _folders(plan: HostPlan, changes: Changes) -> None:
             files.directory(name=name, path=path, user=owner, group=group, mode=mode)
 
 
+def _ship_wheelhouse(plan: HostPlan, changes: Changes, fingerprint: str) -> None:
+    """The wheelhouse as one archive: uploaded (verified), unpacked into a fresh folder swapped in, stamped.
+
+    One transfer instead of one per wheel; the stamp holds the fingerprint and a digest of the unpacked
+    files' ``stat`` listing, so a no-op compares it without reading a wheel.
+    """
+    layout = plan.layout
+    archive = control.wheelhouse_archive(plan.features)
+    remote = f"{layout.prefix}/.wheelhouse.tar"
+    put_changed(
+        name="runtime: wheelhouse (rbee and its dependencies, one archive)", src=str(archive), dest=remote,
+        mode="600", make_folder=changes.has("dir", layout.prefix), verify_sha256=control.file_sha256(archive),
+    )  # fmt: skip
+    folder, fresh = shlex.quote(layout.wheelhouse), shlex.quote(f"{layout.wheelhouse}.new")
+    stamp = shlex.quote(f"{layout.stamps}/{WHEELHOUSE_STAMP}")
+    listing = wheelhouse_listing(layout.wheelhouse)
+    server.shell(
+        name="runtime: wheelhouse unpacked",
+        commands=[
+            f"set -e\nrm -rf {fresh} && mkdir -m 755 {fresh} && tar -xf {shlex.quote(remote)} -C {fresh}\n"
+            f"chmod 644 {fresh}/*.whl && rm -rf {folder} && mv {fresh} {folder} && rm -f {shlex.quote(remote)}\n"
+            f"{FUNCTIONS}printf '%s %s\\n' {shlex.quote(fingerprint)} \"$( {listing} )\" > {stamp}"
+        ],
+    )
+
+
 @deploy("rbee runtime")
 def runtime(plan: HostPlan, changes: Changes) -> None:
     """Install the rbee runtime where the diff (``changes``) says it is not the planned one."""
@@ -60,17 +87,7 @@ def runtime(plan: HostPlan, changes: Changes) -> None:
     house = control.wheelhouse(plan.features)
     fingerprint = control.wheelhouse_fingerprint(plan.features)
     if changes.has("wheelhouse"):
-        files.sync(
-            name="runtime: wheelhouse (rbee and its dependencies)",
-            src=str(house.folder), dest=layout.wheelhouse, delete=True, mode="644", dir_mode="755",
-            exclude=["*/.deps", "*/.rbee-source"],
-        )  # fmt: skip
-        listing = wheelhouse_listing(layout.wheelhouse)
-        stamp = shlex.quote(f"{layout.stamps}/{WHEELHOUSE_STAMP}")
-        server.shell(  # what was synced, by stat: a no-op compares it without reading a wheel
-            name="runtime: wheelhouse stamp",
-            commands=[f"{FUNCTIONS}printf '%s %s\\n' {shlex.quote(fingerprint)} \"$( {listing} )\" > {stamp}"],
-        )
+        _ship_wheelhouse(plan, changes, fingerprint)
     python = shlex.quote(layout.python)
     if changes.has("install", "runtime"):
         stamped_install(

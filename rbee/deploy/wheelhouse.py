@@ -2,7 +2,7 @@
 
 Built on the control machine, once per target (Python version, OS, CPU arch, and the extras of its
 engine: nvidia-ml-py and the CUDA runtime libraries on CUDA hosts), into
-``~/.cache/rbee/wheelhouse/<target>/``; the deploy syncs that folder to each host and installs
+``~/.cache/rbee/wheelhouse/<target>/``; the deploy ships that folder to each host as one archive and installs
 with ``pip --no-index --find-links``.
 """
 
@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,3 +161,29 @@ def build_wheelhouse(python: str | WheelhouseTarget, arch: str = "", root: Path 
     stamp.write_text(source)
     os.utime(folder)
     return Wheelhouse(folder, rbee_wheel)
+
+
+ARCHIVE_MTIME = 315532800
+"""The fixed time stamp of the archive's entries (the same wheels make the same archive)."""
+
+
+def wheelhouse_archive(house: Wheelhouse, fingerprint: str) -> Path:
+    """The wheelhouse as one uncompressed tar beside its folder (wheels are zip files already): one transfer.
+
+    Named by the fingerprint, so an unchanged wheelhouse reuses it; archives of older fingerprints go.
+    """
+    target = house.folder.parent / f"{house.folder.name}-{fingerprint[:16]}.tar"
+    if target.exists():
+        return target
+    partial = target.with_name(f".{target.name}.partial")
+    with tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as tar:
+        for wheel in sorted(house.folder.glob("*.whl")):
+            info = tar.gettarinfo(str(wheel), arcname=wheel.name)
+            info.mtime, info.mode, info.uid, info.gid, info.uname, info.gname = ARCHIVE_MTIME, 0o644, 0, 0, "", ""
+            with wheel.open("rb") as handle:
+                tar.addfile(info, handle)
+    partial.replace(target)
+    for old in house.folder.parent.glob(f"{house.folder.name}-*.tar"):
+        if old != target:
+            old.unlink()
+    return target
