@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workloads", type=_csv(list(WORKLOADS)), default=list(WORKLOADS), help="llama,canned")
     p.add_argument("--modes", type=_csv(MODES), default=list(MODES), help="direct,queen,litellm (direct always runs)")
     p.add_argument("--concurrency", type=int, default=32, help="simultaneous streams of the load test (0: none)")
-    p.add_argument("--concurrency-requests", type=_positive, default=10, help="streams each client sends in a row")
+    p.add_argument("--concurrency-requests", type=_positive, default=20, help="streams each client sends in a row")
     p.add_argument("--litellm", default=None, help="the litellm command (default: $RBEE_BENCH_LITELLM, venv, PATH)")
     p.add_argument("--json", type=Path, default=None, help="write every figure as JSON here (and the table as .txt)")
     p.add_argument("--save", action="store_true", help="write the JSON to bench/results/proxy-<date>-<commit>.json")
