@@ -15,13 +15,15 @@ from pydantic import BaseModel
 
 from rbee_runtime.queen.auth import require_api_key
 from rbee_runtime.queen.http_utils import parse_body
-from rbee_runtime.queen.openai_format import ChatCompletionRequest, CompletionRequest
+from rbee_runtime.queen.openai_format import ChatCompletionRequest, CompletionRequest, OpenAIRequest
 from rbee_runtime.queen.run import CLIENT_REQUEST_ID, RequestRun, client_request_id
 from rbee_runtime.queen.state import QueenState, get_state
 
-__all__ = ["CLIENT_REQUEST_ID", "client_request_id", "router"]
+__all__ = ["CLIENT_REQUEST_ID", "client_request_id", "completion_router", "router"]
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], tags=["openai"])
+#: The completion routes check the API key themselves (see :func:`_run`).
+completion_router = APIRouter(prefix="/v1", tags=["openai"])
 
 
 def json_body(model: type[BaseModel]) -> dict[str, Any]:
@@ -52,16 +54,24 @@ async def list_models(state: QueenState = Depends(get_state)) -> dict[str, Any]:
     }
 
 
-@router.post("/completions", response_model=None, openapi_extra=json_body(CompletionRequest))
-async def completions(request: Request, state: QueenState = Depends(get_state)) -> Response:
+async def _run(request: Request, model: type[OpenAIRequest]) -> Response:
+    """Check the key, parse the body, hand the request to its :class:`RequestRun` (no dependency injection:
+    this is the hot path, and FastAPI's resolution of dependencies costs more than the rest of the route)."""
+    await require_api_key(request)
+    state: QueenState = request.app.state.queen
+    return RequestRun(state, request, await parse_body(request, model), await request.body())
+
+
+@completion_router.post("/completions", response_model=None, openapi_extra=json_body(CompletionRequest))
+async def completions(request: Request) -> Response:
     """OpenAI text completion (``stream`` true or false)."""
-    return RequestRun(state, request, await parse_body(request, CompletionRequest), await request.body())
+    return await _run(request, CompletionRequest)
 
 
-@router.post("/chat/completions", response_model=None, openapi_extra=json_body(ChatCompletionRequest))
-async def chat_completions(request: Request, state: QueenState = Depends(get_state)) -> Response:
+@completion_router.post("/chat/completions", response_model=None, openapi_extra=json_body(ChatCompletionRequest))
+async def chat_completions(request: Request) -> Response:
     """OpenAI chat completion (``stream`` true or false)."""
-    return RequestRun(state, request, await parse_body(request, ChatCompletionRequest), await request.body())
+    return await _run(request, ChatCompletionRequest)
 
 
 @router.delete("/requests/{request_id}", status_code=204, response_class=Response)

@@ -119,6 +119,7 @@ def create_app(config: QueenConfig, clock: Callable[[], float] = time.monotonic)
             headers=getattr(exc, "headers", None),
         )
 
+    app.include_router(api_openai.completion_router)  # first: the hot path matches at once
     app.include_router(api_ops.open_router)
     app.include_router(api_internal.router)
     app.include_router(api_ops.router)
