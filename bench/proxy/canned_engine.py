@@ -20,12 +20,18 @@ CANNED_PIECES = (" the", " honey", " bee", " flies", " to", " a", " flower", " a
 
 
 class CannedEngine(Engine):
-    """``slots`` free slots that answer every request with ``max_tokens`` canned pieces, no sampling."""
+    """``slots`` free slots that answer every request with ``max_tokens`` canned pieces, no sampling.
+
+    ``token_interval_s`` 0: every piece at once (the worker hands them over in batches); else one piece per
+    interval, on a fixed schedule from the first (a paced engine, like a GPU's steady decode).
+    """
 
     def __init__(
-        self, config: EngineConfig, slots: int, detect: Callable[[], list[GpuInfo]] = lambda: []
-    ) -> None:
+        self, config: EngineConfig, slots: int, detect: Callable[[], list[GpuInfo]] = lambda: [],
+        token_interval_s: float = 0.0,
+    ) -> None:  # fmt: skip
         super().__init__(config, slots, detect)
+        self.token_interval_s = token_interval_s
         self._ready = False
 
     @property
@@ -50,9 +56,11 @@ class CannedEngine(Engine):
     ) -> Iterator[str]:
         """Yield ``request.max_tokens`` pieces at once (stops after the next piece once ``cancel`` is set)."""
         stats.prompt_tokens = len((request.prompt or "").split()) or 1
-        stats.first_token_at = time.perf_counter()
+        stats.first_token_at = start = time.perf_counter()
         try:
             for i in range(request.max_tokens):
+                if self.token_interval_s and (wait := start + i * self.token_interval_s - time.perf_counter()) > 0:
+                    time.sleep(wait)
                 if cancel.is_set():
                     stats.stop_reason = "cancelled"
                     return

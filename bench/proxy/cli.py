@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", default="The honey bee")
     p.add_argument("--api", choices=list(API), default="completions", help="the OpenAI API every mode is called on")
     p.add_argument("--seed", type=int, default=42, help="sampling seed of every request (temperature 0)")
+    p.add_argument("--canned-pace-us", type=float, default=0.0,
+                   help="the canned worker's µs between two tokens (default 0: all at once, handed over in batches)")
     p.add_argument("--workloads", type=_csv(list(WORKLOADS)), default=list(WORKLOADS), help="llama,canned")
     p.add_argument("--modes", type=_csv(MODES), default=list(MODES), help="direct,queen,litellm (direct always runs)")
     p.add_argument("--concurrency", type=int, default=32, help="simultaneous streams of the load test (0: none)")
@@ -93,7 +95,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "params": {
             "rounds": args.rounds, "warmup": args.warmup, "max_tokens": args.max_tokens, "prompt": args.prompt,
             "temperature": sampling.temperature, "top_p": sampling.top_p, "seed": args.seed, "api": args.api,
-            "workloads": args.workloads, "modes": modes, "concurrency": args.concurrency,
+            "workloads": args.workloads, "modes": modes, "canned_pace_us": args.canned_pace_us,
+            "concurrency": args.concurrency,
             "concurrency_requests": args.concurrency_requests, "argv": list(argv if argv is not None else sys.argv[1:]),
         },
         "git": report.git_state(ROOT), "machine": report.machine(),
@@ -102,7 +105,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         workdir = args.keep or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rbee-bench-proxy-")))
         workdir.mkdir(parents=True, exist_ok=True)
         _say(f"starting the cluster (logs: {workdir / 'logs'})")
-        cluster = stack.enter_context(BenchCluster(workdir, canned_slots=max(args.concurrency, 1) + 2))
+        slots = max(args.concurrency, 1) + 2
+        cluster = stack.enter_context(BenchCluster(workdir, slots, canned_interval_us=args.canned_pace_us))
         http = stack.enter_context(httpx.Client(timeout=10, trust_env=False, headers=cluster.worker_headers))
         upstreams = {"llama": cluster.worker_url, "canned": cluster.canned_url}
         protocols = {w: worker_protocol(http, upstreams[w], WORKLOADS[w][0], args.api) for w in WORKLOADS}
@@ -130,8 +134,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             tick = _progress(args.warmup + args.rounds)
             run = run_rounds(found, sampling, args.rounds, args.warmup, progress=tick, watch=watch)
             protocol = protocols[workload]
+            paced = workload == "canned" and args.canned_pace_us > 0
+            pace = f", one token every {args.canned_pace_us:g} µs" if paced else ""
             result["workloads"][workload] = {
-                "describe": WORKLOADS[workload][1], "model": WORKLOADS[workload][0],
+                "describe": WORKLOADS[workload][1] + pace, "model": WORKLOADS[workload][0],
                 "direct_protocol": f"POST {protocol.path}", "modes": run.figures(), "skipped": skipped,
             }  # fmt: skip
         if args.concurrency > 0:

@@ -30,9 +30,12 @@ class ClusterNotReadyError(Exception):
 class BenchCluster:
     """``with BenchCluster(workdir, canned_slots) as c:`` a ready cluster; everything it started stops on exit."""
 
-    def __init__(self, workdir: Path, canned_slots: int, ready_timeout_s: float = 120.0) -> None:
+    def __init__(
+        self, workdir: Path, canned_slots: int, ready_timeout_s: float = 120.0, canned_interval_us: float = 0.0
+    ) -> None:
         self.workdir = workdir
         self.canned_slots = canned_slots
+        self.canned_interval_us = canned_interval_us
         self.ready_timeout_s = ready_timeout_s
         self._stack = ExitStack()
         self.canned: Child | None = None
@@ -98,7 +101,7 @@ class BenchCluster:
             "worker-id": "bench-canned", "model-id": CANNED_MODEL_ID, "model-path": "/dev/null",
             "host": "127.0.0.1", "port": free_port(), "slots": self.canned_slots,
             "callback-url": f"{self.hive_url}/v1/workers/ready", "managed-by": "external",
-            "announce-interval": 1, "log-level": "warning",
+            "announce-interval": 1, "log-level": "warning", "token-interval-us": self.canned_interval_us,
         }  # fmt: skip
         if self.worker_token:
             credential = self.workdir / "canned-worker.credential"

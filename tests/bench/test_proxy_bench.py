@@ -47,12 +47,13 @@ class QuickRun:
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory: pytest.TempPathFactory) -> QuickRun:
-    """``--rounds 3`` on the canned worker (direct, queen; LiteLLM's command set to a missing file), 2 streams."""
+    """``--rounds 3`` on the canned worker paced at 50 µs a token (direct, queen; LiteLLM's command set to a
+    missing file), 2 streams."""
     folder = tmp_path_factory.mktemp("proxy-bench")
     env = {**os.environ, "RBEE_BENCH_LITELLM": str(folder / "no-litellm")}
-    done = bench("--rounds", "3", "--warmup", "1", "--workloads", "canned", "--concurrency", "2",
-                 "--concurrency-requests", "2", "--keep", str(folder / "run"), "--json", str(folder / "run.json"),
-                 env=env)  # fmt: skip
+    done = bench("--rounds", "3", "--warmup", "1", "--workloads", "canned", "--canned-pace-us", "50",
+                 "--concurrency", "2", "--concurrency-requests", "2", "--keep", str(folder / "run"),
+                 "--json", str(folder / "run.json"), env=env)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     return QuickRun(json.loads((folder / "run.json").read_text()), done.stdout, folder)
 
@@ -75,6 +76,8 @@ class TestQuickRun:
         assert queen["pairs"] == 3 and queen["samples"] == 3 and queen["token_mismatches"] == 0
         assert queen["tokens_p50"] == 64
         assert quick.result["concurrency"]["modes"]["queen"]["tokens"] == 2 * 2 * 64
+        assert math.isfinite(queen["last_token_added_ms_p50"])
+        assert "one token every 50 µs" in quick.result["workloads"]["canned"]["describe"]
         assert quick.result["params"]["rounds"] == 3 and quick.result["machine"]["cpus"] >= 1
         assert len(quick.result["git"]["commit"]) == 40
 
