@@ -13,11 +13,13 @@ stays a no-op. Temp files left behind by an interrupted upload are removed by th
 
 from __future__ import annotations
 
+import io
 import posixpath
 import secrets
 import shlex
 from collections.abc import Generator
-from typing import IO, Any
+from pathlib import Path
+from typing import IO, Any, cast
 
 from pyinfra.api.command import FileUploadCommand, StringCommand
 from pyinfra.api.facts import FactBase
@@ -27,7 +29,7 @@ from pyinfra.context import host
 from pyinfra.facts.files import Directory, File, Sha256File
 from pyinfra.operations.util.files import ensure_mode_int
 
-from rbee.deploy.host_state import FUNCTIONS, upload_stamp_command
+from rbee.deploy.host_state import FUNCTIONS, resumable_temp, upload_stamp_command
 from rbee.deploy.releases import TEMP_MARK
 
 
@@ -103,18 +105,32 @@ def upload_commands(
     mode: str | int | None = None,
     verify_sha256: str | None = None,
     stamp: str | None = None,
+    resume_from: int = 0,
 ) -> Generator[Any, None, None]:
     """The commands of one atomic upload: temp file, owner and mode, [verify], fsync, rename, [stamp].
 
-    ``verify_sha256``: the host checks the temp file's sum before the rename (a large file, sent once);
-    ``stamp``: then records ``<dest> <sha256> <size> <mtime> <inode>`` there, so later deploys know the file
-    by ``stat`` without reading it (``rbee.deploy.host_state``).
+    ``verify_sha256``: the host checks the temp file's sum before the rename (a large file, sent once); the
+    temp file of a local path is then named by that sum (``resumable_temp``), and ``resume_from`` (the bytes an
+    interrupted copy left there) sends only the rest, appended; ``stamp``: then records
+    ``<dest> <sha256> <size> <mtime> <inode>`` there, so later deploys know the file by ``stat`` without
+    reading it (``rbee.deploy.host_state``).
     """
     folder = posixpath.dirname(dest) or "."
     want_mode = ensure_mode_int(mode)
-    temp = temp_prefix(dest) + secrets.token_hex(4)
-    yield FileUploadCommand(src, temp, remote_temp_filename=host.get_temp_filename(temp))
+    resumable = bool(verify_sha256) and isinstance(src, str)
+    if verify_sha256 and isinstance(src, str):  # named by its content: an interrupted copy is continued
+        temp = resumable_temp(dest, verify_sha256)
+    else:
+        temp = temp_prefix(dest) + secrets.token_hex(4)
     q_temp, q_dest = shlex.quote(temp), shlex.quote(dest)
+    if resume_from and resumable:
+        rest = f"{temp}.part"
+        yield FileUploadCommand(
+            cast(IO[Any], FileTail(str(src), resume_from)), rest, remote_temp_filename=host.get_temp_filename(rest)
+        )
+        yield StringCommand(f"cat {shlex.quote(rest)} >> {q_temp} && rm -f {shlex.quote(rest)}")
+    else:
+        yield FileUploadCommand(src, temp, remote_temp_filename=host.get_temp_filename(temp))
     if user or group:
         yield StringCommand(f"chown {shlex.quote(_owner(user, group))} {q_temp}")
     if want_mode:
@@ -128,6 +144,36 @@ def upload_commands(
         )
     record = f" && {{ {upload_stamp_command(dest, verify_sha256, stamp)}; }}" if stamp and verify_sha256 else ""
     yield StringCommand(f"{check}{_sync(temp)} && mv -f {q_temp} {q_dest} && {_sync(folder)}{record}")
+
+
+class FileTail(io.RawIOBase):
+    """A local file read from ``offset`` on, as a file object whose start is that offset (pyinfra seeks to 0)."""
+
+    def __init__(self, path: str, offset: int) -> None:
+        super().__init__()
+        self._file = Path(path).open("rb")  # noqa: SIM115 (closed with this object)
+        self._offset = offset
+        self._file.seek(offset)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, position: int, whence: int = io.SEEK_SET) -> int:
+        base = self._offset if whence == io.SEEK_SET else 0
+        return self._file.seek(base + position, whence) - self._offset
+
+    def tell(self) -> int:
+        return self._file.tell() - self._offset
+
+    def readinto(self, buffer: Any) -> int:
+        return self._file.readinto(buffer)
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
 
 
 def _owner(user: str | None, group: str | None) -> str:
@@ -145,14 +191,16 @@ def put_changed(
     make_folder: bool = False,
     verify_sha256: str | None = None,
     stamp: str | None = None,
+    resume_from: int = 0,
 ) -> Generator[Any, None, None]:
     """Upload ``src`` to ``dest`` atomically, reading no fact: the deploy's diff decided it differs.
 
-    ``make_folder``: the host has no folder for it yet; ``verify_sha256``/``stamp``: see ``upload_commands``.
+    ``make_folder``: the host has no folder for it yet; ``verify_sha256``, ``stamp``, ``resume_from``: see
+    ``upload_commands``.
     """
     if make_folder:
         yield StringCommand(f"mkdir -p {shlex.quote(posixpath.dirname(dest) or '.')}")
-    yield from upload_commands(src, dest, user, group, mode, verify_sha256, stamp)
+    yield from upload_commands(src, dest, user, group, mode, verify_sha256, stamp, resume_from)
 
 
 @operation()

@@ -14,7 +14,7 @@ from pyinfra.api.deploy import deploy
 from pyinfra.operations import files, server
 
 from deploys import control, darwin
-from deploys.atomic import put_changed
+from deploys.atomic import put_changed, remove_leftovers
 from deploys.operations import stamped_install
 from rbee.deploy.host_diff import Changes
 from rbee.deploy.host_plan import HostPlan
@@ -75,6 +75,8 @@ def runtime(plan: HostPlan, changes: Changes) -> None:
     """Install the rbee runtime where the diff (``changes``) says it is not the planned one."""
     layout = plan.layout
     user = plan.service_user
+    for left in changes.of("leftovers"):  # one target: the paths, a line each
+        remove_leftovers(name="runtime: temp files of an interrupted upload", paths=left.target.splitlines())
     if plan.service_manager == "launchd":  # macOS: dscl instead of useradd, the state in /usr/local/var/rbee
         darwin.runtime_account_and_folders(plan, changes)
     elif changes.has("account"):

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from rbee.deploy.host_plan import HostPlan
-from rbee.deploy.host_state import WHEELHOUSE_STAMP, HostState, Meta, UnitState
+from rbee.deploy.host_state import WHEELHOUSE_STAMP, HostState, Meta, UnitState, resumable_temp
 from rbee.deploy.launchd import stale_workers
 from rbee.deploy.layout import (
     CONFIG_DIR,
@@ -106,6 +106,8 @@ class Change:
     kind: str
     target: str
     why: str = ""
+    resume_from: int = 0
+    """For an upload: the bytes an interrupted copy of the same content left on the host (continued from there)."""
 
 
 @dataclass
@@ -189,12 +191,12 @@ def _file_changes(wanted: Wanted, state: HostState) -> list[Change]:
             out += _meta_changes("file", f.path, remote.meta, f.mode, f.user, f.group)
     for up in wanted.uploads:
         meta, stamp = state.big.get(up.path), state.uploads.get(up.path)
-        if meta is None:
-            out.append(Change("upload", up.path, "missing"))
-        elif up.sha256 is None or stamp is None or stamp.sha256 != up.sha256 or not stamp.matches(meta):
-            out.append(Change("upload", up.path, "not the verified upload of this content"))
-        else:
+        if meta is not None and up.sha256 and stamp and stamp.sha256 == up.sha256 and stamp.matches(meta):
             out += _meta_changes("file", up.path, meta, up.mode, None, None)
+            continue
+        partial = state.leftover_sizes.get(resumable_temp(up.path, up.sha256), 0) if up.sha256 else 0
+        why = "missing" if meta is None else "not the verified upload of this content"
+        out.append(Change("upload", up.path, why + (f"; {partial} bytes copied before" if partial else ""), partial))
     return out
 
 
@@ -228,8 +230,11 @@ def _service_changes(wanted: Wanted, state: HostState) -> list[Change]:
 def diff(wanted: Wanted, state: HostState) -> Changes:
     """Every change that brings the host from ``state`` to ``wanted`` (none: it is there)."""
     out: list[Change] = []
-    if state.leftovers:
-        out.append(Change("leftovers", " ".join(state.leftovers), "temp files of an interrupted upload"))
+    files = _file_changes(wanted, state)
+    pending = {c.target for c in files if c.kind == "upload"}
+    resumed = {resumable_temp(u.path, u.sha256) for u in wanted.uploads if u.sha256 and u.path in pending}
+    if stale := [p for p in state.leftovers if p not in resumed]:  # an interrupted copy still wanted is continued
+        out.append(Change("leftovers", "\n".join(stale), "temp files of an interrupted upload"))
     if not {"user", "group"} <= state.account:
         out.append(Change("account", wanted.service_user, "the service account is missing"))
     for d in wanted.dirs:
@@ -244,6 +249,6 @@ def diff(wanted: Wanted, state: HostState) -> Changes:
     for name, want in wanted.installs.items():
         if state.stamps.get(name) != want:
             out.append(Change("install", name, f"stamp {state.stamps.get(name, '(none)')}"))
-    out += _file_changes(wanted, state)
+    out += files
     out += _service_changes(wanted, state)
     return Changes(out)

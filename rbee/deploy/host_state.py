@@ -83,7 +83,9 @@ for s in {shlex.quote(layout.stamps)}/*; do
   [ -f "$s" ] && echo "stamp ${{s##*/}} $(head -c 4096 "$s" | tr '\\n' ' ')"
 done
 echo "wheelhouse $( {wheelhouse_listing(layout.wheelhouse)} )"
-find {temp_dirs} -maxdepth 1 -type f -name '.*{TEMP_MARK}*' 2>/dev/null | sed 's/^/leftover /'
+for f in $(find {temp_dirs} -maxdepth 1 -type f -name '.*{TEMP_MARK}*' 2>/dev/null); do
+  echo "leftover $(rbee_stat "$f" | cut -d' ' -f4) $f"
+done
 if command -v dscl >/dev/null 2>&1; then
   dscl . -read /Users/{q_user} UniqueID >/dev/null 2>&1 && echo "account user"
   dscl . -read /Groups/{q_user} PrimaryGroupID >/dev/null 2>&1 && echo "account group"
@@ -174,6 +176,7 @@ class HostState:
     units: dict[str, UnitState] = field(default_factory=dict)
     launchd: dict[str, str] = field(default_factory=dict)
     leftovers: tuple[str, ...] = ()
+    leftover_sizes: dict[str, int] = field(default_factory=dict)
     complete: bool = False
 
     def worker_instances(self) -> list[str]:
@@ -232,8 +235,10 @@ def parse_state(output: str) -> HostState:
                     state.uploads[path] = Upload(sha, int(size), int(mtime), int(inode))
             elif kind == "wheelhouse":
                 state.wheelhouse_listing = rest.strip()
-            elif kind == "leftover" and rest.strip():
-                leftovers.append(rest.strip())
+            elif kind == "leftover" and len(fields) >= 2 and fields[0].isdigit():
+                path = " ".join(fields[1:])
+                leftovers.append(path)
+                state.leftover_sizes[path] = int(fields[0])
             elif kind == "account":
                 account.add(rest.strip())
             elif kind == "unit":
@@ -253,6 +258,13 @@ def parse_state(output: str) -> HostState:
     state.leftovers = tuple(sorted(leftovers))
     state.account = frozenset(account)
     return state
+
+
+def resumable_temp(dest: str, sha256: str) -> str:
+    """The temp file of a verified upload of ``sha256`` to ``dest``: named by the content, so an interrupted copy
+    (a prefix of the file: SFTP writes in order) is found by the next deploy and continued."""
+    folder, name = dest.rsplit("/", 1) if "/" in dest else (".", dest)
+    return f"{folder}/.{name}{TEMP_MARK}{sha256[:16]}"
 
 
 def upload_stamp(layout: HostLayout, path: str) -> str:

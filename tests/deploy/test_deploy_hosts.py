@@ -223,6 +223,25 @@ def test_hand_changes_are_noticed_by_stat_and_put_back(cluster: Cluster, tmp_pat
     assert per_host(read_log(again)) == dict.fromkeys(HOSTS, NOOP_COMMANDS_PER_HOST)
 
 
+def test_an_interrupted_model_copy_is_continued(cluster: Cluster, tmp_path: Path) -> None:
+    """Half a model's bytes left in its temp file by a cut copy: the next deploy sends only the rest."""
+    model = "/opt/rbee/models/tiny.gguf"
+    good = cluster.hosts.ssh("h3", f"sha256sum {model}").stdout.split()[0]
+    size = int(cluster.hosts.ssh("h3", f"stat -c %s {model}").stdout)
+    temp = f"/opt/rbee/models/.tiny.gguf.rbee-tmp-{good[:16]}"
+    cluster.hosts.ssh(
+        "h3", f"head -c {size // 2} {model} > {temp} && rm {model} && touch /opt/rbee/models/.x.rbee-tmp-1"
+    )
+    log = tmp_path / "calls.jsonl"
+    resumed = deploy(cluster, log=log)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    puts = [c["text"] for c in read_log(log) if c["host"] == "h3" and c["kind"] == "put"]
+    assert puts == [f"{temp}.part"], puts  # the rest only, appended
+    assert cluster.hosts.ssh("h3", f"sha256sum {model}").stdout.split()[0] == good
+    left = cluster.hosts.ssh("h3", "ls -a /opt/rbee/models").stdout.split()
+    assert [name for name in left if ".rbee-tmp-" in name] == []  # the other leftover is gone too
+
+
 def test_host_state_with_testinfra(cluster: Cluster, first: subprocess.CompletedProcess[str]) -> None:
     paths = Paths.default()
     hosts = ",".join(f"paramiko://root@10.210.0.{10 + i}" for i in (1, 2, 3))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from deploys.atomic import FileTail
 from rbee.deploy.host_diff import Changes, RunInputs, Wanted, diff, wanted_state
 from rbee.deploy.host_plan import HostPlan, plan_deployed_host
 from rbee.deploy.host_state import (
@@ -23,6 +24,7 @@ from rbee.deploy.host_state import (
     UnitState,
     Upload,
     parse_state,
+    resumable_temp,
     state_script,
     upload_stamp,
     upload_stamp_command,
@@ -145,6 +147,7 @@ def test_services_started_enabled_and_reloaded_as_systemd_reports_them(wanted: W
 def test_leftovers_stale_workers_and_the_old_keys_file(wanted: Wanted) -> None:
     state = deployed(wanted)
     state.leftovers = ("/etc/rbee/.hive.yaml.rbee-tmp-0badf00d",)
+    state.leftover_sizes = {"/etc/rbee/.hive.yaml.rbee-tmp-0badf00d": 10}
     state.files["/etc/rbee/workers/gone-1.env"] = RemoteFile("0" * 64, Meta("640", "root", "rbee"))
     state.files["/etc/rbee/api-keys"] = RemoteFile("0" * 64, Meta("640", "root", "rbee"))
     assert kinds(diff(wanted, state)) == [
@@ -179,6 +182,7 @@ def test_the_script_reads_a_host_and_an_upload_stamp_matches_its_file(tmp_path: 
     assert state.files[f"{layout.prefix}/release.json"].meta.same_mode("644")
     assert state.uploads[str(model)].sha256 == sha and state.uploads[str(model)].matches(state.big[str(model)])
     assert state.leftovers == (f"{layout.models}/.m.gguf.rbee-tmp-0badf00d",)
+    assert state.leftover_sizes == {f"{layout.models}/.m.gguf.rbee-tmp-0badf00d": 4}
     assert len(state.wheelhouse_listing) == 64 and {"user", "group"} <= state.account
     assert state.dirs[layout.stamps].user == "root"
 
@@ -209,3 +213,27 @@ def test_systemd_units_as_systemctl_show_prints_them() -> None:
 def test_lines_it_cannot_read_count_as_absent() -> None:
     state = parse_state("file abc 644 root root x 1 2 /etc/rbee/hive.yaml\nbig 644\nstamp\nstate=begin\n")
     assert state.files == {} and state.big == {} and not state.complete
+
+
+def test_an_interrupted_copy_of_wanted_content_is_continued_not_removed(wanted: Wanted) -> None:
+    state = deployed(wanted)
+    path = "/opt/rbee/models/m.gguf"
+    del state.big[path]
+    partial, other = resumable_temp(path, MODEL_SHA), "/opt/rbee/models/.m.gguf.rbee-tmp-0badf00d"
+    state.leftovers, state.leftover_sizes = (partial, other), {partial: 4096, other: 10}
+    changes = diff(wanted, state)
+    assert kinds(changes) == [("leftovers", other), ("upload", path)]
+    upload = changes.get("upload", path)
+    assert upload is not None and upload.resume_from == 4096
+    state.big[path] = deployed(wanted).big[path]  # the copy finished meanwhile: its temp is a leftover now
+    assert kinds(diff(wanted, state)) == [("leftovers", f"{partial}\n{other}")]
+
+
+def test_a_file_tail_reads_from_its_offset_as_from_its_start(tmp_path: Path) -> None:
+    source = tmp_path / "model"
+    source.write_bytes(bytes(range(256)) * 4)
+    tail = FileTail(str(source), 1000)
+    assert tail.read() == source.read_bytes()[1000:]
+    tail.seek(0)
+    assert tail.tell() == 0 and tail.read(10) == source.read_bytes()[1000:1010]
+    tail.close()
