@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -157,6 +158,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 load["modes"][endpoint.name] = outcome.figures()
             result["concurrency"] = load
     result["elapsed_s"] = round(time.perf_counter() - started, 1)
+    result["machine"]["loadavg_at_end"] = list(os.getloadavg())
     result["headline"] = report.headline(result)
     print(report.render(result))
     path = args.json or (report.default_path(RESULTS, result["git"]["commit"]) if args.save else None)

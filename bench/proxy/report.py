@@ -32,7 +32,11 @@ def git_state(root: Path) -> dict[str, Any]:
 
 
 def machine() -> dict[str, Any]:
-    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+    """Cores, OS, Python, and the load average when the run starts (others' work skews every figure)."""
+    return {
+        "cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+        "loadavg_at_start": list(os.getloadavg()),
+    }  # fmt: skip
 
 
 def headline(result: dict[str, Any]) -> dict[str, float]:
@@ -65,7 +69,8 @@ def render(result: dict[str, Any]) -> str:
         f"proxy benchmark: {p['rounds']} paired rounds (+{p['warmup']} warm-up), {p['max_tokens']} tokens, "
         f"temperature {p['temperature']}, seed {p['seed']}, API {p.get('api', 'completions')}; "
         f"commit {result['git']['commit'][:10]}"
-        f"{' (dirty)' if result['git']['dirty'] else ''}, {result['machine']['cpus']} CPUs",
+        f"{' (dirty)' if result['git']['dirty'] else ''}, {result['machine']['cpus']} CPUs, load "
+        f"{result['machine']['loadavg_at_start'][0]:.1f} at start",
     ]
     for workload, data in result["workloads"].items():
         lines += ["", f"[{workload}] {data['describe']}; direct path: {data['direct_protocol']}"]
