@@ -14,8 +14,9 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,12 +24,14 @@ from typing import Any
 import httpx
 
 from bench.proxy import report
-from bench.proxy.cluster import CANNED_MODEL_ID, BenchCluster
+from bench.proxy.cluster import CANNED_MODEL_ID, BenchCluster, ClusterNotReadyError
 from bench.proxy.concurrency import run_load
 from bench.proxy.litellm_proxy import LiteLLMProxy, find_litellm
 from bench.proxy.paired import run_rounds
+from bench.proxy.processes import ChildExitedError
 from bench.proxy.protocols import API, Sampling, StreamProtocol, WorkerGenerate, openai_protocol, worker_protocol
-from bench.proxy.sample import Endpoint
+from bench.proxy.sample import Endpoint, StreamError
+from rbee.local.runner import LocalClusterError
 from rbee.tiny_model import TINY_MODEL_ID
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,7 +43,7 @@ WORKLOADS = {
 MODES = ("direct", "queen", "litellm")
 
 
-def _csv(allowed: Sequence[str]) -> Any:
+def _csv(allowed: Sequence[str]) -> Callable[[str], list[str]]:
     def parse(value: str) -> list[str]:
         items = [v.strip() for v in value.split(",") if v.strip()]
         wrong = [v for v in items if v not in allowed]
@@ -84,7 +87,41 @@ def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+@dataclass
+class Targets:
+    """What the run streams through: the cluster's workers and queen, LiteLLM's proxy (None: why not)."""
+
+    cluster: BenchCluster
+    api: str
+    modes: list[str]
+    protocols: dict[str, StreamProtocol]
+    litellm: LiteLLMProxy | None
+    litellm_skip: str
+
+    def upstream(self, workload: str) -> str:
+        return self.cluster.worker_url if workload == "llama" else self.cluster.canned_url
+
+    def endpoints(self, workload: str) -> tuple[list[Endpoint], dict[str, str]]:
+        """The modes of ``workload`` to measure, and the skipped ones with the reason."""
+        model = WORKLOADS[workload][0]
+        found = [Endpoint("direct", self.upstream(workload), self.protocols[workload], self.cluster.worker_headers)]
+        if "queen" in self.modes:
+            found.append(Endpoint("queen", self.cluster.queen_url, openai_protocol(self.api, model), {}))
+        skipped = {}
+        if self.litellm is not None:
+            found.append(Endpoint("litellm", self.litellm.url, openai_protocol(self.api, model), self.litellm.headers))
+        elif "litellm" in self.modes:
+            skipped["litellm"] = self.litellm_skip
+        return found, skipped
+
+    def proxy_pids(self) -> dict[str, int]:
+        """The process of each proxy mode (its CPU time is measured)."""
+        return {"queen": self.cluster.queen_pid, **({"litellm": self.litellm.child.pid} if self.litellm else {})}
+
+
 def main(argv: Sequence[str] | None = None) -> None:
+    """Parse, measure, print the table (and the comparison), write the JSON; exit 1 with the reason when the
+    services under test cannot be started or fail."""
     parser = build_parser()
     args = parser.parse_args(argv)
     old = _earlier_run(parser, args.compare)  # fails before minutes of work
@@ -97,66 +134,16 @@ def main(argv: Sequence[str] | None = None) -> None:
             "rounds": args.rounds, "warmup": args.warmup, "max_tokens": args.max_tokens, "prompt": args.prompt,
             "temperature": sampling.temperature, "top_p": sampling.top_p, "seed": args.seed, "api": args.api,
             "workloads": args.workloads, "modes": modes, "canned_pace_us": args.canned_pace_us,
-            "concurrency": args.concurrency,
-            "concurrency_requests": args.concurrency_requests, "argv": list(argv if argv is not None else sys.argv[1:]),
+            "concurrency": args.concurrency, "concurrency_requests": args.concurrency_requests,
+            "argv": list(argv if argv is not None else sys.argv[1:]),
         },
         "git": report.git_state(ROOT), "machine": report.machine(),
     }  # fmt: skip
-    with ExitStack() as stack:
-        workdir = args.keep or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rbee-bench-proxy-")))
-        workdir.mkdir(parents=True, exist_ok=True)
-        _say(f"starting the cluster (logs: {workdir / 'logs'})")
-        slots = max(args.concurrency, 1) + 2
-        cluster = stack.enter_context(BenchCluster(workdir, slots, canned_interval_us=args.canned_pace_us))
-        http = stack.enter_context(httpx.Client(timeout=10, trust_env=False, headers=cluster.worker_headers))
-        upstreams = {"llama": cluster.worker_url, "canned": cluster.canned_url}
-        protocols = {w: worker_protocol(http, upstreams[w], WORKLOADS[w][0], args.api) for w in WORKLOADS}
-        litellm, litellm_skip = _start_litellm(stack, args, modes, cluster, upstreams, protocols, workdir)
-        result["litellm"] = {"used": litellm is not None, "reason": litellm_skip}
-
-        def endpoints(workload: str) -> tuple[list[Endpoint], dict[str, str]]:
-            model = WORKLOADS[workload][0]
-            found = [Endpoint("direct", upstreams[workload], protocols[workload], cluster.worker_headers)]
-            if "queen" in modes:
-                found.append(Endpoint("queen", cluster.queen_url, openai_protocol(args.api, model), {}))
-            skipped = {}
-            if litellm is not None:
-                found.append(Endpoint("litellm", litellm.url, openai_protocol(args.api, model), litellm.headers))
-            elif "litellm" in modes:
-                skipped["litellm"] = litellm_skip
-            return found, skipped
-
-        result["workloads"] = {}
-        for workload in args.workloads:
-            found, skipped = endpoints(workload)
-            _say(f"[{workload}] {args.rounds} paired rounds: {', '.join(e.name for e in found)}")
-            pids = {"queen": cluster.queen_pid, **({"litellm": litellm.child.pid} if litellm else {})}
-            watch = {e.name: pids[e.name] for e in found if e.name in pids}
-            tick = _progress(args.warmup + args.rounds)
-            run = run_rounds(found, sampling, args.rounds, args.warmup, progress=tick, watch=watch)
-            protocol = protocols[workload]
-            paced = workload == "canned" and args.canned_pace_us > 0
-            pace = f", one token every {args.canned_pace_us:g} µs" if paced else ""
-            result["workloads"][workload] = {
-                "describe": WORKLOADS[workload][1] + pace, "model": WORKLOADS[workload][0],
-                "direct_protocol": f"POST {protocol.path}", "modes": run.figures(), "skipped": skipped,
-            }  # fmt: skip
-        if args.concurrency > 0:
-            found, skipped = endpoints("canned")
-            load_pids = {"direct": cluster.canned.pid if cluster.canned else None, "queen": cluster.queen_pid}
-            if litellm is not None:
-                load_pids["litellm"] = litellm.child.pid
-            load: dict[str, Any] = {
-                "streams": args.concurrency, "requests_per_stream": args.concurrency_requests, "modes": {},
-                "skipped": skipped, "cpu_of": "direct: the canned worker's process; queen: the queen's; "
-                "litellm: LiteLLM's proxy (with its children)",
-            }  # fmt: skip
-            for endpoint in found:
-                _say(f"[concurrency] {args.concurrency} streams through {endpoint.name}")
-                pid = load_pids[endpoint.name]
-                outcome = run_load(endpoint, sampling, args.concurrency, args.concurrency_requests, pid)
-                load["modes"][endpoint.name] = outcome.figures()
-            result["concurrency"] = load
+    try:
+        result |= measure(args, modes, sampling)
+    except (LocalClusterError, ClusterNotReadyError, ChildExitedError, StreamError) as exc:
+        _say(f"bench.proxy: error: {exc}")
+        sys.exit(1)
     result["elapsed_s"] = round(time.perf_counter() - started, 1)
     result["machine"]["loadavg_at_end"] = list(os.getloadavg())
     result["headline"] = report.headline(result)
@@ -168,6 +155,60 @@ def main(argv: Sequence[str] | None = None) -> None:
     if old is not None:
         print()
         print(report.compare(result, old))
+
+
+def measure(args: argparse.Namespace, modes: list[str], sampling: Sampling) -> dict[str, Any]:
+    """Start everything, run the paired rounds of each workload and the load test, stop everything."""
+    with ExitStack() as stack:
+        workdir = args.keep or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rbee-bench-proxy-")))
+        workdir.mkdir(parents=True, exist_ok=True)
+        _say(f"starting the cluster (logs: {workdir / 'logs'})")
+        slots = max(args.concurrency, 1) + 2
+        cluster = stack.enter_context(BenchCluster(workdir, slots, canned_interval_us=args.canned_pace_us))
+        http = stack.enter_context(httpx.Client(timeout=10, trust_env=False, headers=cluster.worker_headers))
+        upstreams = {"llama": cluster.worker_url, "canned": cluster.canned_url}
+        protocols = {w: worker_protocol(http, upstreams[w], WORKLOADS[w][0], args.api) for w in WORKLOADS}
+        litellm, why = _start_litellm(stack, args, modes, cluster, upstreams, protocols, workdir)
+        targets = Targets(cluster, args.api, modes, protocols, litellm, why)
+        out: dict[str, Any] = {"litellm": {"used": litellm is not None, "reason": why}, "workloads": {}}
+        for workload in args.workloads:
+            out["workloads"][workload] = paired_workload(targets, workload, args, sampling)
+        if args.concurrency > 0:
+            out["concurrency"] = load_test(targets, args, sampling)
+    return out
+
+
+def paired_workload(targets: Targets, workload: str, args: argparse.Namespace, sampling: Sampling) -> dict[str, Any]:
+    """The paired rounds of one workload, as the JSON's ``workloads.<name>``."""
+    found, skipped = targets.endpoints(workload)
+    _say(f"[{workload}] {args.rounds} paired rounds: {', '.join(e.name for e in found)}")
+    pids = targets.proxy_pids()
+    watch = {e.name: pids[e.name] for e in found if e.name in pids}
+    tick = _progress(args.warmup + args.rounds)
+    run = run_rounds(found, sampling, args.rounds, args.warmup, progress=tick, watch=watch)
+    paced = workload == "canned" and args.canned_pace_us > 0
+    pace = f", one token every {args.canned_pace_us:g} µs" if paced else ""
+    return {
+        "describe": WORKLOADS[workload][1] + pace, "model": WORKLOADS[workload][0],
+        "direct_protocol": f"POST {targets.protocols[workload].path}", "modes": run.figures(), "skipped": skipped,
+    }  # fmt: skip
+
+
+def load_test(targets: Targets, args: argparse.Namespace, sampling: Sampling) -> dict[str, Any]:
+    """``--concurrency`` streams through each mode to the canned worker, as the JSON's ``concurrency``."""
+    found, skipped = targets.endpoints("canned")
+    canned = targets.cluster.canned
+    pids: dict[str, int | None] = {"direct": canned.pid if canned else None, **targets.proxy_pids()}
+    load: dict[str, Any] = {
+        "streams": args.concurrency, "requests_per_stream": args.concurrency_requests, "modes": {},
+        "skipped": skipped, "cpu_of": "direct: the canned worker's process; queen: the queen's; "
+        "litellm: LiteLLM's proxy (with its children)",
+    }  # fmt: skip
+    for endpoint in found:
+        _say(f"[concurrency] {args.concurrency} streams through {endpoint.name}")
+        outcome = run_load(endpoint, sampling, args.concurrency, args.concurrency_requests, pids[endpoint.name])
+        load["modes"][endpoint.name] = outcome.figures()
+    return load
 
 
 def _earlier_run(parser: argparse.ArgumentParser, path: Path | None) -> dict[str, Any] | None:
@@ -183,7 +224,7 @@ def _earlier_run(parser: argparse.ArgumentParser, path: Path | None) -> dict[str
     return old
 
 
-def _progress(total: int) -> Any:
+def _progress(total: int) -> Callable[[int], None]:
     step = max(total // 4, 1)
 
     def tick(done: int) -> None:
@@ -213,5 +254,10 @@ def _start_litellm(
     _say(f"starting LiteLLM's proxy: {found}")
     proxy = LiteLLMProxy(command, models, cluster.worker_token, workdir, args.api)
     stack.callback(proxy.stop)
-    proxy.wait_ready()
+    try:
+        proxy.wait_ready()
+    except (ChildExitedError, TimeoutError) as exc:
+        why = f"LiteLLM's proxy ({found}) did not start: {str(exc).splitlines()[0]}"
+        _say(f"litellm mode skipped: {why}")
+        return None, why
     return proxy, found

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -83,7 +84,7 @@ class BenchCluster:
         response.raise_for_status()
         return list(response.json()["workers"])
 
-    def wait_worker(self, model_id: str, check_alive: Any) -> str:
+    def wait_worker(self, model_id: str, check_alive: Callable[[], None]) -> str:
         """The URL of a routable worker of ``model_id`` once the queen lists one."""
         deadline = time.monotonic() + self.ready_timeout_s
         while time.monotonic() < deadline:
