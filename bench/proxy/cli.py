@@ -61,19 +61,37 @@ def _positive(value: str) -> int:
     return number
 
 
+def _not_negative(value: str) -> float:
+    number = float(value)
+    if not number >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return number
+
+
+def _count(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {number}")
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench.proxy", description=__doc__.splitlines()[0] if __doc__ else "")
+    p = argparse.ArgumentParser(
+        prog="python -m bench.proxy",
+        description="What the queen, and LiteLLM's proxy, add to a worker's stream: paired rounds against the worker "
+        "itself (a llama.cpp worker and a canned-token one), and a load test. See bench/README.md.",
+    )
     p.add_argument("--rounds", type=_positive, default=200, help="paired rounds per workload (default 200)")
-    p.add_argument("--warmup", type=int, default=5, help="unrecorded rounds first (default 5)")
+    p.add_argument("--warmup", type=_count, default=5, help="unrecorded rounds first (default 5)")
     p.add_argument("--max-tokens", type=_positive, default=64, help="tokens per stream (default 64)")
     p.add_argument("--prompt", default="The honey bee")
     p.add_argument("--api", choices=list(API), default="completions", help="the OpenAI API every mode is called on")
     p.add_argument("--seed", type=int, default=42, help="sampling seed of every request (temperature 0)")
-    p.add_argument("--canned-pace-us", type=float, default=0.0,
+    p.add_argument("--canned-pace-us", type=_not_negative, default=0.0,
                    help="the canned worker's µs between two tokens (default 0: all at once, handed over in batches)")
     p.add_argument("--workloads", type=_csv(list(WORKLOADS)), default=list(WORKLOADS), help="llama,canned")
     p.add_argument("--modes", type=_csv(MODES), default=list(MODES), help="direct,queen,litellm (direct always runs)")
-    p.add_argument("--concurrency", type=int, default=32, help="simultaneous streams of the load test (0: none)")
+    p.add_argument("--concurrency", type=_count, default=32, help="simultaneous streams of the load test (0: none)")
     p.add_argument("--concurrency-requests", type=_positive, default=20, help="streams each client sends in a row")
     p.add_argument("--litellm", default=None, help="the litellm command (default: $RBEE_BENCH_LITELLM, venv, PATH)")
     p.add_argument("--json", type=Path, default=None, help="write every figure as JSON here (and the table as .txt)")

@@ -130,6 +130,8 @@ def test_a_litellm_command_that_is_not_there_is_named(monkeypatch: pytest.Monkey
         (["--compare", "/nonexistent/run.json"], "--compare /nonexistent/run.json: cannot read an earlier run"),
         (["--workloads", "llama,gpt"], "choose from llama, canned"),
         (["--rounds", "0"], "must be >= 1"),
+        (["--concurrency", "-1"], "must be >= 0"),
+        (["--canned-pace-us", "nan"], "must be >= 0"),
     ],
 )
 def test_wrong_options_are_usage_errors(args: list[str], said: str) -> None:
