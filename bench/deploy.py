@@ -115,13 +115,15 @@ def _ansible(spec: Path, inventory: Path) -> float:
     return elapsed
 
 
-def _spec(path: Path, names: list[str], model: Path, model_id: str = "tiny") -> Path:
+def _spec(path: Path, names: list[str], model: Path, model_id: str = "tiny", cache: Path | None = None) -> Path:
+    """A spec placing ``model`` on every host; ``cache``: a model cache of its own (the large model's)."""
+    deploy = f"\ndeploy: {{model_cache: '{cache}'}}" if cache else ""
     path.write_text(
         spec_for_hosts(
             names, cluster="bench", queen_host="h1",
             models_yaml=f"- {{id: {model_id}, source: 'file://{model}', context: 512}}",
             placements_yaml=f"- {{model: {model_id}, replicas: {len(names)}}}",
-            extra_yaml="runtime: {heartbeat_interval: 1s, stale_timeout: 5s}",
+            extra_yaml="runtime: {heartbeat_interval: 1s, stale_timeout: 5s}" + deploy,
         )
     )  # fmt: skip
     return path
@@ -174,7 +176,9 @@ def _measure_large(folder: Path, size: int, tiny: Path, mib: int, noop_runs: int
     log = folder / "calls.jsonl"
     tiny_spec = folder / f"cluster-{size}.yaml"
     tiny_noops = [_deploy(tiny_spec, log) for _ in range(noop_runs)]
-    big_spec = _spec(folder / f"cluster-{size}-large.yaml", names, _large_model(tiny, folder, mib), "large")
+    big_spec = _spec(
+        folder / f"cluster-{size}-large.yaml", names, _large_model(tiny, folder, mib), "large", folder / "models"
+    )  # the temp folder holds the large model's cache: it goes with it
     first = _deploy(big_spec, log)
     noops = [_deploy(big_spec, log) for _ in range(noop_runs)]
     big_noop, tiny_noop = _median(noops), _median(tiny_noops)
