@@ -259,9 +259,7 @@ def hive_peers(spec: ClusterSpec, host: HostSpec) -> list[str]:
     machine never calls a hive. Empty (no IP filtering) unless both addresses are IP literals: a name would
     have to be resolved, and a stale answer would cut the hive off.
     """
-    addresses = [
-        "127.0.0.1" if h.is_local else h.address for h in (host, spec.queen_host)
-    ]
+    addresses = ["127.0.0.1" if h.is_local else h.address for h in (host, spec.queen_host)]
     try:
         peers = [str(ipaddress.ip_address(a)) for a in addresses]
     except ValueError:
