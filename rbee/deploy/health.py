@@ -9,13 +9,13 @@ empty or the time is up; ``cluster_lines`` is the cluster as the gates print it.
 
 Ready: every expected hive is online (and, with ``since``, has sent a heartbeat since then), and
 runs at least its number of placed workers (of the expected ``managed_by``) idle or busy; with
-``serves``, each of those workers completes a two-token generation.
+``serves``, each of those workers streams a two-token completion (``POST /v1/completions``).
 """
 
 from __future__ import annotations
 
+import json
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
@@ -100,21 +100,41 @@ def missing_in(
 
 
 def serves(http: httpx.Client, worker: QueenWorker, token: str | None = None) -> str:
-    """Empty when ``worker`` completes a two-token generation on its ``/v1/generate``, else why not.
+    """Empty when ``worker`` streams a two-token completion on its OpenAI ``/v1/completions``, else why not.
 
-    ``token``: the credential of its hive's workers.
+    ``token``: the credential of its hive's workers. Served: HTTP 200, a chunk with a ``finish_reason``, no error
+    chunk, and the closing ``data: [DONE]``.
     """
-    body = {"request_id": f"gate-{uuid.uuid4().hex[:12]}", "prompt": "ping", "max_tokens": 2}
+    body = {"model": worker.model_id, "prompt": "ping", "max_tokens": 2, "stream": True}
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        with http.stream("POST", f"{worker.url}/v1/generate", json=body, headers=headers) as response:
+        with http.stream("POST", f"{worker.url}/v1/completions", json=body, headers=headers) as response:
             if response.status_code != 200:
                 response.read()
                 return f"HTTP {response.status_code} {response.text[:120]}"
-            text = "".join(line for line in response.iter_lines() if line.startswith("data:"))
+            chunks = [line[5:].strip() for line in response.iter_lines() if line.startswith("data:")]
     except httpx.HTTPError as exc:
         return f"{type(exc).__name__}: {exc}"
-    return "" if '"type": "end"' in text or '"type":"end"' in text else "no end event"
+    return _stream_problem(chunks)
+
+
+def _stream_problem(chunks: list[str]) -> str:
+    """Why the ``data:`` payloads of a completion stream are not a finished completion ("" when they are)."""
+    if not chunks or chunks[-1] != "[DONE]":
+        return "the stream did not end with data: [DONE]"
+    finished = False
+    for chunk in chunks[:-1]:
+        try:
+            parsed = json.loads(chunk)
+        except ValueError:
+            return f"not a JSON chunk: {chunk[:120]}"
+        if not isinstance(parsed, dict):
+            return f"not a completion chunk: {chunk[:120]}"
+        if "error" in parsed:
+            return f"error chunk: {chunk[:120]}"
+        choices = parsed.get("choices") or [{}]
+        finished = finished or bool(isinstance(choices[0], dict) and choices[0].get("finish_reason"))
+    return "" if finished else "no chunk with a finish_reason"
 
 
 def missing(queen: QueenView, expectation: Expectation, *, http: httpx.Client | None = None) -> str:

@@ -13,6 +13,10 @@ from rbee.client import QueenError
 from rbee.deploy import health
 from rbee.deploy.release_record import NOT_FETCHED, release_record_text
 from rbee_runtime.common.contracts import QueenHive, QueenWorker
+from rbee_runtime.common.ports import free_port as get_free_port
+from tests.support.processes import ProcessPool
+from tests.support.services import start_worker
+from tests.support.stubs import CannedWorker
 
 RESOURCES = {
     "ram_total_bytes": 8 * 2**30,
@@ -41,14 +45,16 @@ def hive(hive_id: str, status: str = "online", age: float = 0.5) -> QueenHive:
     )
 
 
-def worker(worker_id: str, hive_id: str, state: str = "idle", managed_by: str = "external") -> QueenWorker:
+def worker(
+    worker_id: str, hive_id: str, state: str = "idle", managed_by: str = "external", url: str | None = None
+) -> QueenWorker:
     """One entry of the queen's ``GET /v1/workers``."""
     return QueenWorker.model_validate(
         {
             "worker_id": worker_id,
             "hive_id": hive_id,
             "model_id": "tiny",
-            "url": f"http://{hive_id}:7840",
+            "url": url or f"http://{hive_id}:7840",
             "state": state,
             "started_at": 1.0,
             "last_activity": 2.0,
@@ -117,18 +123,70 @@ def test_missing_asks_the_queen_and_names_it_when_it_does_not_answer() -> None:
     )
 
 
-def test_serves_asks_each_placed_worker_for_a_real_completion() -> None:
-    def worker_api(request: httpx.Request) -> httpx.Response:
-        assert request.url.path == "/v1/generate" and json.loads(request.content)["max_tokens"] == 2
-        if request.url.host == "h2":
-            return httpx.Response(503, text="model not loaded")
-        return httpx.Response(200, text='data: {"type": "token"}\n\ndata: {"type": "end"}\n\n')
-
-    queen = FakeQueen([hive("h1"), hive("h2")], [worker("w1", "h1"), worker("w2", "h2")])
-    with httpx.Client(transport=httpx.MockTransport(worker_api)) as http:
+def test_serves_streams_a_two_token_completion_from_a_real_worker(
+    processes: ProcessPool, tiny_model_path: Path
+) -> None:
+    real = start_worker(processes, "w1", tiny_model_path)
+    real.wait_idle()
+    placed = worker("w1", "h1", url=real.url)
+    queen = FakeQueen([hive("h1")], [placed])
+    with httpx.Client(timeout=30) as http:
+        assert health.serves(http, placed) == ""
         assert health.missing(queen, health.Expectation({"h1": 1}, serves=True), http=http) == ""
-        missing = health.missing(queen, health.Expectation({"h1": 1, "h2": 1}, serves=True), http=http)
-    assert missing == "worker w2 on h2 does not serve: HTTP 503 model not loaded"
+    assert real.metric("rbee_worker_tokens_generated_total") == 4  # two completions of 2 tokens each
+
+
+FINISHED = (
+    b'data: {"id":"gate","object":"text_completion","choices":[{"index":0,"text":" a","finish_reason":null}]}\n\n'
+    b'data: {"id":"gate","object":"text_completion","choices":[{"index":0,"text":"","finish_reason":"length"}]}\n\n'
+    b"data: [DONE]\n\n"
+)
+FAILED = (
+    b'data: {"id":"gate","object":"text_completion","choices":[{"index":0,"text":" a","finish_reason":null}]}\n\n'
+    b'data: {"error":{"code":"GENERATION_FAILED","message":"decode failed"}}\n\n'
+    b"data: [DONE]\n\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("stream", "fail_with", "cut_at", "reason"),
+    [
+        (
+            FINISHED,
+            (503, {"error": {"code": "WORKER_LOADING"}}),
+            None,
+            'HTTP 503 {"error": {"code": "WORKER_LOADING"}}',
+        ),
+        (FAILED, None, None, 'error chunk: {"error":{"code":"GENERATION_FAILED","message":"decode failed"}}'),
+        (FINISHED, None, len(FINISHED) - 20, "RemoteProtocolError: peer closed connection without sending complete"),
+        (FINISHED[: -len(b"data: [DONE]\n\n")], None, None, "the stream did not end with data: [DONE]"),
+        (FINISHED.split(b"data: {", 2)[0] + FINISHED[-14:], None, None, "no chunk with a finish_reason"),
+    ],
+    ids=["http-error", "error-chunk", "cut-stream", "no-done", "unfinished"],
+)
+def test_serves_names_why_a_worker_does_not_serve(
+    stream: bytes, fail_with: tuple[int, dict[str, object]] | None, cut_at: int | None, reason: str
+) -> None:
+    """Over real HTTP (a canned worker): the gate asks ``/v1/completions`` for 2 streamed tokens; says what failed."""
+    canned = CannedWorker(stream)
+    canned.fail_with, canned.cut_at = fail_with, cut_at
+    try:
+        placed = worker("w1", "h1", url=canned.url)
+        with httpx.Client(timeout=5) as http:
+            assert health.serves(http, placed, token="t0k").startswith(reason)
+    finally:
+        canned.close()
+    (asked,) = canned.received
+    assert asked["path"] == "/v1/completions" and asked["headers"]["authorization"] == "Bearer t0k"
+    assert json.loads(asked["body"]) == {"model": "tiny", "prompt": "ping", "max_tokens": 2, "stream": True}
+
+
+def test_serves_names_a_worker_nobody_answers_for() -> None:
+    placed = worker("w1", "h1", url=f"http://127.0.0.1:{get_free_port()}")
+    queen = FakeQueen([hive("h1")], [placed])
+    with httpx.Client(timeout=5) as http:
+        missing = health.missing(queen, health.Expectation({"h1": 1}, serves=True), http=http)
+    assert missing.startswith("worker w1 on h1 does not serve: ConnectError")
 
 
 def test_wait_ready_polls_until_ready_or_the_timeout() -> None:
