@@ -39,15 +39,29 @@ STAT = "stat -c '%a %U %G %s %Y %i' \"$@\" 2>/dev/null || stat -f '%Lp %Su %Sg %
 
 SHA256 = 'sha256sum "$@" 2>/dev/null || shasum -a 256 "$@" 2>/dev/null'
 
-FUNCTIONS = f"rbee_stat() {{ {STAT}; }}\nrbee_sha() {{ {SHA256}; }}\n"
+STATS = (
+    "if stat -c %a / >/dev/null 2>&1; then\n"
+    '  rbee_stats() { k=$1; shift; stat -c "$k%a %U %G %s %Y %i %n" "$@" 2>/dev/null; }\n'
+    "  rbee_named() { stat -c '%n %a %U %G %s %Y %i' \"$@\" 2>/dev/null; }\n"
+    "else\n"
+    '  rbee_stats() { k=$1; shift; stat -f "$k%Lp %Su %Sg %z %m %i %N" "$@" 2>/dev/null; }\n'
+    "  rbee_named() { stat -f '%N %Lp %Su %Sg %z %m %i' \"$@\" 2>/dev/null; }\n"
+    "fi\n"
+)
+"""Many paths in one ``stat`` (GNU or BSD, chosen once): ``rbee_stats PREFIX PATH...`` prints ``PREFIX`` then
+``rbee_stat``'s fields then the path; ``rbee_named PATH...`` the path then the fields (the wheelhouse listing)."""
+
+FUNCTIONS = f"rbee_stat() {{ {STAT}; }}\nrbee_sha() {{ {SHA256}; }}\n{STATS}"
 """The shell helpers the state script and the upload stamps share (same fields in both)."""
 
 
 def wheelhouse_listing(folder: str) -> str:
-    """Shell: the sha256 of the wheelhouse's ``stat`` listing (names, sizes, mtimes, inodes; no content read)."""
+    """Shell: the sha256 of the wheelhouse's ``stat`` listing (names, sizes, mtimes, inodes; no content read).
+
+    One ``stat`` for every wheel; each line is ``<name> <mode> <owner> <group> <size> <mtime> <inode>``.
+    """
     q = shlex.quote(folder)
-    each = 'for w in *.whl; do [ -f "$w" ] && echo "$w $(rbee_stat "$w")"; done'
-    return f"( cd {q} 2>/dev/null && {each} ) | rbee_sha | cut -c1-64"
+    return f'( cd {q} 2>/dev/null && set -- *.whl && [ -f "$1" ] && rbee_named "$@" ) | rbee_sha | cut -c1-64'
 
 
 def _small_files(layout: HostLayout) -> list[str]:
@@ -66,22 +80,40 @@ def _folders(layout: HostLayout) -> list[str]:
 
 
 def state_script(layout: HostLayout, user: str) -> str:
-    """The script whose output ``parse_state`` reads (``user``: the service account)."""
+    """The script whose output ``parse_state`` reads (``user``: the service account).
+
+    A few processes whatever the number of files: the paths are gathered by shell tests (no process), then one
+    ``sha256sum``, one ``stat`` per kind and one ``awk`` read them all (one process per file made the round trip
+    cost hundreds of forks; the test hosts share this machine's cores).
+    """
     prefix = shlex.quote(layout.prefix)
     folders = " ".join(shlex.quote(f) for f in _folders(layout))
     temp_dirs = " ".join(
         [*(shlex.quote(f) for f in _folders(layout)), f"{prefix}/engines/*", UNITS, LAUNCH_DAEMONS_DIR]
     )
     q_user = shlex.quote(user)
+    stamps = shlex.quote(layout.stamps)
     return f"""{FUNCTIONS}echo "state=begin"
-for f in {" ".join(_small_files(layout))}; do
-  [ -f "$f" ] && echo "file $(rbee_sha "$f" | cut -c1-64) $(rbee_stat "$f") $f"
+set --
+for f in {" ".join(_small_files(layout))}; do [ -f "$f" ] && set -- "$@" "$f"; done
+[ $# -gt 0 ] && {{ rbee_sha "$@"; echo "--"; rbee_stats "" "$@"; }} | awk '
+  $0 == "--" {{ meta = 1; next }}
+  !meta {{ sums[substr($0, 67)] = $1; next }}
+  {{ p = $0; for (i = 0; i < 6; i++) sub(/^[^ ]+ /, "", p); if (p in sums) print "file " sums[p] " " $0 }}'
+set --
+for d in {folders}; do [ -d "$d" ] && set -- "$@" "$d"; done
+[ $# -gt 0 ] && rbee_stats "dir " "$@"
+set --
+for f in {prefix}/models/*.gguf {prefix}/engines/*/*.whl; do [ -f "$f" ] && set -- "$@" "$f"; done
+[ $# -gt 0 ] && rbee_stats "big " "$@"
+set --
+for s in {stamps}/*; do
+  if [ -s "$s" ]; then set -- "$@" "$s"; elif [ -f "$s" ]; then echo "stamp ${{s##*/}} "; fi
 done
-for d in {folders}; do [ -d "$d" ] && echo "dir $(rbee_stat "$d") $d"; done
-for f in {prefix}/models/*.gguf {prefix}/engines/*/*.whl; do [ -f "$f" ] && echo "big $(rbee_stat "$f") $f"; done
-for s in {shlex.quote(layout.stamps)}/*; do
-  [ -f "$s" ] && echo "stamp ${{s##*/}} $(head -c 4096 "$s" | tr '\\n' ' ')"
-done
+[ $# -gt 0 ] && awk '
+  FNR == 1 {{ if (NR > 1) print line; n = FILENAME; sub(/.*[/]/, "", n); line = "stamp " n }}
+  length(line) < 4200 {{ line = line " " $0 }}
+  END {{ if (NR) print line }}' "$@"
 echo "wheelhouse $( {wheelhouse_listing(layout.wheelhouse)} )"
 for f in $(find {temp_dirs} -maxdepth 1 -type f -name '.*{TEMP_MARK}*' 2>/dev/null); do
   echo "leftover $(rbee_stat "$f" | cut -d' ' -f4) $f"
@@ -95,7 +127,9 @@ else
 fi
 if [ -d /run/systemd/system ]; then
   units="rbee-queen.service rbee-hive.service"
-  for w in $(ls {WORKERS_DIR} 2>/dev/null | sed -n 's/\\.env$//p'); do units="$units rbee-worker@$w.service"; done
+  for w in {WORKERS_DIR}/*.env; do
+    [ -f "$w" ] && {{ w=${{w##*/}}; units="$units rbee-worker@${{w%.env}}.service"; }}
+  done
   systemctl show -p Id -p UnitFileState -p ActiveState -p NeedDaemonReload $units 2>/dev/null | sed 's/^/unit /'
   echo "unit "
 fi

@@ -19,24 +19,24 @@ MIN_GLIBC = (2, 28)
 """The oldest glibc the wheelhouse's binary wheels install on (numpy and others ship manylinux_2_28)."""
 
 PROBE_SCRIPT = r"""
-echo "os=$(uname -s)"; echo "arch=$(uname -m)"; echo "kernel=$(uname -r)"
+set -- $(uname -s -m -r); echo "os=$1"; echo "arch=$3"; echo "kernel=$2"
 if [ -r /etc/os-release ]; then . /etc/os-release; echo "distro=$ID $VERSION_ID"; fi
-echo "glibc=$(getconf GNU_LIBC_VERSION 2>/dev/null | awk '{print $2}')"
+g=$(getconf GNU_LIBC_VERSION 2>/dev/null); echo "glibc=${g#* }"
 command -v sw_vers >/dev/null 2>&1 && echo "macos=$(sw_vers -productVersion)"
-sysctl -n hw.memsize 2>/dev/null | sed 's/^/ram_total_bytes=/'
+[ ! -r /proc/meminfo ] && command -v sysctl >/dev/null 2>&1 &&
+  sysctl -n hw.memsize 2>/dev/null | sed 's/^/ram_total_bytes=/'
 for c in c++ g++ clang++; do command -v $c >/dev/null 2>&1 && { echo "compiler=$c"; break; }; done
 for n in nvcc /usr/local/cuda/bin/nvcc; do
   command -v $n >/dev/null 2>&1 && { echo "nvcc=$($n --version | sed -n 's/.*release \([0-9.]*\).*/\1/p')"; break; }
 done
 if command -v python3 >/dev/null 2>&1; then
-  echo "python=$(python3 -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])' 2>/dev/null)"
-  python3 -c 'import venv, ensurepip' >/dev/null 2>&1 && echo "python_venv=yes" || echo "python_venv=no"
+  set -- $(python3 -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])
+import venv, ensurepip; print("yes")' 2>/dev/null)
+  echo "python=$1"; [ "$2" = yes ] && echo "python_venv=yes" || echo "python_venv=no"
 else echo "python=none"; fi
-if [ -r /proc/meminfo ]; then
-  echo "ram_total_kb=$(awk '/^MemTotal:/{print $2}' /proc/meminfo)"
-  echo "ram_available_kb=$(awk '/^MemAvailable:/{print $2}' /proc/meminfo)"
-fi
-d="$RBEE_PREFIX"; while [ -n "$d" ] && [ ! -d "$d" ]; do d=$(dirname "$d"); done
+[ -r /proc/meminfo ] &&
+  awk '/^MemTotal:/{print "ram_total_kb=" $2} /^MemAvailable:/{print "ram_available_kb=" $2}' /proc/meminfo
+d="$RBEE_PREFIX"; while [ -n "$d" ] && [ ! -d "$d" ]; do d=${d%/*}; done
 echo "disk_free_kb=$(df -Pk "${d:-/}" | awk 'NR==2{print $4}')"
 [ -d /run/systemd/system ] && echo "systemd=yes" || echo "systemd=no"
 if command -v nvidia-smi >/dev/null 2>&1; then

@@ -7,6 +7,9 @@ on the state a deploy leaves behind (no change at all) and on each kind of drift
 from __future__ import annotations
 
 import hashlib
+import os
+import shlex
+import shutil
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -237,3 +240,45 @@ def test_a_file_tail_reads_from_its_offset_as_from_its_start(tmp_path: Path) -> 
     tail.seek(0)
     assert tail.tell() == 0 and tail.read(10) == source.read_bytes()[1000:1010]
     tail.close()
+
+
+COMMANDS = ("stat", "sha256sum", "shasum", "awk", "cut", "head", "tr", "find", "id", "getent", "sed", "ls", "dirname",
+            "systemctl", "dscl", "launchctl", "grep", "cat")  # fmt: skip
+
+
+def counted_run(script: str, shims: Path, log: Path) -> int:
+    """Run ``script`` with every command it may call behind a shim that logs it; the number of commands run."""
+    shims.mkdir(exist_ok=True)
+    for name in COMMANDS:
+        real = shutil.which(name)
+        if real:
+            shim = shims / name
+            shim.write_text(f'#!/bin/sh\necho {name} >> {shlex.quote(str(log))}\nexec {shlex.quote(real)} "$@"\n')
+            shim.chmod(0o755)
+    log.write_text("")
+    env = {**os.environ, "PATH": f"{shims}:{os.environ['PATH']}"}
+    subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True, timeout=30, env=env)
+    return len(log.read_text().split())
+
+
+def test_the_script_runs_a_few_commands_whatever_the_number_of_files(tmp_path: Path) -> None:
+    """One process per file made the preflight cost hundreds of forks per host: the count must not grow."""
+    layout = HostLayout(str(tmp_path / "opt"))
+    for folder in (layout.stamps, layout.models, layout.wheelhouse):
+        Path(folder).mkdir(parents=True)
+
+    def add(first: int, last: int) -> None:
+        for i in range(first, last):
+            (Path(layout.wheelhouse) / f"w{i}-1.0-py3-none-any.whl").write_bytes(b"wheel")
+            Path(layout.stamps, f"service-{i}").write_text(f"{i}\n")
+            Path(layout.models, f"m{i}.gguf").write_bytes(b"GGUF")
+
+    add(0, 2)
+    few = counted_run(state_script(layout, "root"), tmp_path / "shims", tmp_path / "log")
+    state = parse_state(run_script(state_script(layout, "root")))
+    assert len(state.big) == 2 and state.stamps["service-1"] == "1"
+    add(2, 40)
+    many = counted_run(state_script(layout, "root"), tmp_path / "shims", tmp_path / "log")
+    state = parse_state(run_script(state_script(layout, "root")))
+    assert len(state.big) == 40 and state.stamps["service-39"] == "39" and state.complete
+    assert few == many <= 15
