@@ -6,6 +6,7 @@ does only what the diff of the plan against the preflight's state (``rbee.deploy
 a host already deployed gets no command after the preflight. A second run changes nothing.
 """
 
+import gc
 from typing import cast
 
 from deploys import control
@@ -27,3 +28,6 @@ inputs = control.run_inputs(plan)
 services(plan, changes, inputs.release, inputs.service_models)
 record(plan, changes)
 health_gate()
+# The objects alive now (modules, plans, connections) live until pyinfra exits: frozen, the garbage collector
+# no longer scans them, neither while the operations run nor at exit (~0.2-0.3 s of a no-op otherwise).
+gc.freeze()
