@@ -72,6 +72,10 @@ _fingerprints: dict[str, str] = {}
 _file_sums: dict[str, str] = {}
 _states: dict[str, HostState] = {}
 _inputs: dict[str, RunInputs] = {}
+_changes: dict[str, Changes] = {}
+
+STARTS_SERVICES = ("restart", "start", "daemon")
+"""The kinds of change after which a service runs a new process (``rbee.deploy.host_diff``)."""
 
 
 def spec() -> ClusterSpec:
@@ -244,7 +248,14 @@ def run_inputs(plan: HostPlan) -> RunInputs:
 
 def changes(plan: HostPlan) -> Changes:
     """What the current host needs: the plan and this run's inputs against what the preflight read."""
-    return diff(wanted_state(plan, run_inputs(plan)), host_state())
+    if host.name not in _changes:
+        _changes[host.name] = diff(wanted_state(plan, run_inputs(plan)), host_state())
+    return _changes[host.name]
+
+
+def services_started() -> list[str]:
+    """The hosts where this run (re)starts a service (read by the health gate, once every host is planned)."""
+    return sorted(name for name, found in _changes.items() if any(found.has(kind) for kind in STARTS_SERVICES))
 
 
 def wheelhouse(features: FeatureSet) -> Wheelhouse:

@@ -1,8 +1,16 @@
 """Step 6, the health gate: wait until the queen sees every deployed hive and the placed workers ready.
 
 Runs on the queen's host entry, from the control machine, over the queen's own API, with the one
-rule of ``rbee.deploy.health``. A ready cluster changes nothing (a second deploy reports no
-changes); a timeout fails naming what is missing. The cluster's state is printed at the end.
+rule of ``rbee.deploy.health``. What it checks depends on what the run did:
+
+- a run that (re)started a service on any host: every placed worker must also stream a two-token
+  completion (``serves``, all workers asked at once), so a worker that restarted into a broken state fails
+  the deploy even while the queen still lists it from before;
+- a no-op (nothing started): one ``GET /v1/hives`` and one ``GET /v1/workers`` showing every hive online and
+  its placed workers idle or busy; no generation (nothing changed that could break one).
+
+A ready cluster changes nothing (a second deploy reports no changes); a timeout fails naming what is missing.
+The cluster's state is printed at the end.
 """
 
 from __future__ import annotations
@@ -17,19 +25,24 @@ from deploys import control
 from deploys.operations import wait_until
 from rbee.client import QueenClient
 from rbee.deploy import health
+from rbee.deploy.cluster_secret import cluster_secret
 from rbee.spec.inventory import queen_url
 from rbee.spec.keys import first_api_key
 from rbee.spec.placement import assign
 
 
 def _expected() -> health.Expectation:
-    """Every host of this run is a hive, with its placed workers (systemd units: ``managed_by`` external)."""
+    """Every host of this run is a hive, with its placed workers (systemd units: ``managed_by`` external), each
+    serving a completion when this run (re)started a service anywhere."""
+    cluster = control.spec()
     active = {str(h.data.rbee_host) for h in state.inventory.get_active_hosts()}
     placed = dict.fromkeys(active, 0)
-    for assigned in assign(control.spec()):
+    for assigned in assign(cluster):
         if assigned.host in active:
             placed[assigned.host] += 1
-    return health.Expectation(placed, managed_by="external")
+    started = bool(control.services_started())
+    secret = cluster_secret(cluster.cluster, create=False) if started else None
+    return health.Expectation(placed, managed_by="external", serves=started, cluster_secret=secret)
 
 
 def _print_state(queen: QueenClient) -> None:

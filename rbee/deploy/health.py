@@ -18,6 +18,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -150,13 +151,14 @@ def missing(queen: QueenView, expectation: Expectation, *, http: httpx.Client | 
     if why or not expectation.serves:
         return why
     verify = trust(queen.base_url)  # workers of a deploy.tls cluster are https://, signed by its CA
-    with httpx.Client(timeout=30, verify=verify) if http is None else nullcontext(http) as client:
-        problems = [
-            f"worker {w.worker_id} on {w.hive_id} does not serve: {reason}"
-            for w in sorted(expectation.placed_workers(workers), key=lambda w: (w.hive_id, w.worker_id))
-            if (reason := serves(client, w, expectation.worker_token(w.hive_id)))
-        ]
-    return ", ".join(problems)
+    placed = sorted(expectation.placed_workers(workers), key=lambda w: (w.hive_id, w.worker_id))
+    with (
+        httpx.Client(timeout=30, verify=verify) if http is None else nullcontext(http) as client,
+        ThreadPoolExecutor(max_workers=max(1, min(16, len(placed)))) as pool,  # all workers asked at once
+    ):
+        reasons = list(pool.map(lambda w: serves(client, w, expectation.worker_token(w.hive_id)), placed))
+    problems = zip(placed, reasons, strict=True)
+    return ", ".join(f"worker {w.worker_id} on {w.hive_id} does not serve: {why}" for w, why in problems if why)
 
 
 def wait_ready(

@@ -31,6 +31,7 @@ from rbee.testhosts import TestHosts
 from rbee.testhosts.inventory import spec_for_hosts
 from rbee.testhosts.paths import Paths
 from tests.hosts.plugin import session_layout
+from tests.prometheus import sample_value
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
@@ -92,6 +93,16 @@ def main_pids(cluster: Cluster) -> dict[str, str]:
             out = cluster.hosts.ssh(host, f"systemctl show -p MainPID --value {name}").stdout.strip()
             pids[f"{host}/{name}"] = out
     return pids
+
+
+def generations(cluster: Cluster) -> dict[str, float]:
+    """Hive id → the generations its placed worker has started (``/metrics``, asked with the workers' credential)."""
+    counted = {}
+    for worker in queen_workers():
+        token = cluster.hosts.ssh(worker["hive_id"], "cat /etc/rbee/credentials/worker.credential").stdout.strip()
+        text = httpx.get(f"{worker['url']}/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=10).text
+        counted[worker["hive_id"]] = sample_value(text, "rbee_worker_requests_started_total")
+    return counted
 
 
 def client() -> openai.OpenAI:
@@ -180,7 +191,9 @@ NOOP_COMMANDS_PER_HOST = 1
 
 
 def test_second_run_changes_nothing(cluster: Cluster, first: subprocess.CompletedProcess[str], tmp_path: Path) -> None:
+    """Nothing restarted, so the health gate only lists hives and workers: no worker generates anything."""
     before = main_pids(cluster)
+    generated = generations(cluster)
     ledger = len(builds())
     log = tmp_path / "calls.jsonl"
     again = deploy(cluster, log=log)
@@ -194,6 +207,22 @@ def test_second_run_changes_nothing(cluster: Cluster, first: subprocess.Complete
         op["names"] for op in results(again)["results"]["operations"] if op["success"]
     ]
     assert main_pids(cluster) == before, "a service was restarted by a no-op deploy"
+    assert generations(cluster) == generated, "the no-op's health gate made a worker generate"
+
+
+def test_a_run_that_restarts_workers_gates_on_each_serving(
+    cluster: Cluster, first: subprocess.CompletedProcess[str]
+) -> None:
+    """Workers restarted (another slot count): the gate had each placed worker stream a completion."""
+    cluster.write(slots=3)
+    try:
+        restarted = deploy(cluster)
+        assert restarted.returncode == 0, restarted.stderr[-4000:]
+        served = generations(cluster)  # fresh processes: what they generated is the gate's (once per poll)
+        assert sorted(served) == ["h2", "h3"] and min(served.values()) >= 1, served
+    finally:
+        cluster.write()
+    assert deploy(cluster).returncode == 0
 
 
 def test_hand_changes_are_noticed_by_stat_and_put_back(cluster: Cluster, tmp_path: Path) -> None:
