@@ -107,7 +107,7 @@ def upload_commands(
     stamp: str | None = None,
     resume_from: int = 0,
 ) -> Generator[Any, None, None]:
-    """The commands of one atomic upload: temp file, owner and mode, [verify], fsync, rename, [stamp].
+    """One atomic upload, in two remote calls: the temp file, then [verify], owner and mode, fsync, rename, [stamp].
 
     ``verify_sha256``: the host checks the temp file's sum before the rename (a large file, sent once); the
     temp file of a local path is then named by that sum (``resumable_temp``), and ``resume_from`` (the bytes an
@@ -131,10 +131,11 @@ def upload_commands(
         yield StringCommand(f"cat {shlex.quote(rest)} >> {q_temp} && rm -f {shlex.quote(rest)}")
     else:
         yield FileUploadCommand(src, temp, remote_temp_filename=host.get_temp_filename(temp))
+    metadata = ""  # owner, mode, check, fsync, rename and stamp: one command after the transfer
     if user or group:
-        yield StringCommand(f"chown {shlex.quote(_owner(user, group))} {q_temp}")
+        metadata += f"chown {shlex.quote(_owner(user, group))} {q_temp} && "
     if want_mode:
-        yield StringCommand(f"chmod {want_mode} {q_temp}")
+        metadata += f"chmod {want_mode} {q_temp} && "
     check = ""
     if verify_sha256:
         wrong = shlex.quote(f"rbee: {dest}: the uploaded copy's sha256 is not {verify_sha256}")
@@ -143,7 +144,7 @@ def upload_commands(
             f"rm -f {q_temp}; echo {wrong} >&2; exit 1; fi; "
         )
     record = f" && {{ {upload_stamp_command(dest, verify_sha256, stamp)}; }}" if stamp and verify_sha256 else ""
-    yield StringCommand(f"{check}{_sync(temp)} && mv -f {q_temp} {q_dest} && {_sync(folder)}{record}")
+    yield StringCommand(f"{check}{metadata}{_sync(temp)} && mv -f {q_temp} {q_dest} && {_sync(folder)}{record}")
 
 
 class FileTail(io.RawIOBase):

@@ -1,18 +1,17 @@
-"""Step 2, the engine: llama-cpp-python built once per feature set, uploaded, installed, verified.
+"""Step 2b, the engine: llama-cpp-python built once per feature set and uploaded (installed by ``deploys/install.py``).
 
 The feature set comes from the host's plan. The control machine builds the sets it can; any other
 is built once on a host of that set (``deploys.control.engine_wheel``); wheels are cached
 (``deploy.build_cache``) and hosts with the same feature set get the same wheel. A wheel whose tags
 the host's Python would refuse fails the host before the upload. After installing, the host proves
 the build: ``import llama_cpp`` works and ``llama_supports_gpu_offload()`` is true exactly for
-CUDA/Metal builds. The upload is verified on the host and stamped (sha256 + stat), so a later deploy knows
-the wheel by ``stat`` without reading it.
+CUDA/Metal builds (``deploys/install.py``). The upload is verified on the host and stamped (sha256 +
+stat), so a later deploy knows the wheel by ``stat`` without reading it.
 """
 
 from __future__ import annotations
 
 import posixpath
-import shlex
 
 from pyinfra.api.deploy import deploy
 from pyinfra.context import host
@@ -20,24 +19,16 @@ from pyinfra.operations import files
 
 from deploys import control
 from deploys.atomic import put_changed, set_metadata
-from deploys.operations import fail_host, stamped_install
+from deploys.operations import fail_host
 from rbee.deploy.host_diff import Changes
 from rbee.deploy.host_plan import HostPlan
 from rbee.deploy.host_state import upload_stamp
 from rbee.engine.wheel_tags import wheel_problem
 
 
-def _verify_command(python: str, gpu_offload: bool) -> str:
-    check = (
-        "import sys, llama_cpp; ok = bool(llama_cpp.llama_supports_gpu_offload()); "
-        f"sys.exit(0 if ok == {gpu_offload} else 'llama_supports_gpu_offload() is %s, expected {gpu_offload}' % ok)"
-    )
-    return f"{shlex.quote(python)} -c {shlex.quote(check)}"
-
-
 @deploy("rbee engine")
 def engine(plan: HostPlan, changes: Changes) -> None:
-    """Upload and install this host's engine wheel where the diff says it is not there; build nothing cached."""
+    """Upload this host's engine wheel where the diff says it is not there; build nothing cached."""
     layout = plan.layout
     features = plan.features
     found = control.engine_wheel(features)
@@ -60,18 +51,3 @@ def engine(plan: HostPlan, changes: Changes) -> None:
             )  # fmt: skip
     elif changes.has("file-mode", remote_wheel):
         set_metadata(name=f"engine: upload {features.key}", path=remote_wheel, mode="644")
-    if not changes.has("install", "engine"):
-        return
-    pip = (
-        f"{shlex.quote(layout.python)} -m pip install --quiet --no-index --find-links {shlex.quote(layout.wheelhouse)}"
-    )
-    stamped_install(
-        name=f"engine: install and verify {features.key}",
-        stamp=f"{layout.stamps}/engine",
-        want=features.key,
-        commands=[
-            f"{pip} --force-reinstall --no-deps {shlex.quote(remote_wheel)}",
-            f"{pip} 'diskcache>=5.6' numpy",
-            _verify_command(layout.python, features.gpu_offload),
-        ],
-    )

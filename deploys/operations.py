@@ -29,21 +29,55 @@ def fail_host(reason: str) -> Generator[Any, None, None]:
         yield StringCommand(f"echo {shlex.quote('rbee: ' + reason)} >&2; exit 1")
 
 
-def stamp_command(stamp: str, want: str) -> StringCommand:
-    """Write ``want`` into the stamp file ``stamp`` (its folder made when missing)."""
+def stamp_text(stamp: str, want: str) -> str:
+    """Shell: write ``want`` into the stamp file ``stamp`` (its folder made when missing)."""
     folder = shlex.quote(stamp.rsplit("/", 1)[0])
-    return StringCommand(f"mkdir -p {folder} && printf '%s\\n' {shlex.quote(want)} > {shlex.quote(stamp)}")
+    return f"mkdir -p {folder} && printf '%s\\n' {shlex.quote(want)} > {shlex.quote(stamp)}"
+
+
+def stamp_command(stamp: str, want: str) -> StringCommand:
+    """``stamp_text`` as a pyinfra command."""
+    return StringCommand(stamp_text(stamp, want))
 
 
 @operation()
-def stamped_install(stamp: str, want: str, commands: list[str]) -> Generator[StringCommand, None, None]:
-    """Run ``commands``, then write ``want`` into the stamp (called when the preflight found another stamp).
+def account_and_folders(
+    account: tuple[str, str, frozenset[str]] | None, folders: list[tuple[str, str, str | None, str | None]]
+) -> Generator[StringCommand, None, None]:
+    """One command, decided from the preflight's state (no fact read): the service account and the folders.
 
-    A deploy interrupted half-way leaves the old stamp, so the next run redoes the whole step.
+    ``account``: (name, home, what the host has of it: ``user``/``group``) when it is not complete: a system group
+    and a system user of that group, without a login shell or a home made; ``folders``: (path, mode, owner, group),
+    each made and given its mode and owner (None: left as it is).
     """
-    for command in commands:
-        yield StringCommand(command)
-    yield stamp_command(stamp, want)
+    lines = ["set -e"]
+    if account is not None:
+        name, home, present = account
+        q = shlex.quote(name)
+        if "group" not in present:
+            lines.append(f"getent group {q} >/dev/null || groupadd -r {q}")
+        if "user" not in present:
+            lines.append(
+                f"id -u {q} >/dev/null 2>&1 || useradd -r -M -d {shlex.quote(home)} -s /usr/sbin/nologin -g {q} {q}"
+            )
+    for path, mode, owner, group in folders:
+        q = shlex.quote(path)
+        lines.append(f"mkdir -p {q} && chmod {shlex.quote(mode)} {q}")
+        if owner or group:
+            owners = f"{owner or ''}:{group or ''}"
+            lines.append(f"chown {shlex.quote(owners)} {q}")
+    yield StringCommand("\n".join(lines))
+
+
+@operation()
+def stamped_install(commands: list[str], stamps: dict[str, str]) -> Generator[StringCommand, None, None]:
+    """One remote command: ``commands`` (stopping at the first that fails), then each stamp (path → what it holds).
+
+    Called when the preflight found other stamps; a deploy interrupted half-way leaves the old stamps, so the
+    next run redoes the whole step.
+    """
+    stamping = [stamp_text(path, want) for path, want in stamps.items()]
+    yield StringCommand("set -e\n" + "\n".join([*commands, *stamping]))
 
 
 @operation()

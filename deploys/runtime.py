@@ -1,9 +1,9 @@
-"""Step 3, the runtime: a service user, rbee's folders, a venv with rbee installed from wheels.
+"""Step 2, the runtime's ground: a service user, rbee's folders, the wheelhouse (installed by ``deploys/install.py``).
 
 Hosts need no internet: the control machine prepares a wheelhouse (rbee + dependencies) for
-the host's Python and arch and ships it as one archive; pip installs with ``--no-index``. The wheelhouse
-is stamped with its fingerprint and a digest of the unpacked files' ``stat`` listing, the install with the
-fingerprint: an unchanged release syncs and installs nothing, and reads nothing but the preflight's state.
+the host's Python and arch and ships it as one archive; pip installs from it with ``--no-index``. The wheelhouse
+is stamped with its fingerprint and a digest of the unpacked files' ``stat`` listing: an unchanged release
+ships nothing, and reads nothing but the preflight's state.
 """
 
 from __future__ import annotations
@@ -11,37 +11,30 @@ from __future__ import annotations
 import shlex
 
 from pyinfra.api.deploy import deploy
-from pyinfra.operations import files, server
+from pyinfra.operations import server
 
 from deploys import control, darwin
 from deploys.atomic import put_changed, remove_leftovers
-from deploys.operations import stamped_install
+from deploys.operations import account_and_folders
 from rbee.deploy.host_diff import Changes
 from rbee.deploy.host_plan import HostPlan
 from rbee.deploy.host_state import FUNCTIONS, WHEELHOUSE_STAMP, wheelhouse_listing
 from rbee.deploy.layout import CONFIG_DIR, CREDENTIALS_DIR, DATA_DIR, WORKERS_DIR
 
 
-def _folders(plan: HostPlan, changes: Changes) -> None:
-    """rbee's folders, each only where the diff found it missing or with another mode or owner."""
+def _folders(plan: HostPlan, changes: Changes) -> list[tuple[str, str, str | None, str | None]]:
+    """rbee's folders (path, mode, owner, group) the diff found missing or with another mode or owner."""
     layout, user = plan.layout, plan.service_user
-    for path in (layout.prefix, layout.models, layout.engines):
-        if changes.has("dir", path):
-            files.directory(name=f"runtime: {path}", path=path, mode="755")
-    # root's only: a stamp holds the digest of what a service started from, its credentials included
-    if changes.has("dir", layout.stamps):
-        files.directory(name=f"runtime: {layout.stamps}", path=layout.stamps, user="root", group="root", mode="700")
-    if plan.service_manager == "launchd":
-        return
-    owned = (
-        ("runtime: config folder", CONFIG_DIR, "root", user, "750"),
-        ("runtime: worker configs", WORKERS_DIR, "root", user, "750"),
-        ("runtime: credentials (root's only)", CREDENTIALS_DIR, "root", "root", "700"),
-        ("runtime: state folder", DATA_DIR, user, user, "750"),
-    )
-    for name, path, owner, group, mode in owned:
-        if changes.has("dir", path):
-            files.directory(name=name, path=path, user=owner, group=group, mode=mode)
+    wanted: list[tuple[str, str, str | None, str | None]] = [
+        (layout.prefix, "755", None, None), (layout.models, "755", None, None), (layout.engines, "755", None, None),
+        (layout.stamps, "700", "root", "root"),  # root's only: a stamp holds the digest of what a service started from
+    ]  # fmt: skip
+    if plan.service_manager != "launchd":
+        wanted += [
+            (CONFIG_DIR, "750", "root", user), (WORKERS_DIR, "750", "root", user),
+            (CREDENTIALS_DIR, "700", "root", "root"), (DATA_DIR, "750", user, user),
+        ]  # fmt: skip
+    return [folder for folder in wanted if changes.has("dir", folder[0])]
 
 
 def _ship_wheelhouse(plan: HostPlan, changes: Changes, fingerprint: str) -> None:
@@ -72,38 +65,18 @@ def _ship_wheelhouse(plan: HostPlan, changes: Changes, fingerprint: str) -> None
 
 @deploy("rbee runtime")
 def runtime(plan: HostPlan, changes: Changes) -> None:
-    """Install the rbee runtime where the diff (``changes``) says it is not the planned one."""
-    layout = plan.layout
+    """The service account, the folders and the wheelhouse, where the diff (``changes``) says they differ."""
     user = plan.service_user
     for left in changes.of("leftovers"):  # one target: the paths, a line each
         remove_leftovers(name="runtime: temp files of an interrupted upload", paths=left.target.splitlines())
+    folders = _folders(plan, changes)
     if plan.service_manager == "launchd":  # macOS: dscl instead of useradd, the state in /usr/local/var/rbee
         darwin.runtime_account_and_folders(plan, changes)
-    elif changes.has("account"):
-        server.group(name=f"runtime: group {user}", group=user, system=True)
-        server.user(
-            name=f"runtime: service user {user}", user=user, group=user, system=True,
-            home=DATA_DIR, shell="/usr/sbin/nologin", create_home=False, ensure_home=False,
-        )  # fmt: skip
-    _folders(plan, changes)
-    house = control.wheelhouse(plan.features)
-    fingerprint = control.wheelhouse_fingerprint(plan.features)
+        if folders:
+            account_and_folders(name="runtime: rbee's folders", account=None, folders=folders)
+    elif changes.has("account") or folders:
+        account = (user, DATA_DIR, control.host_state().account) if changes.has("account") else None
+        account_and_folders(name=f"runtime: service user {user} and rbee's folders", account=account,
+                            folders=folders)  # fmt: skip
     if changes.has("wheelhouse"):
-        _ship_wheelhouse(plan, changes, fingerprint)
-    python = shlex.quote(layout.python)
-    if changes.has("install", "runtime"):
-        stamped_install(
-            name="runtime: venv with rbee",
-            stamp=f"{layout.stamps}/runtime",
-            want=fingerprint,
-            commands=[
-                # a venv cut short by an interrupted deploy has python but no pip: make it again
-                f"{python} -m pip --version >/dev/null 2>&1 || "
-                f"{{ rm -rf {shlex.quote(layout.venv)} && python3 -m venv {shlex.quote(layout.venv)}; }}",
-                f"{python} -m pip install --quiet --no-index --find-links {shlex.quote(layout.wheelhouse)} "
-                f"--force-reinstall --no-deps {shlex.quote(layout.wheelhouse + '/' + house.rbee_wheel.name)}",
-                f"{python} -m pip install --quiet --no-index --find-links {shlex.quote(layout.wheelhouse)} "
-                f"{shlex.quote(layout.wheelhouse + '/' + house.rbee_wheel.name)}",
-                f"{python} -c 'import rbee_runtime.queen, rbee_runtime.hive, rbee_runtime.worker'",
-            ],
-        )
+        _ship_wheelhouse(plan, changes, control.wheelhouse_fingerprint(plan.features))

@@ -129,9 +129,9 @@ def test_a_mac_deploy_issues_no_systemd_operation(monkeypatch: pytest.MonkeyPatc
         # atomically: uploaded beside it, owner and mode set there, then renamed over it
         temp = f"/Library/LaunchDaemons/.{label}.plist.rbee-tmp-"
         assert any("FileUploadCommand(" in c and f", {temp}" in c for c in daemon), daemon
-        assert any(c.startswith(f"chown root:wheel {temp}") for c in daemon)
-        assert any(c.startswith(f"chmod 644 {temp}") for c in daemon)
-        assert any(f"mv -f {temp}" in c and c.split(" && ")[1].endswith(f" {plist}") for c in daemon)
+        (moved,) = [c for c in daemon if f"mv -f {temp}" in c]  # one command after the transfer
+        assert moved.startswith(f"chown root:wheel {temp}") and f" && chmod 644 {temp}" in moved
+        assert f" {plist} && " in moved.split(f"mv -f {temp}", 1)[1]
         assert daemon[-1].startswith("mkdir -p /opt/rbee/stamps && printf") and f"service-{label}" in daemon[-1]
     (gone,) = [cs for name, cs in ops if name.endswith("remove worker gone-1 (no longer placed)")]
     assert gone[0].startswith("launchctl bootout system/org.rbee.worker.gone-1") and gone[1].startswith("rm -f ")
