@@ -113,13 +113,13 @@ def service_state(
     between writing a config and restarting the service correct.
     """
     unit = shlex.quote(service)
-    if enable:
-        yield StringCommand(f"systemctl enable {unit}")
+    steps = [f"systemctl enable {unit}"] if enable else []
     if restart:
-        yield StringCommand(f"systemctl restart {unit}")
-        yield stamp_command(stamp, want)
+        steps += [f"systemctl restart {unit}", stamp_text(stamp, want)]
     elif start:
-        yield StringCommand(f"systemctl start {unit}")
+        steps.append(f"systemctl start {unit}")
+    if steps:
+        yield StringCommand(" && ".join(steps))  # one remote call
 
 
 @operation()

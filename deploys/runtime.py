@@ -37,7 +37,7 @@ def _folders(plan: HostPlan, changes: Changes) -> list[tuple[str, str, str | Non
     return [folder for folder in wanted if changes.has("dir", folder[0])]
 
 
-def _ship_wheelhouse(plan: HostPlan, changes: Changes, fingerprint: str) -> None:
+def _ship_wheelhouse(plan: HostPlan, fingerprint: str) -> None:
     """The wheelhouse as one archive: uploaded (verified), unpacked into a fresh folder swapped in, stamped.
 
     One transfer instead of one per wheel; the stamp holds the fingerprint and a digest of the unpacked
@@ -48,7 +48,7 @@ def _ship_wheelhouse(plan: HostPlan, changes: Changes, fingerprint: str) -> None
     remote = f"{layout.prefix}/.wheelhouse.tar"
     put_changed(
         name="runtime: wheelhouse (rbee and its dependencies, one archive)", src=str(archive), dest=remote,
-        mode="600", make_folder=changes.has("dir", layout.prefix), verify_sha256=control.file_sha256(archive),
+        mode="600", verify_sha256=control.file_sha256(archive),  # the prefix exists: made by the folders' command
     )  # fmt: skip
     folder, fresh = shlex.quote(layout.wheelhouse), shlex.quote(f"{layout.wheelhouse}.new")
     stamp = shlex.quote(f"{layout.stamps}/{WHEELHOUSE_STAMP}")
@@ -79,4 +79,4 @@ def runtime(plan: HostPlan, changes: Changes) -> None:
         account_and_folders(name=f"runtime: service user {user} and rbee's folders", account=account,
                             folders=folders)  # fmt: skip
     if changes.has("wheelhouse"):
-        _ship_wheelhouse(plan, changes, control.wheelhouse_fingerprint(plan.features))
+        _ship_wheelhouse(plan, control.wheelhouse_fingerprint(plan.features))
