@@ -87,8 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", default="The honey bee")
     p.add_argument("--api", choices=list(API), default="completions", help="the OpenAI API every mode is called on")
     p.add_argument("--seed", type=int, default=42, help="sampling seed of every request (temperature 0)")
-    p.add_argument("--canned-pace-us", type=_not_negative, default=0.0,
-                   help="the canned worker's µs between two tokens (default 0: all at once, handed over in batches)")
+    p.add_argument(
+        "--canned-pace-us",
+        type=_not_negative,
+        default=0.0,
+        help="the canned worker's µs between two tokens (default 0: all at once, handed over in batches)",
+    )
     p.add_argument("--workloads", type=_csv(list(WORKLOADS)), default=list(WORKLOADS), help="llama,canned")
     p.add_argument("--modes", type=_csv(MODES), default=list(MODES), help="direct,queen,litellm (direct always runs)")
     p.add_argument("--concurrency", type=_count, default=32, help="simultaneous streams of the load test (0: none)")
