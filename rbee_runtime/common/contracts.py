@@ -83,7 +83,8 @@ MAX_SEED = 2**32 - 1
 
 
 class GenerateRequest(Wire):
-    """``POST /v1/generate`` on a worker: exactly one of ``prompt`` or ``messages`` (sizes: :mod:`~.limits`)."""
+    """One generation as a worker's engine runs it, built from an OpenAI body
+    (:mod:`~.openai_requests`): exactly one of ``prompt`` or ``messages`` (sizes: :mod:`~.limits`)."""
 
     request_id: str = Field(min_length=1, max_length=128)
     prompt: str | None = Field(default=None, max_length=MAX_TEXT_CHARS)
@@ -127,16 +128,9 @@ def check_total_chars(texts: list[str]) -> None:
         )
 
 
-class TokenEvent(Wire):
-    """One generated piece of text (SSE ``data:`` line of a worker stream)."""
-
-    type: Literal["token"] = "token"
-    text: str
-    index: int
-
-
 class EndEvent(Wire):
-    """Terminal event of a successful (or cancelled) generation."""
+    """How a generation ended (successfully or cancelled): the generation thread's last item, internal to a
+    worker (the OpenAI routes write its finish reason and usage)."""
 
     type: Literal["end"] = "end"
     tokens_out: int
@@ -146,7 +140,8 @@ class EndEvent(Wire):
 
 
 class ErrorEvent(Wire):
-    """Terminal event of a failed generation (``field``: the request field at fault, for client errors)."""
+    """How a generation failed (``field``: the request field at fault, for client errors): internal, the
+    generation thread's last item on a worker and the queen's record of a worker's error answer."""
 
     type: Literal["error"] = "error"
     code: str
