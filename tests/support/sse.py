@@ -10,7 +10,6 @@ import json
 import queue
 import threading
 import time
-import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -35,11 +34,9 @@ def response_events(response: httpx.Response) -> list[Any]:
 
 
 def token_text(event: Any) -> str | None:
-    """The text of a token event (an OpenAI chunk or a worker ``TokenEvent``), else None."""
+    """The text of an OpenAI chunk (completion or chat), else None."""
     if not isinstance(event, dict):
         return None
-    if event.get("type") == "token":
-        return str(event["text"])
     choices = event.get("choices") or []
     if not choices:
         return None
@@ -49,12 +46,9 @@ def token_text(event: Any) -> str | None:
 
 
 def error_code(event: Any) -> str | None:
-    """The code of an error event (OpenAI-style ``{"error": ...}`` or a worker ``ErrorEvent``)."""
-    if isinstance(event, dict):
-        if isinstance(event.get("error"), dict):
-            return str(event["error"].get("code"))
-        if event.get("type") == "error":
-            return str(event.get("code"))
+    """The code of an OpenAI-style error event (``{"error": ...}``), else None."""
+    if isinstance(event, dict) and isinstance(event.get("error"), dict):
+        return str(event["error"].get("code"))
     return None
 
 
@@ -76,9 +70,9 @@ def open_sse(url: str, body: dict[str, Any], headers: dict[str, str] | None = No
 
 
 def worker_generate(worker_url: str, prompt: str = "hello", max_tokens: int = 4, **extra: Any) -> str:
-    """POST ``/v1/generate`` on a worker and read the stream to ``[DONE]``; the generated text."""
-    body = {"request_id": uuid.uuid4().hex, "prompt": prompt, "max_tokens": max_tokens, **extra}
-    with open_sse(f"{worker_url}/v1/generate", body, timeout=20) as (response, events):
+    """POST a streamed ``/v1/completions`` on a worker and read it to ``[DONE]``; the generated text."""
+    body = {"model": "any", "prompt": prompt, "max_tokens": max_tokens, "stream": True, **extra}
+    with open_sse(f"{worker_url}/v1/completions", body, timeout=20) as (response, events):
         assert response.status_code == 200, response.read()
         got = list(events)
     assert got and got[-1] == DONE, got[-3:]

@@ -15,6 +15,7 @@ from rbee_runtime.worker.cli import parse_settings
 from tests.support.sse import DONE, response_events, worker_generate
 from tests.support.stubs import CallbackReceiver
 from tests.support.waiting import wait_until
+from tests.support.worker_api import openai_body, relay_headers
 
 REQUIRED = ["--worker-id", "w", "--model-id", "m", "--model-path", "/m.gguf"]
 
@@ -102,8 +103,9 @@ def test_announce_interval_zero_calls_back_once(start_worker, callback_receiver:
 def test_draining_worker_stops_announcing(start_worker, callback_receiver: CallbackReceiver) -> None:
     w = start_worker(worker_id="w-drain", callback_url=callback_receiver.url, announce_interval=0.2, grace_period=30)
     w.wait_idle()
-    body = {"request_id": "long", "prompt": "hi", "max_tokens": 1500}
-    with httpx.stream("POST", f"{w.url}/v1/generate", json=body, timeout=30, trust_env=False) as resp:
+    body = openai_body(prompt="hi", max_tokens=1500)
+    with httpx.stream("POST", f"{w.url}/v1/completions", json=body, headers=relay_headers("long"), timeout=30,
+                      trust_env=False) as resp:  # fmt: skip
         assert resp.status_code == 200
         w.signal(signal.SIGTERM)
         w.wait_health(lambda h: h["state"] == "draining")

@@ -9,16 +9,17 @@ import pytest
 
 from tests.support.services import WorkerProc
 from tests.support.sse import DONE, sse_events
+from tests.support.worker_api import is_end, openai_body, post_generation
 
 pytestmark = pytest.mark.engine
 
 
 def end_event(worker: WorkerProc, request_id: str) -> dict[str, object]:
-    body = {"request_id": request_id, "prompt": "Hello", "max_tokens": 4}
-    response = httpx.post(f"{worker.url}/v1/generate", json=body, timeout=30)
+    """The relay's end event of a short generation with ``request_id``."""
+    response = post_generation(worker.url, request_id, openai_body(prompt="Hello", max_tokens=4))
     assert response.status_code == 200, response.text
     events = list(sse_events(response.text.splitlines()))
-    assert events[-1] == DONE
+    assert events[-1] == DONE and is_end(events[-2]), events[-3:]
     end: dict[str, object] = events[-2]
     return end
 

@@ -111,6 +111,10 @@ def test_delete_cancels_a_stream_with_the_cancelled_chunk(worker: WorkerProc) ->
     ("path", "body", "headers", "field"),
     [
         ("/v1/completions", {**COMPLETION, "temperature": 5}, {}, "temperature"),
+        ("/v1/completions", {**COMPLETION, "temperature": "hot"}, {}, "temperature"),
+        ("/v1/completions", {**COMPLETION, "max_tokens": 0}, {}, "max_tokens"),
+        ("/v1/completions", {"model": "m"}, {}, "prompt"),
+        ("/v1/chat/completions", {**CHAT, "messages": [{"role": "alien", "content": "hi"}]}, {}, "messages.0.role"),
         ("/v1/completions", {**COMPLETION, "prompt": ["a", "b"]}, {}, "prompt"),
         ("/v1/chat/completions", {**CHAT, "messages": []}, {}, "messages"),
         ("/v1/chat/completions", {**CHAT, "n": 2}, {}, "n"),

@@ -12,10 +12,12 @@ from typing import Any
 import httpx
 import pytest
 
-from rbee_runtime.common.contracts import EndEvent, TokenEvent, WorkerHealth, WorkerReady
+from rbee_runtime.common.contracts import WorkerHealth, WorkerReady
+from rbee_runtime.common.relay import RelayEnd
 from tests.support.processes import ProcessPool
 from tests.support.services import WorkerProc, start_worker
-from tests.support.sse import DONE, open_sse
+from tests.support.sse import DONE, error_code, token_text
+from tests.support.worker_api import is_end, open_generation, openai_body, post_generation
 
 pytestmark = pytest.mark.engine
 
@@ -31,30 +33,38 @@ def worker(tiny_model_path: Path, module_processes: ProcessPool) -> Iterator[Wor
     assert w.alive(), w.log()
 
 
-def generate(url: str, body: dict[str, Any]) -> contextlib.AbstractContextManager[tuple[httpx.Response, Iterator[Any]]]:
-    """POST /v1/generate streamed: the response and an iterator of its events (``DONE`` last)."""
-    return open_sse(f"{url}/v1/generate", body)
+def generate(url: str, request_id: str, **fields: Any,
+             ) -> contextlib.AbstractContextManager[tuple[httpx.Response, Iterator[Any]]]:  # fmt: skip
+    """A streamed OpenAI request relayed as the queen does: the response and an iterator of its events."""
+    return open_generation(url, request_id, openai_body(**fields))
 
 
-def read_all(events: Iterator[Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Consume a stream: (token events, terminal event); checks the framing."""
-    tokens: list[dict[str, Any]] = []
-    terminal: dict[str, Any] | None = None
+def post_whole(url: str, request_id: str = "x", **fields: Any) -> httpx.Response:
+    """The same request, read whole (for answers that fail before the stream)."""
+    return post_generation(url, request_id, openai_body(**fields))
+
+
+def read_all(events: Iterator[Any]) -> tuple[list[str], dict[str, Any]]:
+    """Consume a relayed stream: (token texts, the relay's end event); checks the framing."""
+    tokens: list[str] = []
+    end: dict[str, Any] | None = None
     done = False
     for event in events:
         assert not done, "nothing may follow [DONE]"
         if event == DONE:
-            assert terminal is not None, "[DONE] before the terminal event"
+            assert end is not None, "[DONE] before the end event"
             done = True
-        elif event["type"] == "token":
-            assert terminal is None, "token after the terminal event"
-            TokenEvent.model_validate(event)
-            tokens.append(event)
-        else:
-            assert terminal is None, "two terminal events"
-            terminal = event
-    assert done and terminal is not None
-    return tokens, terminal
+        elif is_end(event):
+            assert end is None, "two end events"
+            RelayEnd.model_validate(event)
+            end = event
+        elif (text := token_text(event)) is not None:
+            assert end is None, "token after the end event"
+            tokens.append(text)
+        else:  # the opening, finish, usage or error chunk
+            assert end is None, "a chunk after the end event"
+    assert done and end is not None
+    return tokens, end
 
 
 def wait_generation_ended(worker: WorkerProc) -> dict[str, Any]:
@@ -69,7 +79,7 @@ def test_health_goes_loading_then_idle_and_ready_callback_arrives(start_worker, 
     assert callback_receiver.arrived.wait(15), w.log()
     loading = WorkerHealth.model_validate(w.health())
     assert loading.state == "loading"
-    refused = httpx.post(f"{w.url}/v1/generate", json={"request_id": "early", "prompt": "hi"})
+    refused = post_whole(w.url, "early", prompt="hi")
     assert refused.status_code == 503 and refused.json()["error"]["code"] == "WORKER_LOADING"
     callback_receiver.release.set()
     idle = WorkerHealth.model_validate(w.wait_idle())
@@ -83,41 +93,38 @@ def test_health_goes_loading_then_idle_and_ready_callback_arrives(start_worker, 
 
 
 def test_tokens_stream_incrementally(worker: WorkerProc) -> None:
-    """One event per token, in the generation's order, then the end event with the generation's own count.
+    """One chunk per token, in the generation's order, then the end event with the generation's own count.
 
     That they arrive while the generation runs (and not in one burst at its end) is shown by cause and
     effect, not by a clock: a client holding only the first events stops the generation early
     (``test_delete_cancels_mid_stream``, ``test_client_disconnect_stops_generation_and_frees_slot``).
     """
     before = worker.health()["tokens_generated_total"]
-    body = {"request_id": "inc", "prompt": "Once upon a time", "max_tokens": 400, "seed": 7}
-    with generate(worker.url, body) as (response, events):
+    with generate(worker.url, "inc", prompt="Once upon a time", max_tokens=400, seed=7) as (response, events):
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["x-request-id"] == "inc"
         tokens, end = read_all(events)
-    assert [t["index"] for t in tokens] == list(range(400))
-    assert all(t["text"] for t in tokens)
-    final = EndEvent.model_validate(end)
+    assert len(tokens) == 400 and all(tokens)
+    final = RelayEnd.model_validate(end)
     assert final.stop_reason == "length" and final.tokens_out == 400 and final.prompt_tokens > 1
-    assert final.decode_ms > 0
     assert worker.wait_idle()["tokens_generated_total"] == before + 400
 
 
 def test_chat_messages_generate(worker: WorkerProc) -> None:
     messages = [{"role": "system", "content": "You are a bee."}, {"role": "user", "content": "Buzz?"}]
-    body = {"request_id": "chat", "messages": messages, "max_tokens": 12, "temperature": 0.0}
-    with generate(worker.url, body) as (response, events):
+    with generate(worker.url, "chat", messages=messages, max_tokens=12, temperature=0.0) as (response, events):
         assert response.status_code == 200
         tokens, end = read_all(events)
-    assert len(tokens) == 12 and "".join(t["text"] for t in tokens).strip()
-    assert end["type"] == "end" and end["tokens_out"] == 12 and end["prompt_tokens"] > 10
+    assert len(tokens) == 12 and "".join(tokens).strip()
+    assert end["stop_reason"] == "length" and end["tokens_out"] == 12 and end["prompt_tokens"] > 10
 
 
 def test_all_slots_busy_is_503_with_retry_after(worker: WorkerProc) -> None:
-    with generate(worker.url, {"request_id": "hog", "prompt": "hi", "max_tokens": LONG}) as (response, events):
+    with generate(worker.url, "hog", prompt="hi", max_tokens=LONG) as (response, events):
         assert response.status_code == 200
         next(events)  # the slot is taken
-        second = httpx.post(f"{worker.url}/v1/generate", json={"request_id": "late", "prompt": "hi"})
+        second = post_whole(worker.url, "late", prompt="hi")
         assert second.status_code == 503
         assert second.headers["retry-after"] == "1"
         error = second.json()["error"]
@@ -132,12 +139,14 @@ def test_all_slots_busy_is_503_with_retry_after(worker: WorkerProc) -> None:
 
 def test_delete_cancels_mid_stream(worker: WorkerProc) -> None:
     before = worker.health()
-    with generate(worker.url, {"request_id": "c1", "prompt": "hi", "max_tokens": LONG}) as (_, events):
+    with generate(worker.url, "c1", prompt="hi", max_tokens=LONG) as (_, events):
         for _ in range(5):
-            next(events)
+            assert token_text(next(events))
         assert httpx.delete(f"{worker.url}/v1/requests/c1").status_code == 204
-        tokens, end = read_all(events)
+        seen: list[Any] = []
+        tokens, end = read_all(_recording(events, seen))
     assert end["stop_reason"] == "cancelled"
+    assert [code for e in seen if (code := error_code(e))] == ["REQUEST_CANCELLED"]
     assert 5 <= end["tokens_out"] < LONG
     assert len(tokens) + 5 == end["tokens_out"]  # every generated token was streamed
     after = wait_generation_ended(worker)
@@ -149,7 +158,7 @@ def test_delete_cancels_mid_stream(worker: WorkerProc) -> None:
 
 def test_cancel_that_arrives_before_the_request_still_cancels(worker: WorkerProc) -> None:
     assert httpx.delete(f"{worker.url}/v1/requests/early-bird").status_code == 204
-    with generate(worker.url, {"request_id": "early-bird", "prompt": "hi", "max_tokens": LONG}) as (_, events):
+    with generate(worker.url, "early-bird", prompt="hi", max_tokens=LONG) as (_, events):
         tokens, end = read_all(events)
     assert tokens == [] and end["stop_reason"] == "cancelled" and end["tokens_out"] == 0
     worker.wait_idle()
@@ -157,9 +166,9 @@ def test_cancel_that_arrives_before_the_request_still_cancels(worker: WorkerProc
 
 def test_client_disconnect_stops_generation_and_frees_slot(worker: WorkerProc) -> None:
     before = worker.health()
-    with generate(worker.url, {"request_id": "gone", "prompt": "hi", "max_tokens": LONG}) as (_, events):
+    with generate(worker.url, "gone", prompt="hi", max_tokens=LONG) as (_, events):
         for _ in range(3):
-            next(events)
+            assert token_text(next(events))
     # leaving the block closed the connection mid-stream
     after = wait_generation_ended(worker)
     generated = after["tokens_generated_total"] - before["tokens_generated_total"]
@@ -167,27 +176,14 @@ def test_client_disconnect_stops_generation_and_frees_slot(worker: WorkerProc) -
     assert after["requests_cancelled_total"] == before["requests_cancelled_total"] + 1
 
 
-@pytest.mark.parametrize(
-    ("body", "field"),
-    [
-        ({"prompt": "hi"}, "request_id"),
-        ({"request_id": "x", "prompt": "hi", "max_tokens": 0}, "max_tokens"),
-        ({"request_id": "x", "prompt": "hi", "temperature": "hot"}, "temperature"),
-        ({"request_id": "x", "messages": [{"role": "alien", "content": "hi"}]}, "messages.0.role"),
-        ({"request_id": "x"}, "prompt"),
-        ({"request_id": "x", "prompt": "hi", "messages": [{"role": "user", "content": "hi"}]}, "messages"),
-    ],
-)
-def test_invalid_body_is_422_naming_the_field(worker: WorkerProc, body: dict[str, Any], field: str) -> None:
-    response = httpx.post(f"{worker.url}/v1/generate", json=body)
-    assert response.status_code == 422
-    error = response.json()["error"]
-    assert error["code"] == "INVALID_REQUEST"
-    assert field in error["message"]
+def _recording(events: Iterator[Any], seen: list[Any]) -> Iterator[Any]:
+    for event in events:
+        seen.append(event)
+        yield event
 
 
 def test_prompt_longer_than_context_is_400(worker: WorkerProc) -> None:
-    response = httpx.post(f"{worker.url}/v1/generate", json={"request_id": "big", "prompt": "word " * 2100})
+    response = post_whole(worker.url, "big", prompt="word " * 2100)
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["code"] == "CONTEXT_LENGTH_EXCEEDED" and "context window" in error["message"]
@@ -209,8 +205,8 @@ def test_sigterm_drains_running_request_then_exits_0(start_worker) -> None:
     started = threading.Event()
 
     def consume() -> None:
-        with generate(w.url, {"request_id": "drain", "prompt": "hi", "max_tokens": 600}) as (_, events):
-            next(events)
+        with generate(w.url, "drain", prompt="hi", max_tokens=600) as (_, events):
+            assert token_text(next(events))
             started.set()
             result["tokens"], result["end"] = read_all(events)
 
@@ -220,7 +216,7 @@ def test_sigterm_drains_running_request_then_exits_0(start_worker) -> None:
     w.signal(signal.SIGTERM)
     health = w.wait_health(lambda h: h["state"] == "draining")
     assert health["slots_busy"] == 1
-    refused = httpx.post(f"{w.url}/v1/generate", json={"request_id": "new", "prompt": "hi"})
+    refused = post_whole(w.url, "new", prompt="hi")
     assert refused.status_code == 503 and refused.json()["error"]["code"] == "WORKER_DRAINING"
     reader.join(30)
     assert result["end"]["stop_reason"] == "length" and len(result["tokens"]) == 599  # all but the first
@@ -238,8 +234,8 @@ def test_shutdown_endpoint_drains_and_exits_0(start_worker) -> None:
 def test_grace_period_over_cancels_running_work(start_worker) -> None:
     w = start_worker(grace_period=0.2)
     w.wait_idle()
-    with generate(w.url, {"request_id": "slow", "prompt": "hi", "max_tokens": LONG}) as (_, events):
-        next(events)
+    with generate(w.url, "slow", prompt="hi", max_tokens=LONG) as (_, events):
+        assert token_text(next(events))
         assert httpx.post(f"{w.url}/v1/shutdown").status_code == 202
         _, end = read_all(events)
     assert end["stop_reason"] == "cancelled"
