@@ -21,15 +21,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from bench.proxy import report
 from bench.proxy.cluster import CANNED_MODEL_ID, BenchCluster, ClusterNotReadyError
 from bench.proxy.concurrency import run_load
 from bench.proxy.litellm_proxy import LiteLLMProxy, find_litellm
 from bench.proxy.paired import run_rounds
 from bench.proxy.processes import ChildExitedError
-from bench.proxy.protocols import API, Sampling, StreamProtocol, WorkerGenerate, openai_protocol, worker_protocol
+from bench.proxy.protocols import API, Sampling, StreamProtocol, openai_protocol
 from bench.proxy.sample import Endpoint, StreamError
 from rbee.local.runner import LocalClusterError
 from rbee.tiny_model import TINY_MODEL_ID
@@ -187,10 +185,9 @@ def measure(args: argparse.Namespace, modes: list[str], sampling: Sampling) -> d
         _say(f"starting the cluster (logs: {workdir / 'logs'})")
         slots = max(args.concurrency, 1) + 2
         cluster = stack.enter_context(BenchCluster(workdir, slots, canned_interval_us=args.canned_pace_us))
-        http = stack.enter_context(httpx.Client(timeout=10, trust_env=False, headers=cluster.worker_headers))
         upstreams = {"llama": cluster.worker_url, "canned": cluster.canned_url}
-        protocols = {w: worker_protocol(http, upstreams[w], WORKLOADS[w][0], args.api) for w in WORKLOADS}
-        litellm, why = _start_litellm(stack, args, modes, cluster, upstreams, protocols, workdir)
+        protocols = {w: openai_protocol(args.api, WORKLOADS[w][0]) for w in WORKLOADS}
+        litellm, why = _start_litellm(stack, args, modes, cluster, upstreams, workdir)
         targets = Targets(cluster, args.api, modes, protocols, litellm, why)
         out: dict[str, Any] = {"litellm": {"used": litellm is not None, "reason": why}, "workloads": {}}
         for workload in args.workloads:
@@ -258,20 +255,15 @@ def _progress(total: int) -> Callable[[int], None]:
 
 def _start_litellm(
     stack: ExitStack, args: argparse.Namespace, modes: list[str], cluster: BenchCluster,
-    upstreams: dict[str, str], protocols: dict[str, StreamProtocol], workdir: Path,
+    upstreams: dict[str, str], workdir: Path,
 ) -> tuple[LiteLLMProxy | None, str]:  # fmt: skip
-    """LiteLLM's proxy in front of the workers that serve OpenAI routes, or None and why not."""
+    """LiteLLM's proxy in front of the workers' OpenAI routes, or None and why not."""
     if "litellm" not in modes:
         return None, "not asked for (--modes)"
     command, found = find_litellm(args.litellm)
     if command is None:
         _say(f"litellm mode skipped: {found}")
         return None, found
-    if any(isinstance(protocols[w], WorkerGenerate) for w in WORKLOADS):
-        path = openai_protocol(args.api, "").path
-        why = f"the worker has no OpenAI route (POST {path}) for LiteLLM to call; only /v1/generate"
-        _say(f"litellm mode skipped: {why}")
-        return None, why
     models = {WORKLOADS[w][0]: f"{url}/v1" for w, url in upstreams.items()}
     _say(f"starting LiteLLM's proxy: {found}")
     proxy = LiteLLMProxy(command, models, cluster.worker_token, workdir, args.api)

@@ -1,11 +1,9 @@
 """The ways to ask for a streamed generation, each as request body + how to read a text piece.
 
-- :class:`OpenAICompletions`: ``POST /v1/completions`` with ``stream: true`` (the queen, LiteLLM, and a
-  worker that serves the OpenAI routes itself); a piece is ``choices[0].text`` of a chunk.
+- :class:`OpenAICompletions`: ``POST /v1/completions`` with ``stream: true`` (the queen, LiteLLM and a
+  worker alike); a piece is ``choices[0].text`` of a chunk.
 - :class:`OpenAIChat`: ``POST /v1/chat/completions`` (the prompt as one user message); a piece is
   ``choices[0].delta.content``.
-- :class:`WorkerGenerate`: a worker's own ``POST /v1/generate`` (its ``token`` events), for a worker
-  without OpenAI routes.
 
 All send the same sampling (:class:`Sampling`), so every mode asks for the very same generation.
 """
@@ -13,11 +11,8 @@ All send the same sampling (:class:`Sampling`), so every mode asks for the very 
 from __future__ import annotations
 
 import json
-import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
-
-import httpx
 
 
 @dataclass(frozen=True)
@@ -92,36 +87,3 @@ API = ("completions", "chat")
 def openai_protocol(api: str, model: str) -> StreamProtocol:
     """The OpenAI protocol of ``api`` (``completions`` or ``chat``) for ``model``."""
     return OpenAIChat(model) if api == "chat" else OpenAICompletions(model)
-
-
-@dataclass(frozen=True)
-class WorkerGenerate:
-    """A worker's own ``/v1/generate`` stream (the same sampling; a fresh ``request_id`` each time);
-    ``chat``: the prompt as one user message, as :class:`OpenAIChat` sends it."""
-
-    chat: bool = False
-    path: str = "/v1/generate"
-
-    def body(self, sampling: Sampling) -> dict[str, Any]:
-        text: dict[str, Any] = (
-            {"messages": [{"role": "user", "content": sampling.prompt}]} if self.chat else {"prompt": sampling.prompt}
-        )
-        return {
-            "request_id": f"bench-{uuid.uuid4().hex}", **text, "max_tokens": sampling.max_tokens,
-            "temperature": sampling.temperature, "top_p": sampling.top_p, "seed": sampling.seed,
-        }  # fmt: skip
-
-    def piece(self, data: str) -> str | None:
-        if data == "[DONE]":
-            return None
-        event = json.loads(data)
-        text = event.get("text") if event.get("type") == "token" else None
-        return text if isinstance(text, str) and text else None
-
-
-def worker_protocol(client: httpx.Client, worker_url: str, model: str, api: str) -> StreamProtocol:
-    """The worker's OpenAI route of ``api`` when it has one, else ``/v1/generate`` (one probe: a GET on a
-    POST-only route answers 405 where the route exists, 404 where it does not)."""
-    protocol = openai_protocol(api, model)
-    probe = client.get(f"{worker_url}{protocol.path}")
-    return protocol if probe.status_code == 405 else WorkerGenerate(chat=api == "chat")

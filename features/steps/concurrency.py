@@ -29,6 +29,7 @@ from tests.support.services import (
 )
 from tests.support.sse import Streams, completion_body, error_code
 from tests.support.waiting import wait_until
+from tests.support.worker_api import is_end, openai_body, relay_headers, route
 
 
 def at_once(count: int, work: Callable[[int], Any]) -> list[Any]:
@@ -243,8 +244,8 @@ def race_worker(scene: SimpleNamespace, streams: Streams, cluster: Cluster, coun
     tag = uuid.uuid4().hex[:8]
 
     def ask(i: int) -> Any:
-        body = {"request_id": f"race-{tag}-{i}", "prompt": "Race", "max_tokens": tokens}
-        return streams.open(f"{worker['url']}/v1/generate", body)
+        body = openai_body(prompt="Race", max_tokens=tokens)
+        return streams.open(worker["url"] + route(body), body, relay_headers(f"race-{tag}-{i}"))
 
     scene.race = at_once(count, ask)
     for stream in scene.race:
@@ -268,7 +269,7 @@ def winners_complete(scene: SimpleNamespace, count: int, tokens: int) -> None:
     assert len(scene.winners) == count
     for stream in scene.winners:
         events = stream.read_to_end(30)
-        assert events[-2] == "[DONE]" and events[-3]["type"] == "end", events[-3:]
+        assert events[-2] == "[DONE]" and is_end(events[-3]), events[-3:]
         assert events[-3]["tokens_out"] == tokens and len(stream.tokens()) == tokens
 
 

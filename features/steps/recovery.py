@@ -18,6 +18,7 @@ from tests.support.processes import Freezer, ProcessPool
 from tests.support.services import Cluster, start_cluster
 from tests.support.sse import error_code
 from tests.support.waiting import gone, wait_until
+from tests.support.worker_api import openai_body, post_generation
 
 
 @given(
@@ -171,10 +172,10 @@ def worker_sigterm(scene: SimpleNamespace) -> None:
 
 @then(parsers.parse('a request sent straight to the worker is refused with {status:d} "{code}"'))
 def direct_refused(scene: SimpleNamespace, status: int, code: str) -> None:
-    body = {"request_id": "after-sigterm", "prompt": "Hello", "max_tokens": 5}
+    body = openai_body(prompt="Hello", max_tokens=5)
 
     def refusal() -> httpx.Response | None:  # until the signal is handled its one slot is simply busy
-        response = httpx.post(f"{scene.external.url}/v1/generate", json=body, timeout=10, trust_env=False)
+        response = post_generation(scene.external.url, "after-sigterm", body, timeout=10)
         return None if error_code(response.json()) == "ALL_SLOTS_BUSY" else response
 
     response = wait_until(refusal, 3, "the worker to handle SIGTERM")

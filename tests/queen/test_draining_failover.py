@@ -13,6 +13,7 @@ from rbee.tiny_model import TINY_MODEL_ID
 from tests.support.processes import ProcessPool
 from tests.support.services import register_workers, start_queen, start_worker
 from tests.support.waiting import wait_until
+from tests.support.worker_api import openai_body, relay_headers
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
@@ -30,8 +31,9 @@ def test_a_draining_worker_is_not_tried_again(procs: ProcessPool, tiny_model_pat
     stop = threading.Event()
 
     def keep_busy() -> None:
-        body = {"request_id": "long-1", "prompt": "x", "max_tokens": 3000}
-        with httpx.stream("POST", f"{draining.url}/v1/generate", json=body, timeout=120) as response:
+        body = openai_body(prompt="x", max_tokens=3000)
+        with httpx.stream("POST", f"{draining.url}/v1/completions", json=body, headers=relay_headers("long-1"),
+                          timeout=120) as response:  # fmt: skip
             for _ in response.iter_lines():
                 if stop.is_set():
                     break

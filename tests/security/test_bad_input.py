@@ -141,10 +141,11 @@ def test_lone_surrogate_is_422_naming_the_field(cluster: Cluster, before: dict[s
 
 
 def test_lone_surrogate_sent_to_the_worker_itself_is_422(cluster: Cluster, before: dict[str, Any]) -> None:
-    url = before["worker"]["url"] + "/v1/generate"
-    assert_refused(post_raw(url, '{"request_id": "s1", "prompt": "a\\ud800"}'), 422, "INVALID_REQUEST", "prompt")
-    body = '{"request_id": "s2", "messages": [{"role": "user", "content": "\\udc00"}]}'
-    assert_refused(post_raw(url, body), 422, "INVALID_REQUEST", "messages.0.content")
+    worker = before["worker"]["url"]
+    body = '{"model": "m", "prompt": "a\\ud800"}'
+    assert_refused(post_raw(worker + "/v1/completions", body), 422, "INVALID_REQUEST", "prompt")
+    body = '{"model": "m", "messages": [{"role": "user", "content": "\\udc00"}]}'
+    assert_refused(post_raw(worker + "/v1/chat/completions", body), 422, "INVALID_REQUEST", "messages.0.content")
     assert worker_health(before["worker"])["status"] == "ok"
 
 
@@ -163,8 +164,8 @@ def test_chat_template_refusal_is_400_and_the_worker_stays_routable(cluster: Clu
 
 
 def test_chat_template_refusal_on_the_worker_itself_is_400(cluster: Cluster, before: dict[str, Any]) -> None:
-    body = {"request_id": "t1", "messages": [{"role": "user", "content": REFUSED}]}
-    response = httpx.post(before["worker"]["url"] + "/v1/generate", json=body, timeout=30)
+    body = {"model": "m", "messages": [{"role": "user", "content": REFUSED}]}
+    response = httpx.post(before["worker"]["url"] + "/v1/chat/completions", json=body, timeout=30)
     assert assert_refused(response, 400, "INPUT_REJECTED", "messages")["details"] == {"fields": ["messages"]}
 
 
@@ -178,8 +179,7 @@ def test_non_finite_numbers_are_422(cluster: Cluster, before: dict[str, Any], li
     body = f'{{"model": "rbee-tiny", "prompt": "hi", "{field}": {literal}}}'
     error = assert_refused(post_raw(cluster.queen.url + "/v1/completions", body), 422, "INVALID_REQUEST", field)
     assert "finite" in error["message"]
-    worker_body = f'{{"request_id": "n1", "prompt": "hi", "{field}": {literal}}}'
-    assert_refused(post_raw(before["worker"]["url"] + "/v1/generate", worker_body), 422, "INVALID_REQUEST", field)
+    assert_refused(post_raw(before["worker"]["url"] + "/v1/completions", body), 422, "INVALID_REQUEST", field)
 
 
 def post_heartbeat(queen_url: str, text: str, headers: dict[str, str] | None = None) -> httpx.Response:
@@ -220,7 +220,7 @@ def _chunks(total: int, size: int = 256 * 1024) -> Iterator[bytes]:
 @pytest.mark.parametrize("chunked", [False, True])
 def test_oversized_body_is_413_on_queen_and_worker(cluster: Cluster, before: dict[str, Any], chunked: bool) -> None:
     size = MAX_BODY_BYTES + 1
-    for url in (cluster.queen.url + "/v1/completions", before["worker"]["url"] + "/v1/generate"):
+    for url in (cluster.queen.url + "/v1/completions", before["worker"]["url"] + "/v1/completions"):
         content: Any = _chunks(size) if chunked else b" " * size
         response = httpx.post(url, content=content, headers={"Content-Type": "application/json"}, timeout=30)
         error = assert_refused(response, 413, "PAYLOAD_TOO_LARGE", "4 MiB")
@@ -266,13 +266,14 @@ def test_oversized_fields_are_422_naming_the_field(cluster: Cluster, before: dic
     [
         ({"prompt": LONG}, "prompt"),
         ({"prompt": "hi", "stop": ["s" * 257]}, "stop"),
-        ({"prompt": "hi", "seed": 2**40}, "seed"),
+        ({"prompt": "hi", "max_tokens": 10**9}, "max_tokens"),
         ({"messages": [{"role": "user", "content": "hi"}] * 2049}, "messages"),
     ],
 )
 def test_oversized_fields_sent_to_the_worker_are_422(cluster: Cluster, before: dict[str, Any], body: dict[str, Any],
                                                      field: str) -> None:  # fmt: skip
-    response = httpx.post(before["worker"]["url"] + "/v1/generate", json={"request_id": "big", **body}, timeout=30)
+    path = "/v1/chat/completions" if "messages" in body else "/v1/completions"
+    response = httpx.post(before["worker"]["url"] + path, json={"model": "m", **body}, timeout=30)
     assert_refused(response, 422, "INVALID_REQUEST", field)
 
 

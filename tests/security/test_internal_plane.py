@@ -163,7 +163,7 @@ HIVE_ROUTES = [
     ("GET", "/v1/workers"), ("POST", "/v1/workers"), ("POST", "/v1/workers/ready"), ("DELETE", "/v1/workers/x"),
 ]  # fmt: skip
 WORKER_ROUTES = [
-    ("GET", "/health"), ("GET", "/metrics"), ("POST", "/v1/generate"), ("POST", "/v1/completions"),
+    ("GET", "/health"), ("GET", "/metrics"), ("POST", "/v1/completions"),
     ("POST", "/v1/chat/completions"), ("DELETE", "/v1/requests/x"), ("POST", "/v1/shutdown"),
 ]  # fmt: skip
 
