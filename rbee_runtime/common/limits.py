@@ -6,18 +6,19 @@
   ``PAYLOAD_TOO_LARGE``), with or without ``Content-Length`` (chunked bodies are counted as they arrive).
 - :class:`WriteTimeout`: an ASGI middleware ending a response whose client stopped reading: a write that
   makes no progress for ``write_timeout_s`` stops the application (a stream's generation is cancelled,
-  its slot freed) and the connection is closed.
+  its slot freed) and the connection is closed; one timer per response, not one per write.
 
 :func:`install_limits` adds both to an app (one line per service).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Mapping
+from typing import Any
 
-import anyio
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
@@ -147,13 +148,59 @@ class _ClientStalledError(Exception):
     """A write to the client made no progress for the write timeout."""
 
 
+class _SendWatch:
+    """When the response's current ``send`` started (None between sends) and the task waiting in it, and
+    one timer checking them.
+
+    The timer is armed once per response and re-armed at the earliest moment a send could have run out,
+    so a send that does not block costs a clock read and a few assignments. A send still waiting
+    ``timeout_s`` after it started is cancelled once, which :meth:`send` turns into
+    :class:`_ClientStalledError` (an exception, not a cancellation: the application's cleanup may await).
+    """
+
+    def __init__(self, send: Send, timeout_s: float) -> None:
+        self._send = send
+        self._loop = asyncio.get_running_loop()
+        self._clock = self._loop.time
+        self.timeout_s = timeout_s
+        self._since: float | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self.stalled = False
+        self._timer = self._loop.call_later(timeout_s, self._check)
+
+    async def send(self, message: Message) -> None:
+        self._since, self._task = self._clock(), asyncio.current_task()
+        try:
+            await self._send(message)
+        except asyncio.CancelledError:
+            if not self.stalled or self._task is None:
+                raise
+            self._task.uncancel()
+            raise _ClientStalledError from None
+        finally:
+            self._since = self._task = None
+
+    def _check(self) -> None:
+        since, now = self._since, self._clock()
+        if since is not None and self._task is not None and now - since >= self.timeout_s:
+            self.stalled = True
+            self._task.cancel()
+            return
+        self._timer = self._loop.call_at((since if since is not None else now) + self.timeout_s, self._check)
+
+    def stop(self) -> None:
+        self._timer.cancel()
+
+
 class WriteTimeout:
     """Abandon a response whose client does not take a write within ``timeout_s`` seconds.
 
     The server's ``send`` waits while the connection's write buffer is full (uvicorn's flow control), so a
     client that stops reading blocks the application in ``send``. Here that wait is bounded: once it runs
     out, ``send`` raises into the application (a stream closes its generation, which frees the worker slot),
-    and the response ends unfinished, which makes the server close the connection.
+    and the response ends unfinished, which makes the server close the connection. One timer per response
+    watches the sends (:class:`_SendWatch`) rather than a cancel scope around each send: the per-token path
+    pays a clock read.
     """
 
     def __init__(self, app: ASGIApp, timeout_s: float | None = None) -> None:
@@ -164,22 +211,17 @@ class WriteTimeout:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-
-        async def timed_send(message: Message) -> None:
-            try:
-                with anyio.fail_after(self.timeout_s):
-                    await send(message)
-            except TimeoutError:
-                raise _ClientStalledError from None
-
+        watch = _SendWatch(send, self.timeout_s)
         try:
-            await self.app(scope, receive, timed_send)
+            await self.app(scope, receive, watch.send)
         except _ClientStalledError:
             client = scope.get("client")
             log.warning(
                 "%s %s: the client at %s took nothing for %g s (write timeout); response abandoned",
                 scope.get("method"), scope.get("path"), f"{client[0]}:{client[1]}" if client else "?", self.timeout_s,
             )
+        finally:
+            watch.stop()
 
 
 def install_limits(app: Starlette, max_body_bytes: int = MAX_BODY_BYTES, per_path: Mapping[str, int] | None = None,
