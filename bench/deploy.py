@@ -7,7 +7,12 @@ remote command and transfer per host), then re-runs it (the no-op). The baseline
 same run: a bare pyinfra deploy of 12 operations (folders and small files) and its no-op re-run; each rbee
 figure is printed with its ratio to it. On the first size, the tiny model is then swapped for a large one
 (a GGUF padded to ``--large-mib``; its no-op should cost what the tiny one's does: nothing is re-hashed).
-``--ansible`` also times an ansible no-op on the same hosts. The engine build is excluded (cached before).
+``--ansible`` also times an ansible no-op on the same hosts. ``--copy-mib N``: on every size, a model copy
+figure: a deploy where only the model changed (the tiny one swapped for an N MiB one), its copy step timed
+on the hosts' connections (the SFTP transfer, then the check, fsync and rename), against the same file
+copied to the same hosts in parallel with plain ``scp`` (and ``rsync`` when both sides have it; otherwise
+skipped with the reason), and with paramiko's SFTP alone (pyinfra's transport, without pyinfra), over the
+same key and addresses. The engine build is excluded (cached before).
 The figures go to ``bench/results/deploy-<date>-<commit>.json`` (or ``--json PATH``).
 """
 
@@ -16,19 +21,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import posixpath
+import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import paramiko
+
 from deploys.count_commands import read_log
+from rbee.deploy.layout import HostLayout
 from rbee.engine.features import local_feature_set
 from rbee.engine.wheelcache import build_wheel, cached_wheel
+from rbee.spec import load_spec
 from rbee.testhosts import TestHosts, spec_for_hosts
 from rbee.testhosts.paths import Paths
 from rbee.tiny_model import ensure_tiny_model
@@ -56,6 +68,38 @@ files.put(name="file 5", src=io.StringIO(f"5 {host.name}\\n"), dest="/srv/bench/
 '''
 
 
+TIMED = """import json, sys, time
+from pathlib import Path
+from pyinfra.connectors.ssh import SSHConnector
+from deploys import count_commands
+
+timing = Path(sys.argv.pop(1))
+
+def timed(kind, method, text_of):
+    def wrapper(self, *args, **kwargs):
+        start = time.time()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            end = time.time()
+            line = {"host": self.host.name, "kind": kind, "text": text_of(*args), "start": start, "end": end}
+            with timing.open("a") as out:
+                out.write(json.dumps(line) + "\\n")
+    return wrapper
+
+SSHConnector.run_shell_command = timed("command", SSHConnector.run_shell_command, lambda c, *_: str(c))
+SSHConnector.put_file = timed("put", SSHConnector.put_file, lambda _src, remote, *_: str(remote))
+count_commands.main()
+"""
+"""``python -c TIMED TIMING LOG PYINFRA-ARGS...``: ``deploys.count_commands`` with each remote call's start and end
+(epoch seconds) appended to ``TIMING`` (JSON lines ``{"host", "kind", "text", "start", "end"}``)."""
+
+SSH_OPTIONS = [
+    "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+    "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+]  # fmt: skip
+
+
 class Run:
     """One counted pyinfra run: wall time, remote calls per host, and the calls by kind."""
 
@@ -71,9 +115,13 @@ class Run:
         return sum(1 for c in self.calls if c["kind"] != "command")
 
 
-def _pyinfra(args: list[str], env: dict[str, str], log: Path) -> Run:
+def _pyinfra(args: list[str], env: dict[str, str], log: Path, timing: Path | None = None) -> Run:
+    """One pyinfra run through ``deploys.count_commands``; ``timing``: also log each remote call's start and end."""
     log.unlink(missing_ok=True)
     command = [sys.executable, "-m", "deploys.count_commands", str(log), "-y", *args]
+    if timing:
+        timing.unlink(missing_ok=True)
+        command = [sys.executable, "-c", TIMED, str(timing), str(log), "-y", *args]
     started = time.perf_counter()
     run = subprocess.run(command, cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=1800)
     elapsed = time.perf_counter() - started
@@ -82,8 +130,8 @@ def _pyinfra(args: list[str], env: dict[str, str], log: Path) -> Run:
     return Run(elapsed, read_log(log))
 
 
-def _deploy(spec: Path, log: Path) -> Run:
-    return _pyinfra(["inventory/inventory.py", "deploys/site.py"], {"RBEE_SPEC": str(spec)}, log)
+def _deploy(spec: Path, log: Path, timing: Path | None = None) -> Run:
+    return _pyinfra(["inventory/inventory.py", "deploys/site.py"], {"RBEE_SPEC": str(spec)}, log, timing)
 
 
 def _bare(folder: Path, names: list[str], log: Path) -> Run:
@@ -198,6 +246,191 @@ def _measure_large(folder: Path, size: int, tiny: Path, mib: int, noop_runs: int
     }
 
 
+def _timed_calls(timing: Path) -> list[dict[str, Any]]:
+    """The remote calls of a timed run, in the order they ended."""
+    if not timing.exists():
+        return []
+    return [json.loads(line) for line in timing.read_text().splitlines() if line.strip()]
+
+
+def copy_step(calls: list[dict[str, Any]], model_id: str) -> dict[str, Any]:
+    """The copy of ``model_id`` in a timed deploy: per host, its SFTP transfer (the put of the model's temp file)
+    and its finish (the one command after it: check the sha256, fsync, rename, stamp); overall, the step's wall
+    time from the first transfer's start to the last finish's end (the hosts copy in parallel)."""
+    marker = f"/.{model_id}.gguf"
+    puts = [c for c in calls if c["kind"] == "put" and marker in c["text"]]
+    finishes = [c for c in calls if c["kind"] == "command" and marker in c["text"] and "mv -f" in c["text"]]
+    if not puts or not finishes:
+        raise SystemExit(f"no copy of {model_id} in the timed deploy ({len(puts)} puts, {len(finishes)} finishes)")
+    hosts = sorted({c["host"] for c in puts})
+    per_host = {
+        h: {
+            "transfer_s": round(sum(c["end"] - c["start"] for c in puts if c["host"] == h), 2),
+            "finish_s": round(sum(c["end"] - c["start"] for c in finishes if c["host"] == h), 2),
+        }
+        for h in hosts
+    }
+    start = min(c["start"] for c in puts)
+    return {
+        "copy_s": round(max(c["end"] for c in finishes) - start, 2),
+        "transfer_s": round(max(c["end"] for c in puts) - start, 2),
+        "finish_s": round(max(c["end"] for c in finishes) - min(c["start"] for c in finishes), 2),
+        "per_host": per_host,
+        "dest_folder": posixpath.dirname(puts[0]["text"]),
+    }
+
+
+def _sync() -> float:
+    """``sync`` the machine (the test hosts share its kernel and disk): the seconds it took."""
+    started = time.perf_counter()
+    subprocess.run(["sync"], check=True)
+    return time.perf_counter() - started
+
+
+def _parallel(commands: dict[str, list[str]], timeout: float = 900) -> float:
+    """Start one command per host at once; the seconds until the last one ended (any failure stops the bench)."""
+    started = time.perf_counter()
+    procs = {
+        h: subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for h, c in commands.items()
+    }
+    for h, proc in procs.items():
+        _out, err = proc.communicate(timeout=timeout)
+        if proc.returncode != 0:
+            raise SystemExit(f"{commands[h][0]} to {h} failed (exit {proc.returncode}): {err.strip()[-1000:]}")
+    return time.perf_counter() - started
+
+
+def _remote_rm(key: Path, names: list[str], path: str) -> None:
+    _parallel(
+        {h: ["ssh", "-i", str(key), *SSH_OPTIONS, f"root@{TestHosts.address(h)}", f"rm -f {path}"] for h in names}
+    )
+
+
+def _scp(key: Path, names: list[str], src: Path, dest: str) -> float:
+    """Plain ``scp`` of ``src`` to ``dest`` on every host at once (OpenSSH >= 9 speaks SFTP underneath)."""
+    return _parallel(
+        {h: ["scp", "-q", "-i", str(key), *SSH_OPTIONS, str(src), f"root@{TestHosts.address(h)}:{dest}"] for h in names}
+    )
+
+
+def _rsync_missing(hosts: TestHosts, name: str) -> str | None:
+    """Why rsync cannot be timed (None: it can): it must be installed here and on the host."""
+    if shutil.which("rsync") is None:
+        return "rsync is not installed on the control machine"
+    if hosts.ssh(name, "command -v rsync").returncode != 0:
+        return f"rsync is not installed on the test hosts ({name})"
+    return None
+
+
+def _rsync(key: Path, names: list[str], src: Path, dest: str) -> float:
+    ssh = shlex.join(["ssh", "-i", str(key), *SSH_OPTIONS])
+    return _parallel(
+        {h: ["rsync", "--whole-file", "-e", ssh, str(src), f"root@{TestHosts.address(h)}:{dest}"] for h in names}
+    )
+
+
+def _paramiko(key: Path, names: list[str], src: Path, dest: str) -> float:
+    """paramiko's SFTP ``put`` alone (what pyinfra's connector calls), one thread per host, in this process."""
+    errors: list[str] = []
+
+    def one(name: str) -> None:
+        client = paramiko.SSHClient()
+        client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+        try:
+            client.connect(
+                TestHosts.address(name), username="root", key_filename=str(key), look_for_keys=False, allow_agent=False
+            )
+            with client.open_sftp() as sftp:
+                sftp.put(str(src), dest)
+        except Exception as exc:  # reported below: the bench stops
+            errors.append(f"{name}: {exc}")
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in names]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise SystemExit("paramiko SFTP failed: " + "; ".join(errors))
+    return elapsed
+
+
+def _measure_copy(hosts: TestHosts, folder: Path, size: int, tiny: Path, mib: int) -> dict[str, Any]:
+    """On the hosts of ``size`` (the tiny model deployed): the same ``mib`` MiB file to the same hosts and folder by
+    scp, rsync and paramiko; then a deploy where only the model changed, to that file, its copy step timed."""
+    names = [f"h{i}" for i in range(1, size + 1)]
+    log, timing = folder / "calls.jsonl", folder / "timing.jsonl"
+    big = _large_model(tiny, folder, mib)
+    spec = _spec(folder / f"cluster-{size}-copy.yaml", names, big, "copy", folder / "models")
+    key = Paths.default().key
+    dest = posixpath.join(HostLayout(load_spec(spec).deploy.prefix).models, ".bench-copy.gguf")  # same filesystem
+    plain: dict[str, float | None] = {}
+    sync_after: dict[str, float] = {}
+    rsync_skipped = _rsync_missing(hosts, names[0])
+    tools = [("scp", _scp), ("paramiko_sftp", _paramiko)]
+    if rsync_skipped is None:
+        tools.insert(1, ("rsync", _rsync))
+    else:
+        plain["rsync"] = None
+    for tool, copy in tools:
+        _sync()
+        plain[tool] = round(copy(key, names, big, dest), 2)
+        sync_after[tool] = round(_sync(), 2)  # the same bytes made durable (rbee fsyncs before its rename)
+        _remote_rm(key, names, dest)
+    _sync()  # the plain copies first: after the deploy, its new workers and hives are still starting
+    deploy = _deploy(spec, log, timing)
+    step = copy_step(_timed_calls(timing), "copy")
+    scp_s = plain["scp"] or 0.0
+    moved_mib = mib * size
+    return {
+        "hosts": size,
+        "file_mib": mib,
+        "deploy_s": round(deploy.seconds, 2),
+        "rbee_copy_s": step["copy_s"],
+        "rbee_transfer_s": step["transfer_s"],
+        "rbee_finish_s": step["finish_s"],
+        "rbee_per_host": step["per_host"],
+        "scp_s": plain["scp"],
+        "rsync_s": plain["rsync"],
+        "rsync_skipped": rsync_skipped,
+        "paramiko_sftp_s": plain["paramiko_sftp"],
+        "sync_after_s": sync_after,
+        "rbee_vs_scp": round(step["copy_s"] / scp_s, 2),
+        "rbee_transfer_vs_scp": round(step["transfer_s"] / scp_s, 2),
+        "rbee_vs_rsync": round(step["copy_s"] / plain["rsync"], 2) if plain["rsync"] else None,
+        "mib_per_s": {
+            "rbee_copy": round(moved_mib / step["copy_s"], 1),
+            "rbee_transfer": round(moved_mib / step["transfer_s"], 1),
+            "scp": round(moved_mib / scp_s, 1),
+            "paramiko_sftp": round(moved_mib / (plain["paramiko_sftp"] or 1.0), 1),
+        },
+    }
+
+
+def _print_copies(copies: list[dict[str, Any]]) -> None:
+    if not copies:
+        return
+    print(
+        f"model copy ({copies[0]['file_mib']} MiB to every host, in parallel; rbee = the deploy step: SFTP "
+        "transfer, then sha256 check + fsync + rename)"
+    )
+    print("hosts  rbee copy  (transfer  finish)  scp      rsync    paramiko SFTP  rbee/scp  transfer/scp")
+    for c in copies:
+        rsync = f"{c['rsync_s']:>5.1f} s" if c["rsync_s"] is not None else "    —  "
+        print(
+            f"{c['hosts']:>5}  {c['rbee_copy_s']:>7.1f} s  "
+            f"({c['rbee_transfer_s']:>6.1f} s  {c['rbee_finish_s']:>4.1f} s)  "
+            f"{c['scp_s']:>5.1f} s  {rsync}  {c['paramiko_sftp_s']:>11.1f} s  {c['rbee_vs_scp']:>7.2f}×  "
+            f"{c['rbee_transfer_vs_scp']:>11.2f}×"
+        )
+    if copies[0]["rsync_skipped"]:
+        print(f"rsync skipped: {copies[0]['rsync_skipped']}")
+
+
 def _print(rows: list[dict[str, Any]], large: dict[str, Any] | None, ansible: dict[int, float]) -> None:
     print("hosts  first deploy  calls/host  no-op    calls/host  bare no-op  no-op/bare  bare calls/host")
     for r in rows:
@@ -231,6 +464,9 @@ def main() -> None:
     parser.add_argument("--large-mib", type=int, default=1024, help="the large model's size (0: skip)")
     parser.add_argument("--ansible", action="store_true", help="also time an ansible no-op on the same hosts")
     parser.add_argument(
+        "--copy-mib", type=int, default=0, help="on every size, time a model copy of this many MiB vs scp (0: skip)"
+    )
+    parser.add_argument(
         "--json", type=Path, help="where the figures go (default bench/results/deploy-DATE-COMMIT.json)"
     )
     args = parser.parse_args()
@@ -245,6 +481,7 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     large: dict[str, Any] | None = None
     ansible: dict[int, float] = {}
+    copies: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="rbee-bench-deploy-") as tmp:
         folder = Path(tmp)
         try:
@@ -258,14 +495,19 @@ def main() -> None:
                 if size == sizes[0] and args.large_mib:
                     large = _measure_large(folder, size, model, args.large_mib, args.noop_runs)
                     print(json.dumps(large), flush=True)
+                if args.copy_mib:
+                    copies.append(_measure_copy(hosts, folder, size, model, args.copy_mib))
+                    print(json.dumps(copies[-1]), flush=True)
         finally:
             hosts.down()
     print(f"engine {features.key}: {'cached' if was_cached else f'built in {engine_s:.0f} s'} (not in the figures)")
     _print(rows, large, ansible)
+    _print_copies(copies)
     target = args.json or RESULTS / f"deploy-{datetime.now(UTC):%Y%m%d-%H%M}-{_commit()}.json"
     target.parent.mkdir(parents=True, exist_ok=True)
     document = {"commit": _commit(), "date": datetime.now(UTC).isoformat(timespec="seconds"), "sizes": rows,
-                "large_model": large, "ansible_noop_s": ansible, "cores": os.cpu_count()}  # fmt: skip
+                "large_model": large, "ansible_noop_s": ansible, "model_copy": copies,
+                "cores": os.cpu_count()}  # fmt: skip
     target.write_text(json.dumps(document, indent=1) + "\n")
     print(f"figures written to {target}")
 
