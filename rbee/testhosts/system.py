@@ -44,13 +44,22 @@ def is_alive(pid: int) -> bool:
     return state is not None and state not in ("Z", "X")
 
 
-def cmdline(pid: int) -> list[str]:
-    """The argument vector of ``pid`` (empty when gone)."""
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+def cmdline(pid: int, *, settle: float = 1.0) -> list[str]:
+    """The argument vector of ``pid`` (empty when gone).
+
+    While a process is inside ``execve`` the kernel shows an empty argument vector for a moment (the new
+    memory is in place, its arguments not yet): a live process read that way is read again for up to
+    ``settle`` seconds, so ``sh -c 'exec systemd-nspawn ...'`` never looks like some other process.
+    """
+    deadline = time.monotonic() + settle
+    while True:
+        try:
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return []
+        if raw or not is_alive(pid) or time.monotonic() >= deadline:
+            return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+        time.sleep(0.001)
 
 
 def children(pid: int) -> list[int]:
