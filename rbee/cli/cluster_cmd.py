@@ -9,14 +9,13 @@ from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from rbee.cli import exits
+from rbee.cli.output import print_json, stdout_console
 from rbee.client import QueenClient, QueenError
 from rbee_runtime.common.contracts import GpuInfo
 
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 QueenUrl = Annotated[str | None, typer.Option("--queen", help="Queen URL (default $RBEE_QUEEN_URL or local).")]
 ApiKey = Annotated[
     Path | None,
@@ -26,6 +25,7 @@ ApiKey = Annotated[
         show_default=False,
     ),
 ]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON (the queen API's objects) instead of a table.")]
 
 
 def _key(path: Path | None) -> str | None:
@@ -101,18 +101,25 @@ models_app = typer.Typer(help="Models the cluster can serve.", no_args_is_help=T
 
 
 @workers_app.command("ls")
-def workers_ls(queen: QueenUrl = None, api_key: ApiKey = None) -> None:
-    """List workers: state, model, hive, slots and requests in flight."""
-    workers = _ask(queen, api_key, lambda client: client.workers())
+def workers_ls(queen: QueenUrl = None, api_key: ApiKey = None, as_json: AsJson = False) -> None:
+    """List workers: state, model, hive, slots and requests in flight.
+
+    ``--json``: ``{"workers": [...]}``, each as ``GET /v1/workers`` on the queen gives it.
+    """
+    workers = sorted(_ask(queen, api_key, lambda client: client.workers()),
+                     key=lambda w: (w.hive_id, w.model_id, w.worker_id))  # fmt: skip
+    if as_json:
+        print_json({"workers": [w.model_dump(mode="json") for w in workers]})
+        return
     table = Table(title=f"{len(workers)} worker(s)", title_justify="left")
     for column in ("worker", "model", "hive", "state", "slots", "in flight", "url", "restarts"):
         table.add_column(column)
-    for w in sorted(workers, key=lambda w: (w.hive_id, w.model_id, w.worker_id)):
+    for w in workers:
         state = w.state.value if w.status == "online" else f"{w.state.value} (hive stale)"
         table.add_row(
             w.worker_id, w.model_id, w.hive_id, state, str(w.slots_total), str(w.in_flight), w.url, str(w.restarts)
         )
-    out.print(table)
+    stdout_console().print(table)
 
 
 def gpu_line(gpu: GpuInfo) -> str:
@@ -126,27 +133,37 @@ def gpu_line(gpu: GpuInfo) -> str:
 
 
 @hives_app.command("ls")
-def hives_ls(queen: QueenUrl = None, api_key: ApiKey = None) -> None:
-    """List hives: status, last heartbeat, backends, free RAM, GPUs (free memory, temperature), workers, models."""
-    hives = _ask(queen, api_key, lambda client: client.hives())
+def hives_ls(queen: QueenUrl = None, api_key: ApiKey = None, as_json: AsJson = False) -> None:
+    """List hives: status, last heartbeat, backends, free RAM, GPUs (free memory, temperature), workers, models.
+
+    ``--json``: ``{"hives": [...]}``, each as ``GET /v1/hives`` on the queen gives it.
+    """
+    hives = sorted(_ask(queen, api_key, lambda client: client.hives()), key=lambda h: h.hive_id)
+    if as_json:
+        print_json({"hives": [h.model_dump(mode="json") for h in hives]})
+        return
+    out = stdout_console()
     table = Table(title=f"{len(hives)} hive(s)", title_justify="left")
     for column in ("hive", "status", "heartbeat", "backends", "RAM free", "GPUs", "workers", "models", "url"):
         table.add_column(column)
-    for h in sorted(hives, key=lambda h: h.hive_id):
+    for h in hives:
         ram = f"{h.resources.ram_available_bytes / 2**30:.1f} GiB"
         table.add_row(
             h.hive_id, h.status, f"{h.last_heartbeat_age_s:.1f}s ago", ",".join(h.backends), ram,
             str(len(h.resources.gpus)), f"{h.workers}/{h.max_workers}", ",".join(h.models), h.url,
         )  # fmt: skip
     out.print(table)
-    for h in sorted(hives, key=lambda h: h.hive_id):  # one line per GPU, under the table
+    for h in hives:  # one line per GPU, under the table
         for gpu in sorted(h.resources.gpus, key=lambda g: g.index):
             out.print(f"{h.hive_id}  {gpu_line(gpu)}", soft_wrap=True)
 
 
 @models_app.command("ls")
-def models_ls(queen: QueenUrl = None, api_key: ApiKey = None) -> None:
-    """List the models that some online hive holds, and where."""
+def models_ls(queen: QueenUrl = None, api_key: ApiKey = None, as_json: AsJson = False) -> None:
+    """List the models that some online hive holds, and where.
+
+    ``--json``: ``{"models": [{"id", "hives": [hive ids], "workers": count}]}``.
+    """
     with QueenClient(queen, _key(api_key)) as client:
         try:
             models = client.models()
@@ -154,11 +171,14 @@ def models_ls(queen: QueenUrl = None, api_key: ApiKey = None) -> None:
             workers = client.workers()
         except QueenError as exc:
             raise _fail(exc) from None
+    rows = [(model, sorted(h.hive_id for h in hives if model in h.models), sum(w.model_id == model for w in workers))
+            for model in sorted(models)]  # fmt: skip
+    if as_json:
+        print_json({"models": [{"id": model, "hives": on, "workers": running} for model, on, running in rows]})
+        return
     table = Table(title=f"{len(models)} model(s)", title_justify="left")
     for column in ("model", "on hives", "workers"):
         table.add_column(column)
-    for model in sorted(models):
-        on = [h.hive_id for h in hives if model in h.models]
-        running = sum(1 for w in workers if w.model_id == model)
-        table.add_row(model, ",".join(sorted(on)), str(running))
-    out.print(table)
+    for model, on, running in rows:
+        table.add_row(model, ",".join(on), str(running))
+    stdout_console().print(table)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from rbee.cli import ansible_cmd, cluster_cmd, engine_cmd, preflight_cmd, rollout_cmd, spec_cmd, testhosts_cmd, up_cmd
+from rbee.cli.version import show_version
 
 app = typer.Typer(
     name="rbee",
@@ -12,6 +15,18 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def _options(
+    _version: Annotated[
+        bool,
+        typer.Option("--version", "-V", callback=show_version, is_eager=True, help="Print rbee's version and exit."),
+    ] = False,
+) -> None:
+    """Options before the command."""
+
+
 spec_cmd.app.command("ansible-inventory")(ansible_cmd.ansible_inventory)
 spec_cmd.app.command("prepare")(ansible_cmd.prepare_control)
 app.add_typer(spec_cmd.app, name="spec")

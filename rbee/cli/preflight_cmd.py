@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from rbee.cli import exits
+from rbee.cli.extras import PARAMIKO, require
 from rbee.cli.spec_cmd import read_spec_or_exit
 from rbee.deploy.ssh_check import DEFAULT_TIMEOUT_S, check_hosts, spec_targets, table
 
@@ -26,6 +27,7 @@ def preflight(
 
     Exit 0 when every host is ok, 1 otherwise. Hosts at localhost need no SSH and are left out.
     """
+    require("preflight", PARAMIKO)
     spec = read_spec_or_exit(spec_file)
     targets = spec_targets(spec, spec_file.resolve().parent)
     checks = check_hosts(targets, timeout_s=timeout)

@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from rbee.cli import exits
+from rbee.cli.extras import PARAMIKO, PYINFRA, require
 from rbee.cli.spec_cmd import read_spec_or_exit
 from rbee.client import QueenClient
 from rbee.deploy.ssh_check import SshCheck, describe, ssh_failures
@@ -54,6 +55,7 @@ def plan(
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
 ) -> None:
     """Show what a deploy would change on each host, changing nothing (exit 0: nothing to do, 3: changes)."""
+    require("plan", PYINFRA, PARAMIKO)
     hosts = inventory_names(spec_file)
     run = run_pyinfra(spec_file, "--dry")
     if not run.document:
@@ -100,6 +102,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print the records as JSON.")] = False,
 ) -> None:
     """Show what each host runs: the spec hash, git commit, engine build and model checksums of its deploy."""
+    require("status", PYINFRA)
     spec = read_spec_or_exit(spec_file)
     hosts = inventory_names(spec_file)
     records = _records(spec_file, spec.deploy.prefix)
@@ -131,6 +134,7 @@ def deploy(
     gate_timeout: Annotated[float, typer.Option(help="Seconds a batch may take to become healthy.")] = 180.0,
 ) -> None:
     """Rolling deploy: the queen's host, then BATCH hosts at a time, each gated on health and rolled back on failure."""
+    require("deploy", PYINFRA, PARAMIKO)
     spec = read_spec_or_exit(spec_file)
     try:
         key = first_api_key(spec, spec_file.resolve().parent)

@@ -11,12 +11,13 @@ from rich.console import Console
 from rich.table import Table
 
 from rbee.cli import exits
-from rbee.spec import ClusterSpec, SpecError, load_spec
+from rbee.cli.output import print_json, stdout_console
+from rbee.spec import ClusterSpec, SpecError, SpecIssue, load_spec
 from rbee.spec.inventory import inventory_groups
+from rbee.spec.issues import format_path, show
 from rbee.spec.placement import assign, eligible_hosts
 
 app = typer.Typer(help="Validate and inspect cluster specs (cluster.yaml).", no_args_is_help=True)
-out = Console(highlight=False)
 
 SpecFile = Annotated[Path, typer.Argument(help="Path to the cluster spec (YAML).", show_default=False)]
 
@@ -35,7 +36,7 @@ def read_spec_or_exit(path: Path) -> ClusterSpec:
         raise typer.Exit(exits.FAILURE) from None
 
 
-def _summary(spec: ClusterSpec) -> None:
+def _summary(out: Console, spec: ClusterSpec) -> None:
     hosts = Table(title=f"cluster {spec.cluster}: {len(spec.hosts)} host(s)", title_justify="left")
     for column in ("host", "address", "roles", "backend", "gpus", "labels", "hive port"):
         hosts.add_column(column)
@@ -62,22 +63,55 @@ def _summary(spec: ClusterSpec) -> None:
     out.print(f"queen: http://{spec.queen_host.address}:{spec.queen.port}/v1", markup=False)
 
 
+def issue_json(issue: SpecIssue) -> dict[str, object]:
+    """One problem of ``spec validate --json``: loc, path, msg, and line, col, got, hint where known."""
+    error: dict[str, object] = {"loc": list(issue.path), "path": format_path(issue.path), "msg": issue.message}
+    if issue.mark is not None:
+        error |= {"line": issue.mark.line, "col": issue.mark.col}
+    if issue.value is not SpecIssue.value:  # the field's default: no value
+        error["got"] = show(issue.value)
+    if issue.hint:
+        error["hint"] = issue.hint
+    return error
+
+
+def _validate_json(spec_file: Path) -> None:
+    """``{"file", "valid", "errors": [...]}`` on stdout alone; exit 0 valid, 2 invalid, 1 unreadable."""
+    try:
+        load_spec(spec_file)
+    except SpecError as exc:
+        print_json({"file": str(spec_file), "valid": False, "errors": [issue_json(i) for i in exc.issues]})
+        raise typer.Exit(exits.INVALID_SPEC) from None
+    except OSError as exc:
+        error = {"loc": [], "path": "(file)", "msg": f"cannot read the spec: {exc.strerror or exc}"}
+        print_json({"file": str(spec_file), "valid": False, "errors": [error]})
+        raise typer.Exit(exits.FAILURE) from None
+    print_json({"file": str(spec_file), "valid": True, "errors": []})
+
+
 @app.command()
 def validate(
     spec_file: SpecFile,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing when the spec is valid.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help='Print {"valid": bool, "errors": [{"loc", "msg", "line", ...}]}.')
+    ] = False,
 ) -> None:
     """Check a spec and list every problem (exit 2 when invalid), or print a summary."""
+    if as_json:
+        _validate_json(spec_file)
+        return
     spec = read_spec_or_exit(spec_file)
     if not quiet:
-        _summary(spec)
+        out = stdout_console()
+        _summary(out, spec)
         out.print(f"{spec_file}: valid", markup=False)
 
 
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of the spec, for editors and CI checks."""
-    out.print_json(json.dumps(ClusterSpec.model_json_schema()))
+    stdout_console().print_json(json.dumps(ClusterSpec.model_json_schema()))
 
 
 @app.command()
@@ -88,6 +122,7 @@ def inventory(
     """Print the hosts, groups and host data that the pyinfra inventory adapter gives pyinfra."""
     spec = read_spec_or_exit(spec_file)
     groups = inventory_groups(spec, spec_file)
+    out = stdout_console()
     if as_json:
         out.print_json(json.dumps({name: [list(e) for e in entries] for name, entries in groups.items()}))
         return

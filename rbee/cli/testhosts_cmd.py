@@ -21,10 +21,10 @@ from contextlib import contextmanager
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from rbee.cli import exits
+from rbee.cli.output import print_json, stdout_console
 from rbee.testhosts import naming, releases
 from rbee.testhosts.hosts import TestHosts, require_root
 from rbee.testhosts.packages import PackagesError
@@ -34,7 +34,6 @@ app = typer.Typer(
     help="Real SSH + systemd test hosts on this machine (root): boot them, break them, destroy them.",
     no_args_is_help=True,
 )
-out = Console(highlight=False)
 
 HostName = Annotated[str, typer.Argument(help="A test host: h1, h2, ...", show_default=False)]
 
@@ -104,6 +103,7 @@ def up(
         table.add_column(column)
     for name, state in states.items():
         table.add_row(name, naming.address(name), hosts.release(name), state)
+    out = stdout_console()
     out.print(table)
     out.print(f"ssh: ssh -F {_hosts().paths.ssh_config} h1", markup=False)
 
@@ -121,10 +121,18 @@ def down(
 
 @app.command("status", help="The same as ls.")
 @app.command("ls")
-def list_hosts() -> None:
-    """List the hosts: address, Debian release, running or stopped, whether SSH answers."""
+def list_hosts(
+    as_json: Annotated[
+        bool, typer.Option("--json", help='Print {"hosts": [{name, address, release, running, ssh_ok}]}.')
+    ] = False,
+) -> None:
+    """List the hosts: address, Debian release, running or stopped, whether SSH answers (null: not checked)."""
     with _errors():
         rows = _hosts().status()
+    if as_json:
+        print_json({"hosts": [{"name": r.name, "address": r.address, "release": r.release, "running": r.running,
+                               "ssh_ok": r.ssh_ok} for r in rows]})  # fmt: skip
+        return
     if not rows:
         typer.echo("no test hosts (rbee testhosts up 3)", err=True)
         return
@@ -134,7 +142,7 @@ def list_hosts() -> None:
     for row in rows:
         ssh = "-" if row.ssh_ok is None else ("ok" if row.ssh_ok else "no answer")
         table.add_row(row.name, row.address, row.release, "running" if row.running else "stopped", ssh)
-    out.print(table)
+    stdout_console().print(table)
 
 
 @app.command(context_settings={"allow_interspersed_args": False})

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from rbee.cli import exits
+from rbee.cli.extras import ENGINE, require
 from rbee.cli.spec_cmd import read_spec_or_exit
 from rbee.local.plan import LocalPlanError, default_spec, plan_local
 from rbee.local.processes import wait_for_exit
@@ -37,6 +38,7 @@ def up(
     ready_timeout: Annotated[float, typer.Option(help="Seconds to wait until the cluster serves.")] = 120.0,
 ) -> None:
     """Start a queen, a hive and the placed workers here, in the foreground; Ctrl+C stops them all."""
+    require("up", ENGINE)
     if spec is None:
         cluster_spec = default_spec(ensure_tiny_model(), queen_port, hive_port)
         base_dir = Path.cwd()
