@@ -74,8 +74,20 @@ class Wire(BaseModel):
 
 
 class ChatMessage(Wire):
+    """A chat message as the model's chat template gets it (the tool fields only where given)."""
+
     role: Literal["system", "user", "assistant", "tool"]
     content: str = Field(max_length=MAX_TEXT_CHARS)
+    name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+
+
+class ToolSpec(Wire):
+    """A tool an answer may call: its name and the JSON schema of its arguments (None: any JSON object)."""
+
+    name: str
+    parameters: dict[str, Any] | None = None
 
 
 #: The seeds llama.cpp takes (an unsigned 32-bit number).
@@ -94,6 +106,19 @@ class GenerateRequest(Wire):
     top_p: float = Field(default=0.95, ge=0.0, le=1.0)
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     stop: list[str] = Field(default_factory=list, max_length=MAX_STOP)
+    frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
+    presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
+    #: Token id → bias added to its logit.
+    logit_bias: dict[int, float] = Field(default_factory=dict)
+    #: Log probabilities in the answer: None none; N the chosen token's and its N best alternatives'.
+    logprobs: int | None = Field(default=None, ge=0, le=20)
+    #: The answer is a JSON object (``json_object``) / JSON matching this schema (``json_schema``).
+    json_object: bool = False
+    json_schema: dict[str, Any] | None = None
+    #: The tools given to the chat template, and those one of which the answer must call (its arguments
+    #: constrained to the tool's schema); empty: the answer is text.
+    tools: list[dict[str, Any]] | None = None
+    call_tools: list[ToolSpec] = Field(default_factory=list)
 
     @field_validator("stop")
     @classmethod

@@ -54,6 +54,7 @@ class ErrorCode(StrEnum):
     QUEUE_FULL = "QUEUE_FULL"
     REQUEST_CANCELLED = "REQUEST_CANCELLED"
     REQUEST_ID_IN_USE = "REQUEST_ID_IN_USE"
+    UNSUPPORTED_PARAMETER = "UNSUPPORTED_PARAMETER"
     UPSTREAM_ERROR = "UPSTREAM_ERROR"
     VERSION_MISMATCH = "VERSION_MISMATCH"
     VRAM_EXHAUSTED = "VRAM_EXHAUSTED"
@@ -178,6 +179,10 @@ DOCS: Final[Mapping[ErrorCode, CodeDoc]] = {
         {"queen": 499}, "The request was cancelled (`DELETE /v1/requests/{id}`); in a stream, its last error chunk."),
     ErrorCode.REQUEST_ID_IN_USE: CodeDoc(
         {"queen": 409, "worker": 409}, "A request with this id is already queued or running."),
+    ErrorCode.UNSUPPORTED_PARAMETER: CodeDoc(
+        {"queen": 400, "worker": 400},
+        "An OpenAI request parameter rbee does not know or cannot honour (`n` > 1, `tool_choice` `auto`, ...); "
+        "`param` names it. Nothing is ignored silently."),
     ErrorCode.UPSTREAM_ERROR: CodeDoc(
         {"queen": ANY}, "A worker or hive answered an error without the rbee envelope; its status is passed on."),
     ErrorCode.VERSION_MISMATCH: CodeDoc(

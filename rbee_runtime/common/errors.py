@@ -1,8 +1,9 @@
 """Errors that cross an HTTP boundary: one exception type, one JSON envelope.
 
 Every error response of every rbee service has the OpenAI-compatible shape
-``{"error": {"code": "ALL_SLOTS_BUSY", "message": "...", "type": "...", "details": {...}}}``,
-so the ``openai`` client shows ``message`` and a person can act on it. The codes, and what each means,
+``{"error": {"code": "ALL_SLOTS_BUSY", "message": "...", "type": "...", "details": {...}}}``
+(with ``param``, the request field at fault, where one is), so the ``openai`` client shows ``message`` and a
+person can act on it. The codes, and what each means,
 are :class:`~rbee_runtime.common.error_codes.ErrorCode` and its ``DOCS``.
 """
 
@@ -31,6 +32,7 @@ class ApiError(Exception):
         message: str,
         details: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
+        param: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -38,10 +40,11 @@ class ApiError(Exception):
         self.message = message
         self.details = details or {}
         self.headers = headers or {}
+        self.param = param
 
     def body(self) -> dict[str, Any]:
         """The JSON envelope of this error."""
-        return error_body(self.code, self.message, self.details, status=self.status)
+        return error_body(self.code, self.message, self.details, status=self.status, param=self.param)
 
 
 _TYPES = {
@@ -57,9 +60,12 @@ _TYPES = {
 }
 
 
-def error_body(code: str, message: str, details: dict[str, Any] | None = None, status: int = 500) -> dict[str, Any]:
-    """Build the error envelope (also used inside SSE ``error`` events)."""
+def error_body(code: str, message: str, details: dict[str, Any] | None = None, status: int = 500,
+               param: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """Build the error envelope (also used inside SSE ``error`` events); ``param``: the request field at fault."""
     err: dict[str, Any] = {"code": code, "message": message, "type": _TYPES.get(status, "server_error")}
+    if param is not None:
+        err["param"] = param
     if details:
         err["details"] = details
     return {"error": err}

@@ -49,6 +49,12 @@ MAX_STOP_CHARS = 256
 MAX_TOKENS = 8192
 #: Most characters of a model id, and of other short identifiers and labels (the OpenAI ``user``).
 MAX_ID_CHARS = 256
+#: Most ``logit_bias`` entries, ``tools`` of a chat request, and ``top_logprobs`` (OpenAI's bounds).
+MAX_LOGIT_BIAS = 300
+MAX_TOOLS = 128
+MAX_TOP_LOGPROBS = 20
+#: Most texts of one embeddings request.
+MAX_EMBEDDING_INPUTS = 2048
 #: Most workers (and models) one heartbeat may list.
 MAX_HEARTBEAT_WORKERS = 1024
 MAX_HEARTBEAT_MODELS = 4096

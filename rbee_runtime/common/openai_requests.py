@@ -3,24 +3,39 @@
 The queen validates a client's body with these models, then forwards it unchanged to a worker, which
 validates it again with the same models (one set of bounds, :mod:`~rbee_runtime.common.limits`) and turns it
 into its engine's :class:`~rbee_runtime.common.contracts.GenerateRequest`.
+
+A top-level field these models do not know, or a value rbee cannot honour (``n`` > 1, ``tool_choice`` ``auto``,
+``store`` true, ...), is refused (:func:`unsupported`: 400 ``UNSUPPORTED_PARAMETER`` naming the ``param``) rather
+than ignored; nested objects ignore unknown keys, as OpenAI clients add some (``refusal``, ``annotations``).
 """
 
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from rbee_runtime.common.contracts import (
     MAX_SEED,
     ChatMessage,
     GenerateRequest,
+    ToolSpec,
     Wire,
     check_stops,
     check_total_chars,
 )
-from rbee_runtime.common.limits import MAX_ID_CHARS, MAX_MESSAGES, MAX_STOP, MAX_TEXT_CHARS, MAX_TOKENS
+from rbee_runtime.common.limits import (
+    MAX_ID_CHARS,
+    MAX_LOGIT_BIAS,
+    MAX_MESSAGES,
+    MAX_STOP,
+    MAX_TEXT_CHARS,
+    MAX_TOKENS,
+    MAX_TOOLS,
+    MAX_TOP_LOGPROBS,
+)
 
 #: Tokens generated when a request gives no ``max_tokens`` (the queen's ``default_max_tokens`` overrides it).
 DEFAULT_MAX_TOKENS = 256
@@ -35,26 +50,81 @@ def _stop_list(value: str | list[str] | None) -> list[str]:
     return [value] if isinstance(value, str) else value
 
 
+#: The pydantic error type of a value rbee cannot honour (answered 400 ``UNSUPPORTED_PARAMETER``, as an unknown
+#: field's ``extra_forbidden``).
+UNSUPPORTED = "unsupported_parameter"
+
+
+def unsupported(message: str) -> PydanticCustomError:
+    """The validation error of a parameter rbee cannot honour (the field is the ``param``)."""
+    return PydanticCustomError(UNSUPPORTED, message)
+
+
 class StreamOptions(Wire):
     include_usage: bool = False
 
 
 class _Common(Wire):
-    """Fields shared by both OpenAI endpoints (unknown fields are ignored, as OpenAI clients send many).
+    """Fields shared by both OpenAI endpoints; an unknown top-level field is refused (``extra_forbidden``).
 
     As every :class:`Wire` model: finite numbers and valid Unicode text only; sizes bounded (:mod:`~.limits`).
     """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     model: str = Field(min_length=1, max_length=MAX_ID_CHARS)
     max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, ge=0.0, le=1.0)
-    n: Literal[1] = 1
+    n: int | None = Field(default=None, ge=1, le=128)
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
     seed: int | None = Field(default=None, ge=-(2**63), lt=2**64)
+    #: Accepted, not used (rbee keeps no per-user record).
     user: str | None = Field(default=None, max_length=MAX_ID_CHARS)
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    #: Token id (a decimal string) → bias from -100 to 100 added to its logit.
+    logit_bias: dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = Field(
+        default=None, max_length=MAX_LOGIT_BIAS)
+    #: Only ``false`` (rbee stores no completion).
+    store: bool | None = None
+
+    @field_validator("n")
+    @classmethod
+    def _one_choice(cls, value: int | None) -> int | None:
+        if value not in (None, 1):
+            raise unsupported("rbee generates one choice per request (n=1); send n requests instead")
+        return value
+
+    @field_validator("store")
+    @classmethod
+    def _not_stored(cls, value: bool | None) -> bool | None:
+        if value:
+            raise unsupported("rbee stores no completion (store must be false or left out)")
+        return value
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _token_ids(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for key in value or {}:
+            if not key.isascii() or not key.isdigit() or len(key) > 9:
+                raise ValueError(f"the keys are token ids (decimal integers), not {key[:40]!r}")
+        return value
+
+    @property
+    def sampling(self) -> dict[str, Any]:
+        """The engine's sampling fields of this body."""
+        return {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "seed": self.engine_seed,
+            "stop": _stop_list(self.stop),
+            "frequency_penalty": self.frequency_penalty or 0.0,
+            "presence_penalty": self.presence_penalty or 0.0,
+            "logit_bias": {int(k): v for k, v in (self.logit_bias or {}).items()},
+        }
 
     @field_validator("stop")
     @classmethod
@@ -81,6 +151,32 @@ class CompletionRequest(_Common):
     kind: ClassVar[Kind] = "completion"
 
     prompt: str | list[str]
+    #: Alternatives per token (0 to 5) whose log probabilities the answer carries, besides the chosen token's.
+    logprobs: int | None = Field(default=None, ge=0, le=5)
+    echo: bool | None = None
+    best_of: int | None = Field(default=None, ge=1, le=20)
+    suffix: str | None = Field(default=None, max_length=MAX_TEXT_CHARS)
+
+    @field_validator("echo")
+    @classmethod
+    def _no_echo(cls, value: bool | None) -> bool | None:
+        if value:
+            raise unsupported("rbee does not echo the prompt (echo must be false or left out)")
+        return value
+
+    @field_validator("best_of")
+    @classmethod
+    def _one_best(cls, value: int | None) -> int | None:
+        if value not in (None, 1):
+            raise unsupported("rbee generates one candidate per request (best_of=1)")
+        return value
+
+    @field_validator("suffix")
+    @classmethod
+    def _no_suffix(cls, value: str | None) -> str | None:
+        if value:
+            raise unsupported("rbee does not complete text before a suffix (insertion)")
+        return value
 
     @field_validator("prompt")
     @classmethod
@@ -99,16 +195,27 @@ class CompletionRequest(_Common):
             request_id=request_id,
             prompt=prompt,
             max_tokens=self.max_tokens or default_max_tokens,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            seed=self.engine_seed,
-            stop=_stop_list(self.stop),
+            logprobs=self.logprobs,
+            **self.sampling,
         )
 
 
 class TextPart(Wire):
     type: Literal["text"]
     text: str = Field(max_length=MAX_TEXT_CHARS)
+
+
+class CalledFunction(Wire):
+    name: str = Field(max_length=MAX_ID_CHARS)
+    arguments: str = Field(max_length=MAX_TEXT_CHARS)
+
+
+class MessageToolCall(Wire):
+    """A tool call of an earlier assistant message."""
+
+    id: str = Field(max_length=MAX_ID_CHARS)
+    type: Literal["function"] = "function"
+    function: CalledFunction
 
 
 class OpenAIMessage(Wire):
@@ -119,6 +226,9 @@ class OpenAIMessage(Wire):
         Annotated[str, Field(max_length=MAX_TEXT_CHARS)] | Annotated[list[TextPart], Field(max_length=MAX_MESSAGES)]
         | None
     ) = None
+    name: str | None = Field(default=None, max_length=MAX_ID_CHARS)
+    tool_calls: list[MessageToolCall] | None = Field(default=None, max_length=MAX_TOOLS)
+    tool_call_id: str | None = Field(default=None, max_length=MAX_ID_CHARS)
 
     @property
     def text(self) -> str:
@@ -129,7 +239,64 @@ class OpenAIMessage(Wire):
     def to_chat_message(self) -> ChatMessage:
         """The worker's message model (``developer`` is a ``system`` message)."""
         role = "system" if self.role == "developer" else self.role
-        return ChatMessage(role=role, content=self.text)
+        calls = [call.model_dump() for call in self.tool_calls] if self.tool_calls else None
+        return ChatMessage(role=role, content=self.text, name=self.name, tool_calls=calls,
+                           tool_call_id=self.tool_call_id)  # fmt: skip
+
+
+#: A function name as OpenAI takes it.
+FUNCTION_NAME = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+class FunctionSpec(Wire):
+    name: str = Field(pattern=FUNCTION_NAME)
+    description: str | None = Field(default=None, max_length=MAX_TEXT_CHARS)
+    #: The JSON schema of the arguments (none: any JSON object).
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ToolDefinition(Wire):
+    type: Literal["function"]
+    function: FunctionSpec
+
+
+class ChosenFunction(Wire):
+    name: str = Field(pattern=FUNCTION_NAME)
+
+
+class NamedToolChoice(Wire):
+    type: Literal["function"]
+    function: ChosenFunction
+
+
+class JsonSchemaFormat(Wire):
+    name: str = Field(pattern=FUNCTION_NAME)
+    description: str | None = Field(default=None, max_length=MAX_TEXT_CHARS)
+    json_schema: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(Wire):
+    """``text``, ``json_object`` (any JSON object) or ``json_schema`` (JSON matching ``json_schema.schema``)."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("type json_schema needs a json_schema object (name, schema)")
+        return self
+
+
+ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
+
+_AUTO = (
+    "rbee calls tools only when tool_choice forces it: 'required' or {'type': 'function', 'function': {'name': "
+    "...}}, or never ('none'); 'auto', the default with tools, is not supported (it would need each model's own "
+    "tool-call syntax parsed out of its text)"
+)
 
 
 class ChatCompletionRequest(_Common):
@@ -139,23 +306,82 @@ class ChatCompletionRequest(_Common):
 
     messages: list[OpenAIMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
+    response_format: ResponseFormat | None = None
+    tools: list[ToolDefinition] | None = Field(default=None, max_length=MAX_TOOLS)
+    tool_choice: ToolChoice | None = None
+    #: Accepted; an answer calls one tool.
+    parallel_tool_calls: bool | None = None
 
     @model_validator(mode="after")
     def _messages_fit(self) -> ChatCompletionRequest:
         check_total_chars([m.text for m in self.messages])
         return self
 
+    @field_validator("top_logprobs")
+    @classmethod
+    def _logprobs_on(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and not info.data.get("logprobs"):
+            raise ValueError("top_logprobs needs logprobs: true")
+        return value
+
+    @field_validator("tools")
+    @classmethod
+    def _distinct_tools(cls, value: list[ToolDefinition] | None) -> list[ToolDefinition] | None:
+        names = [tool.function.name for tool in value or ()]
+        if len(set(names)) != len(names):
+            raise ValueError("two tools have the same name")
+        return value
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _choice_fits(cls, choice: ToolChoice | None, info: ValidationInfo) -> ToolChoice | None:
+        names = [tool.function.name for tool in info.data.get("tools") or ()]
+        if choice is not None and choice != "none" and not names:
+            raise ValueError(f"{_choice_name(choice)} needs tools")
+        if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
+            raise ValueError(f"no tool is named {choice.function.name!r} (tools: {', '.join(names)})")
+        if choice == "auto":
+            raise unsupported(_AUTO)
+        return choice
+
+    @model_validator(mode="after")
+    def _tool_choice_given(self) -> ChatCompletionRequest:
+        if self.tools and self.tool_choice is None:
+            raise PydanticCustomError(UNSUPPORTED, "tool_choice: " + _AUTO)
+        return self
+
+    def called_tools(self) -> list[ToolSpec]:
+        """The tools one of which the answer must call (none: the answer is text)."""
+        choice, tools = self.tool_choice, self.tools or []
+        if choice == "required":
+            return [ToolSpec(name=t.function.name, parameters=t.function.parameters) for t in tools]
+        if isinstance(choice, NamedToolChoice):
+            return [ToolSpec(name=t.function.name, parameters=t.function.parameters) for t in tools
+                    if t.function.name == choice.function.name]  # fmt: skip
+        return []
+
     def to_generate(self, request_id: str, default_max_tokens: int) -> GenerateRequest:
         """The worker request for this chat completion."""
+        fmt = self.response_format
+        called = self.called_tools()
         return GenerateRequest(
             request_id=request_id,
             messages=[m.to_chat_message() for m in self.messages],
             max_tokens=self.max_completion_tokens or self.max_tokens or default_max_tokens,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            seed=self.engine_seed,
-            stop=_stop_list(self.stop),
+            logprobs=(self.top_logprobs or 0) if self.logprobs else None,
+            json_object=fmt is not None and fmt.type == "json_object",
+            json_schema=fmt.json_schema.json_schema or {} if fmt and fmt.json_schema and fmt.type == "json_schema"
+            else None,
+            tools=[t.model_dump(exclude_none=True) for t in self.tools] if self.tools and called else None,
+            call_tools=called,
+            **self.sampling,
         )
+
+
+def _choice_name(choice: object) -> str:
+    return repr(choice) if isinstance(choice, str) else "a named function"
 
 
 def new_request_id(kind: Kind) -> str:

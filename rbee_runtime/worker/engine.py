@@ -3,8 +3,9 @@
 Weights are memory-mapped, so the N contexts of a worker share them; each context owns its KV
 cache. A generation is a blocking iterator of text pieces, meant to run in a thread. A per-token
 hook (a llama.cpp logits processor, the one callback both the plain and the chat API forward)
-counts tokens and, once the caller's cancel event is set, forces EOS so the generation stops
-after at most one more token.
+counts tokens, adds ``logit_bias``, reads log probabilities and, once the caller's cancel event is set,
+forces EOS so the generation stops after at most one more token. ``response_format`` and forced tool calls
+are llama.cpp grammars (:mod:`~rbee_runtime.worker.constraints`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from rbee_runtime.common.contracts import GenerateRequest, GpuInfo
 from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.gpus import detect_gpus
 from rbee_runtime.common.offload import OffloadPlan
+from rbee_runtime.common.pieces import Output, Piece, TokenLogprob
+from rbee_runtime.worker.constraints import Constraint, constraint_for, grammar
 from rbee_runtime.worker.gpu import GpuError, classify_load_failure, decide_offload, error_lines
 
 log = logging.getLogger(__name__)
@@ -136,13 +139,20 @@ class GenerationStats:
 
 @dataclass
 class _TokenGate:
-    """Logits processor called once per sampled token: counts, and forces EOS once cancelled."""
+    """Logits processor called once per sampled token: counts, adds the logit bias, keeps the distribution
+    when log probabilities are asked for, and forces EOS once cancelled."""
 
     cancel: threading.Event
     eos_id: int
     stats: GenerationStats
     on_token: Callable[[], None]
+    bias_ids: npt.NDArray[np.intp] | None = None
+    bias_values: npt.NDArray[np.single] | None = None
+    #: Keep each step's log probabilities (``logprobs`` asked for).
+    keep_logprobs: bool = False
     cancelled: bool = field(default=False, init=False)
+    #: The log probabilities of the step being sampled (the model's own, before penalties and grammar).
+    logprobs: npt.NDArray[np.single] | None = field(default=None, init=False)
 
     def __call__(self, input_ids: npt.NDArray[np.intc], scores: npt.NDArray[np.single]) -> Any:
         if self.stats.first_token_at is None:
@@ -155,7 +165,72 @@ class _TokenGate:
             return forced
         self.stats.tokens_out += 1
         self.on_token()
+        if self.bias_ids is not None and self.bias_values is not None:
+            scores = scores.copy()
+            scores[self.bias_ids] += self.bias_values
+        if self.keep_logprobs:
+            shifted = scores - scores.max()
+            self.logprobs = shifted - np.log(np.exp(shifted).sum())
         return scores
+
+
+def token_bytes(llama_cpp: Any, vocab: Any, token: int) -> bytes:
+    """The bytes of one token (llama-cpp-python's ``token_to_piece`` returns its whole 32-byte buffer)."""
+    size = 64
+    while True:
+        buf = ctypes.create_string_buffer(size)
+        n = llama_cpp.llama_token_to_piece(vocab, token, buf, size, 0, False)
+        if n >= 0:
+            return buf.raw[:n]
+        size = -n
+
+
+class _Sampled:
+    """The tokens a context samples: wraps its ``sample`` (which ``Llama.generate`` calls per token) so the
+    generation that listens (:attr:`listener`) learns each token id."""
+
+    def __init__(self, llm: Any) -> None:
+        self.listener: Callable[[int], None] | None = None
+        original = llm.sample
+
+        def sample(*args: Any, **kwargs: Any) -> int:
+            token: int = original(*args, **kwargs)
+            if self.listener is not None:
+                self.listener(token)
+            return token
+
+        llm.sample = sample
+
+
+@dataclass
+class _LogprobRecorder:
+    """Turns each sampled token and its step's distribution into a :class:`TokenLogprob`."""
+
+    gate: _TokenGate
+    piece: Callable[[int], bytes]
+    top: int
+    entries: list[TokenLogprob] = field(default_factory=list)
+
+    def _text(self, token: int) -> tuple[str, list[int]]:
+        raw = self.piece(token)
+        return raw.decode("utf-8", errors="replace"), list(raw)
+
+    def __call__(self, token: int) -> None:
+        logprobs = self.gate.logprobs
+        if logprobs is None or self.gate.cancelled:
+            return
+        top: list[tuple[str, float, list[int]]] = []
+        if self.top:
+            best = np.argpartition(-logprobs, self.top - 1)[: self.top]
+            for i in sorted(best, key=lambda j: -float(logprobs[j])):
+                alt_text, alt_raw = self._text(int(i))
+                top.append((alt_text, float(logprobs[i]), alt_raw))
+        text, raw = self._text(token)
+        self.entries.append(TokenLogprob(token=text, logprob=float(logprobs[token]), bytes=raw, top=top))
+
+    def take(self) -> list[TokenLogprob]:
+        entries, self.entries = self.entries, []
+        return entries
 
 
 def _gguf_chat_template(llama_cpp: Any, llm: Any) -> Callable[..., Any] | None:
@@ -173,6 +248,15 @@ def _gguf_chat_template(llama_cpp: Any, llm: Any) -> Callable[..., Any] | None:
     return formatter
 
 
+def _grammar(llama_cpp: Any, constraint: Constraint) -> Any:
+    """The grammar of a constraint; ``EngineError`` INPUT_REJECTED naming its field when its schema has none."""
+    try:
+        return grammar(llama_cpp, constraint)
+    except Exception as exc:
+        raise EngineError(ErrorCode.INPUT_REJECTED, f"{constraint.field}: the JSON schema cannot be turned into a "
+                          f"grammar ({type(exc).__name__}: {exc})", constraint.field) from exc  # fmt: skip
+
+
 class Engine:
     """One model, ``slots`` llama.cpp contexts; ``generate`` runs on the context of one slot."""
 
@@ -185,6 +269,7 @@ class Engine:
         #: The offload decided by ``load`` (None before).
         self.offload: OffloadPlan | None = None
         self._contexts: list[Any] = []
+        self._sampled: list[_Sampled] = []
         #: The model's own chat template as llama.cpp renders it (None: llama.cpp uses a built-in format).
         self._chat_template: Callable[..., Any] | None = None
 
@@ -250,6 +335,7 @@ class Engine:
                 lines = error_lines(said)
                 detail = f" (llama.cpp: {' | '.join(lines)})" if lines else ""
                 raise EngineError(code, f"{type(exc).__name__}: {exc}{detail}") from exc
+            self._sampled.append(_Sampled(self._contexts[-1]))
             log.info("slot %d/%d: context loaded (n_ctx=%d)", i + 1, self.slots, n_ctx)
         self._chat_template = _gguf_chat_template(llama_cpp, self._contexts[0]) if self._contexts else None
 
@@ -267,8 +353,24 @@ class Engine:
     def close(self) -> None:
         """Free every context."""
         contexts, self._contexts = self._contexts, []
+        self._sampled = []
         for ctx in contexts:
             ctx.close()
+
+    def _gate(self, llm: Any, request: GenerateRequest, cancel: threading.Event, stats: GenerationStats,
+              on_token: Callable[[], None]) -> _TokenGate:  # fmt: skip
+        """The per-token hook of a generation; ``EngineError`` INPUT_REJECTED for a token id the model lacks."""
+        gate = _TokenGate(cancel=cancel, eos_id=llm.token_eos(), stats=stats, on_token=on_token,
+                          keep_logprobs=request.logprobs is not None)  # fmt: skip
+        if request.logit_bias:
+            n_vocab = llm.n_vocab()
+            wrong = sorted(t for t in request.logit_bias if not 0 <= t < n_vocab)
+            if wrong:
+                raise EngineError(ErrorCode.INPUT_REJECTED, f"logit_bias: token id {wrong[0]} is not in the model's "
+                                  f"vocabulary (0 to {n_vocab - 1})", "logit_bias")  # fmt: skip
+            gate.bias_ids = np.array(list(request.logit_bias), dtype=np.intp)
+            gate.bias_values = np.array(list(request.logit_bias.values()), dtype=np.single)
+        return gate
 
     def generate(
         self,
@@ -277,15 +379,22 @@ class Engine:
         cancel: threading.Event,
         stats: GenerationStats,
         on_token: Callable[[], None] = lambda: None,
-    ) -> Iterator[str]:
-        """Yield the text pieces of one generation on ``slot``; ``stats`` is final at the end.
+    ) -> Iterator[Output]:
+        """Yield the pieces of one generation on ``slot``; ``stats`` is final at the end.
 
+        Plain text comes as ``str`` pieces; with log probabilities or a tool call as :class:`Piece` objects.
         Raises ``EngineError`` (``CONTEXT_LENGTH_EXCEEDED``, ``INPUT_REJECTED``, ``GENERATION_FAILED``).
         """
         import llama_cpp
 
         llm = self._contexts[slot]
-        gate = _TokenGate(cancel=cancel, eos_id=llm.token_eos(), stats=stats, on_token=on_token)
+        gate = self._gate(llm, request, cancel, stats, on_token)
+        constraint: Constraint | None = constraint_for(request)
+        recorder = None
+        if request.logprobs is not None:
+            vocab = llm._model.vocab
+            recorder = _LogprobRecorder(gate, lambda t: token_bytes(llama_cpp, vocab, t), request.logprobs)
+        sampled = self._sampled[slot]
         common: dict[str, Any] = {
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
@@ -294,31 +403,46 @@ class Engine:
             "stop": list(request.stop),
             "stream": True,
             "logits_processor": llama_cpp.LogitsProcessorList([gate]),
+            "frequency_penalty": request.frequency_penalty,
+            "presence_penalty": request.presence_penalty,
         }
         finish: str | None = None
+        field_name = "prompt" if request.messages is None else "messages"
+        sampled.listener = recorder
+        if constraint is not None:
+            common["grammar"] = _grammar(llama_cpp, constraint)
         try:
-            if request.messages is not None:
-                messages = [m.model_dump() for m in request.messages]
-                self.check_messages(messages)
-                for chunk in llm.create_chat_completion(messages=messages, **common):
-                    choice = chunk["choices"][0]
-                    finish = choice.get("finish_reason") or finish
-                    text = choice.get("delta", {}).get("content")
-                    if text:
-                        yield text
-            else:
-                for chunk in llm.create_completion(prompt=request.prompt or "", **common):
-                    choice = chunk["choices"][0]
-                    finish = choice.get("finish_reason") or finish
-                    if choice["text"]:
-                        yield choice["text"]
+            for text, finish_now in self._texts(llm, request, common):
+                finish = finish_now or finish
+                if constraint is not None and constraint.tool_call:
+                    yield from constraint.pieces(text, recorder.take() if recorder else [])
+                elif recorder is not None:
+                    yield Piece(text=text, logprobs=recorder.take())
+                elif text:
+                    yield text
+            if constraint is not None and constraint.tool_call:
+                yield from constraint.finish()
         except EngineError:
             raise
         except Exception as exc:
-            raise generation_error(exc, "prompt" if request.messages is None else "messages") from exc
+            raise generation_error(exc, field_name) from exc
         finally:
+            sampled.listener = None
             stats.finished_at = time.perf_counter()
         if gate.cancelled:
             stats.stop_reason = "cancelled"
         else:
             stats.stop_reason = "stop" if finish == "stop" else "length"
+
+    def _texts(self, llm: Any, request: GenerateRequest, common: dict[str, Any]) -> Iterator[tuple[str, str | None]]:
+        """llama.cpp's stream of one generation: (text, finish reason) per chunk."""
+        if request.messages is not None:
+            messages = [m.model_dump(exclude_none=True) for m in request.messages]
+            self.check_messages(messages)
+            for chunk in llm.create_chat_completion(messages=messages, tools=request.tools, **common):
+                choice = chunk["choices"][0]
+                yield choice.get("delta", {}).get("content") or "", choice.get("finish_reason")
+        else:
+            for chunk in llm.create_completion(prompt=request.prompt or "", **common):
+                choice = chunk["choices"][0]
+                yield choice["text"] or "", choice.get("finish_reason")

@@ -17,7 +17,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from rbee_runtime.common.bodies import parse_json
-from rbee_runtime.common.contracts import ErrorEvent
+from rbee_runtime.common.contracts import EndEvent, ErrorEvent
 from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import ApiError
 from rbee_runtime.common.internal_auth import InternalAuth
@@ -30,6 +30,7 @@ from rbee_runtime.common.openai_requests import (
     OpenAIRequest,
     new_request_id,
 )
+from rbee_runtime.common.pieces import Output
 from rbee_runtime.common.relay import (
     CREATED_HEADER,
     DEFAULT_MAX_TOKENS_HEADER,
@@ -98,11 +99,14 @@ class Answer:
         self.relay = relay
         self.pieces = 0
 
-    def _split(self, batch: list[Item]) -> tuple[list[str], Terminal | None]:
-        texts = [item for item in batch if isinstance(item, str)]
-        self.pieces += len(texts)
+    def _split(self, batch: list[Item]) -> tuple[list[Output], Terminal | None]:
         last = batch[-1]
-        return texts, None if isinstance(last, str) else last
+        if isinstance(last, EndEvent | ErrorEvent):
+            outputs: list[Output] = batch[:-1]  # type: ignore[assignment]  # only the last item is terminal
+            self.pieces += len(outputs)
+            return outputs, last
+        self.pieces += len(batch)
+        return batch, None  # type: ignore[return-value]
 
     def _relay_end(self, terminal: Terminal) -> RelayEnd:
         if isinstance(terminal, ErrorEvent):
@@ -131,11 +135,11 @@ class Answer:
         batch = first
         opening = self.fmt.opening_chunk()
         parts = [sse(opening)] if opening is not None else []
-        token_sse = self.fmt.token_sse
+        token_sse, piece_sse = self.fmt.token_sse, self.fmt.piece_sse
         try:
             while True:
-                texts, terminal = self._split(batch)
-                parts.extend(token_sse(text) for text in texts)
+                outputs, terminal = self._split(batch)
+                parts.extend(token_sse(o) if isinstance(o, str) else piece_sse(o) for o in outputs)
                 if terminal is not None:
                     parts.extend(self._closing(terminal))
                     yield b"".join(parts)
@@ -146,20 +150,20 @@ class Answer:
         finally:  # normal end (no-op), client disconnect or server shutdown
             self.job.cancel.set()
 
-    async def collect(self, first: list[Item]) -> AsyncIterator[tuple[list[str], Terminal | None]]:
-        """The batches of a ``stream=false`` answer (text pieces, and the terminal event with the last)."""
+    async def collect(self, first: list[Item]) -> AsyncIterator[tuple[list[Output], Terminal | None]]:
+        """The batches of a ``stream=false`` answer (pieces, and the terminal event with the last)."""
         batch = first
         try:
             while True:
-                texts, terminal = self._split(batch)
-                yield texts, terminal
+                outputs, terminal = self._split(batch)
+                yield outputs, terminal
                 if terminal is not None:
                     return
                 batch = await self.job.handoff.take()
         finally:
             self.job.cancel.set()
 
-    def final_answer(self, text: str, terminal: Terminal) -> tuple[int, bytes]:
+    def final_answer(self, pieces: list[Output], terminal: Terminal) -> tuple[int, bytes]:
         """The status and JSON body of a ``stream=false`` answer."""
         if isinstance(terminal, ErrorEvent):
             error = failed_in_stream(terminal, self.service.worker_id) if self.relay else failed_before_first_token(
@@ -168,25 +172,25 @@ class Answer:
         if terminal.stop_reason == "cancelled":
             error = request_cancelled(self.job.request_id)
             return error.status, _json(error.body())
-        return 200, _json(self.fmt.response(text, terminal))
+        return 200, _json(self.fmt.response(pieces, terminal))
 
     async def relayed_whole(self, first: list[Item]) -> AsyncIterator[bytes]:
         """``stream=false`` for the queen: a space per batch while generating, then the JSON (answer or error)."""
-        parts: list[str] = []
-        async for texts, terminal in self.collect(first):
-            parts.extend(texts)
+        parts: list[Output] = []
+        async for outputs, terminal in self.collect(first):
+            parts.extend(outputs)
             if terminal is not None:
-                yield self.final_answer("".join(parts), terminal)[1]
+                yield self.final_answer(parts, terminal)[1]
                 return
             yield KEEPALIVE
 
     async def whole(self, first: list[Item]) -> Response:
         """``stream=false`` for any other client: the JSON once the generation ended."""
-        parts: list[str] = []
-        async for texts, terminal in self.collect(first):
-            parts.extend(texts)
+        parts: list[Output] = []
+        async for outputs, terminal in self.collect(first):
+            parts.extend(outputs)
             if terminal is not None:
-                status, content = self.final_answer("".join(parts), terminal)
+                status, content = self.final_answer(parts, terminal)
                 return Response(content, status_code=status, media_type="application/json",
                                 headers={"X-Request-Id": self.job.request_id})  # fmt: skip
         raise AssertionError("a generation ends with a terminal event")
@@ -199,7 +203,8 @@ async def answer(service: WorkerService, request: Request, model: type[OpenAIReq
     created = _int_header(request, CREATED_HEADER, int(time.time()), 0, 2**63 - 1)
     default_max = _int_header(request, DEFAULT_MAX_TOKENS_HEADER, DEFAULT_MAX_TOKENS, 1, MAX_TOKENS)
     relay = request.headers.get(RELAY_HEADER) == "1"
-    job = service.start(body.to_generate(request_id, default_max))
+    generate = body.to_generate(request_id, default_max)
+    job = service.start(generate)
     try:  # wait for the first item, so a request that fails at once gets a proper HTTP error
         first = await job.handoff.take()
     except BaseException:
@@ -207,7 +212,9 @@ async def answer(service: WorkerService, request: Request, model: type[OpenAIReq
         raise
     if isinstance(first[0], ErrorEvent):
         raise failed_before_first_token(first[0])
-    run = Answer(service, job, formatter(body.kind, request_id, body.model, created), body, relay)
+    fmt = formatter(body.kind, request_id, body.model, created, tool_call=bool(generate.call_tools),
+                    logprobs=generate.logprobs is not None)  # fmt: skip
+    run = Answer(service, job, fmt, body, relay)
     headers = {"X-Request-Id": request_id}
     if body.stream:
         return StreamingResponse(run.stream(first), media_type="text/event-stream",

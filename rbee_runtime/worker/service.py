@@ -23,13 +23,14 @@ from rbee_runtime.common.contracts import (
 )
 from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import ApiError
+from rbee_runtime.common.pieces import Output
 from rbee_runtime.worker.engine import Engine, EngineError, GenerationStats
 from rbee_runtime.worker.slots import SlotPool
 
 log = logging.getLogger(__name__)
 
-#: What a generation hands to the event loop: a piece of text, then one terminal event.
-Item = str | EndEvent | ErrorEvent
+#: What a generation hands to the event loop: pieces of the answer, then one terminal event.
+Item = Output | EndEvent | ErrorEvent
 #: The terminal events.
 Terminal = EndEvent | ErrorEvent
 

@@ -60,7 +60,7 @@ def test_the_client_gets_the_workers_bytes_and_the_worker_the_clients_body(
 ) -> None:
     worker = workers[0]
     serve(queen, worker)
-    body = {**COMPLETION, "stream": True, "unknown_field": [1, 2]}
+    body = {**COMPLETION, "stream": True, "user": "u-1", "logit_bias": {"7": 1.5}}
     streamed = post(queen, "/v1/completions", body, request_id="r-1")
     assert streamed.status_code == 200 and streamed.headers["content-type"].startswith("text/event-stream")
     assert streamed.content == client_view(COMPLETION_STREAM)

@@ -117,7 +117,6 @@ def test_delete_cancels_a_stream_with_the_cancelled_chunk(worker: WorkerProc) ->
         ("/v1/chat/completions", {**CHAT, "messages": [{"role": "alien", "content": "hi"}]}, {}, "messages.0.role"),
         ("/v1/completions", {**COMPLETION, "prompt": ["a", "b"]}, {}, "prompt"),
         ("/v1/chat/completions", {**CHAT, "messages": []}, {}, "messages"),
-        ("/v1/chat/completions", {**CHAT, "n": 2}, {}, "n"),
         ("/v1/completions", COMPLETION, {"x-request-id": "bad id"}, "X-Request-Id"),
         ("/v1/completions", COMPLETION, {"x-rbee-default-max-tokens": "0"}, "x-rbee-default-max-tokens"),
         ("/v1/completions", COMPLETION, {"x-rbee-created": "yesterday"}, "x-rbee-created"),
