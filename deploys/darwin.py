@@ -22,7 +22,7 @@ from pyinfra.operations import files
 
 from deploys import control
 from deploys.atomic import upload_commands
-from deploys.operations import put_planned
+from deploys.operations import CONFIG_FILES, put_planned_files
 from rbee.deploy import launchd
 from rbee.deploy.host_diff import Changes
 from rbee.deploy.host_plan import HostPlan, PlannedFile
@@ -100,21 +100,8 @@ def runtime_account_and_folders(plan: HostPlan, changes: Changes) -> None:
 
 def services(plan: HostPlan, changes: Changes, release: str, model_sha256: Mapping[str, str]) -> None:
     """The Darwin services step: configs in place, each daemon loaded and current, stale workers gone."""
-    # One call site per kind of file, as in deploys/services.py (pyinfra tells operations apart by call site).
-    put_planned(plan, "queen API keys", changes)
-    put_planned(plan, "cluster secret", changes)
-    put_planned(plan, "hive credential", changes)
-    put_planned(plan, "worker credential", changes)
-    put_planned(plan, "TLS certificate", changes)
-    put_planned(plan, "TLS key", changes)
-    put_planned(plan, "cluster CA", changes)
-    put_planned(plan, "queen config", changes)
-    put_planned(plan, "hive config", changes)
+    put_planned_files(plan, changes, CONFIG_FILES, put_elsewhere="launchd ")
     daemons = {f.label.removeprefix("launchd "): f for f in plan.files if f.label.startswith("launchd ")}
-    kinds = {"queen API keys", "cluster secret", "hive credential", "worker credential", "TLS certificate", "TLS key",
-             "cluster CA", "queen config", "hive config"}  # fmt: skip
-    if left := [f.label for f in plan.files if f.label not in kinds and not f.label.startswith("launchd ")]:
-        raise ValueError(f"services: the plan has files this step does not put on a macOS host: {left}")
     for service in plan.services:
         if changes.has("daemon", service.unit) or changes.has("file", daemons[service.unit].path):
             launchd_daemon(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import shlex
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
 from pyinfra.api.command import StringCommand
@@ -145,3 +145,21 @@ def put_planned(plan: HostPlan, label: str, changes: Changes) -> None:
         elif changes.has("file-mode", planned.path) or changes.has("file-owner", planned.path):
             set_metadata(name=f"services: {label}", path=planned.path, user=planned.owner, group=group,
                          mode=planned.mode)  # fmt: skip
+
+
+CONFIG_FILES = ("queen API keys", "cluster secret", "hive credential", "worker credential", "TLS certificate",
+                "TLS key", "cluster CA", "queen config", "hive config")  # fmt: skip
+"""The plan's credentials and configs, by label: the same on systemd and launchd hosts."""
+
+
+def put_planned_files(plan: HostPlan, changes: Changes, labels: Sequence[str], put_elsewhere: str) -> None:
+    """``put_planned`` for each of ``labels``, in order, after checking the plan has no file left unput.
+
+    A planned file neither in ``labels`` nor labelled ``put_elsewhere...`` (one the caller puts itself) is a bug:
+    ``ValueError`` naming it, before anything is put. ``host.loop`` gives each label its own operation, the same on
+    every host (one call site for all would merge, say, h1's queen config with h3's hive unit in the results).
+    """
+    if left := [f.label for f in plan.files if f.label not in labels and not f.label.startswith(put_elsewhere)]:
+        raise ValueError(f"services: the plan has files this step does not put on this host: {left}")
+    for label in host.loop(labels):  # type: ignore[no-untyped-call]
+        put_planned(plan, label, changes)

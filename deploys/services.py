@@ -15,7 +15,7 @@ from pyinfra.api.deploy import deploy
 from pyinfra.operations import files, systemd
 
 from deploys import darwin
-from deploys.operations import daemon_reload, put_planned, service_state
+from deploys.operations import CONFIG_FILES, daemon_reload, put_planned, put_planned_files, service_state
 from rbee.deploy.host_diff import Changes
 from rbee.deploy.host_plan import HIVE_UNIT, QUEEN_UNIT, WORKER_UNIT, HostPlan
 from rbee.deploy.layout import OLD_API_KEYS_FILE, WORKERS_DIR
@@ -33,27 +33,10 @@ def services(plan: HostPlan, changes: Changes, release: str, model_sha256: Mappi
     if plan.service_manager == "launchd":
         darwin.services(plan, changes, release, model_sha256)
         return
-    # One call site per kind of file: pyinfra tells operations apart by where they are called, so a
-    # loop over all files would merge, say, h1's queen config with h3's hive unit in its results.
-    put_planned(plan, "queen API keys", changes)
-    put_planned(plan, "cluster secret", changes)
-    put_planned(plan, "hive credential", changes)
-    put_planned(plan, "worker credential", changes)
-    put_planned(plan, "TLS certificate", changes)
-    put_planned(plan, "TLS key", changes)
-    put_planned(plan, "cluster CA", changes)
-    put_planned(plan, "queen config", changes)
-    put_planned(plan, f"unit {QUEEN_UNIT}", changes)
-    put_planned(plan, "hive config", changes)
-    put_planned(plan, f"unit {HIVE_UNIT}", changes)
-    put_planned(plan, f"unit {WORKER_UNIT}", changes)
+    units = tuple(f"unit {u}" for u in (QUEEN_UNIT, HIVE_UNIT, WORKER_UNIT))
+    put_planned_files(plan, changes, (*CONFIG_FILES, *units), put_elsewhere="worker ")
     for worker in plan.workers:
         put_planned(plan, f"worker {worker.name} config", changes)
-    units = {f"unit {u}" for u in (QUEEN_UNIT, HIVE_UNIT, WORKER_UNIT)}
-    kinds = {"queen API keys", "cluster secret", "hive credential", "worker credential", "TLS certificate",
-             "TLS key", "cluster CA", "queen config", "hive config", *units}  # fmt: skip
-    if left := [f.label for f in plan.files if f.label not in kinds and not f.label.startswith("worker ")]:
-        raise ValueError(f"services: the plan has files this step does not put: {left}")
 
     if changes.has("daemon-reload"):
         daemon_reload(name="services: reload systemd units that changed")
