@@ -9,7 +9,8 @@ figure is printed with its ratio to it. On the first size, the tiny model is the
 (a GGUF padded to ``--large-mib``; its no-op should cost what the tiny one's does: nothing is re-hashed).
 ``--ansible`` also times an ansible no-op on the same hosts. ``--copy-mib N``: on every size, a model copy
 figure: a deploy where only the model changed (the tiny one swapped for an N MiB one), its copy step timed
-on the hosts' connections (the SFTP transfer, then the check, fsync and rename), against the same file
+(one ``ssh`` stream per host that hashes, fsyncs, renames and stamps, ``deploys.stream``; or pyinfra's SFTP
+transfer, then the check, fsync and rename), against the same file
 copied to the same hosts in parallel with plain ``scp`` (and ``rsync`` when both sides have it; otherwise
 skipped with the reason; each the best of 2 runs, the file read into the page cache first), and with
 paramiko's SFTP alone (pyinfra's transport, without pyinfra), over the same key and addresses. The engine
@@ -73,6 +74,7 @@ TIMED = """import json, sys, time
 from pathlib import Path
 from pyinfra.connectors.ssh import SSHConnector
 from deploys import count_commands
+from deploys.stream import StreamUpload
 
 timing = Path(sys.argv.pop(1))
 
@@ -90,10 +92,24 @@ def timed(kind, method, text_of):
 
 SSHConnector.run_shell_command = timed("command", SSHConnector.run_shell_command, lambda c, *_: str(c))
 SSHConnector.put_file = timed("put", SSHConnector.put_file, lambda _src, remote, *_: str(remote))
+
+def timed_stream(method):
+    def wrapper(self, state, host, *args):
+        start = time.time()
+        try:
+            return method(self, state, host, *args)
+        finally:
+            line = {"host": host.name, "kind": "put", "text": self.upload.temp, "start": start, "end": time.time()}
+            with timing.open("a") as out:
+                out.write(json.dumps(line) + "\n")
+    return wrapper
+
+StreamUpload.execute = timed_stream(StreamUpload.execute)
 count_commands.main()
 """
 """``python -c TIMED TIMING LOG PYINFRA-ARGS...``: ``deploys.count_commands`` with each remote call's start and end
-(epoch seconds) appended to ``TIMING`` (JSON lines ``{"host", "kind", "text", "start", "end"}``)."""
+(epoch seconds) appended to ``TIMING`` (JSON lines ``{"host", "kind", "text", "start", "end"}``; a streamed upload,
+``deploys.stream``, is a ``put`` of its temp file)."""
 
 SSH_OPTIONS = [
     "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
@@ -255,14 +271,15 @@ def _timed_calls(timing: Path) -> list[dict[str, Any]]:
 
 
 def copy_step(calls: list[dict[str, Any]], model_id: str) -> dict[str, Any]:
-    """The copy of ``model_id`` in a timed deploy: per host, its SFTP transfer (the put of the model's temp file)
-    and its finish (the one command after it: check the sha256, fsync, rename, stamp); overall, the step's wall
-    time from the first transfer's start to the last finish's end (the hosts copy in parallel)."""
+    """The copy of ``model_id`` in a timed deploy: per host, its transfer (the put of the model's temp file: an ssh
+    stream that also checks, fsyncs, renames and stamps, or pyinfra's SFTP put) and its finish (pyinfra's path only:
+    the one command after the put); overall, the step's wall time from the first transfer's start to the last end
+    (the hosts copy in parallel)."""
     marker = f"/.{model_id}.gguf"
     puts = [c for c in calls if c["kind"] == "put" and marker in c["text"]]
     finishes = [c for c in calls if c["kind"] == "command" and marker in c["text"] and "mv -f" in c["text"]]
-    if not puts or not finishes:
-        raise SystemExit(f"no copy of {model_id} in the timed deploy ({len(puts)} puts, {len(finishes)} finishes)")
+    if not puts:
+        raise SystemExit(f"no copy of {model_id} in the timed deploy")
     hosts = sorted({c["host"] for c in puts})
     per_host = {
         h: {
@@ -273,9 +290,10 @@ def copy_step(calls: list[dict[str, Any]], model_id: str) -> dict[str, Any]:
     }
     start = min(c["start"] for c in puts)
     return {
-        "copy_s": round(max(c["end"] for c in finishes) - start, 2),
+        "copy_s": round(max(c["end"] for c in puts + finishes) - start, 2),
         "transfer_s": round(max(c["end"] for c in puts) - start, 2),
-        "finish_s": round(max(c["end"] for c in finishes) - min(c["start"] for c in finishes), 2),
+        "finish_s": round(max(c["end"] for c in finishes) - min(c["start"] for c in finishes), 2) if finishes else 0.0,
+        "streamed": not finishes,
         "per_host": per_host,
         "dest_folder": posixpath.dirname(puts[0]["text"]),
     }
@@ -428,8 +446,8 @@ def _print_copies(copies: list[dict[str, Any]]) -> None:
     if not copies:
         return
     print(
-        f"model copy ({copies[0]['file_mib']} MiB to every host, in parallel; rbee = the deploy step: SFTP "
-        "transfer, then sha256 check + fsync + rename)"
+        f"model copy ({copies[0]['file_mib']} MiB to every host, in parallel; rbee = the deploy step: one ssh "
+        "stream per host, hashed as written, fsync + rename + stamp; or SFTP, then the check + fsync + rename)"
     )
     print("hosts  rbee copy  (transfer  finish)  scp      rsync    paramiko SFTP  rbee/scp  transfer/scp")
     for c in copies:
@@ -495,8 +513,8 @@ def main() -> None:
     large: dict[str, Any] | None = None
     ansible: dict[int, float] = {}
     copies: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="rbee-bench-deploy-") as tmp:
-        folder = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="rbee-bench-deploy-") as tmp, hosts.session_lease():
+        folder = Path(tmp)  # the lease: a test session waits for the bench to end, and the other way round
         try:
             for size in sizes:
                 rows.append(_measure_size(hosts, folder, size, model, args.noop_runs))

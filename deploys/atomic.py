@@ -29,7 +29,8 @@ from pyinfra.context import host
 from pyinfra.facts.files import Directory, File, Sha256File
 from pyinfra.operations.util.files import ensure_mode_int
 
-from rbee.deploy.host_state import FUNCTIONS, resumable_temp, upload_stamp_command
+from deploys.stream import StreamUpload, Upload, ssh_command
+from rbee.deploy.host_state import FUNCTIONS, SUM_FUNCTION, resumable_temp, upload_stamp_command
 from rbee.deploy.releases import TEMP_MARK
 
 
@@ -107,16 +108,24 @@ def upload_commands(
     stamp: str | None = None,
     resume_from: int = 0,
 ) -> Generator[Any, None, None]:
-    """One atomic upload, in two remote calls: the temp file, then [verify], owner and mode, fsync, rename, [stamp].
+    """One atomic upload: the temp file, then [verify], owner and mode, fsync, rename, [stamp].
 
     ``verify_sha256``: the host checks the temp file's sum before the rename (a large file, sent once); the
     temp file of a local path is then named by that sum (``resumable_temp``), and ``resume_from`` (the bytes an
     interrupted copy left there) sends only the rest, appended; ``stamp``: then records
     ``<dest> <sha256> <size> <mtime> <inode>`` there, so later deploys know the file by ``stat`` without
-    reading it (``rbee.deploy.host_state``).
+    reading it (``rbee.deploy.host_state``). Such an upload goes by the host's own ``ssh`` process where
+    pyinfra's settings for the host allow it (``deploys.stream``: one remote call, hashed while written);
+    otherwise, and for anything else, through pyinfra: the transfer, then one command for the rest.
     """
     folder = posixpath.dirname(dest) or "."
     want_mode = ensure_mode_int(mode)
+    if verify_sha256 and isinstance(src, str) and ssh_command(host) is not None:
+        yield StreamUpload(
+            Upload(src, resumable_temp(dest, verify_sha256), dest, verify_sha256, resume_from,
+                   str(want_mode or ""), _owner(user, group) if user or group else "", stamp or "")
+        )  # fmt: skip
+        return
     resumable = bool(verify_sha256) and isinstance(src, str)
     if verify_sha256 and isinstance(src, str):  # named by its content: an interrupted copy is continued
         temp = resumable_temp(dest, verify_sha256)
@@ -140,7 +149,7 @@ def upload_commands(
     if verify_sha256:
         wrong = shlex.quote(f"rbee: {dest}: the uploaded copy's sha256 is not {verify_sha256}")
         check = (
-            f'{FUNCTIONS}if [ "$(rbee_sha {q_temp} | cut -c1-64)" != {shlex.quote(verify_sha256)} ]; then '
+            f'{FUNCTIONS}{SUM_FUNCTION}if [ "$(rbee_sum {q_temp})" != {shlex.quote(verify_sha256)} ]; then '
             f"rm -f {q_temp}; echo {wrong} >&2; exit 1; fi; "
         )
     record = f" && {{ {upload_stamp_command(dest, verify_sha256, stamp)}; }}" if stamp and verify_sha256 else ""

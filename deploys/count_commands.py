@@ -2,7 +2,8 @@
 
 ``python -m deploys.count_commands LOG PYINFRA-ARGS...`` runs ``pyinfra PYINFRA-ARGS...`` unchanged, except
 that the SSH connector appends one JSON line per call to ``LOG``: ``{"host", "kind", "text"}``, ``kind``
-``command`` (a shell command: a fact or an operation's), ``put`` or ``get`` (a file transfer). The tests
+``command`` (a shell command: a fact or an operation's), ``put`` or ``get`` (a file transfer; a streamed upload,
+``deploys.stream``, is a ``put`` whose text is ``<temp file> from byte <offset>``). The tests
 and ``bench/deploy.py`` count a no-op deploy's remote work from it (``read_log``).
 """
 
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from pyinfra.connectors.ssh import SSHConnector
+
+from deploys.stream import StreamUpload
 
 
 def read_log(path: Path) -> list[dict[str, str]]:
@@ -40,8 +43,19 @@ def _logged(log: Path, kind: str, method: Callable[..., Any], text_of: Callable[
     return wrapper
 
 
+def _logged_stream(log: Path, method: Callable[..., Any]) -> Callable[..., Any]:
+    def wrapper(self: StreamUpload, state: Any, host: Any, *args: Any) -> Any:
+        text = f"{self.upload.temp} from byte {self.upload.offset}"
+        with log.open("a") as out:
+            out.write(json.dumps({"host": host.name, "kind": "put", "text": text}) + "\n")
+        return method(self, state, host, *args)
+
+    return wrapper
+
+
 def install(log: Path) -> None:
-    """Log every ``run_shell_command``, ``put_file`` and ``get_file`` of pyinfra's SSH connector to ``log``."""
+    """Log every ``run_shell_command``, ``put_file`` and ``get_file`` of pyinfra's SSH connector, and every streamed
+    upload, to ``log``."""
     SSHConnector.run_shell_command = _logged(  # type: ignore[method-assign]
         log, "command", SSHConnector.run_shell_command, lambda command, *_: str(command)
     )
@@ -51,6 +65,7 @@ def install(log: Path) -> None:
     SSHConnector.get_file = _logged(  # type: ignore[method-assign]
         log, "get", SSHConnector.get_file, lambda remote, *_: str(remote)
     )
+    StreamUpload.execute = _logged_stream(log, StreamUpload.execute)  # type: ignore[method-assign]
 
 
 def main() -> None:

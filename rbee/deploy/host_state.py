@@ -54,6 +54,14 @@ STATS = (
 FUNCTIONS = f"rbee_stat() {{ {STAT}; }}\nrbee_sha() {{ {SHA256}; }}\n{STATS}"
 """The shell helpers the state script and the upload stamps share (same fields in both)."""
 
+PY_SHA256 = (
+    "import hashlib, sys\nh = hashlib.sha256()\nwith open(sys.argv[1], 'rb') as f:\n"
+    "    for b in iter(lambda: f.read(1 << 20), b''):\n        h.update(b)\nprint(h.hexdigest())"
+)
+SUM_FUNCTION = f'rbee_sum() {{ python3 -c {shlex.quote(PY_SHA256)} "$1" 2>/dev/null || rbee_sha "$1" | cut -c1-64; }}\n'
+"""``rbee_sum FILE``: its sha256, by python3's hashlib (OpenSSL: ~3x coreutils' ``sha256sum`` on the test machine),
+else ``rbee_sha`` (needs ``FUNCTIONS``); the check after an upload that did not hash while it was written."""
+
 
 def wheelhouse_listing(folder: str) -> str:
     """Shell: the sha256 of the wheelhouse's ``stat`` listing (names, sizes, mtimes, inodes; no content read).

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -265,10 +266,36 @@ def test_an_interrupted_model_copy_is_continued(cluster: Cluster, tmp_path: Path
     resumed = deploy(cluster, log=log)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     puts = [c["text"] for c in read_log(log) if c["host"] == "h3" and c["kind"] == "put"]
-    assert puts == [f"{temp}.part"], puts  # the rest only, appended
+    assert puts == [f"{temp} from byte {size // 2}"], puts  # streamed by ssh: the rest only, appended
     assert cluster.hosts.ssh("h3", f"sha256sum {model}").stdout.split()[0] == good
     left = cluster.hosts.ssh("h3", "ls -a /opt/rbee/models").stdout.split()
     assert [name for name in left if ".rbee-tmp-" in name] == []  # the other leftover is gone too
+    stamps = cluster.hosts.ssh("h3", "cat /opt/rbee/stamps/upload-*").stdout
+    assert f"{model} {good} {size} " in stamps  # stamped by the receiver: the next run knows it by stat
+
+
+HOLD_LOCK = shlex.quote(
+    "import fcntl, sys, time; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); time.sleep(300)"
+)
+
+
+def test_a_copy_that_fails_on_its_host_names_the_host_and_the_file(cluster: Cluster) -> None:
+    """Another process holds the model's temp file on h3 (as a copy still running would): h3 fails saying so."""
+    model = "/opt/rbee/models/tiny.gguf"
+    good = cluster.hosts.ssh("h3", f"sha256sum {model}").stdout.split()[0]
+    temp = f"/opt/rbee/models/.tiny.gguf.rbee-tmp-{good[:16]}"
+    cluster.hosts.ssh("h3", f"rm {model}")
+    holder = cluster.hosts.ssh("h3", f"python3 -c {HOLD_LOCK} {temp} >/dev/null 2>&1 </dev/null & echo $!")
+    try:
+        failed = deploy(cluster)
+        assert failed.returncode != 0
+        said = f" to h3:{model} failed: rbee: {model}: another copy into {temp} is still running"
+        assert "rbee: copy of " in failed.stderr and said in failed.stderr, failed.stderr[-4000:]
+    finally:
+        cluster.hosts.ssh("h3", f"kill {int(holder.stdout)}; rm -f {temp}")
+    healed = deploy(cluster)
+    assert healed.returncode == 0, healed.stderr[-4000:]
+    assert cluster.hosts.ssh("h3", f"sha256sum {model}").stdout.split()[0] == good
 
 
 def test_host_state_with_testinfra(cluster: Cluster, first: subprocess.CompletedProcess[str]) -> None:
