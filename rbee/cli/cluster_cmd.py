@@ -104,7 +104,7 @@ models_app = typer.Typer(help="Models the cluster can serve.", no_args_is_help=T
 def workers_ls(queen: QueenUrl = None, api_key: ApiKey = None, as_json: AsJson = False) -> None:
     """List workers: state, model, hive, slots and requests in flight.
 
-    ``--json``: ``{"workers": [...]}``, each as ``GET /v1/workers`` on the queen gives it.
+    --json: {"workers": [...]}, each as GET /v1/workers on the queen gives it.
     """
     workers = sorted(_ask(queen, api_key, lambda client: client.workers()),
                      key=lambda w: (w.hive_id, w.model_id, w.worker_id))  # fmt: skip
@@ -136,7 +136,7 @@ def gpu_line(gpu: GpuInfo) -> str:
 def hives_ls(queen: QueenUrl = None, api_key: ApiKey = None, as_json: AsJson = False) -> None:
     """List hives: status, last heartbeat, backends, free RAM, GPUs (free memory, temperature), workers, models.
 
-    ``--json``: ``{"hives": [...]}``, each as ``GET /v1/hives`` on the queen gives it.
+    --json: {"hives": [...]}, each as GET /v1/hives on the queen gives it.
     """
     hives = sorted(_ask(queen, api_key, lambda client: client.hives()), key=lambda h: h.hive_id)
     if as_json:
@@ -162,7 +162,7 @@ def hives_ls(queen: QueenUrl = None, api_key: ApiKey = None, as_json: AsJson = F
 def models_ls(queen: QueenUrl = None, api_key: ApiKey = None, as_json: AsJson = False) -> None:
     """List the models that some online hive holds, and where.
 
-    ``--json``: ``{"models": [{"id", "hives": [hive ids], "workers": count}]}``.
+    --json: {"models": [{"id": model, "hives": [...], "workers": count}]}.
     """
     with QueenClient(queen, _key(api_key)) as client:
         try:

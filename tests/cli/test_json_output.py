@@ -1,4 +1,5 @@
-"""``--json`` on the listing commands and on ``spec validate``: one JSON document on stdout, nothing else there.
+"""``--json`` on the listing commands and ``spec validate`` (one JSON document on stdout, nothing else there),
+and tables piped to a file (whole rows).
 
 The ``ls`` commands ask a real queen, told about a hive and its workers by the heartbeat a hive sends.
 """
@@ -80,6 +81,16 @@ def test_columns_still_sets_the_width(queen: QueenProc) -> None:
     done = rbee("workers", "ls", "--queen", queen.url, columns=100)
     assert done.returncode == 0, done.stderr
     assert max(len(line) for line in done.stdout.splitlines()) <= 100 and LONG not in done.stdout
+
+
+def test_piped_spec_summary_keeps_whole_rows(tmp_path: Path) -> None:
+    address = "a" * 60 + "." + "b" * 60 + ".example"
+    spec = tmp_path / "cluster.yaml"
+    spec.write_text(f"cluster: wide\nhosts:\n  - {{name: box, address: {address}}}\n")
+    done = rbee("spec", "validate", str(spec))
+    assert done.returncode == 0, done.stderr
+    assert any(address in line and line.startswith("│ box") for line in done.stdout.splitlines()), done.stdout
+    assert "…" not in done.stdout and f"queen: http://{address}:7833/v1" in done.stdout
 
 
 # --------------------------------------------------------------------------- spec validate --json
