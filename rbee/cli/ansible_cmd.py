@@ -1,9 +1,10 @@
 """The Ansible deploy's control-machine side: ``rbee spec ansible-inventory``, ``rbee spec prepare``, role helpers.
 
-``ansible_inventory`` and ``prepare_control`` are commands of ``rbee spec``. The roles in
-``roles/`` call the helpers of this module on the control machine (``delegate_to: localhost``)
-as ``python -m rbee.cli.ansible_cmd HELPER``: each reads one JSON document on stdin and prints
-one on stdout; the work is ``rbee.deploy.ansible_steps``'s, the roles only copy files::
+``ansible_inventory`` and ``prepare_control`` are commands of ``rbee spec``. The roles of the
+``rbee.cluster`` collection (``ansible_collections/rbee/cluster``) call the helpers of this module on
+the control machine through its action ``rbee.cluster.control``, as ``python -m rbee.cli.ansible_cmd
+HELPER`` in a Python that imports rbee (not necessarily Ansible's own): each reads one JSON document
+on stdin and prints one on stdout; the work is ``rbee.deploy.ansible_steps``'s, the roles only copy files::
 
     probe       the preflight probe script (POSIX sh, run on each host) → its text
     models      fetch the models into the control machine's cache       → their local paths
@@ -13,6 +14,9 @@ one on stdout; the work is ``rbee.deploy.ansible_steps``'s, the roles only copy 
     engine      the engine wheel per feature set (built here or on a host) → wheel path, or why there is none
     record      the host's release record (``<prefix>/release.json``)   → its text
     health      wait until the queen sees every hive and placed worker  → ready, what is missing
+
+``inventory-json SPEC`` prints the inventory as JSON for the collection's inventory plugin
+(``rbee.cluster.spec``); an invalid spec exits 2 with each problem at its ``file:line:column``.
 
 ``inventory SPEC`` and ``prepare SPEC`` are the two ``rbee spec`` commands, reachable here too.
 """
@@ -191,6 +195,14 @@ def health_helper() -> None:
     data = _stdin()
     key = str(data.get("api_key") or "") or None
     _print(wait_healthy(data["queen_url"], data["expected"], float(data["timeout"]), key))
+
+
+@helpers.command("inventory-json")
+def inventory_json_helper(spec_file: SpecFile) -> None:
+    """SPEC → the inventory of ``rbee spec ansible-inventory`` as JSON (for the ``rbee.cluster.spec`` plugin)."""
+    spec = read_spec_or_exit(spec_file)
+    digest = hashlib.sha256(spec_file.read_bytes()).hexdigest()
+    _print(build_inventory(spec, spec_file, spec_sha256=digest))
 
 
 helpers.command("inventory")(ansible_inventory)

@@ -1,7 +1,8 @@
-"""The roles without hosts: argument specs refuse bad variables; ansible-lint passes.
+"""The collection's roles without hosts: argument specs refuse bad variables; ansible-lint passes.
 
 Each test runs ansible-playbook on this machine (connection local, nothing outside a temp folder
-is touched); skipped when ansible-core is not installed in the venv.
+is touched) with the collection of this checkout (``ansible_collections/rbee/cluster``); skipped
+when ansible-core is not installed in the venv.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from rbee.deploy.ansible_inventory import ansible_inventory
 from rbee.spec import load_spec
 
 ROOT = Path(__file__).parents[2]
+COLLECTION = ROOT / "ansible_collections" / "rbee" / "cluster"
 BIN = Path(sys.executable).parent
 ANSIBLE_PLAYBOOK = BIN / "ansible-playbook"
 ANSIBLE_LINT = BIN / "ansible-lint"
@@ -51,7 +53,7 @@ def _playbook(tmp_path: Path, plays: list[dict[str, Any]], *extra: str) -> subpr
     book.write_text(yaml.safe_dump(plays, sort_keys=False))
     env = {
         **os.environ,
-        "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
+        "ANSIBLE_COLLECTIONS_PATH": str(ROOT),
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"),
         "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
@@ -87,20 +89,20 @@ def _preflight_vars(tmp_path: Path) -> dict[str, Any]:
 
 
 def test_a_bad_backend_is_refused_by_the_argument_spec(tmp_path: Path) -> None:
-    out = _refused(tmp_path, "rbee_preflight", {**_preflight_vars(tmp_path), "rbee_backend": "cudaa"})
+    out = _refused(tmp_path, "rbee.cluster.rbee_preflight", {**_preflight_vars(tmp_path), "rbee_backend": "cudaa"})
     assert "value of rbee_backend must be one of: auto, cpu, cuda, metal, got: cudaa" in out
 
 
 def test_a_missing_variable_is_refused(tmp_path: Path) -> None:
     variables = _preflight_vars(tmp_path)
     del variables["rbee_deploy"]
-    assert "missing required arguments: rbee_deploy" in _refused(tmp_path, "rbee_preflight", variables)
+    assert "missing required arguments: rbee_deploy" in _refused(tmp_path, "rbee.cluster.rbee_preflight", variables)
 
 
 def test_a_wrong_nested_value_is_refused(tmp_path: Path) -> None:
     variables = _preflight_vars(tmp_path)
     variables["rbee_deploy"] = {**variables["rbee_deploy"], "on_unreachable": "sometimes", "prefx": "/x"}
-    out = _refused(tmp_path, "rbee_preflight", variables)
+    out = _refused(tmp_path, "rbee.cluster.rbee_preflight", variables)
     assert "on_unreachable must be one of: continue, stop, got: sometimes" in out
     assert "prefx" in out
 
@@ -109,9 +111,10 @@ def test_the_runtime_entry_points_check_their_variables(tmp_path: Path) -> None:
     host = _hosts(tmp_path)["a"]
     variables = {k: v for k, v in host.items() if k.startswith("rbee_")}
     variables["rbee_hive"] = {"port": "not-a-port", "max_workers": 4}
-    play = _role_play("rbee_runtime", variables)
+    play = _role_play("rbee.cluster.rbee_runtime", variables)
     del play[0]["roles"]
-    play[0]["tasks"] = [{"ansible.builtin.import_role": {"name": "rbee_runtime", "tasks_from": "services"}}]
+    services = {"name": "rbee.cluster.rbee_runtime", "tasks_from": "services"}
+    play[0]["tasks"] = [{"ansible.builtin.import_role": services}]
     run = _playbook(tmp_path, play, "--check")
     out = run.stdout + run.stderr
     assert run.returncode != 0
@@ -122,7 +125,8 @@ def test_the_runtime_entry_points_check_their_variables(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not ANSIBLE_LINT.exists(), reason="ansible-lint is not installed in this venv")
-def test_ansible_lint_production_profile_passes() -> None:
+def test_ansible_lint_production_profile_passes_on_the_repository_playbooks() -> None:
+    """The checkout's own playbooks (``playbooks/site.yml``); the collection is linted in test_collection.py."""
     env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}", "NO_COLOR": "1"}
     run = subprocess.run(
         [str(ANSIBLE_LINT), "--offline"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
@@ -137,7 +141,9 @@ def test_every_entry_point_takes_every_deploy_setting() -> None:
     from rbee.spec.models import DeploySpec
 
     wanted = set(DeploySpec.model_fields)
-    for specs in sorted(ROOT.glob("roles/*/meta/argument_specs.yml")):
+    found = sorted(COLLECTION.glob("roles/*/meta/argument_specs.yml"))
+    assert len(found) == 4
+    for specs in found:
         for entry, spec in yaml.safe_load(specs.read_text())["argument_specs"].items():
             deploy = spec.get("options", {}).get("rbee_deploy")
             if deploy is not None:
