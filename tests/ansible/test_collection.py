@@ -118,12 +118,16 @@ def test_a_local_host_keeps_the_one_trusted_template(installed: Path, tmp_path: 
     assert f'"msg": "{sys.executable}|local|queen,hive"' in run.stdout, run.stdout
 
 
-def test_a_bad_spec_is_an_error_at_its_place(installed: Path, tmp_path: Path) -> None:
+def test_a_bad_spec_is_an_error_at_its_place_and_stops_the_playbook(installed: Path, tmp_path: Path) -> None:
     bad = "cluster: lab\nhosts:\n  - {name: a, address: x, backend: gpu}\n"
     run = _inventory(installed, tmp_path, bad, ANSIBLE_INVENTORY_UNPARSED_FAILED="true")
     assert run.returncode != 0
     where = f"{tmp_path / 'cluster.yaml'}:3:36: hosts[0].backend: must be one of auto, cpu, cuda, metal (got 'gpu')"
     assert where in run.stderr, run.stderr
+    deploy = _run([str(BIN / "ansible-playbook"), "-i", "inventory.rbee.yml", "rbee.cluster.site"], tmp_path,
+                  _env(installed))  # fmt: skip
+    assert deploy.returncode != 0 and where in deploy.stderr
+    assert "no host in group hives: no cluster spec was read" in deploy.stdout, deploy.stdout
 
 
 def _without_rbee(folder: Path) -> Path:
