@@ -510,7 +510,7 @@ def _with_files(
             worker_port_first=max((w.port + 1 for w in plan.workers), default=WORKER_PORT_FIRST)
             if units_here
             else WORKER_PORT_FIRST,
-            models=[HiveModel(m.id, m.source, model_paths[m.id], m.sha256) for m in models],
+            models=[HiveModel(m.id, m.source, model_paths[m.id], m.sha256, m.embedding) for m in models],
             placements=[] if units_here else [HivePlacement(w.model_id, w.slots) for w in plan.workers],
             **tls_files,
         )

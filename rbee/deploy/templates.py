@@ -43,6 +43,7 @@ class HiveModel:
     source: str
     local_path: str
     sha256: str | None
+    embedding: bool = False
 
 
 @dataclass(frozen=True)

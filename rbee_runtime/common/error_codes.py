@@ -61,6 +61,7 @@ class ErrorCode(StrEnum):
     VRAM_OOM = "VRAM_OOM"
     WORKER_ALREADY_REGISTERED = "WORKER_ALREADY_REGISTERED"
     WORKER_URL_NOT_ON_HIVE = "WORKER_URL_NOT_ON_HIVE"
+    WRONG_MODEL_TYPE = "WRONG_MODEL_TYPE"
     WORKER_DRAINING = "WORKER_DRAINING"
     WORKER_EXTERNALLY_MANAGED = "WORKER_EXTERNALLY_MANAGED"
     WORKER_FAILED = "WORKER_FAILED"
@@ -179,6 +180,10 @@ DOCS: Final[Mapping[ErrorCode, CodeDoc]] = {
         {"queen": 499}, "The request was cancelled (`DELETE /v1/requests/{id}`); in a stream, its last error chunk."),
     ErrorCode.REQUEST_ID_IN_USE: CodeDoc(
         {"queen": 409, "worker": 409}, "A request with this id is already queued or running."),
+    ErrorCode.WRONG_MODEL_TYPE: CodeDoc(
+        {"queen": 400, "worker": 400},
+        "The model does not serve this endpoint: an embedding model (placed with `embedding: true`) answers only "
+        "`POST /v1/embeddings`, any other model only completions (`param` `model`)."),
     ErrorCode.UNSUPPORTED_PARAMETER: CodeDoc(
         {"queen": 400, "worker": 400},
         "An OpenAI request parameter rbee does not know or cannot honour (`n` > 1, `tool_choice` `auto`, ...); "

@@ -27,6 +27,7 @@ from rbee_runtime.common.contracts import (
     check_total_chars,
 )
 from rbee_runtime.common.limits import (
+    MAX_EMBEDDING_INPUTS,
     MAX_ID_CHARS,
     MAX_LOGIT_BIAS,
     MAX_MESSAGES,
@@ -40,8 +41,8 @@ from rbee_runtime.common.limits import (
 #: Tokens generated when a request gives no ``max_tokens`` (the queen's ``default_max_tokens`` overrides it).
 DEFAULT_MAX_TOKENS = 256
 
-#: The two OpenAI endpoints.
-Kind = Literal["completion", "chat"]
+#: The OpenAI endpoints.
+Kind = Literal["completion", "chat", "embedding"]
 
 
 def _stop_list(value: str | list[str] | None) -> list[str]:
@@ -384,9 +385,54 @@ def _choice_name(choice: object) -> str:
     return repr(choice) if isinstance(choice, str) else "a named function"
 
 
+class EmbeddingRequest(Wire):
+    """``POST /v1/embeddings``: texts (token ids are refused: they would be another tokenizer's)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    kind: ClassVar[Kind] = "embedding"
+    #: Never streamed (what the queen's relay reads).
+    stream: ClassVar[bool] = False
+
+    model: str = Field(min_length=1, max_length=MAX_ID_CHARS)
+    input: str | list[str] | list[int] | list[list[int]]
+    encoding_format: Literal["float", "base64"] | None = None
+    dimensions: int | None = Field(default=None, ge=1)
+    #: Accepted, not used.
+    user: str | None = Field(default=None, max_length=MAX_ID_CHARS)
+
+    @field_validator("input")
+    @classmethod
+    def _texts(cls, value: str | list[str] | list[int] | list[list[int]]) -> str | list[str]:
+        texts = [value] if isinstance(value, str) else value
+        if not texts:
+            raise ValueError("give at least one text")
+        if not all(isinstance(t, str) for t in texts):
+            raise unsupported("rbee embeds text, not token ids (they would be another tokenizer's); send strings "
+                              "(LangChain: OpenAIEmbeddings(check_embedding_ctx_length=False))")  # fmt: skip
+        if len(texts) > MAX_EMBEDDING_INPUTS:
+            raise ValueError(f"at most {MAX_EMBEDDING_INPUTS} texts per request")
+        check_total_chars([str(t) for t in texts])
+        return value  # type: ignore[return-value]  # checked: texts only
+
+    @field_validator("dimensions")
+    @classmethod
+    def _no_dimensions(cls, value: int | None) -> int | None:
+        if value is not None:
+            raise unsupported("rbee answers the model's own dimension (leave dimensions out)")
+        return value
+
+    @property
+    def texts(self) -> list[str]:
+        """The texts to embed."""
+        return [self.input] if isinstance(self.input, str) else [str(t) for t in self.input]
+
+
 def new_request_id(kind: Kind) -> str:
-    """``cmpl-…`` or ``chatcmpl-…``: the completion id, also the id sent to the worker."""
-    return f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex}"
+    """``cmpl-…``, ``chatcmpl-…`` or ``embd-…``: the completion id, also the id sent to the worker."""
+    prefix = {"chat": "chatcmpl", "completion": "cmpl", "embedding": "embd"}[kind]
+    return f"{prefix}-{uuid.uuid4().hex}"
 
 
 OpenAIRequest = CompletionRequest | ChatCompletionRequest
+#: What the queen relays to a worker.
+RelayedRequest = CompletionRequest | ChatCompletionRequest | EmbeddingRequest

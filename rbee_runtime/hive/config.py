@@ -29,6 +29,8 @@ class ModelConfig(_Strict):
     reference: str = Field(min_length=1)
     local_path: str = Field(min_length=1)
     sha256: str | None = None
+    #: An embedding model: its workers start with ``--embedding`` and serve ``POST /v1/embeddings`` only.
+    embedding: bool = False
 
 
 class PlacementConfig(_Strict):
@@ -98,6 +100,10 @@ class HiveConfig(_Strict):
     worker_port_last: int = Field(default=WORKER_PORT_LAST, ge=1, le=65535)
     models: list[ModelConfig] = Field(default_factory=list)
     placements: list[PlacementConfig] = Field(default_factory=list)
+
+    def is_embedding(self, model_id: str) -> bool:
+        """Whether ``model_id`` is one of the configured models marked ``embedding``."""
+        return any(m.embedding for m in self.models if m.model_id == model_id)
     worker_command: list[str] = Field(default_factory=default_worker_command, min_length=1)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     tls_cert_file: str | None = None

@@ -89,6 +89,7 @@ def new_spec(
         n_gpu_layers=req.n_gpu_layers if backend != "cpu" else None,
         placement=placement,
         log_path=str(config.logs_dir / f"{worker_id}.log"),
+        embedding=config.is_embedding(entry.model_id),
     )
 
 
@@ -132,6 +133,8 @@ def worker_command(config: HiveConfig, spec: WorkerSpec, port: int) -> list[str]
     ]  # fmt: skip
     if config.worker_threads:
         cmd += ["--threads", str(config.worker_threads)]
+    if spec.embedding:
+        cmd += ["--embedding"]
     if spec.n_gpu_layers is not None:
         cmd += ["--n-gpu-layers", str(spec.n_gpu_layers)]
     if config.credential is not None:  # a path, never the credential itself: argv is world-readable

@@ -32,6 +32,8 @@ class WorkerSpec(BaseModel):
     n_gpu_layers: int | None = None
     placement: str | None = None
     log_path: str
+    #: ``--embedding``: an embedding model's worker.
+    embedding: bool = False
 
 
 class WorkerRecord(BaseModel):

@@ -22,6 +22,7 @@ def api_error_from(response: httpx.Response, peer: str) -> ApiError:
     code: str = ErrorCode.UPSTREAM_ERROR
     message = ""
     details: dict[str, Any] = {}
+    param: str | None = None
     try:
         body: Any = response.json()
         err = body.get("error") if isinstance(body, dict) else None
@@ -30,12 +31,13 @@ def api_error_from(response: httpx.Response, peer: str) -> ApiError:
             message = str(err.get("message") or "")
             raw = err.get("details")
             details = raw if isinstance(raw, dict) else {}
+            param = err.get("param") if isinstance(err.get("param"), str) else None
     except (ValueError, UnicodeDecodeError):
         pass
     if not message:
         message = f"{peer} answered HTTP {response.status_code}: {response.text[:200]}"
     headers = {"Retry-After": response.headers["retry-after"]} if "retry-after" in response.headers else {}
-    return ApiError(response.status_code, code, message, details=details, headers=headers)
+    return ApiError(response.status_code, code, message, details=details, headers=headers, param=param)
 
 
 class HiveClient:

@@ -33,6 +33,8 @@ _CLIENT_ERROR_CODES: dict[str, int] = {
     ErrorCode.INVALID_REQUEST: 422,
     ErrorCode.CONTEXT_LENGTH_EXCEEDED: 400,
     ErrorCode.INPUT_REJECTED: 400,
+    ErrorCode.UNSUPPORTED_PARAMETER: 400,
+    ErrorCode.WRONG_MODEL_TYPE: 400,
     ErrorCode.REQUEST_ID_IN_USE: 409,
 }
 _REFUSALS = {ErrorCode.ALL_SLOTS_BUSY, ErrorCode.WORKER_LOADING, ErrorCode.WORKER_DRAINING}
@@ -86,7 +88,7 @@ def worker_error(event: ErrorEvent, worker_id: str) -> ApiError:
     """The API error for a worker's error event."""
     status = _CLIENT_ERROR_CODES.get(event.code, 502)
     fields = {"fields": [event.field]} if event.field else {}
-    return ApiError(status, event.code, event.message, details={"worker_id": worker_id, **fields})
+    return ApiError(status, event.code, event.message, details={"worker_id": worker_id, **fields}, param=event.field)
 
 
 def worker_timeout(request_id: str, failures: list[str], silent_s: float | None) -> ApiError:

@@ -28,7 +28,7 @@ from starlette.types import Receive, Scope, Send
 
 from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import ApiError
-from rbee_runtime.common.openai_requests import OpenAIRequest, new_request_id
+from rbee_runtime.common.openai_requests import RelayedRequest, new_request_id
 from rbee_runtime.common.relay import REQUEST_ID, RelayHeaders
 from rbee_runtime.queen.generation import Relay
 from rbee_runtime.queen.http_utils import watch_disconnect
@@ -42,7 +42,7 @@ _STREAM_HEADERS = {
 }
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]
-_PATHS = {"completion": "/v1/completions", "chat": "/v1/chat/completions"}
+_PATHS = {"completion": "/v1/completions", "chat": "/v1/chat/completions", "embedding": "/v1/embeddings"}
 
 #: A request id a client may choose (``X-Request-Id``): what the workers accept, safe in URLs and logs.
 CLIENT_REQUEST_ID = REQUEST_ID
@@ -76,7 +76,7 @@ def _raw(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
 class RequestRun(Response):
     """The ASGI answer to one completion request; its :meth:`__call__` is the request's whole life."""
 
-    def __init__(self, state: QueenState, request: Request, body: OpenAIRequest, raw: bytes) -> None:
+    def __init__(self, state: QueenState, request: Request, body: RelayedRequest, raw: bytes) -> None:
         super().__init__()
         self.state = state
         self.request = request

@@ -14,6 +14,7 @@ from rbee_runtime.common.errors import error_body, install_error_handlers
 from rbee_runtime.common.internal_auth import InternalAuth, require
 from rbee_runtime.common.limits import install_limits
 from rbee_runtime.worker import metrics
+from rbee_runtime.worker.embedding_routes import add_embedding_routes
 from rbee_runtime.worker.openai_routes import add_openai_routes
 from rbee_runtime.worker.service import WorkerService
 
@@ -43,6 +44,7 @@ def create_app(service: WorkerService, credential: str | None = None) -> FastAPI
         return Response(metrics.render(service), media_type=CONTENT_TYPE_LATEST)
 
     add_openai_routes(app, service)
+    add_embedding_routes(app, service)
 
     @app.delete("/v1/requests/{request_id}", status_code=204)
     async def cancel(request_id: str) -> Response:

@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="layers offloaded to the GPU (cuda/metal): auto (default) = all when the model fits in the GPU's "
         "free VRAM, else as many as fit; -1 = all; 0 = none",
     )
+    p.add_argument("--embedding", action="store_true",
+                   help="serve embeddings (POST /v1/embeddings) instead of completions: the model is an embedding "
+                   "model (mean pooling unless its GGUF names one)")
     p.add_argument("--callback-url", default=None, help="hive URL to POST WorkerReady to once loaded")
     p.add_argument("--threads", type=_positive_int, default=None,
                    help="llama.cpp's CPU threads (default: backend cpu on a host of at most 8 physical cores: "
@@ -120,6 +123,7 @@ def parse_settings(argv: Sequence[str] | None = None) -> WorkerSettings:
         announce_interval_s=a.announce_interval,
         managed_by=a.managed_by,
         n_gpu_layers=a.n_gpu_layers,
+        embedding=a.embedding,
         credential=credential,
         tls=tls,
     )

@@ -117,6 +117,8 @@ class EngineConfig:
     threads: int | None = None
     #: ``--n-gpu-layers``: None decides from the GPU's free VRAM (:func:`decide_offload`).
     n_gpu_layers: int | None = None
+    #: An embedding model: contexts with embeddings on (:meth:`Engine.embed`), whole inputs in one batch.
+    embedding: bool = False
 
 
 @dataclass
@@ -248,6 +250,18 @@ def _gguf_chat_template(llama_cpp: Any, llm: Any) -> Callable[..., Any] | None:
     return formatter
 
 
+def _pooling(llama_cpp: Any, model_path: str) -> int:
+    """The pooling of an embedding model: the GGUF's own (``<arch>.pooling_type``), else the mean of its tokens."""
+    import gguf
+
+    fields = gguf.GGUFReader(model_path).fields
+    arch = fields.get("general.architecture")
+    name = bytes(arch.parts[arch.data[0]]).decode() if arch is not None else ""
+    if f"{name}.pooling_type" in fields:
+        return int(llama_cpp.LLAMA_POOLING_TYPE_UNSPECIFIED)
+    return int(llama_cpp.LLAMA_POOLING_TYPE_MEAN)
+
+
 def _grammar(llama_cpp: Any, constraint: Constraint) -> Any:
     """The grammar of a constraint; ``EngineError`` INPUT_REJECTED naming its field when its schema has none."""
     try:
@@ -321,6 +335,9 @@ class Engine:
             "n_threads_batch": cfg.threads,
             "verbose": False,
         }
+        if cfg.embedding:
+            pooling = _pooling(llama_cpp, cfg.model_path)
+            kwargs.update(embedding=True, n_batch=n_ctx, n_ubatch=n_ctx, pooling_type=pooling)
         if cfg.backend == "cuda":  # pin the whole model to the one GPU we were given
             kwargs["split_mode"] = llama_cpp.LLAMA_SPLIT_MODE_NONE
             kwargs["main_gpu"] = cfg.device
@@ -371,6 +388,18 @@ class Engine:
             gate.bias_ids = np.array(list(request.logit_bias), dtype=np.intp)
             gate.bias_values = np.array(list(request.logit_bias.values()), dtype=np.single)
         return gate
+
+    def embed(self, slot: int, texts: list[str]) -> tuple[list[list[float]], int]:
+        """The unit-length embedding of each text, and the tokens read; ``EngineError`` CONTEXT_LENGTH_EXCEEDED
+        (field ``input``) for a text longer than the context."""
+        try:
+            vectors, tokens = self._contexts[slot].embed(texts, normalize=True, truncate=False, return_count=True)
+        except ValueError as exc:
+            if "exceed" not in str(exc):
+                raise
+            raise EngineError(ErrorCode.CONTEXT_LENGTH_EXCEEDED, f"input: {exc} (the context of this worker)",
+                              "input") from exc  # fmt: skip
+        return vectors, int(tokens)
 
     def generate(
         self,

@@ -41,6 +41,7 @@ from rbee_runtime.common.relay import (
     RelayEnd,
     end_event,
 )
+from rbee_runtime.worker.embedding_routes import wrong_model_type
 from rbee_runtime.worker.service import Item, Job, Terminal, WorkerService
 
 #: Worker error codes that are the client's fault, and their status (anything else: 500 before the first
@@ -78,14 +79,14 @@ def _json(payload: dict[str, Any]) -> bytes:
 def failed_before_first_token(event: ErrorEvent) -> ApiError:
     """The HTTP error of a generation that failed before its first token."""
     fields = {"fields": [event.field]} if event.field else None
-    return ApiError(CLIENT_ERRORS.get(event.code, 500), event.code, event.message, details=fields)
+    return ApiError(CLIENT_ERRORS.get(event.code, 500), event.code, event.message, details=fields, param=event.field)
 
 
 def failed_in_stream(event: ErrorEvent, worker_id: str) -> ApiError:
     """The error chunk of a generation that failed after its first token (as the queen always answered it)."""
     fields = {"fields": [event.field]} if event.field else {}
     return ApiError(CLIENT_ERRORS.get(event.code, 502), event.code, event.message,
-                    details={"worker_id": worker_id, **fields})  # fmt: skip
+                    details={"worker_id": worker_id, **fields}, param=event.field)  # fmt: skip
 
 
 class Answer:
@@ -199,6 +200,8 @@ class Answer:
 async def answer(service: WorkerService, request: Request, model: type[OpenAIRequest]) -> Response:
     """Validate, start the generation, wait for its first token, then answer (stream or whole)."""
     body = parse_json(await request.body(), model)
+    if service.engine.config.embedding:
+        raise wrong_model_type(body.model, embedding=True)
     request_id = _request_id(request, body)
     created = _int_header(request, CREATED_HEADER, int(time.time()), 0, 2**63 - 1)
     default_max = _int_header(request, DEFAULT_MAX_TOKENS_HEADER, DEFAULT_MAX_TOKENS, 1, MAX_TOKENS)

@@ -51,6 +51,8 @@ class WorkerSettings:
     managed_by: ManagedBy = "hive"
     #: ``--n-gpu-layers`` (None: ``auto``, decided from the GPU's free VRAM).
     n_gpu_layers: int | None = None
+    #: ``--embedding``: an embedding model (``POST /v1/embeddings``, no completions).
+    embedding: bool = False
     #: The workers' credential of its hive (from ``--credential-file``): required by its API, sent with its
     #: ready callbacks. None: the worker is open (loopback only).
     credential: str | None = field(default=None, repr=False)
@@ -185,6 +187,7 @@ def run(settings: WorkerSettings) -> int:
             device=settings.device,
             threads=settings.threads or default_threads(settings.backend, usable_cores()),
             n_gpu_layers=settings.n_gpu_layers,
+            embedding=settings.embedding,
         ),
         slots=settings.slots,
     )

@@ -173,8 +173,8 @@ class WorkerService:
 
     # ------------------------------------------------------------------ generations
 
-    def start(self, request: GenerateRequest) -> Job:
-        """Take a slot and start the generation in a thread (call on the event loop)."""
+    def _check_open(self) -> None:
+        """503 while the worker drains or still loads."""
         state = self.state
         if state is WorkerState.DRAINING:
             raise ApiError(503, ErrorCode.WORKER_DRAINING, "This worker is shutting down; send the request elsewhere.")
@@ -185,6 +185,21 @@ class WorkerService:
                 "The model is still loading; retry shortly.",
                 headers={"Retry-After": "1"},
             )
+
+    async def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
+        """Embed ``texts`` on a free slot (in a thread): the vectors and the tokens read."""
+        self._check_open()
+        slot = self.slots.acquire()
+        self.last_activity = time.time()
+        try:
+            return await asyncio.to_thread(self.engine.embed, slot, texts)
+        finally:
+            self.slots.release(slot)
+            self.last_activity = time.time()
+
+    def start(self, request: GenerateRequest) -> Job:
+        """Take a slot and start the generation in a thread (call on the event loop)."""
+        self._check_open()
         with self._lock:
             if request.request_id in self._jobs:
                 raise ApiError(
