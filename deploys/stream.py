@@ -53,7 +53,8 @@ def ssh_command(host: Host) -> list[str] | None:
         return None
     if host.connector_data.get("prompted_sudo_password"):
         return None
-    args = ["ssh", "-o", "BatchMode=yes", *ALIVE, "-o", f"ConnectTimeout={host.state.config.CONNECT_TIMEOUT}"]
+    args = ["ssh", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", *ALIVE]  # errors only: no "Permanently added"
+    args += ["-o", f"ConnectTimeout={host.state.config.CONNECT_TIMEOUT}"]
     if data["ssh_config_file"]:
         args += ["-F", str(Path(data["ssh_config_file"]).expanduser())]
     if data["ssh_known_hosts_file"]:
@@ -122,8 +123,8 @@ def send(ssh: list[str], upload: Upload, sudo: bool = False, sudo_user: str | No
                     proc.wait()
     if proc.returncode == 0:
         return None
-    said = err.decode(errors="replace").strip() or "(nothing on stderr)"
-    return f"{said} (ssh exit {proc.returncode})"
+    said = err.decode(errors="replace").replace(f"rbee: {upload.dest}: ", "")  # the caller names the file
+    return "; ".join(line.strip() for line in said.splitlines() if line.strip()) + f" (ssh exit {proc.returncode})"
 
 
 class StreamUpload(PyinfraCommand):

@@ -289,8 +289,8 @@ def test_a_copy_that_fails_on_its_host_names_the_host_and_the_file(cluster: Clus
     try:
         failed = deploy(cluster)
         assert failed.returncode != 0
-        said = f" to h3:{model} failed: rbee: {model}: another copy into {temp} is still running"
-        assert "rbee: copy of " in failed.stderr and said in failed.stderr, failed.stderr[-4000:]
+        said = f"[h3] rbee: copy of {Path.home()}/.cache/rbee/models/tiny.gguf to h3:{model} failed: another copy"
+        assert f"{said} into {temp} is still running (ssh exit 1)" in failed.stderr, failed.stderr[-4000:]
     finally:
         cluster.hosts.ssh("h3", f"kill {int(holder.stdout)}; rm -f {temp}")
     healed = deploy(cluster)

@@ -46,7 +46,8 @@ def hosts(tmp_path: Path, extra: dict[str, object] | None = None) -> dict[str, H
 def test_the_command_is_pyinfras_settings_for_the_host_with_host_keys_checked(tmp_path: Path) -> None:
     made = hosts(tmp_path)
     assert ssh_command(made["a"]) == [
-        "ssh", "-o", "BatchMode=yes", "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4",
+        "ssh", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-o", "ServerAliveInterval=15",
+        "-o", "ServerAliveCountMax=4",
         "-o", "ConnectTimeout=10", "-o", "UserKnownHostsFile=/etc/rbee/known", "-o", "StrictHostKeyChecking=accept-new",
         "-p", "2222", "-l", "root", "-i", str(tmp_path / "keys/a"), "-o", "IdentitiesOnly=yes", "--", "10.9.0.1",
     ]  # fmt: skip
