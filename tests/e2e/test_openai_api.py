@@ -307,3 +307,54 @@ def test_models_retrieve(cluster: LocalCluster) -> None:
         c.models.retrieve("no-such-model")
     assert caught.value.code == "MODEL_NOT_FOUND" and caught.value.param == "model"
     assert "tiny" in caught.value.message
+
+
+# --------------------------------------------------------------------------- LangChain
+
+
+def chat_model(cluster: LocalCluster, **kwargs: Any) -> Any:
+    from langchain_openai import ChatOpenAI
+
+    return ChatOpenAI(model="tiny", base_url=f"{cluster.queen_url}/v1", api_key=API_KEY, max_retries=0,
+                      timeout=120, **kwargs)  # fmt: skip
+
+
+class GetWeather(BaseModel):
+    """The weather of a city."""
+
+    city: str = Field(max_length=16)
+    days: int
+
+
+def test_langchain_bind_tools(cluster: LocalCluster) -> None:
+    get_weather = GetWeather
+    model = chat_model(cluster, max_tokens=150).bind_tools([get_weather], tool_choice="GetWeather")
+    message = model.invoke("What is the weather in Paris?")
+    (call,) = message.tool_calls
+    assert call["name"] == "GetWeather" and set(call["args"]) == {"city", "days"}
+    streamed = None
+    for chunk in chat_model(cluster, max_tokens=150).bind_tools([get_weather], tool_choice="any").stream("Weather?"):
+        streamed = chunk if streamed is None else streamed + chunk
+    assert streamed is not None
+    (call,) = streamed.tool_calls
+    assert call["name"] == "GetWeather" and isinstance(GetWeather(**call["args"]).days, int)
+
+
+def test_langchain_with_structured_output(cluster: LocalCluster) -> None:
+    person = chat_model(cluster, max_tokens=200).with_structured_output(Person).invoke("Who are you?")
+    assert isinstance(person, Person)
+    by_tool = chat_model(cluster, max_tokens=200).with_structured_output(Person, method="function_calling")
+    assert isinstance(by_tool.invoke("Who are you?"), Person)
+
+
+def test_langchain_openai_embeddings_offline(cluster: LocalCluster) -> None:
+    from langchain_openai import OpenAIEmbeddings
+
+    # check_embedding_ctx_length=False: LangChain sends the texts themselves, not token ids counted with tiktoken
+    # (which downloads its encodings, and whose ids are another tokenizer's anyway).
+    embeddings = OpenAIEmbeddings(model="tiny-embed", base_url=f"{cluster.queen_url}/v1", api_key=API_KEY,
+                                  check_embedding_ctx_length=False, max_retries=0)  # fmt: skip
+    documents = embeddings.embed_documents(["the bee", "the hive"])
+    query = embeddings.embed_query("the bee")
+    assert [len(v) for v in documents] == [64, 64]
+    assert query == pytest.approx(documents[0], abs=1e-5)
