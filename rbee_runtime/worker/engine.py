@@ -262,13 +262,25 @@ def _pooling(llama_cpp: Any, model_path: str) -> int:
     return int(llama_cpp.LLAMA_POOLING_TYPE_MEAN)
 
 
-def _grammar(llama_cpp: Any, constraint: Constraint) -> Any:
-    """The grammar of a constraint; ``EngineError`` INPUT_REJECTED naming its field when its schema has none."""
+def _grammar(llama_cpp: Any, llm: Any, constraint: Constraint) -> Any:
+    """The grammar of a constraint, parsed once by llama.cpp first: ``EngineError`` INPUT_REJECTED naming its field
+    when its schema has none or llama.cpp refuses it (e.g. a ``maxLength`` of thousands, which llama.cpp's parser
+    refuses; llama-cpp-python would use the refused grammar and crash the process)."""
+    problem = None
     try:
-        return grammar(llama_cpp, constraint)
+        built = grammar(llama_cpp, constraint)
     except Exception as exc:
-        raise EngineError(ErrorCode.INPUT_REJECTED, f"{constraint.field}: the JSON schema cannot be turned into a "
-                          f"grammar ({type(exc).__name__}: {exc})", constraint.field) from exc  # fmt: skip
+        problem = f"{type(exc).__name__}: {exc}"
+    else:
+        recent_llama_log(clear=True)
+        sampler = llama_cpp.llama_sampler_init_grammar(llm._model.vocab, built._grammar.encode(), built._root.encode())
+        if sampler:
+            llama_cpp.llama_sampler_free(sampler)
+            return built
+        lines = [line for line in recent_llama_log().splitlines() if "error" in line][:1]
+        problem = f"llama.cpp refused the grammar: {lines[0][:300] if lines else 'parse error'}"
+    raise EngineError(ErrorCode.INPUT_REJECTED, f"{constraint.field}: the JSON schema cannot be turned into a "
+                      f"grammar ({problem})", constraint.field)  # fmt: skip
 
 
 class Engine:
@@ -439,7 +451,7 @@ class Engine:
         field_name = "prompt" if request.messages is None else "messages"
         sampled.listener = recorder
         if constraint is not None:
-            common["grammar"] = _grammar(llama_cpp, constraint)
+            common["grammar"] = _grammar(llama_cpp, llm, constraint)
         try:
             for text, finish_now in self._texts(llm, request, common):
                 finish = finish_now or finish
