@@ -30,6 +30,8 @@ def parse_json(raw: bytes, model: type[M]) -> M:
     """Parse JSON ``raw`` into ``model``; 422 INVALID_REQUEST naming the field (or the JSON error)."""
     try:
         data = json.loads(raw) if raw.strip() else None
+    except RecursionError as exc:
+        raise ApiError(422, ErrorCode.INVALID_REQUEST, "The request body is nested too deeply to be read.") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ApiError(
             422, ErrorCode.INVALID_REQUEST,

@@ -92,3 +92,16 @@ def test_logprobs_and_tool_calls_on_a_worker_without_the_queen(worker: WorkerPro
     (call,) = choice["message"]["tool_calls"]
     assert call["function"]["name"] == "f" and isinstance(json.loads(call["function"]["arguments"])["n"], int)
     assert "".join(t["token"] for t in choice["logprobs"]["content"]) == call["function"]["arguments"]
+
+
+@pytest.mark.parametrize(("depth", "status"), [(400, 200), (50_000, 422)])
+def test_a_deeply_nested_schema_is_answered_or_refused(worker: WorkerProc, depth: int, status: int) -> None:
+    """A value nested deeper than Python's JSON reader goes is 422 (not a 500); a deep one it reads is served."""
+    nested = "[" * depth + "]" * depth
+    raw = ('{"model": "m", "max_tokens": 3, "messages": [{"role": "user", "content": "hi"}], "response_format": '
+           '{"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "default": '
+           + nested + "}}}}")  # fmt: skip
+    response = httpx.post(f"{worker.url}/v1/chat/completions", content=raw.encode(), timeout=30,
+                          headers={"content-type": "application/json"})  # fmt: skip
+    assert response.status_code == status, response.text
+    assert worker.alive() and worker.wait_idle()["slots_busy"] == 0
