@@ -151,6 +151,8 @@ class PlannedWorker:
     model_path: str
     ctx_size: int
     device_index: int
+    #: The model is an embedding model (``--embedding``).
+    embedding: bool = False
 
     @property
     def unit(self) -> str:
@@ -280,6 +282,7 @@ def worker_settings(plan: HostPlan, worker: PlannedWorker, target: Target) -> Wo
         backend=plan.backend,
         device=worker.device_index,
         hive_url=plan.hive_url,
+        embedding=worker.embedding,
     )
 
 
@@ -322,6 +325,7 @@ def placed_workers(
                 model_path=model_path[placed.model_id],
                 ctx_size=spec.model(placed.model_id).context,
                 device_index=cuda_device(placed.device, host.gpus) if backend == "cuda" else 0,
+                embedding=spec.model(placed.model_id).embedding,
             )
         )
     return tuple(out)

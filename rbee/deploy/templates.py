@@ -96,6 +96,7 @@ class WorkerSettings:
     backend: str
     device: int
     hive_url: str
+    embedding: bool = False
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,7 @@ def worker_args(settings: WorkerSettings) -> list[str]:
         "--host", settings.bind_host, "--port", str(settings.port), "--slots", str(settings.slots),
         "--ctx-size", str(settings.ctx_size), "--backend", settings.backend, "--device", str(settings.device),
         "--callback-url", f"{settings.hive_url}/v1/workers/ready", "--managed-by", "external",
+        *(["--embedding"] if settings.embedding else []),
     ]  # fmt: skip
 
 
