@@ -1,14 +1,17 @@
 """The Ansible inventory of a spec, pure: groups, connection variables and the roles' ``rbee_*`` inputs.
 
-``rbee spec ansible-inventory FILE`` writes ``ansible_inventory`` as YAML: groups ``queen`` and
-``hives``, each host with its SSH settings as ``ansible_*`` variables and its ``rbee_*`` variables,
-the cluster-wide values in ``all.vars``. What ends up on a host is not decided here: the roles ask
-the control-side helpers (``rbee.deploy.ansible_steps``) for the host's plan (``rbee.deploy.host_plan``).
+The collection's inventory plugin ``rbee.cluster.spec`` reads ``ansible_inventory`` as JSON
+(``python -m rbee.cli.ansible_cmd inventory-json FILE``); ``rbee spec ansible-inventory FILE``
+writes it as YAML: groups ``queen`` and ``hives``, each host with its SSH settings as ``ansible_*``
+variables and its ``rbee_*`` variables, the cluster-wide values in ``all.vars``. What ends up on a
+host is not decided here: the roles ask the control-side helpers (``rbee.deploy.ansible_steps``)
+for the host's plan (``rbee.deploy.host_plan``).
 
-Ansible (ansible-core >= 2.19) templates inventory strings: ``inventory_yaml`` writes every string
-as ``!unsafe`` (data, never a template) but the one template rbee itself puts there
-(``ansible_python_interpreter`` of a local host), so a spec value can never run code on the
-control machine, even one that got past the spec's patterns.
+Ansible (ansible-core >= 2.19) templates the strings of an inventory file, not a plugin's values
+(unless the plugin marks them trusted: the spec plugin does so only for ``TRUSTED_TEMPLATES``).
+``inventory_yaml`` writes every string as ``!unsafe`` (data, never a template) but the one template
+rbee itself puts there (``ansible_python_interpreter`` of a local host), so a spec value can never
+run code on the control machine, even one that got past the spec's patterns.
 """
 
 from __future__ import annotations

@@ -34,7 +34,8 @@ pytestmark = pytest.mark.skipif(not GALAXY.exists(), reason="ansible-core is not
 
 def _env(collections: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "RBEE_CONTROL"))}
-    return {**env, "ANSIBLE_COLLECTIONS_PATH": str(collections), "ANSIBLE_NOCOLOR": "1", "NO_COLOR": "1", **extra}
+    only = {"ANSIBLE_COLLECTIONS_PATH": str(collections), "ANSIBLE_COLLECTIONS_SCAN_SYS_PATH": "false"}  # that copy
+    return {**env, **only, "ANSIBLE_NOCOLOR": "1", "NO_COLOR": "1", **extra}
 
 
 def _run(command: list[str], cwd: Path, env: dict[str, str], timeout: int = 120) -> subprocess.CompletedProcess[str]:
@@ -144,7 +145,7 @@ def _without_rbee(folder: Path) -> Path:
 @pytest.mark.slow
 def test_ansible_without_rbee_finds_rbee_on_path_or_names_pip_install(installed: Path, tmp_path: Path) -> None:
     python = _without_rbee(tmp_path)
-    assert _run([str(python), "-c", "import ansible, rbee"], tmp_path, _env(installed)).returncode != 0
+    assert _run([str(python), "-c", "import ansible, rbee"], tmp_path, _env(installed, PYTHONPATH="")).returncode != 0
     (tmp_path / "cluster.yaml").write_text(EXAMPLE.read_text())
     (tmp_path / "inventory.rbee.yml").write_text("plugin: rbee.cluster.spec\n")
     command = [
@@ -155,9 +156,11 @@ def test_ansible_without_rbee_finds_rbee_on_path_or_names_pip_install(installed:
         "inventory.rbee.yml",
         "--graph",
     ]
-    with_rbee = _run(command, tmp_path, _env(installed, PATH=f"{BIN}:/usr/bin:/bin"))
+    with_rbee = _run(command, tmp_path, _env(installed, PATH=f"{BIN}:/usr/bin:/bin", PYTHONPATH=""))
     assert with_rbee.returncode == 0 and "|--@queen:" in with_rbee.stdout, with_rbee.stderr
-    bare = _run(command, tmp_path, _env(installed, PATH="/usr/bin:/bin", ANSIBLE_INVENTORY_UNPARSED_FAILED="1"))
+    bare = _run(
+        command, tmp_path, _env(installed, PATH="/usr/bin:/bin", PYTHONPATH="", ANSIBLE_INVENTORY_UNPARSED_FAILED="1")
+    )
     assert bare.returncode != 0
     assert "cannot import rbee and no `rbee` is on PATH; `pip install rbee`" in bare.stderr, bare.stderr
 
@@ -171,7 +174,8 @@ def test_the_control_action_names_pip_install_rbee_in_one_line(installed: Path, 
     play.write_text(
         "- {hosts: localhost, gather_facts: false, tasks: [{name: probe, rbee.cluster.control: {helper: probe}}]}\n"
     )
-    run = _run([str(BIN / "ansible-playbook"), str(play)], tmp_path, _env(installed, RBEE_CONTROL_PYTHON=str(nothing)))
+    env = _env(installed, RBEE_CONTROL_PYTHON=str(nothing), PYTHONPATH="")  # no checkout on the path either
+    run = _run([str(BIN / "ansible-playbook"), str(play)], tmp_path, env)
     assert run.returncode != 0
     (line,) = [x for x in run.stdout.splitlines() if x.startswith("[ERROR]")]
     assert f"{nothing} cannot import rbee (No module named 'rbee'); `pip install rbee`" in line, run.stdout

@@ -54,6 +54,7 @@ def test_the_installed_collection_converges_idempotently_and_passes_the_host_che
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")},
         "PATH": f"{BIN}:{os.environ.get('PATH', '')}",  # molecule runs ansible-playbook, ansible-config, pytest
+        "ANSIBLE_COLLECTIONS_SCAN_SYS_PATH": "false",  # the installed copy only, never one on sys.path
         "MOLECULE_GLOB": "extensions/molecule/*/molecule.yml",  # an installed collection has no galaxy.yml
         "RBEE_HOST_STATE_TESTS": str(ROOT / "tests" / "host_state"),
         "RBEE_MOLECULE_KEEP_HOSTS": "1",
