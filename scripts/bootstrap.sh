@@ -23,3 +23,15 @@ if ! .venv/bin/python -c "import llama_cpp" 2>/dev/null; then
   echo "bootstrap: installing the llama-cpp-python engine (first build takes ~8 min on 2 cores, then cached)" >&2
   .venv/bin/rbee engine build --backend cpu --install >/dev/null
 fi
+# The browser tests (tests/ui) drive Debian's Chromium through Playwright: Playwright's own download needs the internet.
+if [ "$profile" = dev ] && [ -z "${RBEE_CHROMIUM:-}" ] && ! command -v chromium >/dev/null; then
+  sudo=$([ "$(id -u)" = 0 ] && echo "" || echo "sudo -n")
+  if command -v apt-get >/dev/null && { [ -z "$sudo" ] || sudo -n true 2>/dev/null; }; then
+    echo "bootstrap: installing chromium (apt) for the browser tests" >&2
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 || {
+      $sudo apt-get update -q >/dev/null &&
+      $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null; }
+  else
+    echo "bootstrap: the browser tests need Chromium: apt-get install chromium (as root), or set RBEE_CHROMIUM" >&2
+  fi
+fi

@@ -20,6 +20,8 @@ SAMPLE_S = 5.0
 #: The window of the rates shown (tokens/s, requests/s) and of the first-token latency.
 RATE_WINDOW_S = 60.0
 TTFT_WINDOW_S = 300.0
+#: How far back the traffic history goes (the page's charts).
+HISTORY_S = 600.0
 
 
 def _host(url: str) -> str:
@@ -56,7 +58,7 @@ class Dashboard:
 
     def __init__(self, state: QueenState) -> None:
         self.state = state
-        self.history = History(step_s=SAMPLE_S)
+        self.history = History(step_s=SAMPLE_S, horizon_s=HISTORY_S)
         self.errors = RecentErrors()
         self.watch = ClusterWatch(self.errors)
 

@@ -202,7 +202,9 @@ function drawModels(models) {
   }
 }
 
-function drawChart(canvas, points, color) {
+const CHART_S = 600; // the charts show the last 10 minutes
+
+function drawChart(canvas, points, now, step, color) {
   const ratio = window.devicePixelRatio || 1;
   const width = canvas.clientWidth || canvas.width;
   const height = canvas.clientHeight || canvas.height;
@@ -211,39 +213,29 @@ function drawChart(canvas, points, color) {
   const g = canvas.getContext("2d");
   g.scale(ratio, ratio);
   g.clearRect(0, 0, width, height);
-  const values = points.map((p) => p.y).filter((y) => y !== null);
-  const top = Math.max(1e-9, ...values);
+  const shown = points.filter((p) => p.y !== null && now - p.x < CHART_S);
+  const top = Math.max(1e-9, ...shown.map((p) => p.y));
   g.fillStyle = "#8a93a6";
   g.font = "11px sans-serif";
-  g.fillText(values.length ? top.toFixed(top < 10 ? 2 : 0) : "no data yet", 4, 12);
-  if (points.length < 2) return;
-  const t0 = points[0].x;
-  const span = Math.max(1, points[points.length - 1].x - t0);
-  g.strokeStyle = color;
-  g.lineWidth = 2;
-  g.beginPath();
-  let drawing = false;
-  for (const p of points) {
-    if (p.y === null) {
-      drawing = false;
-      continue;
-    }
-    const x = ((p.x - t0) / span) * (width - 8) + 4;
-    const y = height - 4 - (p.y / top) * (height - 20);
-    if (drawing) g.lineTo(x, y);
-    else g.moveTo(x, y);
-    drawing = true;
+  g.fillText(shown.length ? `max ${top.toFixed(top < 10 ? 2 : 0)}` : "no data yet", 4, 12);
+  g.fillText("-10 min", 4, height - 4);
+  g.fillText("now", width - 26, height - 4);
+  const barWidth = Math.max(2, (step / CHART_S) * width - 1);
+  g.fillStyle = color;
+  for (const p of shown) {
+    const x = width - ((now - p.x) / CHART_S) * width - barWidth;
+    const h = (p.y / top) * (height - 30);
+    g.fillRect(x, height - 16 - h, barWidth, Math.max(1, h));
   }
-  g.stroke();
 }
 
 function drawTraffic(rates) {
-  const minutes = Math.round((rates.series.length * rates.step_s) / 60);
   $("traffic-window").textContent =
-    `last ${minutes || "<1"} min · ${rates.requests_per_s.toFixed(2)} req/s, ${rates.errors} errors in the last ` +
-    `${Math.round(rates.window_s)}s · first token avg ${seconds(rates.ttft_avg_s)}`;
-  drawChart($("chart-tokens"), rates.series.map((p) => ({ x: p.at, y: p.tokens_per_s })), "#f5b800");
-  drawChart($("chart-ttft"), rates.series.map((p) => ({ x: p.at, y: p.ttft_avg_s })), "#4fa3ff");
+    `last minute: ${rates.requests_per_s.toFixed(2)} req/s, ${rates.errors} errors · first token over ` +
+    `${Math.round(rates.ttft_window_s / 60)} min: avg ${seconds(rates.ttft_avg_s)}`;
+  const now = lastState.now;
+  drawChart($("chart-tokens"), rates.series.map((p) => ({ x: p.at, y: p.tokens_per_s })), now, rates.step_s, "#f5b800");
+  drawChart($("chart-ttft"), rates.series.map((p) => ({ x: p.at, y: p.ttft_avg_s })), now, rates.step_s, "#4fa3ff");
 }
 
 function drawErrors(errors) {
