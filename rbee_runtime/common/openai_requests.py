@@ -366,6 +366,7 @@ class ChatCompletionRequest(_Common):
     def to_generate(self, request_id: str, default_max_tokens: int) -> GenerateRequest:
         """The worker request for this chat completion."""
         fmt = self.response_format
+        schema = fmt.json_schema if fmt is not None and fmt.type == "json_schema" else None
         called = self.called_tools()
         return GenerateRequest(
             request_id=request_id,
@@ -373,8 +374,7 @@ class ChatCompletionRequest(_Common):
             max_tokens=self.max_completion_tokens or self.max_tokens or default_max_tokens,
             logprobs=(self.top_logprobs or 0) if self.logprobs else None,
             json_object=fmt is not None and fmt.type == "json_object",
-            json_schema=fmt.json_schema.json_schema or {} if fmt and fmt.json_schema and fmt.type == "json_schema"
-            else None,
+            json_schema=None if schema is None else schema.json_schema or {},
             tools=[t.model_dump(exclude_none=True) for t in self.tools] if self.tools and called else None,
             call_tools=called,
             **self.sampling,

@@ -458,7 +458,9 @@ class Engine:
                 if constraint is not None and constraint.tool_call:
                     yield from constraint.pieces(text, recorder.take() if recorder else [])
                 elif recorder is not None:
-                    yield Piece(text=text, logprobs=recorder.take())
+                    logprobs = recorder.take()
+                    if text or logprobs:
+                        yield Piece(text=text, logprobs=logprobs)
                 elif text:
                     yield text
             if constraint is not None and constraint.tool_call:
