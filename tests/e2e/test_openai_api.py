@@ -301,6 +301,14 @@ def test_embeddings_and_completions_refuse_the_other_kind_of_model(cluster: Loca
     assert (caught.value.code, caught.value.param) == ("WRONG_MODEL_TYPE", "model")
 
 
+def test_an_embedding_input_longer_than_the_context_is_400_naming_input(cluster: LocalCluster) -> None:
+    response = post(cluster, "/embeddings", {"model": "tiny-embed", "input": ["short", "bee " * 1500]})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["code"], error["param"]) == ("CONTEXT_LENGTH_EXCEEDED", "input")
+    assert client(cluster).embeddings.create(model="tiny-embed", input="still serving").data
+
+
 def test_models_retrieve(cluster: LocalCluster) -> None:
     c = client(cluster)
     model = c.models.retrieve("tiny")
