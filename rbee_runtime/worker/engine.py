@@ -4,8 +4,9 @@ Weights are memory-mapped, so the N contexts of a worker share them; each contex
 cache. A generation is a blocking iterator of text pieces, meant to run in a thread. A per-token
 hook (a llama.cpp logits processor, the one callback both the plain and the chat API forward)
 counts tokens, adds ``logit_bias``, reads log probabilities and, once the caller's cancel event is set,
-forces EOS so the generation stops after at most one more token. ``response_format`` and forced tool calls
-are llama.cpp grammars (:mod:`~rbee_runtime.worker.constraints`).
+forces EOS so the generation stops after at most one more token (:mod:`~rbee_runtime.worker.sampling`).
+``response_format`` and forced tool calls are llama.cpp grammars (:mod:`~rbee_runtime.worker.constraints`);
+an ``--embedding`` worker embeds instead (:meth:`Engine.embed`).
 """
 
 from __future__ import annotations
@@ -17,19 +18,19 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-import numpy.typing as npt
 
 from rbee_runtime.common.contracts import GenerateRequest, GpuInfo
 from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.gpus import detect_gpus
 from rbee_runtime.common.offload import OffloadPlan
-from rbee_runtime.common.pieces import Output, Piece, TokenLogprob
+from rbee_runtime.common.pieces import Output, Piece
 from rbee_runtime.worker.constraints import Constraint, constraint_for, grammar
 from rbee_runtime.worker.gpu import GpuError, classify_load_failure, decide_offload, error_lines
+from rbee_runtime.worker.sampling import LogprobRecorder, SampledTokens, TokenGate, token_bytes
 
 log = logging.getLogger(__name__)
 llama_log = logging.getLogger("llama.cpp")
@@ -139,102 +140,6 @@ class GenerationStats:
         return (self.finished_at - self.first_token_at) * 1000.0
 
 
-@dataclass
-class _TokenGate:
-    """Logits processor called once per sampled token: counts, adds the logit bias, keeps the distribution
-    when log probabilities are asked for, and forces EOS once cancelled."""
-
-    cancel: threading.Event
-    eos_id: int
-    stats: GenerationStats
-    on_token: Callable[[], None]
-    bias_ids: npt.NDArray[np.intp] | None = None
-    bias_values: npt.NDArray[np.single] | None = None
-    #: Keep each step's log probabilities (``logprobs`` asked for).
-    keep_logprobs: bool = False
-    cancelled: bool = field(default=False, init=False)
-    #: The log probabilities of the step being sampled (the model's own, before penalties and grammar).
-    logprobs: npt.NDArray[np.single] | None = field(default=None, init=False)
-
-    def __call__(self, input_ids: npt.NDArray[np.intc], scores: npt.NDArray[np.single]) -> Any:
-        if self.stats.first_token_at is None:
-            self.stats.first_token_at = time.perf_counter()
-            self.stats.prompt_tokens = len(input_ids)
-        if self.cancel.is_set() or self.cancelled:
-            self.cancelled = True
-            forced = np.full_like(scores, -np.inf)
-            forced[self.eos_id] = 0.0
-            return forced
-        self.stats.tokens_out += 1
-        self.on_token()
-        if self.bias_ids is not None and self.bias_values is not None:
-            scores = scores.copy()
-            scores[self.bias_ids] += self.bias_values
-        if self.keep_logprobs:
-            shifted = scores - scores.max()
-            self.logprobs = shifted - np.log(np.exp(shifted).sum())
-        return scores
-
-
-def token_bytes(llama_cpp: Any, vocab: Any, token: int) -> bytes:
-    """The bytes of one token (llama-cpp-python's ``token_to_piece`` returns its whole 32-byte buffer)."""
-    size = 64
-    while True:
-        buf = ctypes.create_string_buffer(size)
-        n = llama_cpp.llama_token_to_piece(vocab, token, buf, size, 0, False)
-        if n >= 0:
-            return buf.raw[:n]
-        size = -n
-
-
-class _Sampled:
-    """The tokens a context samples: wraps its ``sample`` (which ``Llama.generate`` calls per token) so the
-    generation that listens (:attr:`listener`) learns each token id."""
-
-    def __init__(self, llm: Any) -> None:
-        self.listener: Callable[[int], None] | None = None
-        original = llm.sample
-
-        def sample(*args: Any, **kwargs: Any) -> int:
-            token: int = original(*args, **kwargs)
-            if self.listener is not None:
-                self.listener(token)
-            return token
-
-        llm.sample = sample
-
-
-@dataclass
-class _LogprobRecorder:
-    """Turns each sampled token and its step's distribution into a :class:`TokenLogprob`."""
-
-    gate: _TokenGate
-    piece: Callable[[int], bytes]
-    top: int
-    entries: list[TokenLogprob] = field(default_factory=list)
-
-    def _text(self, token: int) -> tuple[str, list[int]]:
-        raw = self.piece(token)
-        return raw.decode("utf-8", errors="replace"), list(raw)
-
-    def __call__(self, token: int) -> None:
-        logprobs = self.gate.logprobs
-        if logprobs is None or self.gate.cancelled:
-            return
-        top: list[tuple[str, float, list[int]]] = []
-        if self.top:
-            best = np.argpartition(-logprobs, self.top - 1)[: self.top]
-            for i in sorted(best, key=lambda j: -float(logprobs[j])):
-                alt_text, alt_raw = self._text(int(i))
-                top.append((alt_text, float(logprobs[i]), alt_raw))
-        text, raw = self._text(token)
-        self.entries.append(TokenLogprob(token=text, logprob=float(logprobs[token]), bytes=raw, top=top))
-
-    def take(self) -> list[TokenLogprob]:
-        entries, self.entries = self.entries, []
-        return entries
-
-
 def _gguf_chat_template(llama_cpp: Any, llm: Any) -> Callable[..., Any] | None:
     """The formatter llama.cpp renders chats with when it is the GGUF's own Jinja template, else None."""
     template = llm.metadata.get("tokenizer.chat_template")
@@ -295,7 +200,7 @@ class Engine:
         #: The offload decided by ``load`` (None before).
         self.offload: OffloadPlan | None = None
         self._contexts: list[Any] = []
-        self._sampled: list[_Sampled] = []
+        self._sampled: list[SampledTokens] = []
         #: The model's own chat template as llama.cpp renders it (None: llama.cpp uses a built-in format).
         self._chat_template: Callable[..., Any] | None = None
 
@@ -364,7 +269,7 @@ class Engine:
                 lines = error_lines(said)
                 detail = f" (llama.cpp: {' | '.join(lines)})" if lines else ""
                 raise EngineError(code, f"{type(exc).__name__}: {exc}{detail}") from exc
-            self._sampled.append(_Sampled(self._contexts[-1]))
+            self._sampled.append(SampledTokens(self._contexts[-1]))
             log.info("slot %d/%d: context loaded (n_ctx=%d)", i + 1, self.slots, n_ctx)
         self._chat_template = _gguf_chat_template(llama_cpp, self._contexts[0]) if self._contexts else None
 
@@ -387,9 +292,9 @@ class Engine:
             ctx.close()
 
     def _gate(self, llm: Any, request: GenerateRequest, cancel: threading.Event, stats: GenerationStats,
-              on_token: Callable[[], None]) -> _TokenGate:  # fmt: skip
+              on_token: Callable[[], None]) -> TokenGate:  # fmt: skip
         """The per-token hook of a generation; ``EngineError`` INPUT_REJECTED for a token id the model lacks."""
-        gate = _TokenGate(cancel=cancel, eos_id=llm.token_eos(), stats=stats, on_token=on_token,
+        gate = TokenGate(cancel=cancel, eos_id=llm.token_eos(), stats=stats, on_token=on_token,
                           keep_logprobs=request.logprobs is not None)  # fmt: skip
         if request.logit_bias:
             n_vocab = llm.n_vocab()
@@ -434,7 +339,7 @@ class Engine:
         recorder = None
         if request.logprobs is not None:
             vocab = llm._model.vocab
-            recorder = _LogprobRecorder(gate, lambda t: token_bytes(llama_cpp, vocab, t), request.logprobs)
+            recorder = LogprobRecorder(gate, lambda t: token_bytes(llama_cpp, vocab, t), request.logprobs)
         sampled = self._sampled[slot]
         common: dict[str, Any] = {
             "max_tokens": request.max_tokens,
@@ -449,9 +354,9 @@ class Engine:
         }
         finish: str | None = None
         field_name = "prompt" if request.messages is None else "messages"
-        sampled.listener = recorder
         if constraint is not None:
             common["grammar"] = _grammar(llama_cpp, llm, constraint)
+        sampled.listener = recorder
         try:
             for text, finish_now in self._texts(llm, request, common):
                 finish = finish_now or finish
