@@ -51,6 +51,13 @@ class Person(BaseModel):
     age: int
 
 
+class GetWeather(BaseModel):
+    """The weather of a city."""
+
+    city: str = Field(max_length=16)
+    days: int
+
+
 @pytest.fixture(scope="module")
 def cluster(module_processes: ProcessPool, tiny_model_path: Path) -> LocalCluster:
     """``rbee up`` with ``tiny`` and the embedding model ``tiny-embed`` (the same file), API key ``API_KEY``."""
@@ -96,6 +103,18 @@ def test_parse_with_a_pydantic_model_returns_the_parsed_object(cluster: LocalClu
     parsed = answer.choices[0].message.parsed
     assert isinstance(parsed, Person), answer
     assert answer.choices[0].finish_reason == "stop"
+
+
+def test_streamed_parse_and_parsed_tool_arguments(cluster: LocalCluster) -> None:
+    c = client(cluster)
+    with c.chat.completions.stream(model="tiny", messages=MESSAGES, response_format=Person, max_tokens=200) as stream:
+        final = stream.get_final_completion()
+    assert isinstance(final.choices[0].message.parsed, Person)
+    tool = openai.pydantic_function_tool(GetWeather)
+    answer = c.chat.completions.parse(model="tiny", messages=MESSAGES, tools=[tool], max_tokens=150,
+                                      tool_choice={"type": "function", "function": {"name": "GetWeather"}})  # fmt: skip
+    (call,) = answer.choices[0].message.tool_calls or []
+    assert isinstance(call.function.parsed_arguments, GetWeather)
 
 
 def test_json_object_and_streamed_json_schema(cluster: LocalCluster) -> None:
@@ -327,13 +346,6 @@ def chat_model(cluster: LocalCluster, **kwargs: Any) -> Any:
 
     return ChatOpenAI(model="tiny", base_url=f"{cluster.queen_url}/v1", api_key=API_KEY, max_retries=0,
                       timeout=120, **kwargs)  # fmt: skip
-
-
-class GetWeather(BaseModel):
-    """The weather of a city."""
-
-    city: str = Field(max_length=16)
-    days: int
 
 
 def test_langchain_bind_tools(cluster: LocalCluster) -> None:
