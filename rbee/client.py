@@ -1,4 +1,4 @@
-"""A small typed client of the queen's API, used by the CLI (``infer``, ``workers ls``, ``rbee up``)."""
+"""A small typed client of the queen's API, used by the CLI (``infer``, ``workers ls``, ``top``, ``rbee up``)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import httpx
 from rbee.deploy.cluster_ca import trust
 from rbee_runtime.common.contracts import QueenHive, QueenWorker
 from rbee_runtime.common.ports import QUEEN_PORT
+from rbee_runtime.queen.dashboard.schema import DashboardState
 
 DEFAULT_QUEEN_URL = f"http://127.0.0.1:{QUEEN_PORT}"
 
@@ -101,6 +102,10 @@ class QueenClient:
 
     def models(self) -> list[str]:
         return [m["id"] for m in self._get("/v1/models")["data"]]
+
+    def dashboard(self) -> DashboardState:
+        """The cluster as the dashboard shows it (``GET /ui/api/state``)."""
+        return DashboardState.model_validate(self._get("/ui/api/state"))
 
     def stream_completion(self, model: str, prompt: str, max_tokens: int, temperature: float) -> StreamedCompletion:
         """Start a streaming ``/v1/completions``; iterate ``pieces`` for the text as it is generated."""

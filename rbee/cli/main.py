@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from rbee.cli import ansible_cmd, cluster_cmd, engine_cmd, preflight_cmd, rollout_cmd, spec_cmd, testhosts_cmd, up_cmd
+from rbee.cli.top import top
 from rbee.cli.version import show_version
 
 app = typer.Typer(
@@ -33,6 +34,7 @@ app.add_typer(spec_cmd.app, name="spec")
 app.add_typer(engine_cmd.app, name="engine")
 app.command("up")(up_cmd.up)
 app.command("infer")(cluster_cmd.infer)
+app.command("top")(top)
 app.command("preflight")(preflight_cmd.preflight)
 app.command("plan")(rollout_cmd.plan)
 app.command("status")(rollout_cmd.status)

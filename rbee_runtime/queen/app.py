@@ -17,10 +17,11 @@ from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import error_body, install_error_handlers
 from rbee_runtime.common.limits import install_limits
 from rbee_runtime.common.tls import client_options
-from rbee_runtime.queen import api_internal, api_openai, api_ops, dashboard
+from rbee_runtime.queen import api_internal, api_openai, api_ops
 from rbee_runtime.queen.auth import ApiKeys
 from rbee_runtime.queen.clients import HiveClient, WorkerClient
 from rbee_runtime.queen.config import QueenConfig
+from rbee_runtime.queen.dashboard.routes import router as dashboard_router
 from rbee_runtime.queen.inference import InferenceService
 from rbee_runtime.queen.internal_plane import PeerAuth, QueenCredentials
 from rbee_runtime.queen.metrics import QueenMetrics
@@ -124,5 +125,5 @@ def create_app(config: QueenConfig, clock: Callable[[], float] = time.monotonic)
     app.include_router(api_internal.router)
     app.include_router(api_ops.router)
     app.include_router(api_openai.router)
-    app.include_router(dashboard.router)  # /ui: the live dashboard and its state
+    app.include_router(dashboard_router)  # /ui: the live dashboard and its state
     return app
