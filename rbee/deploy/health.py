@@ -101,7 +101,8 @@ def missing_in(
 
 
 def serves(http: httpx.Client, worker: QueenWorker, token: str | None = None) -> str:
-    """Empty when ``worker`` streams a two-token completion on its OpenAI ``/v1/completions``, else why not.
+    """Empty when ``worker`` streams a two-token completion on its OpenAI ``/v1/completions`` (an embedding
+    model's worker, which refuses completions with ``WRONG_MODEL_TYPE``: embeds a text), else why not.
 
     ``token``: the credential of its hive's workers. Served: HTTP 200, a chunk with a ``finish_reason``, no error
     chunk, and the closing ``data: [DONE]``.
@@ -112,11 +113,27 @@ def serves(http: httpx.Client, worker: QueenWorker, token: str | None = None) ->
         with http.stream("POST", f"{worker.url}/v1/completions", json=body, headers=headers) as response:
             if response.status_code != 200:
                 response.read()
+                if response.status_code == 400 and '"WRONG_MODEL_TYPE"' in response.text:  # an embedding model
+                    return _embeds(http, worker, headers)
                 return f"HTTP {response.status_code} {response.text[:120]}"
             chunks = [line[5:].strip() for line in response.iter_lines() if line.startswith("data:")]
     except httpx.HTTPError as exc:
         return f"{type(exc).__name__}: {exc}"
     return _stream_problem(chunks)
+
+
+def _embeds(http: httpx.Client, worker: QueenWorker, headers: dict[str, str]) -> str:
+    """Empty when an embedding model's ``worker`` embeds one text (``POST /v1/embeddings``), else why not."""
+    response = http.post(f"{worker.url}/v1/embeddings", json={"model": worker.model_id, "input": "ping"},
+                         headers=headers)  # fmt: skip
+    if response.status_code != 200:
+        return f"HTTP {response.status_code} {response.text[:120]} (POST /v1/embeddings)"
+    try:
+        data = response.json()["data"]
+        served = bool(data[0]["embedding"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        served = False
+    return "" if served else f"not an embeddings answer: {response.text[:120]}"
 
 
 def _stream_problem(chunks: list[str]) -> str:
