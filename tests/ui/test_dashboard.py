@@ -20,6 +20,7 @@ from rbee_runtime.queen.dashboard.board import SAMPLE_S
 from tests.e2e.conftest import API_KEY, start_local_cluster
 from tests.support.processes import ProcessPool
 from tests.support.services import LocalCluster, start_queen
+from tests.support.wire import heartbeat
 from tests.ui.conftest import SLOW_MS
 
 if TYPE_CHECKING:
@@ -63,8 +64,11 @@ def page(browser: Browser, cluster: LocalCluster) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1440, "height": 900})
     tab = context.new_page()
     tab.set_default_timeout(SLOW_MS)
+    errors: list[str] = []
+    tab.on("pageerror", lambda error: errors.append(str(error)))
     try:
         yield tab
+        assert errors == [], errors  # no script error on the page during the module's tests
     finally:
         context.close()
 
@@ -147,16 +151,30 @@ def test_a_killed_worker_is_marked_on_the_page(page: Page, cluster: LocalCluster
     assert shot.stat().st_size > 10_000
 
 
+HOSTILE = '<img src=x onerror="document.title=1">'
+
+
 @pytest.mark.slow
-def test_a_queen_without_keys_asks_for_none(browser: Browser, processes: ProcessPool) -> None:
+def test_a_queen_without_keys_asks_for_none_and_shows_hostile_names_as_text(
+    browser: Browser, processes: ProcessPool
+) -> None:
     queen = start_queen(processes)
     queen.wait_healthy()
     tab = browser.new_page()
+    problems: list[str] = []
+    tab.on("pageerror", lambda error: problems.append(str(error)))
+    tab.on("console", lambda message: problems.append(message.text) if "Content Security" in message.text else None)
     try:
         tab.goto(f"{queen.url}/ui")
         expect(tab.locator("#hosts")).to_contain_text("No hive has sent a heartbeat yet.", timeout=SLOW_MS)
         expect(tab.locator("#live")).to_contain_text("live")
         assert not tab.locator("#key-dialog").is_visible()
         expect(tab.locator("#forget-key")).to_be_hidden()
+        beat = heartbeat("h-1", models=[HOSTILE], url="http://127.0.0.1:9", version=HOSTILE)
+        assert queen.http.post("/v1/hives/heartbeat", json=beat.model_dump(mode="json")).status_code == 200
+        expect(tab.locator("#models")).to_contain_text(HOSTILE)  # a name from a heartbeat is text, never markup
+        expect(tab.locator("#hosts")).to_contain_text(f"rbee {HOSTILE}")
+        assert tab.locator("main img").count() == 0 and tab.title() == "rbee dashboard"
+        assert problems == []
     finally:
         tab.close()
