@@ -35,9 +35,11 @@ hosts:
 models:
   - {id: m, source: 'file:///m.gguf', sha256: 74a4da8c9fdbcd15bd1f6d01d621410d31c6fc00986f5eb687824e7b93d7a9db}
   - {id: n, source: 'file:///n.gguf', context: 4096}
+  - {id: e, source: 'file:///e.gguf', embedding: true}
 placements:
   - {model: m, hosts: [a, b], replicas: 2, slots: 2}
   - {model: n, hosts: [b], device: 'cuda:1'}
+  - {model: e, hosts: [a]}
 """
 
 
@@ -148,3 +150,40 @@ def test_every_entry_point_takes_every_deploy_setting() -> None:
             deploy = spec.get("options", {}).get("rbee_deploy")
             if deploy is not None:
                 assert set(deploy["options"]) == wanted, f"{specs.parent.parent.name} {entry}"
+
+
+ENTRY_POINTS = [
+    ("rbee.cluster.rbee_preflight", "main"), ("rbee.cluster.rbee_runtime", "install"),
+    ("rbee.cluster.rbee_engine", "main"), ("rbee.cluster.rbee_models", "main"),
+    ("rbee.cluster.rbee_runtime", "services"), ("rbee.cluster.rbee_runtime", "main"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("role", "entry"), ENTRY_POINTS)
+def test_each_entry_point_accepts_the_inventory_of_a_real_spec(tmp_path: Path, role: str, entry: str) -> None:
+    """Every host's inventory variables (and a preflight result) pass each entry point's argument spec.
+
+    Only the validation runs (``--tags`` matching nothing: the validation task is tagged ``always``).
+    """
+    for name, host in _hosts(tmp_path).items():
+        variables = {k: v for k, v in host.items() if k.startswith("rbee_")}
+        variables["rbee_preflight_result"] = {}
+        play = _role_play(role, variables)
+        del play[0]["roles"]
+        play[0]["tasks"] = [{"ansible.builtin.import_role": {"name": role, "tasks_from": entry}}]
+        run = _playbook(tmp_path, play, "--tags", "rbee-validation-only")
+        out = run.stdout + run.stderr
+        assert run.returncode == 0, f"{name}: {out[-3000:]}"
+        assert "Validating arguments against arg spec" in out, out[-3000:]
+
+
+def test_every_entry_point_takes_every_model_field() -> None:
+    """``rbee_models`` items are the spec's models (``ModelSpec``): each entry point must know every field."""
+    from rbee.spec.models import ModelSpec
+
+    wanted = set(ModelSpec.model_fields)
+    for specs in sorted(COLLECTION.glob("roles/*/meta/argument_specs.yml")):
+        for entry, spec in yaml.safe_load(specs.read_text())["argument_specs"].items():
+            models = spec.get("options", {}).get("rbee_models")
+            if models is not None:
+                assert set(models["options"]) == wanted, f"{specs.parent.parent.name} {entry}"
