@@ -36,11 +36,11 @@ def top(
 ) -> None:
     """Live view of hosts, GPUs, workers, slots, queues and request rates; q or Ctrl-C quits."""
     with QueenClient(queen, _key(api_key)) as client:
+        try:
+            state = client.dashboard()  # a wrong URL or key fails here, at once, also without --once
+        except QueenError as exc:
+            raise _fail(exc) from None
         if once:
-            try:
-                state = client.dashboard()
-            except QueenError as exc:
-                raise _fail(exc) from None
             stdout_console().print(frame(state, client.base_url))
             return
         signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored

@@ -42,9 +42,10 @@ def test_once_prints_hosts_workers_and_models(cluster: LocalCluster) -> None:
     assert "tokens/s" in out and "first token" in out, out
 
 
-def test_once_without_a_key_fails_clearly(cluster: LocalCluster) -> None:
+@pytest.mark.parametrize("once", [["--once"], []])
+def test_without_a_key_it_fails_clearly(cluster: LocalCluster, once: list[str]) -> None:
     env = {k: v for k, v in cluster.env().items() if k != "RBEE_API_KEY"}
-    result = subprocess.run([RBEE, "top", "--once"], env=env, capture_output=True, text=True, timeout=30)
+    result = subprocess.run([RBEE, "top", *once], env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode == 1 and "MISSING_API_KEY" in result.stderr, result.stderr
 
 

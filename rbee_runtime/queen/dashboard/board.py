@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import httpx
@@ -13,6 +14,8 @@ from rbee_runtime.queen.dashboard.history import History, read_sample
 from rbee_runtime.queen.dashboard.schema import DashboardState, HostView, ModelView, WorkerView
 from rbee_runtime.queen.registry import ACTIVE_STATES, HiveSnapshot, WorkerSnapshot
 from rbee_runtime.queen.state import QueenState
+
+log = logging.getLogger(__name__)
 
 #: Seconds between two looks at the registry (crashes, stale hives), and between two counter samples.
 WATCH_S = 0.5
@@ -75,10 +78,17 @@ class Dashboard:
     async def run(self) -> None:
         """Tick until cancelled."""
         last_sample = -SAMPLE_S
+        failed = False
         while True:
             now = time.monotonic()
             due = now - last_sample >= SAMPLE_S
-            self.tick(sample=due)
+            try:
+                self.tick(sample=due)
+                failed = False
+            except Exception:  # one bad look must not end the dashboard; said once per outage
+                if not failed:
+                    log.exception("dashboard: reading the cluster's state failed")
+                failed = True
             if due:
                 last_sample = now
             await asyncio.sleep(WATCH_S)
