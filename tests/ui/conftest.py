@@ -35,9 +35,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker("browser")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """Headless Chromium for the session."""
+    """Headless Chromium for one module: Playwright's event loop runs in this thread while it is open, so it
+    is closed after the module (``asyncio.run`` of later tests would fail meanwhile)."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
