@@ -37,7 +37,8 @@ def test_routes_guarded_except_health_metrics_heartbeat() -> None:
     with TestClient(app) as client:
         assert client.get("/health").status_code == 200
         assert client.get("/metrics").status_code == 200
-        for method, path in [("GET", "/v1/models"), ("POST", "/v1/completions"), ("POST", "/v1/chat/completions"),
+        for method, path in [("GET", "/v1/models"), ("GET", "/v1/models/x"), ("POST", "/v1/completions"),
+                             ("POST", "/v1/chat/completions"), ("POST", "/v1/embeddings"),
                              ("DELETE", "/v1/requests/x"), ("GET", "/v1/hives"), ("GET", "/v1/workers")]:
             resp = client.request(method, path, json={})
             assert resp.status_code == 401, path

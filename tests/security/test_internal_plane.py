@@ -163,8 +163,8 @@ HIVE_ROUTES = [
     ("GET", "/v1/workers"), ("POST", "/v1/workers"), ("POST", "/v1/workers/ready"), ("DELETE", "/v1/workers/x"),
 ]  # fmt: skip
 WORKER_ROUTES = [
-    ("GET", "/health"), ("GET", "/metrics"), ("POST", "/v1/completions"),
-    ("POST", "/v1/chat/completions"), ("DELETE", "/v1/requests/x"), ("POST", "/v1/shutdown"),
+    ("GET", "/health"), ("GET", "/metrics"), ("POST", "/v1/completions"), ("POST", "/v1/chat/completions"),
+    ("POST", "/v1/embeddings"), ("DELETE", "/v1/requests/x"), ("POST", "/v1/shutdown"),
 ]  # fmt: skip
 
 
