@@ -96,6 +96,9 @@ def test_the_inventory_plugin_gives_the_hosts_groups_and_vars_of_the_spec(instal
     """The plugin's hosts, groups and variables are rbee's inventory of the spec (``rbee spec ansible-inventory``)."""
     run = _inventory(installed, tmp_path, EXAMPLE.read_text())
     assert run.returncode == 0, run.stderr
+    raw = json.loads(run.stdout)["_meta"]["hostvars"]["workstation"]
+    assert raw["ansible_host"] == "192.168.1.20" and raw["ansible_user"] == "deploy"  # plain: testinfra reads them
+    assert raw["rbee_host"] == {"__ansible_unsafe": "workstation"}  # spec data: never templated
     listed = plain(json.loads(run.stdout))
     assert listed["queen"]["hosts"] == ["blep"]
     assert listed["hives"]["hosts"] == ["blep", "workstation", "mac-mini"]

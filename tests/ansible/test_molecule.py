@@ -69,7 +69,8 @@ def test_the_installed_collection_converges_idempotently_and_passes_the_host_che
     )
     took = time.monotonic() - started
     out = run.stdout + run.stderr
-    assert run.returncode == 0, f"molecule test failed after {took:.0f}s:\n{out[-8000:]}"
+    failures = "\n".join(line for line in out.splitlines() if line.startswith(("fatal:", "[ERROR]", "failed:")))
+    assert run.returncode == 0, f"molecule test failed after {took:.0f}s:\n{failures[-6000:]}\n...\n{out[-6000:]}"
     for step in ("converge", "idempotence", "verify"):
         assert f"default > {step}: Executed: Successful" in out, out[-4000:]
     assert "Verifier completed successfully" in out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,19 @@ spec: cluster.yaml
 
 LOCAL_PYTHON = "{{ ansible_playbook_python }}"
 """The one template the inventory holds: rbee's own ``ansible_python_interpreter`` of a local host."""
+INERT = re.compile(r"^[A-Za-z0-9 ._:@/+=,-]*$")
+"""What a connection variable may hold to be trusted: no template can be made of these characters."""
+
+
+def _trusted(key: str, value: Any) -> Any:
+    """``value``, trusted when it is rbee's template or an inert connection value, else as it is (untrusted).
+
+    Untrusted strings are data (never templated) and ``ansible-inventory --list`` writes them as
+    ``{"__ansible_unsafe": ...}``; connection values stay plain for tools that read that (testinfra).
+    """
+    rbee_template = key == "ansible_python_interpreter" and value == LOCAL_PYTHON
+    inert = key.startswith("ansible_") and isinstance(value, str) and INERT.match(value) is not None
+    return trust_as_template(value) if rbee_template or inert else value
 
 
 class InventoryModule(BaseInventoryPlugin):  # type: ignore[misc]
@@ -77,5 +91,4 @@ class InventoryModule(BaseInventoryPlugin):  # type: ignore[misc]
             for host, variables in members["hosts"].items():
                 self.inventory.add_host(host, group=group)
                 for key, value in variables.items():
-                    trusted = key == "ansible_python_interpreter" and value == LOCAL_PYTHON
-                    self.inventory.set_variable(host, key, trust_as_template(value) if trusted else value)
+                    self.inventory.set_variable(host, key, _trusted(key, value))
