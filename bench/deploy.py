@@ -101,7 +101,7 @@ def timed_stream(method):
         finally:
             line = {"host": host.name, "kind": "put", "text": self.upload.temp, "start": start, "end": time.time()}
             with timing.open("a") as out:
-                out.write(json.dumps(line) + "\n")
+                out.write(json.dumps(line) + "\\n")
     return wrapper
 
 StreamUpload.execute = timed_stream(StreamUpload.execute)
