@@ -1,11 +1,10 @@
 """The host side of a streamed upload (``deploys.stream``): run there as ``python3 -c SOURCE ARGS``, the bytes on stdin.
 
 Appends stdin to the content-named temp file after the bytes an interrupted copy left there (those are read and
-hashed first), hashing as it writes, so the check reads nothing twice; a thread flushes the written bytes to disk
-as they come, so the fsync at the end has little left. Then owner and mode, rename over the target, fsync of the
-folder, and the upload stamp (``rbee.deploy.host_state``: ``<dest> <sha256> <size> <mtime> <inode>``). A stream
-cut short keeps its bytes for the next deploy; a wrong sum removes them. Errors: one ``rbee: <dest>: ...`` line on
-stderr, exit 1. Standard library only (the host has no rbee yet); Linux and macOS.
+hashed first), hashing as it writes, so the check reads nothing twice; then fsync, owner and mode, rename over the
+target, fsync of the folder, and the upload stamp (``rbee.deploy.host_state``: ``<dest> <sha256> <size> <mtime>
+<inode>``). A stream cut short keeps its bytes for the next deploy; a wrong sum removes them. Errors: one
+``rbee: <dest>: ...`` line on stderr, exit 1. Standard library only (the host has no rbee yet); Linux and macOS.
 """
 
 from __future__ import annotations
@@ -15,41 +14,13 @@ import hashlib
 import os
 import shutil
 import sys
-import threading
 from pathlib import Path
 
 CHUNK = 1 << 20
-FLUSH_EVERY = 64 << 20
 
 
 class FailedError(Exception):
     """What went wrong, said on stderr as ``rbee: <dest>: <why>``."""
-
-
-class Flusher:
-    """Writes the file's dirty pages back in a thread while more bytes arrive (``fdatasync``, ``fsync`` on macOS)."""
-
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
-        self._wake = threading.Event()
-        self._done = False
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        flush = getattr(os, "fdatasync", os.fsync)
-        while not self._done:
-            self._wake.wait()
-            self._wake.clear()
-            flush(self._fd)
-
-    def poke(self) -> None:
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._done = True
-        self._wake.set()
-        self._thread.join()
 
 
 def _hash_prefix(fd: int, offset: int, digest: hashlib._Hash) -> None:
@@ -71,24 +42,21 @@ def _write_all(fd: int, block: bytes) -> None:
 
 
 def _receive(fd: int, digest: hashlib._Hash, offset: int, size: int) -> int:
-    """Append stdin to ``fd`` while hashing it; the bytes the file then holds."""
-    flusher = Flusher(fd)
-    held, flushed = offset, offset
-    try:
-        while True:
-            block = os.read(0, CHUNK)
-            if not block:
-                break
-            digest.update(block)
-            _write_all(fd, block)
-            held += len(block)
-            if held - flushed >= FLUSH_EVERY:
-                flushed = held
-                flusher.poke()
-            if held > size:
-                raise FailedError(f"more than the {size} bytes announced arrived")
-    finally:
-        flusher.stop()
+    """Append stdin to ``fd`` while hashing it, then fsync it; the bytes the file then holds.
+
+    One fsync at the end: flushing while the bytes come (a thread's ``fdatasync`` every 64 MiB) made 4 hosts'
+    copies on one disk 15-35% slower on the test machine.
+    """
+    held = offset
+    while True:
+        block = os.read(0, CHUNK)
+        if not block:
+            break
+        digest.update(block)
+        _write_all(fd, block)
+        held += len(block)
+        if held > size:
+            raise FailedError(f"more than the {size} bytes announced arrived")
     os.fsync(fd)
     return held
 
