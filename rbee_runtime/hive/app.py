@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import Field
 
 from rbee_runtime.common.contracts import (
@@ -29,6 +30,7 @@ from rbee_runtime.common.internal_auth import require
 from rbee_runtime.common.limits import HIVE_MAX_BODY_BYTES, install_limits
 from rbee_runtime.hive import catalog_backup, model_paths
 from rbee_runtime.hive.config import HiveConfig
+from rbee_runtime.hive.metrics import HiveMetrics
 from rbee_runtime.hive.service import Hive
 
 
@@ -80,6 +82,13 @@ workers_ready = APIRouter(prefix="/v1/workers", tags=["workers"], dependencies=[
 @system.get("/health")
 async def health(hive: Hive = Depends(get_hive)) -> HealthResponse:
     return HealthResponse(service="hive", version=hive.version, id=hive.config.hive_id)
+
+
+@system.get("/metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    """Prometheus text exposition (GPU figures read now, in a thread)."""
+    hive_metrics: HiveMetrics = request.app.state.metrics
+    return Response(await asyncio.to_thread(hive_metrics.render), media_type=CONTENT_TYPE_LATEST)
 
 
 @system.get("/v1/capabilities")
@@ -199,6 +208,7 @@ def create_app(config: HiveConfig) -> FastAPI:
         docs_url=None, redoc_url=None, openapi_url=None,
     )  # fmt: skip
     app.state.hive = hive
+    app.state.metrics = HiveMetrics(hive)
     app.state.internal_auth = hive.internal_auth
     install_error_handlers(app)
     install_limits(app, HIVE_MAX_BODY_BYTES, {"/v1/catalog/restore": MAX_BACKUP_BYTES})

@@ -88,6 +88,8 @@ class ManagedWorkers(HiveRoom):
         self.other_ports = other_ports
         #: Set when the hive shuts down: no spawn, no restart, no idle stop.
         self.closing = False
+        #: Restarts tried since the hive started, by model (the hive's ``/metrics``).
+        self.restarts_total: dict[str, int] = {}
         self._workers: dict[str, _Managed] = {}
         self._lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
@@ -344,6 +346,7 @@ class ManagedWorkers(HiveRoom):
                 m.restart_at = time.time() + max(self.config.restart_backoff_s, 1.0)  # wait for a free place
                 return
             restarts = info.restarts + 1
+            self.restarts_total[m.spec.model_id] = self.restarts_total.get(m.spec.model_id, 0) + 1
             try:
                 spec = m.spec
                 self._preflight(spec.model_id, Path(spec.model_path), spec.model_size_bytes, spec.backend,

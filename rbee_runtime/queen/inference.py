@@ -113,6 +113,7 @@ class InferenceService:
         finally:
             del self.jobs[request_id]
             self.metrics.tokens.labels(model=job.label).inc(job.tokens_out)
+            self.metrics.observe_end(job.label, self._clock() - job.started_at, job.tokens_out)
 
     async def cancel(self, request_id: str) -> None:
         """Cancel a request wherever it is (idempotent; unknown ids are ignored)."""

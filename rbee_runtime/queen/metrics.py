@@ -10,10 +10,13 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from rbee_runtime.common.contracts import WorkerState
+from rbee_runtime.common.metrics_build_info import add_build_info
 from rbee_runtime.queen.registry import Registry
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+_DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+_TPS_BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 50.0, 75.0, 100.0, 150.0, 200.0, 500.0, 1000.0)
 
 #: Most distinct model labels.
 MAX_MODEL_LABELS = 64
@@ -27,6 +30,7 @@ class QueenMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        add_build_info(self.registry, "queen")
         self.requests = Counter(
             "rbee_queen_requests", "Completion requests by model and HTTP status.",
             ["model", "status"], registry=self.registry,
@@ -40,6 +44,14 @@ class QueenMetrics:
         self.ttft = Histogram(
             "rbee_queen_time_to_first_token_seconds", "From request arrival to the first token.",
             ["model"], buckets=_TTFT_BUCKETS, registry=self.registry,
+        )
+        self.duration = Histogram(
+            "rbee_queen_request_duration_seconds", "From request arrival to its end (answered, failed or cancelled).",
+            ["model"], buckets=_DURATION_BUCKETS, registry=self.registry,
+        )
+        self.tokens_per_second = Histogram(
+            "rbee_queen_tokens_per_second", "Tokens of a request that produced some, over its duration.",
+            ["model"], buckets=_TPS_BUCKETS, registry=self.registry,
         )
         self.queue_depth = Gauge(
             "rbee_queen_queue_depth", "Requests waiting for a worker slot.", ["model"], registry=self.registry
@@ -61,6 +73,13 @@ class QueenMetrics:
             self._model_labels.add(model)
             return model
         return OTHER_MODELS
+
+    def observe_end(self, label: str, seconds: float, tokens: int) -> None:
+        """A request's end: its duration and, when it produced tokens, its tokens per second (once per request)."""
+        seconds = max(0.0, seconds)
+        self.duration.labels(model=label).observe(seconds)
+        if tokens > 0 and seconds > 0:
+            self.tokens_per_second.labels(model=label).observe(tokens / seconds)
 
     def render(self, registry: Registry, queue_depths: dict[str, int]) -> bytes:
         """Refresh the gauges from the current state and return the text exposition."""

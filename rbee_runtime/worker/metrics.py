@@ -13,6 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from rbee_runtime.common.error_codes import ErrorCode
+from rbee_runtime.common.metrics_build_info import add_build_info
 from rbee_runtime.worker.service import WorkerService
 
 
@@ -48,5 +49,6 @@ class _WorkerCollector(Collector):
 def render(service: WorkerService) -> bytes:
     """The Prometheus text exposition of ``service``."""
     registry = CollectorRegistry(auto_describe=False)
+    add_build_info(registry, "worker")
     registry.register(_WorkerCollector(service))
     return generate_latest(registry)
