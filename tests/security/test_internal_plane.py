@@ -158,7 +158,8 @@ def test_no_prompt_reaches_the_forger_and_the_cluster_serves(cluster: Cluster, f
 
 # Every route of the hive's and the worker's API (test_route_lists_cover_the_apps keeps the lists whole).
 HIVE_ROUTES = [
-    ("GET", "/health"), ("GET", "/v1/capabilities"), ("GET", "/v1/models"), ("POST", "/v1/models"),
+    ("GET", "/health"), ("GET", "/metrics"), ("GET", "/v1/capabilities"), ("GET", "/v1/models"),
+    ("POST", "/v1/models"),
     ("DELETE", "/v1/models/x"), ("GET", "/v1/catalog/backup"), ("POST", "/v1/catalog/restore"),
     ("GET", "/v1/workers"), ("POST", "/v1/workers"), ("POST", "/v1/workers/ready"), ("DELETE", "/v1/workers/x"),
 ]  # fmt: skip
