@@ -7,7 +7,6 @@ stops the hive.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 from collections.abc import Awaitable, Callable
@@ -15,6 +14,7 @@ from collections.abc import Awaitable, Callable
 import httpx
 
 from rbee_runtime.common.contracts import Heartbeat, WorkerInfo, WorkerState
+from rbee_runtime.common.tasks import cancel_and_wait
 from rbee_runtime.common.tls import TlsFiles, client_options
 
 log = logging.getLogger("rbee.hive.heartbeat")
@@ -87,10 +87,7 @@ class HeartbeatSender:
 
     async def close(self, final: bool = True) -> None:
         """Stop the loop; with ``final`` send one last beat (it reports the stopped workers)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         if final:
             await self.send_once()
         await self._http.aclose()

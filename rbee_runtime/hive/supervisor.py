@@ -11,13 +11,13 @@ watches them all.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 
 from rbee_runtime.common.contracts import SpawnRequest, WorkerInfo, WorkerReady
 from rbee_runtime.common.errors import ApiError
+from rbee_runtime.common.tasks import cancel_and_wait
 from rbee_runtime.hive.external_workers import ExternalWorkers
 from rbee_runtime.hive.managed_workers import ManagedWorkers
 from rbee_runtime.hive.parts import HiveParts, HiveRoom
@@ -52,10 +52,7 @@ class Supervisor(HiveRoom):
     async def close(self) -> None:
         """Stop watching and stop every worker this hive runs (external workers keep running)."""
         self.managed.closing = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         await self.managed.stop_all()
         self.managed.cancel_background()
 

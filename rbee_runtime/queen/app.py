@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import error_body, install_error_handlers
 from rbee_runtime.common.limits import install_limits
+from rbee_runtime.common.tasks import cancel_and_wait
 from rbee_runtime.common.tls import client_options
 from rbee_runtime.queen import api_internal, api_openai, api_ops
 from rbee_runtime.queen.auth import ApiKeys
@@ -99,9 +100,7 @@ def create_app(config: QueenConfig, clock: Callable[[], float] = time.monotonic)
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
             await state.http.aclose()
             state.inference.workers.relay.close()
 

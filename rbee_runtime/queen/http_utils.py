@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from starlette.types import Receive
 
 from rbee_runtime.common.bodies import parse_body
+from rbee_runtime.common.tasks import cancel_and_wait
 
 __all__ = ["parse_body", "watch_disconnect"]
 
@@ -28,6 +29,4 @@ async def watch_disconnect(receive: Receive, on_disconnect: Callable[[], Awaitab
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)

@@ -12,6 +12,7 @@ from importlib import resources
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from rbee_runtime.common.tasks import cancel_and_wait
 from rbee_runtime.queen.auth import require_api_key
 from rbee_runtime.queen.dashboard.board import Dashboard
 from rbee_runtime.queen.dashboard.events import QUEEN_LOGGER, LogCapture
@@ -52,9 +53,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
         logging.getLogger(QUEEN_LOGGER).removeHandler(capture)
 
 
