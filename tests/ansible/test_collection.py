@@ -15,13 +15,13 @@ import subprocess
 import sys
 import tarfile
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from ansible_collections.rbee.cluster.plugins.plugin_utils import rbee_control
 from rbee.deploy.ansible_inventory import ansible_inventory
 from rbee.spec import load_spec
+from tests.ansible.test_inventory import plain
 
 ROOT = Path(__file__).parents[2]
 SOURCE = ROOT / "ansible_collections" / "rbee" / "cluster"
@@ -67,15 +67,6 @@ def _inventory(installed: Path, folder: Path, spec_text: str, **env: str) -> sub
     (folder / "inventory.rbee.yml").write_text("plugin: rbee.cluster.spec\n")
     command = [str(BIN / "ansible-inventory"), "-i", "inventory.rbee.yml", "--list"]
     return _run(command, folder, _env(installed, **env))
-
-
-def plain(value: Any) -> Any:
-    """``ansible-inventory --list`` output with its ``{"__ansible_unsafe": s}`` wrappers unwrapped to ``s``."""
-    if isinstance(value, dict) and set(value) == {"__ansible_unsafe"}:
-        return value["__ansible_unsafe"]
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    return [plain(v) for v in value] if isinstance(value, list) else value
 
 
 def test_the_build_holds_the_collection(built: Path) -> None:
