@@ -2,20 +2,21 @@
 
 Run (as root): ``.venv/bin/python -m bench.deploy [--sizes 1,2,4] [--json PATH]``. Boots fresh test hosts
 for each size (so every first deploy starts from a bare Debian), deploys the tiny model to every host with
-``pyinfra inventory/inventory.py deploys/site.py`` (through ``deploys.count_commands``, which counts every
+``pyinfra inventory/inventory.py deploys/site.py`` (through ``rbee.deploys.count_commands``, which counts every
 remote command and transfer per host), then re-runs it (the no-op). The baseline, on the same hosts in the
 same run: a bare pyinfra deploy of 12 operations (folders and small files) and its no-op re-run; each rbee
 figure is printed with its ratio to it. On the first size, the tiny model is then swapped for a large one
 (a GGUF padded to ``--large-mib``; its no-op should cost what the tiny one's does: nothing is re-hashed).
 ``--ansible`` also times an ansible no-op on the same hosts. ``--copy-mib N``: on every size, a model copy
 figure: a deploy where only the model changed (the tiny one swapped for an N MiB one), its copy step timed
-(one ``ssh`` stream per host that hashes, fsyncs, renames and stamps, ``deploys.stream``; or pyinfra's SFTP
+(one ``ssh`` stream per host that hashes, fsyncs, renames and stamps, ``rbee.deploys.stream``; or pyinfra's SFTP
 transfer, then the check, fsync and rename), against the same file
 copied to the same hosts in parallel with plain ``scp`` (and ``rsync`` when both sides have it; otherwise
 skipped with the reason; each the best of 2 runs, the file read into the page cache first), and with
 paramiko's SFTP alone (pyinfra's transport, without pyinfra), over the same key and addresses. The engine
 build is excluded (cached before).
-The figures go to ``bench/results/deploy-<date>-<commit>.json`` (or ``--json PATH``).
+The figures go to ``bench/results/deploy-<date>-<commit>.json`` (or ``--json PATH``), and their chart beside it
+(``.png``, :mod:`bench.charts`).
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ from typing import Any
 
 import paramiko
 
-from deploys.count_commands import read_log
+from bench import charts
 from rbee.deploy.layout import HostLayout
+from rbee.deploys.count_commands import read_log
 from rbee.engine.features import local_feature_set
 from rbee.engine.wheelcache import build_wheel, cached_wheel
 from rbee.spec import load_spec
@@ -73,8 +75,8 @@ files.put(name="file 5", src=io.StringIO(f"5 {host.name}\\n"), dest="/srv/bench/
 TIMED = """import json, sys, time
 from pathlib import Path
 from pyinfra.connectors.ssh import SSHConnector
-from deploys import count_commands
-from deploys.stream import StreamUpload
+from rbee.deploys import count_commands
+from rbee.deploys.stream import StreamUpload
 
 timing = Path(sys.argv.pop(1))
 
@@ -107,9 +109,9 @@ def timed_stream(method):
 StreamUpload.execute = timed_stream(StreamUpload.execute)
 count_commands.main()
 """
-"""``python -c TIMED TIMING LOG PYINFRA-ARGS...``: ``deploys.count_commands`` with each remote call's start and end
+"""``python -c TIMED TIMING LOG PYINFRA-ARGS...``: ``rbee.deploys.count_commands`` with each remote call's start and end
 (epoch seconds) appended to ``TIMING`` (JSON lines ``{"host", "kind", "text", "start", "end"}``; a streamed upload,
-``deploys.stream``, is a ``put`` of its temp file)."""
+``rbee.deploys.stream``, is a ``put`` of its temp file)."""
 
 SSH_OPTIONS = [
     "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
@@ -133,9 +135,9 @@ class Run:
 
 
 def _pyinfra(args: list[str], env: dict[str, str], log: Path, timing: Path | None = None) -> Run:
-    """One pyinfra run through ``deploys.count_commands``; ``timing``: also log each remote call's start and end."""
+    """One pyinfra run through ``count_commands``; ``timing``: also log each remote call's start and end."""
     log.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "deploys.count_commands", str(log), "-y", *args]
+    command = [sys.executable, "-m", "rbee.deploys.count_commands", str(log), "-y", *args]
     if timing:
         timing.unlink(missing_ok=True)
         command = [sys.executable, "-c", TIMED, str(timing), str(log), "-y", *args]
@@ -501,6 +503,7 @@ def main() -> None:
         "--json", type=Path, help="where the figures go (default bench/results/deploy-DATE-COMMIT.json)"
     )
     args = parser.parse_args()
+    charts.require_matplotlib(parser.prog)  # before minutes of work
     sizes = [int(s) for s in args.sizes.split(",")]
     features = local_feature_set("cpu", "0.3.36")
     started = time.perf_counter()
@@ -536,11 +539,11 @@ def main() -> None:
     _print_copies(copies)
     target = args.json or RESULTS / f"deploy-{datetime.now(UTC):%Y%m%d-%H%M}-{_commit()}.json"
     target.parent.mkdir(parents=True, exist_ok=True)
-    document = {"commit": _commit(), "date": datetime.now(UTC).isoformat(timespec="seconds"), "sizes": rows,
+    document = {"benchmark": "deploy", "commit": _commit(), "date": datetime.now(UTC).isoformat(timespec="seconds"), "sizes": rows,
                 "large_model": large, "ansible_noop_s": ansible, "model_copy": copies,
                 "cores": os.cpu_count()}  # fmt: skip
     target.write_text(json.dumps(document, indent=1) + "\n")
-    print(f"figures written to {target}")
+    print(f"figures written to {target}, their chart to {charts.deploy_chart(document, target.with_suffix('.png'))}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Render the shared jinja2 templates (``templates/``); the typed contexts are ``rbee.deploy.templates``.
+"""Render the shared jinja2 templates (``rbee/templates/``); the typed contexts are ``rbee.deploy.templates``.
 
 The files rendered are line-based (systemd units, env files, YAML): a value holding a newline or any
 other control character could add a line, e.g. a root directive to a unit. So no such value is ever
@@ -27,8 +27,8 @@ class RenderError(ValueError):
 
 
 def templates_dir() -> Path:
-    """The templates folder: ``$RBEE_TEMPLATES`` or the repository's ``templates/``."""
-    return Path(os.environ.get("RBEE_TEMPLATES") or Path(rbee.__file__).resolve().parents[1] / "templates")
+    """The templates folder: ``$RBEE_TEMPLATES`` or the package's own ``rbee/templates/``."""
+    return Path(os.environ.get("RBEE_TEMPLATES") or Path(rbee.__file__).resolve().parent / "templates")
 
 
 def _refuse(value: str, where: str) -> None:

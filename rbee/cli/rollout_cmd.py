@@ -17,7 +17,7 @@ from rbee.cli.extras import PARAMIKO, PYINFRA, require
 from rbee.cli.spec_cmd import read_spec_or_exit
 from rbee.client import QueenClient
 from rbee.deploy.ssh_check import SshCheck, describe, ssh_failures
-from rbee.deploy.wheelhouse import project_root
+from rbee.deploys.entry import path as entry_path
 from rbee.rollout.plan import Plan, build_plan
 from rbee.rollout.pyinfra_run import run_pyinfra
 from rbee.rollout.rolling import batches, rolling_deploy
@@ -81,9 +81,9 @@ def _records(spec_file: Path, prefix: str) -> dict[str, dict[str, object]]:
 
     pyinfra = str(Path(sys.executable).parent / "pyinfra")
     env = {**os.environ, "RBEE_SPEC": str(spec_file.resolve())}
-    command = [pyinfra, "--json", "inventory/inventory.py", "fact", "server.Command",
+    command = [pyinfra, "--json", str(entry_path("inventory")), "fact", "server.Command",
                f"command=cat {prefix}/release.json 2>/dev/null || true"]  # fmt: skip
-    done = subprocess.run(command, cwd=project_root(), env=env, capture_output=True, text=True, check=False)
+    done = subprocess.run(command, cwd=spec_file.resolve().parent, env=env, capture_output=True, text=True, check=False)
     try:
         facts = next(iter(json.loads(done.stdout).values()))
     except (json.JSONDecodeError, StopIteration):

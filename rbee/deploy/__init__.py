@@ -1,1 +1,1 @@
-"""Control-machine side of the deploy: what the pyinfra deploys in ``deploys/`` prepare locally."""
+"""Control-machine side of the deploy: what the pyinfra deploys in ``rbee/deploys/`` prepare locally."""

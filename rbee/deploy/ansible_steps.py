@@ -273,7 +273,7 @@ def table_line(name: str, facts: HostFacts, problems: list[str]) -> str:
 
 
 def release_record(data: dict[str, Any]) -> str:
-    """The text of ``<prefix>/release.json`` (``rbee.deploy.release_record``, as ``deploys/record.py``).
+    """The text of ``<prefix>/release.json`` (``rbee.deploy.release_record``, as ``rbee/deploys/record.py``).
 
     ``data``: cluster, host, spec_sha256, engine (key), wheelhouse (fingerprint), models (the host's
     ``rbee_models``) and cache (the model cache); the checksums come from the cache, the commit from git.

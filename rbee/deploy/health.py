@@ -1,6 +1,6 @@
 """The one "cluster is ready" rule, and its one waiter.
 
-Used by the pyinfra health gate (``deploys/health.py``), the rolling deploy's gate
+Used by the pyinfra health gate (``rbee/deploys/health.py``), the rolling deploy's gate
 (``rbee.rollout.gate``), the Ansible health helper (``rbee.deploy.ansible_steps``) and ``rbee up``
 (``rbee.local.runner``). An ``Expectation`` says what ready means; ``missing_in`` judges the
 queen's hive and worker lists against it (pure); ``missing`` asks the queen (and, when asked

@@ -2,7 +2,7 @@
 
 ``wanted_state(plan, inputs)`` turns a ``HostPlan`` and this run's inputs (wheelhouse fingerprint, engine
 wheel, model checksums, the release record) into ``Wanted``; ``diff(wanted, state)`` lists the ``Change``s
-that bring the host there. The pyinfra deploy (``deploys/``) turns each change into an operation, so a host
+that bring the host there. The pyinfra deploy (``rbee/deploys/``) turns each change into an operation, so a host
 already there gets no command after the preflight; ``rbee plan`` shows the same changes (a dry run).
 Large files are compared by their upload stamp and ``stat``, never by reading them on the host.
 """

@@ -6,7 +6,7 @@ set, the placed workers and their ports, and every config and unit as rendered t
 and mode, plus what each service starts from (its restart inputs). The three front ends only
 translate a plan into their own operations:
 
-- the pyinfra deploy (``deploys/``): ``files.put`` of each file, restart on a changed digest;
+- the pyinfra deploy (``rbee/deploys/``): ``files.put`` of each file, restart on a changed digest;
 - the Ansible roles (``rbee.deploy.ansible_steps.plan_hosts``): the same plan as JSON, copied;
 - ``rbee up`` (``rbee.local.plan``): the files written under the run folder, services started.
 

@@ -3,7 +3,7 @@
 A macOS host runs the same three services as a Linux host, as system daemons in
 ``/Library/LaunchDaemons`` instead of systemd units: ``org.rbee.queen``, ``org.rbee.hive`` and one
 ``org.rbee.worker.<model>-<n>`` per placed worker (like the ``rbee-worker@`` instances, they outlive a
-hive restart). A plist is the skeleton ``templates/launchd/rbee-<service>.plist`` (its static keys:
+hive restart). A plist is the skeleton ``rbee/templates/launchd/rbee-<service>.plist`` (its static keys:
 KeepAlive, RunAtLoad, ThrottleInterval, ...) loaded with ``plistlib`` and filled with the host's values,
 then written back with ``plistlib``: every value is XML-escaped by the library, never pasted into text.
 
@@ -98,7 +98,7 @@ class LaunchdJob:
 
 
 def skeleton(service: Service) -> dict[str, Any]:
-    """The static keys of a service's daemon, from ``templates/launchd/rbee-<service>.plist``."""
+    """The static keys of a service's daemon, from ``rbee/templates/launchd/rbee-<service>.plist``."""
     path = templates_dir() / "launchd" / f"rbee-{service}.plist"
     loaded: dict[str, Any] = plistlib.loads(path.read_bytes())
     if clash := sorted(FILLED_KEYS & loaded.keys()):

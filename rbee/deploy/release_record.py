@@ -1,6 +1,6 @@
 """What a deploy put on a host, as the text of ``<prefix>/release.json`` (read by ``rbee status``).
 
-Built here once for the pyinfra deploy (``deploys/record.py``) and the Ansible path
+Built here once for the pyinfra deploy (``rbee/deploys/record.py``) and the Ansible path
 (``rbee.deploy.ansible_steps``). Only inputs go in (spec hash, git commit, engine build, wheelhouse
 and model checksums), no time stamp: an unchanged deploy writes the same record, byte for byte.
 """

@@ -3,7 +3,7 @@
 A release on a host is: the venv (``<prefix>/venv``) with its install stamps, the configs
 (``/etc/rbee``), the rbee systemd units, ``<prefix>/release.json`` and the model files. The snapshot
 uses hard links for the venv (pip replaces files, it does not rewrite them, so the kept copy stays
-intact) and for the models (a deploy renames a changed model over the old one, ``deploys/atomic.py``,
+intact) and for the models (a deploy renames a changed model over the old one, ``rbee/deploys/atomic.py``,
 so the kept link still holds the old bytes): cheap. The kept models live in ``<models>/.rbee-previous``,
 on the models' own filesystem (a separate disk mounted there is common); a changed model takes twice
 its size on disk until the next snapshot.
@@ -17,7 +17,7 @@ from rbee.deploy.layout import CONFIG_DIR, HostLayout
 
 UNITS = "/etc/systemd/system"
 TEMP_MARK = ".rbee-tmp-"
-"""What an rbee temp file's name holds (``deploys/atomic.py``): a leftover is removed by the next deploy."""
+"""What an rbee temp file's name holds (``rbee/deploys/atomic.py``): a leftover is removed by the next deploy."""
 
 
 def kept(layout: HostLayout) -> str:

@@ -11,7 +11,7 @@ outcome is one of:
 - ``auth-failed``: the host refuses the key (or the key file is missing or unreadable);
 - ``host-key-mismatch``: the host's key is not the one in the known_hosts file.
 
-``rbee preflight``, the pyinfra preflight (``deploys/preflight.py``), ``rbee plan`` and ``rbee deploy`` report
+``rbee preflight``, the pyinfra preflight (``rbee/deploys/preflight.py``), ``rbee plan`` and ``rbee deploy`` report
 an unreachable host with this classification; ``features/preflight.feature`` asserts each on real test hosts.
 """
 

@@ -1,4 +1,4 @@
-"""The typed contexts of the shared templates (``templates/``), one dataclass per template.
+"""The typed contexts of the shared templates (``rbee/templates/``), one dataclass per template.
 
 A template reads exactly the fields of its context (``StrictUndefined`` catches a typo); the
 host plan (``rbee.deploy.host_plan``) builds the contexts, so mypy checks what goes in.

@@ -1,7 +1,7 @@
 """A builder host reached with the OpenSSH client (``ssh``/``scp``), for builds outside a pyinfra deploy.
 
 ``rbee engine build --on`` style tools and ``scripts/cuda-build-check`` use it; the deploy uses its own
-pyinfra connection (``deploys.builder.PyinfraRemote``). Both satisfy ``rbee.engine.remote_build.Remote``.
+pyinfra connection (``rbee.deploys.builder.PyinfraRemote``). Both satisfy ``rbee.engine.remote_build.Remote``.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rbee.deploy.wheelhouse import project_root
+from rbee.deploys.entry import path as entry_path
 
 
 @dataclass
@@ -25,20 +25,21 @@ class PyinfraRun:
 
 
 def run_pyinfra(
-    spec: Path, *args: str, limit: list[str] | None = None, timeout_s: float = 1800, deploy: str = "deploys/site.py"
+    spec: Path, *args: str, limit: list[str] | None = None, timeout_s: float = 1800, deploy: str = "site"
 ) -> PyinfraRun:
-    """``pyinfra --json [--limit H]... ARGS inventory/inventory.py deploys/site.py`` for ``spec``.
+    """``pyinfra --json [--limit H]... ARGS INVENTORY DEPLOY`` for ``spec``: the package's entry files.
 
-    Pass ``-y`` to execute; without it (and with ``--dry``) pyinfra only detects changes.
+    ``deploy`` names an entry of ``rbee.deploys.entry`` (``site``, ``snapshot``, ``rollback``). Pass ``-y`` to
+    execute; without it (and with ``--dry``) pyinfra only detects changes. pyinfra runs in the spec's folder.
     """
     pyinfra = str(Path(sys.executable).parent / "pyinfra")
     limits = [arg for host in limit or [] for arg in ("--limit", host)]
     with tempfile.TemporaryDirectory(prefix="rbee-run-") as tmp:
         report = Path(tmp) / "preflight.json"
         env = {**os.environ, "RBEE_SPEC": str(spec.resolve()), "RBEE_PREFLIGHT_REPORT": str(report)}
-        command = [pyinfra, "--json", *limits, *args, "inventory/inventory.py", deploy]
+        command = [pyinfra, "--json", *limits, *args, str(entry_path("inventory")), str(entry_path(deploy))]
         done = subprocess.run(
-            command, cwd=project_root(), env=env, capture_output=True, text=True, timeout=timeout_s, check=False
+            command, cwd=spec.resolve().parent, env=env, capture_output=True, text=True, timeout=timeout_s, check=False
         )
         preflight = json.loads(report.read_text()) if report.exists() else {}
     try:

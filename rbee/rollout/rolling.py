@@ -64,7 +64,7 @@ def rolling_deploy(
     secret = cluster_secret(spec.cluster)  # the one the deploys use: the gate asks the workers with it
     for batch in batches(spec, batch_size):
         say(f"batch {', '.join(batch)}: keeping the running release aside")
-        kept = run_pyinfra(spec_file, "-y", limit=batch, deploy="deploys/snapshot.py")
+        kept = run_pyinfra(spec_file, "-y", limit=batch, deploy="snapshot")
         if kept.returncode != 0:
             why = f"{_failure(kept)}{_unreachable(spec, spec_file, batch)}"
             result.failed_batch, result.reason = batch, f"could not keep the running release: {why}"
@@ -78,7 +78,7 @@ def rolling_deploy(
         if reason:
             result.failed_batch, result.reason = batch, reason
             say(f"batch {', '.join(batch)}: FAILED ({reason.splitlines()[0]}); rolling back")
-            back = run_pyinfra(spec_file, "-y", limit=batch, deploy="deploys/rollback.py")
+            back = run_pyinfra(spec_file, "-y", limit=batch, deploy="rollback")
             result.rolled_back = back.returncode == 0
             if result.rolled_back:
                 healthy = wait_for(queen, targets(spec, batch), time.time(), gate_timeout_s, secret)

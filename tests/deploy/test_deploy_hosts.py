@@ -26,7 +26,7 @@ import httpx
 import openai
 import pytest
 
-from deploys.count_commands import per_host, read_log
+from rbee.deploys.count_commands import per_host, read_log
 from rbee.engine.wheelcache import DEFAULT_CACHE, builds
 from rbee.testhosts import TestHosts
 from rbee.testhosts.inventory import spec_for_hosts
@@ -73,10 +73,10 @@ def deploy(
 ) -> subprocess.CompletedProcess[str]:
     """``pyinfra -y --json inventory/inventory.py deploys/site.py``, as an operator runs it (no -y: plan only).
 
-    ``log``: run it through ``deploys.count_commands``, which logs every remote command and transfer there.
+    ``log``: run it through ``rbee.deploys.count_commands``, which logs every remote command and transfer there.
     """
     env = {**os.environ, "RBEE_SPEC": str(cluster.spec), "RBEE_TEST_KEYS": API_KEY}
-    pyinfra = [sys.executable, "-m", "deploys.count_commands", str(log)] if log else [PYINFRA]
+    pyinfra = [sys.executable, "-m", "rbee.deploys.count_commands", str(log)] if log else [PYINFRA]
     command = [*pyinfra, *(["-y"] if yes else []), "--json", *args, "inventory/inventory.py", "deploys/site.py"]
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from deploys.atomic import FileTail
 from rbee.deploy.host_diff import Changes, RunInputs, Wanted, diff, wanted_state
 from rbee.deploy.host_plan import HostPlan, plan_deployed_host
 from rbee.deploy.host_state import (
@@ -34,6 +33,7 @@ from rbee.deploy.host_state import (
 )
 from rbee.deploy.layout import HostLayout
 from rbee.deploy.probe import parse_probe
+from rbee.deploys.atomic import FileTail
 from rbee.spec import parse_spec
 
 PROBE = "os=Linux\narch=x86_64\nglibc=2.36\npython=3.11.2\npython_venv=yes\nsystemd=yes\nprobe=done\n"

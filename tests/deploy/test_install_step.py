@@ -1,4 +1,4 @@
-"""The install step's one check (``deploys/install.py``) run for real on this machine's runtime and CPU engine."""
+"""The install step's one check (``rbee/deploys/install.py``) run for real on this machine's runtime and CPU engine."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from deploys.install import check_script
+from rbee.deploys.install import check_script
 
 pytestmark = pytest.mark.engine
 

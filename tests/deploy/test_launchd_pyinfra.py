@@ -24,15 +24,15 @@ from pyinfra.api import Config, Inventory, State
 from pyinfra.api.deploy import add_deploy
 from pyinfra.context import ctx_host, ctx_state
 
-from deploys import control
-from deploys.runtime import runtime
-from deploys.services import services
 from rbee.deploy.host_diff import Changes, RunInputs, diff, wanted_state
 from rbee.deploy.host_plan import HostPlan, plan_deployed_host
 from rbee.deploy.host_state import HostState, Meta, RemoteFile
 from rbee.deploy.macos import service_account_script
 from rbee.deploy.probe import parse_probe
 from rbee.deploy.wheelhouse import Wheelhouse
+from rbee.deploys import control
+from rbee.deploys.runtime import runtime
+from rbee.deploys.services import services
 from rbee.spec import parse_spec
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "macos"

@@ -1,4 +1,4 @@
-"""The host side of a streamed upload (``deploys.receive_upload``), run as the host runs it: ``python3 -c SOURCE``."""
+"""The host side of a streamed upload (``receive_upload``), run as the host runs it: ``python3 -c SOURCE``."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from deploys.stream import Upload
 from rbee.deploy.host_state import parse_state, resumable_temp
+from rbee.deploys.stream import Upload
 
 DATA = os.urandom(3 * 2**20 + 12345)  # a few chunks and a partial one
 SHA = hashlib.sha256(DATA).hexdigest()

@@ -1,4 +1,4 @@
-"""``deploys.stream``: the OpenSSH command of a host is pyinfra's settings for it, and a failed stream names both.
+"""``rbee.deploys.stream``: the OpenSSH command of a host is pyinfra's settings for it, and a failed stream names both.
 
 The hosts are pyinfra's own objects, made from a spec by the inventory adapter (``rbee.spec.inventory``).
 """
@@ -14,7 +14,7 @@ import pytest
 from pyinfra.api import Config, Inventory, State
 from pyinfra.api.host import Host
 
-from deploys.stream import StreamUpload, Upload, ssh_command
+from rbee.deploys.stream import StreamUpload, Upload, ssh_command
 from rbee.spec import load_spec
 from rbee.spec.inventory import inventory_groups
 

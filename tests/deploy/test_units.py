@@ -1,4 +1,4 @@
-"""The systemd units rendered from templates/ are valid and hardened (checked offline with systemd-analyze)."""
+"""The systemd units rendered from rbee/templates/ are valid and hardened (checked offline with systemd-analyze)."""
 
 from __future__ import annotations
 

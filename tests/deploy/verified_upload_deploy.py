@@ -6,7 +6,7 @@
 
 import os
 
-from deploys.atomic import put_changed
+from rbee.deploys.atomic import put_changed
 
 put_changed(
     name="verified upload", src=os.environ["RBEE_TEST_SRC"], dest=os.environ["RBEE_TEST_DEST"], mode="640",

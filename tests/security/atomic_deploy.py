@@ -8,7 +8,7 @@ import os
 
 from pyinfra.operations import files
 
-from deploys.atomic import atomic_put
+from rbee.deploys.atomic import atomic_put
 
 src, dest, mode = os.environ["RBEE_TEST_SRC"], os.environ["RBEE_TEST_DEST"], os.environ.get("RBEE_TEST_MODE", "644")
 if os.environ.get("RBEE_TEST_OP") == "files.put":

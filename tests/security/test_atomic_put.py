@@ -1,4 +1,4 @@
-"""``deploys.atomic.atomic_put`` for real (pyinfra's ``@local`` connector, real files) and the model keep/restore
+"""``rbee.deploys.atomic.atomic_put`` for real (pyinfra's ``@local`` connector, real files) and the model keep/restore
 scripts of a rollback (run by ``sh`` on a real folder).
 
 A process that has the old file mmapped is the worker of the issue: after ``files.put`` rewrote the file in

@@ -2,7 +2,7 @@
 
 On the real test hosts (h1: queen + hive, h2/h3: a worker of ``tiny`` each): clients stream long
 completions through the queen back to back while ``rbee deploy`` rolls out a new version of the model
-file. The deploy writes the new file beside the old one and renames it over it (``deploys/atomic.py``):
+file. The deploy writes the new file beside the old one and renames it over it (``rbee/deploys/atomic.py``):
 the path gets a new inode, the running worker keeps reading its mapping of the old one until it drains
 and restarts, and then maps the new file. A rolled-back release puts the previous model bytes back.
 """

@@ -1,4 +1,4 @@
-"""The host side of a streamed upload (``deploys.stream``): run there as ``python3 -c SOURCE ARGS``, the bytes on stdin.
+"""The host side of a streamed upload (``stream.py``): run there as ``python3 -c SOURCE ARGS``, the bytes on stdin.
 
 Appends stdin to the content-named temp file after the bytes an interrupted copy left there (those are read and
 hashed first), hashing as it writes, so the check reads nothing twice; then fsync, owner and mode, rename over the

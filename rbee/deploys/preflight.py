@@ -18,13 +18,13 @@ from pathlib import Path
 from pyinfra.api.deploy import deploy
 from pyinfra.context import host, state
 
-from deploys import control
-from deploys.facts import RbeeHostState, host_data
-from deploys.operations import fail_host
 from rbee.deploy.host_plan import HostPlan
 from rbee.deploy.host_state import HostState
 from rbee.deploy.probe import HostFacts
 from rbee.deploy.ssh_check import SshCheck, SshTarget, check_hosts, describe
+from rbee.deploys import control
+from rbee.deploys.facts import RbeeHostState, host_data
+from rbee.deploys.operations import fail_host
 from rbee.spec.keys import ApiKeysError
 
 _rows: dict[str, tuple[HostFacts, float, list[str]]] = {}

@@ -14,11 +14,11 @@ from collections.abc import Mapping
 from pyinfra.api.deploy import deploy
 from pyinfra.operations import files, systemd
 
-from deploys import darwin
-from deploys.operations import CONFIG_FILES, daemon_reload, put_planned, put_planned_files, service_state
 from rbee.deploy.host_diff import Changes
 from rbee.deploy.host_plan import HIVE_UNIT, QUEEN_UNIT, WORKER_UNIT, HostPlan
 from rbee.deploy.layout import OLD_API_KEYS_FILE, WORKERS_DIR
+from rbee.deploys import darwin
+from rbee.deploys.operations import CONFIG_FILES, daemon_reload, put_planned, put_planned_files, service_state
 
 
 @deploy("rbee services")
@@ -27,7 +27,7 @@ def services(plan: HostPlan, changes: Changes, release: str, model_sha256: Mappi
 
     ``changes``: what the preflight's diff found different (only that is done); ``release``: what identifies
     the installed runtime and engine; ``model_sha256``: each model's checksum (its source in a dry run that
-    has not fetched it). A macOS host's plan holds launchd daemons instead: ``deploys/darwin.py`` puts them
+    has not fetched it). A macOS host's plan holds launchd daemons instead: ``rbee/deploys/darwin.py`` puts them
     in place, with no systemd operation.
     """
     if plan.service_manager == "launchd":

@@ -14,11 +14,11 @@ from __future__ import annotations
 from pyinfra.api.deploy import deploy
 from pyinfra.operations import files
 
-from deploys import control
-from deploys.atomic import put_changed, set_metadata
 from rbee.deploy.host_diff import Changes
 from rbee.deploy.host_plan import HostPlan
 from rbee.deploy.host_state import upload_stamp
+from rbee.deploys import control
+from rbee.deploys.atomic import put_changed, set_metadata
 
 
 def _resume_from(changes: Changes, dest: str) -> int:

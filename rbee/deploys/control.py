@@ -16,7 +16,6 @@ from pathlib import Path
 from pyinfra.context import host
 from rich.console import Console
 
-from deploys.builder import PyinfraRemote, choose_builder
 from rbee.deploy.cluster_ca import tls_for
 from rbee.deploy.cluster_secret import cluster_secret
 from rbee.deploy.engine_plan import builds_here
@@ -27,6 +26,7 @@ from rbee.deploy.probe import HostFacts
 from rbee.deploy.release_record import git_commit, release_record_text
 from rbee.deploy.wheelhouse import Wheelhouse, build_wheelhouse, wheelhouse_target
 from rbee.deploy.wheelhouse import wheelhouse_archive as build_archive
+from rbee.deploys.builder import PyinfraRemote, choose_builder
 from rbee.engine.build_kit import BuildKitError, build_kit
 from rbee.engine.features import FeatureSet, local_feature_set
 from rbee.engine.remote_build import build_on_host
@@ -127,7 +127,7 @@ def engine_wheel(features: FeatureSet) -> EngineWheel:
     """The engine wheel of a feature set: cached, or built now, once per run (never in a dry run).
 
     The control machine builds what it can (``builds_here``); any other feature set is built on a host
-    of that set (``deploys.builder.choose_builder``). A failed build is remembered for the run, so the
+    of that set (``rbee.deploys.builder.choose_builder``). A failed build is remembered for the run, so the
     other hosts of that set fail naming it instead of building again.
     """
     with once(f"engine:{features.key}"):

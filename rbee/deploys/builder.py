@@ -13,8 +13,8 @@ from pyinfra.api.command import StringCommand
 from pyinfra.api.host import Host
 from pyinfra.context import state
 
-from deploys.facts import RbeeProbe
 from rbee.deploy.host_plan import plan_deployed_host
+from rbee.deploys.facts import RbeeProbe
 from rbee.engine.features import FeatureSet
 from rbee.spec.models import ClusterSpec
 

@@ -1,9 +1,9 @@
 """pyinfra's CLI with every remote command and file transfer logged: what a deploy costs in round trips.
 
-``python -m deploys.count_commands LOG PYINFRA-ARGS...`` runs ``pyinfra PYINFRA-ARGS...`` unchanged, except
+``python -m rbee.deploys.count_commands LOG PYINFRA-ARGS...`` runs ``pyinfra PYINFRA-ARGS...`` unchanged, except
 that the SSH connector appends one JSON line per call to ``LOG``: ``{"host", "kind", "text"}``, ``kind``
 ``command`` (a shell command: a fact or an operation's), ``put`` or ``get`` (a file transfer; a streamed upload,
-``deploys.stream``, is a ``put`` whose text is ``<temp file> from byte <offset>``). The tests
+``rbee.deploys.stream``, is a ``put`` whose text is ``<temp file> from byte <offset>``). The tests
 and ``bench/deploy.py`` count a no-op deploy's remote work from it (``read_log``).
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 
 from pyinfra.connectors.ssh import SSHConnector
 
-from deploys.stream import StreamUpload
+from rbee.deploys.stream import StreamUpload
 
 
 def read_log(path: Path) -> list[dict[str, str]]:
@@ -70,7 +70,7 @@ def install(log: Path) -> None:
 
 def main() -> None:
     if len(sys.argv) < 2:
-        raise SystemExit("usage: python -m deploys.count_commands LOG PYINFRA-ARGS...")
+        raise SystemExit("usage: python -m rbee.deploys.count_commands LOG PYINFRA-ARGS...")
     install(Path(sys.argv[1]))
     from pyinfra_cli.main import main as pyinfra_main  # type: ignore[import-untyped]
 

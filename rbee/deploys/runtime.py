@@ -1,4 +1,4 @@
-"""Step 2, the runtime's ground: a service user, rbee's folders, the wheelhouse (installed by ``deploys/install.py``).
+"""Step 2, the runtime's ground: a service user, rbee's folders, the wheelhouse (installed by ``install.py``).
 
 Hosts need no internet: the control machine prepares a wheelhouse (rbee + dependencies) for
 the host's Python and arch and ships it as one archive; pip installs from it with ``--no-index``. The wheelhouse
@@ -13,13 +13,13 @@ import shlex
 from pyinfra.api.deploy import deploy
 from pyinfra.operations import server
 
-from deploys import control, darwin
-from deploys.atomic import put_changed, remove_leftovers
-from deploys.operations import account_and_folders
 from rbee.deploy.host_diff import Changes
 from rbee.deploy.host_plan import HostPlan
 from rbee.deploy.host_state import FUNCTIONS, WHEELHOUSE_STAMP, wheelhouse_listing
 from rbee.deploy.layout import CONFIG_DIR, CREDENTIALS_DIR, DATA_DIR, WORKERS_DIR
+from rbee.deploys import control, darwin
+from rbee.deploys.atomic import put_changed, remove_leftovers
+from rbee.deploys.operations import account_and_folders
 
 
 def _folders(plan: HostPlan, changes: Changes) -> list[tuple[str, str, str | None, str | None]]:

@@ -13,9 +13,9 @@ from pyinfra.api.exceptions import OperationError
 from pyinfra.api.operation import operation
 from pyinfra.context import host
 
-from deploys.atomic import put_changed, set_metadata
 from rbee.deploy.host_diff import Changes
 from rbee.deploy.host_plan import HostPlan
+from rbee.deploys.atomic import put_changed, set_metadata
 
 
 @operation()

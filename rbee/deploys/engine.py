@@ -1,11 +1,11 @@
-"""Step 2b, the engine: llama-cpp-python built once per feature set and uploaded (installed by ``deploys/install.py``).
+"""Step 2b, the engine: llama-cpp-python built once per feature set and uploaded (installed by ``install.py``).
 
 The feature set comes from the host's plan. The control machine builds the sets it can; any other
-is built once on a host of that set (``deploys.control.engine_wheel``); wheels are cached
+is built once on a host of that set (``rbee.deploys.control.engine_wheel``); wheels are cached
 (``deploy.build_cache``) and hosts with the same feature set get the same wheel. A wheel whose tags
 the host's Python would refuse fails the host before the upload. After installing, the host proves
 the build: ``import llama_cpp`` works and ``llama_supports_gpu_offload()`` is true exactly for
-CUDA/Metal builds (``deploys/install.py``). The upload is verified on the host and stamped (sha256 +
+CUDA/Metal builds (``rbee/deploys/install.py``). The upload is verified on the host and stamped (sha256 +
 stat), so a later deploy knows the wheel by ``stat`` without reading it.
 """
 
@@ -17,12 +17,12 @@ from pyinfra.api.deploy import deploy
 from pyinfra.context import host
 from pyinfra.operations import files
 
-from deploys import control
-from deploys.atomic import put_changed, set_metadata
-from deploys.operations import fail_host
 from rbee.deploy.host_diff import Changes
 from rbee.deploy.host_plan import HostPlan
 from rbee.deploy.host_state import upload_stamp
+from rbee.deploys import control
+from rbee.deploys.atomic import put_changed, set_metadata
+from rbee.deploys.operations import fail_host
 from rbee.engine.wheel_tags import wheel_problem
 
 

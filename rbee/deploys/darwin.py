@@ -20,14 +20,14 @@ from pyinfra.api.operation import operation
 from pyinfra.context import host
 from pyinfra.operations import files
 
-from deploys import control
-from deploys.atomic import upload_commands
-from deploys.operations import CONFIG_FILES, put_planned_files
 from rbee.deploy import launchd
 from rbee.deploy.host_diff import Changes
 from rbee.deploy.host_plan import HostPlan, PlannedFile
 from rbee.deploy.layout import CONFIG_DIR, MACOS_DATA_DIR, MACOS_LOG_DIR
 from rbee.deploy.macos import service_account_script
+from rbee.deploys import control
+from rbee.deploys.atomic import upload_commands
+from rbee.deploys.operations import CONFIG_FILES, put_planned_files
 
 
 def _stamp_command(stamp: str, want: str) -> StringCommand:

@@ -1,6 +1,6 @@
 """Step 3, the install: rbee's runtime and this host's engine put in the venv in one pip pass, proved by one check.
 
-Runs after the wheelhouse (``deploys/runtime.py``) and the engine wheel (``deploys/engine.py``) are on the host,
+Runs after the wheelhouse (``runtime.py``) and the engine wheel (``engine.py``) are on the host,
 when the diff lists either install (its stamp is not this run's). One remote command: a venv (made again when
 an interrupted deploy left one without pip), the changed packages uninstalled (their versions never change, so
 pip would keep the old files), one ``pip install --no-index`` of the rbee wheel and the engine wheel with their
@@ -15,11 +15,11 @@ import shlex
 
 from pyinfra.api.deploy import deploy
 
-from deploys import control
-from deploys.operations import stamped_install
 from rbee.deploy.host_diff import Changes
 from rbee.deploy.host_plan import HostPlan
 from rbee.deploy.layout import HostLayout
+from rbee.deploys import control
+from rbee.deploys.operations import stamped_install
 
 
 def check_script(gpu_offload: bool) -> str:

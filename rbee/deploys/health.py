@@ -21,11 +21,11 @@ from pathlib import Path
 from pyinfra.api.deploy import deploy
 from pyinfra.context import host, state
 
-from deploys import control
-from deploys.operations import wait_until
 from rbee.client import QueenClient
 from rbee.deploy import health
 from rbee.deploy.cluster_secret import cluster_secret
+from rbee.deploys import control
+from rbee.deploys.operations import wait_until
 from rbee.spec.inventory import queen_url
 from rbee.spec.keys import first_api_key
 from rbee.spec.placement import assign

@@ -29,9 +29,9 @@ from pyinfra.context import host
 from pyinfra.facts.files import Directory, File, Sha256File
 from pyinfra.operations.util.files import ensure_mode_int
 
-from deploys.stream import StreamUpload, Upload, ssh_command
 from rbee.deploy.host_state import FUNCTIONS, SUM_FUNCTION, resumable_temp, upload_stamp_command
 from rbee.deploy.releases import TEMP_MARK
+from rbee.deploys.stream import StreamUpload, Upload, ssh_command
 
 
 def temp_prefix(dest: str) -> str:
@@ -115,7 +115,7 @@ def upload_commands(
     interrupted copy left there) sends only the rest, appended; ``stamp``: then records
     ``<dest> <sha256> <size> <mtime> <inode>`` there, so later deploys know the file by ``stat`` without
     reading it (``rbee.deploy.host_state``). Such an upload goes by the host's own ``ssh`` process where
-    pyinfra's settings for the host allow it (``deploys.stream``: one remote call, hashed while written);
+    pyinfra's settings for the host allow it (``rbee.deploys.stream``: one remote call, hashed while written);
     otherwise, and for anything else, through pyinfra: the transfer, then one command for the rest.
     """
     folder = posixpath.dirname(dest) or "."

@@ -11,11 +11,11 @@ import io
 
 from pyinfra.api.deploy import deploy
 
-from deploys import control
-from deploys.atomic import put_changed, set_metadata
 from rbee.deploy.host_diff import Changes
 from rbee.deploy.host_plan import HostPlan
 from rbee.deploy.release_record import RECORD
+from rbee.deploys import control
+from rbee.deploys.atomic import put_changed, set_metadata
 
 
 @deploy("rbee release record")

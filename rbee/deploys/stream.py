@@ -3,7 +3,7 @@
 pyinfra moves every host's files through its one paramiko process (about one core for all hosts together);
 here each host's copy is an ``ssh`` child of its own, so the hosts' copies run in parallel, as ``scp`` to each
 would (pyinfra runs hosts as gevent greenlets and its CLI patches ``subprocess``: waiting on one child lets the
-others run). The host side (``deploys.receive_upload``) continues the content-named temp file, hashes while it
+others run). The host side (``rbee.deploys.receive_upload``) continues the content-named temp file, hashes while it
 writes, then fsyncs, renames and stamps: the whole upload is this one remote call.
 
 ``ssh_command`` uses the connection settings pyinfra uses for that host (address, port, user, key, ssh config,
@@ -32,7 +32,7 @@ from pyinfra.api.host import Host
 from pyinfra.api.state import State
 from pyinfra.connectors.ssh import SSHConnector
 
-from deploys import receive_upload
+from rbee.deploys import receive_upload
 
 RECEIVER = Path(receive_upload.__file__).read_text()
 """The receiver's source, run on the host with ``python3 -c`` (nothing is installed there)."""
