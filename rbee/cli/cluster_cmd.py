@@ -16,7 +16,10 @@ from rbee.cli.output import print_json, stdout_console
 from rbee.client import QueenClient, QueenError
 from rbee_runtime.common.contracts import GpuInfo
 
-QueenUrl = Annotated[str | None, typer.Option("--queen", help="Queen URL (default $RBEE_QUEEN_URL or local).")]
+QueenUrl = Annotated[
+    str | None,
+    typer.Option("--queen", envvar="RBEE_QUEEN_URL", show_envvar=True, help="Queen URL (default: the local queen)."),
+]
 ApiKey = Annotated[
     Path | None,
     typer.Option(

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from rbee.cli import ansible_cmd, cluster_cmd, engine_cmd, preflight_cmd, rollout_cmd, spec_cmd, testhosts_cmd, up_cmd
+from rbee.cli.environment import epilog
 from rbee.cli.top import top
 from rbee.cli.version import show_version
 
@@ -15,6 +16,8 @@ app = typer.Typer(
     help="rbee: a private LLM inference cluster from a few machines, kept in shape declaratively.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    epilog=epilog(),
 )
 
 
