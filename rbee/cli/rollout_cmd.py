@@ -21,16 +21,16 @@ from rbee.deploys.entry import path as entry_path
 from rbee.rollout.plan import Plan, build_plan
 from rbee.rollout.pyinfra_run import run_pyinfra
 from rbee.rollout.rolling import batches, rolling_deploy
-from rbee.spec.inventory import inventory_groups, queen_url
+from rbee.spec.inventory import queen_url
 from rbee.spec.keys import ApiKeysError, first_api_key
 
 SpecFile = Annotated[Path, typer.Argument(help="Path to the cluster spec (YAML).", show_default=False)]
 
 
 def inventory_names(spec_file: Path) -> list[str]:
-    """The pyinfra host names of a (valid) spec, in spec order."""
+    """The pyinfra host names of a (valid) spec, in spec order: the spec's names (a host on this machine's too)."""
     spec = read_spec_or_exit(spec_file)
-    return [name for name, _ in inventory_groups(spec, spec_file)["hives"]]
+    return [host.name for host in spec.hosts]
 
 
 def _print_plan(plan: Plan, why: dict[str, SshCheck]) -> None:

@@ -15,6 +15,11 @@ from rbee.spec.models import ClusterSpec, HostSpec
 
 HostEntry = tuple[str, dict[str, Any]]
 
+LOCAL_CONNECTOR = "rbee-local"
+"""The pyinfra connector of a spec host on this machine (``rbee.deploys.local``): ``@rbee-local/NAME`` is host
+``NAME`` run locally, so ``--limit NAME`` and every report name it as the spec does (pyinfra's ``@local`` is
+always ``@local``)."""
+
 
 def queen_url(spec: ClusterSpec) -> str:
     """The URL hives use to reach the queen."""
@@ -32,7 +37,7 @@ def _resolve_key(key: str | None, base_dir: Path) -> str | None:
 
 
 def connection(host: HostSpec, base_dir: Path) -> dict[str, Any]:
-    """How pyinfra connects to a host (``ssh_*`` data; empty for ``localhost``)."""
+    """How pyinfra connects to a host (``ssh_*`` data; empty for ``localhost``: ``inventory_name``)."""
     if host.is_local:
         return {}
     data: dict[str, Any] = {
@@ -63,14 +68,15 @@ def host_data(spec: ClusterSpec, host: HostSpec, base_dir: Path, spec_file: Path
     }
 
 
-def _name(host: HostSpec) -> str:
-    return "@local" if host.is_local else host.name
+def inventory_name(host: HostSpec) -> str:
+    """The host's pyinfra inventory entry: its name, or ``@rbee-local/NAME`` on this machine (host ``NAME`` too)."""
+    return f"@{LOCAL_CONNECTOR}/{host.name}" if host.is_local else host.name
 
 
 def inventory_groups(spec: ClusterSpec, spec_file: Path) -> dict[str, list[HostEntry]]:
     """The inventory's groups: ``queen`` (one host) and ``hives`` (every host)."""
     base_dir = spec_file.resolve().parent
-    entries = {h.name: (_name(h), host_data(spec, h, base_dir, spec_file)) for h in spec.hosts}
+    entries = {h.name: (inventory_name(h), host_data(spec, h, base_dir, spec_file)) for h in spec.hosts}
     return {"queen": [entries[spec.queen_host.name]], "hives": list(entries.values())}
 
 

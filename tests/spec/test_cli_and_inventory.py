@@ -63,12 +63,12 @@ def test_inventory_json_matches_the_spec() -> None:
     assert {key for key in ws if key.startswith("rbee_")} == {"rbee_host", "rbee_roles", "rbee_spec_file"}
 
 
-def test_local_host_uses_pyinfra_local_connector(tmp_path: Path) -> None:
+def test_local_host_uses_rbees_named_local_connector(tmp_path: Path) -> None:
     spec = tmp_path / "cluster.yaml"
     spec.write_text("cluster: one\nhosts:\n  - {name: box, address: localhost}\n")
     result = runner.invoke(app, ["spec", "inventory", str(spec), "--json"])
     groups = json.loads(result.output)
-    assert groups["hives"][0][0] == "@local"
+    assert groups["hives"][0][0] == "@rbee-local/box"  # pyinfra's local connector, host named box
     assert groups["hives"][0][1] == {"rbee_host": "box", "rbee_roles": ["queen", "hive"], "rbee_spec_file": str(spec)}
 
 
