@@ -503,7 +503,7 @@ def main() -> None:
         "--json", type=Path, help="where the figures go (default bench/results/deploy-DATE-COMMIT.json)"
     )
     args = parser.parse_args()
-    charts.require_matplotlib(parser.prog)  # before minutes of work
+    charts.require_matplotlib("python -m bench.deploy")  # before minutes of work
     sizes = [int(s) for s in args.sizes.split(",")]
     features = local_feature_set("cpu", "0.3.36")
     started = time.perf_counter()
@@ -539,8 +539,8 @@ def main() -> None:
     _print_copies(copies)
     target = args.json or RESULTS / f"deploy-{datetime.now(UTC):%Y%m%d-%H%M}-{_commit()}.json"
     target.parent.mkdir(parents=True, exist_ok=True)
-    document = {"benchmark": "deploy", "commit": _commit(), "date": datetime.now(UTC).isoformat(timespec="seconds"), "sizes": rows,
-                "large_model": large, "ansible_noop_s": ansible, "model_copy": copies,
+    document = {"benchmark": "deploy", "commit": _commit(), "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                "sizes": rows, "large_model": large, "ansible_noop_s": ansible, "model_copy": copies,
                 "cores": os.cpu_count()}  # fmt: skip
     target.write_text(json.dumps(document, indent=1) + "\n")
     print(f"figures written to {target}, their chart to {charts.deploy_chart(document, target.with_suffix('.png'))}")

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench import charts
 from bench.proxy import report
 from bench.proxy.cluster import CANNED_MODEL_ID, BenchCluster, ClusterNotReadyError
 from bench.proxy.concurrency import run_load
@@ -96,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=_count, default=32, help="simultaneous streams of the load test (0: none)")
     p.add_argument("--concurrency-requests", type=_positive, default=20, help="streams each client sends in a row")
     p.add_argument("--litellm", default=None, help="the litellm command (default: $RBEE_BENCH_LITELLM, venv, PATH)")
-    p.add_argument("--json", type=Path, default=None, help="write every figure as JSON here (and the table as .txt)")
+    p.add_argument("--json", type=Path, default=None, help="write every figure as JSON here (+ .txt table, .png chart)")
     p.add_argument("--save", action="store_true", help="write the JSON to bench/results/proxy-<date>-<commit>.json")
     p.add_argument("--compare", type=Path, default=None, help="an earlier run's JSON: print each headline's ratio")
     p.add_argument("--keep", type=Path, default=None, help="a folder for the services' logs (default: a temp dir)")
@@ -145,6 +146,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     old = _earlier_run(parser, args.compare)  # fails before minutes of work
+    if args.json or args.save:
+        charts.require_matplotlib(parser.prog)  # the chart goes beside the JSON: stop now, not after the run
     modes = ["direct", *(m for m in MODES[1:] if m in args.modes)]
     sampling = Sampling(prompt=args.prompt, max_tokens=args.max_tokens, seed=args.seed)
     started = time.perf_counter()
@@ -171,7 +174,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     path = args.json or (report.default_path(RESULTS, result["git"]["commit"]) if args.save else None)
     if path is not None:
         table = report.write(result, path)
-        _say(f"wrote {path} and {table}")
+        chart = charts.proxy_chart(result, path.with_suffix(".png"))
+        _say(f"wrote {path}, {table} and {chart}")
     if old is not None:
         print()
         print(report.compare(result, old))
@@ -210,6 +214,7 @@ def paired_workload(targets: Targets, workload: str, args: argparse.Namespace, s
     return {
         "describe": WORKLOADS[workload][1] + pace, "model": WORKLOADS[workload][0],
         "direct_protocol": f"POST {targets.protocols[workload].path}", "modes": run.figures(), "skipped": skipped,
+        "ttft_ms_samples": {mode: [round(s.ttft_s * 1e3, 3) for s in samples] for mode, samples in run.samples.items()},
     }  # fmt: skip
 
 

@@ -99,6 +99,12 @@ class TestQuickRun:
         assert saved in quick.stdout
         assert "[canned]" in saved and "[concurrency] 2 simultaneous streams" in saved
 
+    def test_the_chart_is_drawn_beside_the_json(self, quick: QuickRun) -> None:
+        chart = (quick.folder / "run.png").read_bytes()
+        assert chart.startswith(b"\x89PNG\r\n\x1a\n") and len(chart) > 20_000
+        samples = quick.result["workloads"]["canned"]["ttft_ms_samples"]  # the chart's CDF panel
+        assert set(samples) == {"direct", "queen"} and all(len(v) == 3 and min(v) > 0 for v in samples.values())
+
     def test_nothing_is_left_running(self, quick: QuickRun) -> None:
         assert left_running(str(quick.folder / "run")) == []
 
