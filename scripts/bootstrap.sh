@@ -35,3 +35,16 @@ if [ "$profile" = dev ] && [ -z "${RBEE_CHROMIUM:-}" ] && ! command -v chromium 
     echo "bootstrap: the browser tests need Chromium: apt-get install chromium (as root), or set RBEE_CHROMIUM" >&2
   fi
 fi
+# The docs test (tests/ui/test_diagrams.py) draws every mermaid diagram with mermaid itself: its one-file build, from npm.
+mermaid_version=11.17.2
+mermaid_js=~/.cache/rbee/mermaid-$mermaid_version.min.js
+if [ "$profile" = dev ] && [ ! -f "$mermaid_js" ]; then
+  if command -v npm >/dev/null; then
+    echo "bootstrap: fetching mermaid $mermaid_version (npm) for the docs' diagram test" >&2
+    tmp=$(mktemp -d) && (cd "$tmp" && npm pack --silent "mermaid@$mermaid_version" >/dev/null &&
+      tar -xzf "mermaid-$mermaid_version.tgz" package/dist/mermaid.min.js) &&
+      mkdir -p ~/.cache/rbee && mv "$tmp/package/dist/mermaid.min.js" "$mermaid_js"; rm -rf "$tmp"
+  else
+    echo "bootstrap: the docs' diagram test needs npm (apt-get install npm) to fetch mermaid" >&2
+  fi
+fi
