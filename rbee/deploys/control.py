@@ -2,7 +2,12 @@
 
 Deploy files run once per host; these memos make sure each model is fetched, each engine
 feature set built and the wheelhouse prepared once, whatever the number of hosts.
-In ``--dry`` runs nothing is fetched or built: the plan says it would be.
+
+The slow work (a model fetch, an engine build) happens only when the run may do it (``slow_work_allowed``): with
+``-y`` while the operations are made (pyinfra then asks nothing), else only once they execute, after pyinfra's
+"Detected changes" confirmation; never in a dry run. Until then the plan uses what the caches hold (a model's
+pinned ``sha256`` from the spec stands for its checksum) and says what is still to fetch or build
+(``pending_work``); ``plan_again`` makes the host's plan once more when that work is done.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyinfra.context import host
+from pyinfra.context import host, state
 from rich.console import Console
 
 from rbee.deploy.cluster_ca import tls_for
@@ -42,7 +47,7 @@ from rbee.spec.placement import models_on
 
 @dataclass(frozen=True)
 class EngineWheel:
-    """A feature set's wheel for this run: ``wheel`` (``None`` in a dry run or after a failed build),
+    """A feature set's wheel for this run: ``wheel`` (``None`` while not built yet, or after a failed build),
     ``failure`` (why there is none), ``source`` (cache, this control machine, or the builder host)."""
 
     wheel: Path | None
@@ -54,6 +59,7 @@ DRY_RUN = "--dry" in sys.argv  # pyinfra does not expose --dry to deploy code
 
 _specs: dict[str, ClusterSpec] = {}
 _plans: dict[str, HostPlan] = {}
+_facts: dict[str, HostFacts] = {}
 _models: dict[str, FetchedModel | None] = {}
 _wheels: dict[str, EngineWheel] = {}
 _locks: dict[str, threading.Lock] = {}
@@ -78,6 +84,16 @@ STARTS_SERVICES = ("restart", "start", "daemon")
 """The kinds of change after which a service runs a new process (``rbee.deploy.host_diff``)."""
 
 
+def slow_work_allowed() -> bool:
+    """Whether the run may fetch models and build engines now.
+
+    With ``-y`` pyinfra checks no changes and asks nothing: at once. Without it (a run that shows its changes and
+    asks, ``--json`` that only prints them): only while the operations execute, which is after the confirmation.
+    Never in a dry run.
+    """
+    return not DRY_RUN and (not state.check_for_changes or state.is_executing)
+
+
 def spec() -> ClusterSpec:
     """The spec of this run (the inventory adapter validated it; read once per run)."""
     path = str(host.data.rbee_spec_file)
@@ -93,6 +109,7 @@ def host_plan(facts: HostFacts, keys_readable: bool = True) -> HostPlan:
     ``ApiKeysError`` (the preflight then plans without keys, ``keys_readable=False``, and fails the host).
     """
     name = str(host.data.rbee_host)
+    _facts[name] = facts
     if name not in _plans:
         cluster = spec()
         base_dir = Path(host.data.rbee_spec_file).parent
@@ -105,17 +122,28 @@ def host_plan(facts: HostFacts, keys_readable: bool = True) -> HostPlan:
     return _plans[name]
 
 
+def plan_again() -> HostPlan:
+    """The current host's plan made again, from the preflight's facts, once the slow work is allowed: with the sizes
+    of the models fetched now, and this run's inputs and changes computed again from it."""
+    name = str(host.data.rbee_host)
+    _plans.pop(name, None)
+    _inputs.pop(host.name, None)
+    _changes.pop(host.name, None)
+    return host_plan(_facts[name])
+
+
 def model_file(model: ModelSpec, cluster: ClusterSpec) -> FetchedModel | None:
-    """The verified local copy of a model (fetched now if needed; ``None`` in a dry run without it)."""
-    cache_dir = cluster.deploy.model_cache
-    if model.id not in _models:
-        cache = Path(cache_dir).expanduser()
-        found = cached_model(model, cache)
-        if found is None and not DRY_RUN:
-            with progress_bar(Console(stderr=True)) as bar:
-                found = fetch_model(model, cache, progress=rich_progress_callback(bar))
-        _models[model.id] = found
-    return _models[model.id]
+    """The verified local copy of a model: from the cache, else fetched now when the run may (``slow_work_allowed``;
+    once for all hosts), else ``None``."""
+    with once(f"model:{model.id}"):
+        if model.id not in _models or (_models[model.id] is None and slow_work_allowed()):
+            cache = Path(cluster.deploy.model_cache).expanduser()
+            found = cached_model(model, cache)
+            if found is None and slow_work_allowed():
+                with progress_bar(Console(stderr=True)) as bar:
+                    found = fetch_model(model, cache, progress=rich_progress_callback(bar))
+            _models[model.id] = found
+        return _models[model.id]
 
 
 def say(line: str) -> None:
@@ -124,14 +152,15 @@ def say(line: str) -> None:
 
 
 def engine_wheel(features: FeatureSet) -> EngineWheel:
-    """The engine wheel of a feature set: cached, or built now, once per run (never in a dry run).
+    """The engine wheel of a feature set: cached, or built now when the run may (``slow_work_allowed``), once per run.
 
     The control machine builds what it can (``builds_here``); any other feature set is built on a host
     of that set (``rbee.deploys.builder.choose_builder``). A failed build is remembered for the run, so the
     other hosts of that set fail naming it instead of building again.
     """
     with once(f"engine:{features.key}"):
-        if features.key not in _wheels:
+        known = _wheels.get(features.key)
+        if known is None or (known.wheel is None and known.failure is None and slow_work_allowed()):
             _wheels[features.key] = _find_or_build(features)
         return _wheels[features.key]
 
@@ -140,8 +169,8 @@ def _find_or_build(features: FeatureSet) -> EngineWheel:
     cluster = spec()
     cache = Path(cluster.deploy.build_cache).expanduser()
     wheel = cached_wheel(features, cache)
-    if wheel is not None or DRY_RUN:
-        return EngineWheel(wheel, None, "cache" if wheel else "dry run")
+    if wheel is not None or not slow_work_allowed():
+        return EngineWheel(wheel, None, "cache" if wheel else "not built yet")
     local = builds_here(features, local_feature_set("cpu", features.version))
     builder = host if local else choose_builder(cluster, features, host)
     where = "this control machine" if local else builder.name
@@ -214,7 +243,7 @@ def host_state() -> HostState:
 
 
 def engine_usable(plan: HostPlan) -> EngineWheel | None:
-    """This host's engine wheel when it has one that fits it (a dry run: one not built yet), else None."""
+    """This host's engine wheel when it has one that fits it (or one not built yet), else None."""
     found = engine_wheel(plan.features)
     if found.failure or (found.wheel is not None and wheel_problem(found.wheel.name, host.name, plan.features)):
         return None
@@ -222,7 +251,7 @@ def engine_usable(plan: HostPlan) -> EngineWheel | None:
 
 
 def remote_engine_wheel(plan: HostPlan, found: EngineWheel) -> str:
-    """Where the engine wheel goes on the host (a placeholder name in a dry run that has not built it)."""
+    """Where the engine wheel goes on the host (a placeholder name while it is not built yet)."""
     name = found.wheel.name if found.wheel else f"llama_cpp_python-{plan.features.version}.whl"
     return f"{plan.layout.engines}/{plan.features.key}/{name}"
 
@@ -238,7 +267,7 @@ def run_inputs(plan: HostPlan) -> RunInputs:
     if found is not None:
         wheel = (remote_engine_wheel(plan, found), file_sha256(found.wheel) if found.wheel else None)
     checksums = model_checksums(plan)
-    service_models = {m: sha or spec().model(m).source for m, sha in checksums.items()}  # dry run: not fetched
+    service_models = {m: sha or spec().model(m).source for m, sha in checksums.items()}  # not fetched yet: its source
     record = release_record_text(plan.cluster, plan.host, spec_sha256(), engine_key or "", fingerprint, checksums,
                                  commit=commit())  # fmt: skip
     _inputs[host.name] = RunInputs(fingerprint, engine_key, wheel, checksums, f"{fingerprint}:{engine_key}",
@@ -268,10 +297,24 @@ def wheelhouse(features: FeatureSet) -> Wheelhouse:
 
 
 def model_checksums(plan: HostPlan) -> dict[str, str | None]:
-    """Each model of a host → its sha256 (``None`` in a dry run that has not fetched it)."""
+    """Each model of a host → its sha256 (not fetched yet: the spec's pinned ``sha256``, else ``None``)."""
     cluster = spec()
     out: dict[str, str | None] = {}
     for model_id in plan.models:
-        fetched = model_file(cluster.model(model_id), cluster)
-        out[model_id] = fetched.sha256 if fetched else None
+        model = cluster.model(model_id)
+        fetched = model_file(model, cluster)
+        out[model_id] = fetched.sha256 if fetched else model.sha256
     return out
+
+
+def pending_work(plan: HostPlan) -> list[str]:
+    """What this host's deploy needs from the control machine that the run may not do yet (``slow_work_allowed``):
+    the models to fetch and the engine to build; empty when the caches hold them."""
+    cluster = spec()
+    work = [f"fetch model {m} ({cluster.model(m).source})" for m in plan.models
+            if model_file(cluster.model(m), cluster) is None]  # fmt: skip
+    found = engine_wheel(plan.features)
+    if found.wheel is None and found.failure is None:
+        local = builds_here(plan.features, local_feature_set("cpu", plan.features.version))
+        work.append(f"build engine {plan.features.key} ({'here' if local else 'on a host of that feature set'})")
+    return work

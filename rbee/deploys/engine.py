@@ -40,8 +40,8 @@ def engine(plan: HostPlan, changes: Changes) -> None:
         return
     remote_wheel = control.remote_engine_wheel(plan, found)
     if changes.has("upload", remote_wheel):
-        if found.wheel is None:
-            files.directory(name="engine: (dry run) wheel not built yet", path=posixpath.dirname(remote_wheel))
+        if found.wheel is None:  # not built yet (a dry run, or before the confirmation): shown, never run
+            files.directory(name=f"engine: upload {features.key} (to build)", path=posixpath.dirname(remote_wheel))
         else:
             sha = control.file_sha256(found.wheel)
             put_changed(

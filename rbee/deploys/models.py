@@ -39,8 +39,8 @@ def models(plan: HostPlan, changes: Changes) -> None:
                 set_metadata(name=f"models: {model_id}", path=dest, mode="644")
             continue
         fetched = control.model_file(model, cluster)
-        if fetched is None:  # dry run, not fetched yet
-            files.file(name=f"models: {model_id} (dry run: would be fetched from {model.source})", path=dest)
+        if fetched is None:  # not fetched yet (a dry run, or before the confirmation): shown, never run
+            files.file(name=f"models: {model_id} (to fetch from {model.source})", path=dest)
         else:
             put_changed(
                 name=f"models: {model_id} ({fetched.size_bytes / 2**20:.1f} MiB)",
