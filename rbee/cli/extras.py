@@ -1,4 +1,4 @@
-"""Optional dependencies (the ``deploy`` and ``engine`` extras): a command that lacks one stops with one line."""
+"""Optional dependencies (the ``deploy``, ``engine``, ``dev`` extras): a command that lacks one stops with one line."""
 
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ class Extra:
 PYINFRA = Extra("pyinfra", "pyinfra", "deploy", script="pyinfra")
 PARAMIKO = Extra("paramiko", "paramiko", "deploy")
 ENGINE = Extra("llama_cpp", "llama-cpp-python", "engine", also="rbee engine build --install")
+UV = Extra("uv", "uv", "dev", script="uv", also="pip install uv")
 
 
 def require(command: str, *extras: Extra) -> None:

@@ -6,7 +6,17 @@ from typing import Annotated
 
 import typer
 
-from rbee.cli import ansible_cmd, cluster_cmd, engine_cmd, preflight_cmd, rollout_cmd, spec_cmd, testhosts_cmd, up_cmd
+from rbee.cli import (
+    ansible_cmd,
+    cluster_cmd,
+    engine_cmd,
+    preflight_cmd,
+    rollout_cmd,
+    spec_cmd,
+    testhosts_cmd,
+    up_cmd,
+    wheelhouse_cmd,
+)
 from rbee.cli.environment import epilog
 from rbee.cli.top import top
 from rbee.cli.version import show_version
@@ -46,6 +56,7 @@ app.add_typer(cluster_cmd.workers_app, name="workers")
 app.add_typer(cluster_cmd.hives_app, name="hives")
 app.add_typer(cluster_cmd.models_app, name="models")
 app.add_typer(testhosts_cmd.app, name="testhosts")
+app.add_typer(wheelhouse_cmd.app, name="wheelhouse")
 
 
 def main() -> None:

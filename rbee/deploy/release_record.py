@@ -11,7 +11,7 @@ import json
 import subprocess
 from collections.abc import Mapping
 
-from rbee.deploy.wheelhouse import project_root
+from rbee.deploy.rbee_wheel import source_tree
 
 RECORD = "release.json"
 """The record's file name, in the host's prefix."""
@@ -21,8 +21,11 @@ NOT_FETCHED = "(not fetched: dry run)"
 
 
 def git_commit() -> str:
-    """The commit of the rbee checkout that deploys ("" outside a git checkout)."""
-    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project_root(), capture_output=True, text=True, check=False)
+    """The commit of the rbee checkout that deploys ("" for an installed rbee, or outside a git checkout)."""
+    tree = source_tree()
+    if tree is None:
+        return ""
+    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tree, capture_output=True, text=True, check=False)
     return done.stdout.strip() if done.returncode == 0 else ""
 
 

@@ -3,34 +3,40 @@
 Built on the control machine, once per target (Python version, OS, CPU arch, and the extras of its
 engine: nvidia-ml-py and the CUDA runtime libraries on CUDA hosts), into
 ``~/.cache/rbee/wheelhouse/<target>/``; the deploy ships that folder to each host as one archive and installs
-with ``pip --no-index --find-links``.
+with ``pip --no-index --find-links``. It holds rbee's own wheel (``rbee.deploy.rbee_wheel``: the code this
+control machine runs, from a checkout or an installed rbee) and exactly the dependency versions of the host
+lock (``rbee.deploy.host_lock``), downloaded again only when the lock changes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import rbee
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+from packaging.version import Version
+
+from rbee.deploy import rbee_wheel
+from rbee.deploy.host_lock import GPU_MONITORING, LockedPin, LockError, locked_requirements
+from rbee.deploy.probe import MIN_GLIBC
+from rbee.deploy.rbee_wheel import RbeeWheelError
 from rbee.engine.cuda import PYPI_CUDA, RUNTIME_TOOLKIT
 from rbee.engine.features import FeatureSet
 
 DEFAULT_ROOT = Path("~/.cache/rbee/wheelhouse")
 _PLATFORMS = {
-    "x86_64": ("manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_28_x86_64", "linux_x86_64"),
-    "aarch64": ("manylinux2014_aarch64", "manylinux_2_17_aarch64", "manylinux_2_28_aarch64", "linux_aarch64"),
+    arch: (f"manylinux2014_{arch}", *(f"manylinux_2_{minor}_{arch}" for minor in range(17, MIN_GLIBC[1] + 1)))
+    for arch in ("x86_64", "aarch64")
 }
-
-
-GPU_MONITORING = "nvidia-ml-py>=12"
-"""How a hive on a CUDA host reads its GPUs (NVML)."""
+"""pip's ``--platform`` values of a Linux arch: every manylinux up to the hosts' oldest glibc (pip does not expand
+``manylinux_2_28`` to older ones itself: a ``manylinux_2_27`` wheel, such as nvidia-cublas', needs its own)."""
 
 
 @dataclass(frozen=True)
@@ -82,37 +88,11 @@ class Wheelhouse:
         return digest.hexdigest()
 
 
-def project_root() -> Path:
-    """The checkout rbee runs from (the folder holding pyproject.toml)."""
-    return Path(rbee.__file__).resolve().parents[1]
-
-
-def _run(command: list[str], env: dict[str, str] | None = None) -> None:
-    result = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
+def _run(command: list[str]) -> None:
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         tail = "\n".join((result.stderr or result.stdout).splitlines()[-15:])
         raise WheelhouseError(f"{' '.join(command[:5])} ... failed:\n{tail}")
-
-
-_PACKAGES = ("rbee", "rbee_runtime")
-
-
-def _source_fingerprint() -> str:
-    """sha256 of everything that goes into the rbee wheel."""
-    digest = hashlib.sha256((project_root() / "pyproject.toml").read_bytes())
-    for package in _PACKAGES:
-        for path in sorted((project_root() / package).rglob("*")):
-            if path.is_file() and "__pycache__" not in path.parts:
-                digest.update(str(path.relative_to(project_root())).encode())
-                digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
-def _dependencies() -> list[str]:
-    import tomllib
-
-    data = tomllib.loads((project_root() / "pyproject.toml").read_text())
-    return [*data["project"]["dependencies"], "diskcache>=5.6"]  # + what the engine wheel needs
 
 
 def _platforms(target: WheelhouseTarget) -> tuple[str, ...]:
@@ -125,42 +105,79 @@ def _platforms(target: WheelhouseTarget) -> tuple[str, ...]:
     return _PLATFORMS[target.arch]
 
 
-def build_wheelhouse(python: str | WheelhouseTarget, arch: str = "", root: Path = DEFAULT_ROOT) -> Wheelhouse:
-    """Wheels of rbee (from this checkout) and of its dependencies for a target (or a Linux ``python`` + ``arch``)."""
-    target = python if isinstance(python, WheelhouseTarget) else WheelhouseTarget(python, "linux", arch)
-    platforms = [arg for p in _platforms(target) for arg in ("--platform", p)]
-    folder = root.expanduser() / target.name
-    folder.mkdir(parents=True, exist_ok=True)
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    stamp = folder / ".deps"
-    wanted = [*_dependencies(), *target.extras]
-    deps = "\n".join(sorted(wanted))
-    if not stamp.exists() or stamp.read_text() != deps:
-        _run([*pip, "download", "--only-binary=:all:", *platforms, "--python-version", target.python,
-              "--implementation", "cp", "-d", str(folder), *wanted])  # fmt: skip
-        stamp.write_text(deps)
-    source = _source_fingerprint()
-    stamp = folder / ".rbee-source"
-    current = sorted(folder.glob("rbee-*.whl"))
-    if current and stamp.exists() and stamp.read_text() == source:
-        return Wheelhouse(folder, current[-1])
-    with tempfile.TemporaryDirectory(prefix="rbee-wheel-") as tmp:
-        tree = Path(tmp) / "src"
-        for name in ("pyproject.toml", "README.md"):
-            (tree / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(project_root() / name, tree / name)
-        for package in _PACKAGES:
-            shutil.copytree(project_root() / package, tree / package, ignore=shutil.ignore_patterns("__pycache__"))
-        env = {**os.environ, "SOURCE_DATE_EPOCH": "315532800"}  # reproducible zip timestamps
-        _run([*pip, "wheel", "--no-deps", "-w", str(Path(tmp) / "out"), str(tree)], env)
-        built = next((Path(tmp) / "out").glob("rbee-*.whl"))
-        for old in current:
-            old.unlink()
-        rbee_wheel = folder / built.name
-        shutil.copy(built, rbee_wheel)
+LOCK_STAMP = ".lock"
+"""The target's locked requirements the folder's dependencies were downloaded for."""
+SOURCE_STAMP = ".rbee-source"
+"""The fingerprint of the rbee code its rbee wheel was built from."""
+
+
+def _sync_dependencies(folder: Path, target: WheelhouseTarget, platforms: Sequence[str]) -> None:
+    """The folder's dependencies made exactly the target's locked pins: downloaded when the lock changed, else kept.
+
+    ``pip download --no-deps --require-hashes`` of the pins (their markers evaluated here, for the target);
+    wheels of other versions (an older lock's) are removed.
+    """
+    try:
+        pins = locked_requirements(target.python, target.os, target.arch, target.extras)
+    except LockError as exc:
+        raise WheelhouseError(str(exc)) from None
+    text = "".join(f"{pin.requirement_line()}\n" for pin in pins)
+    stamp = folder / LOCK_STAMP
+    if stamp.exists() and stamp.read_text() == text:
+        return
+    requirements = folder / ".requirements.txt"
+    requirements.write_text(text)
+    _run([sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", "download", "--no-deps",
+          "--only-binary=:all:", "--require-hashes", *[arg for p in platforms for arg in ("--platform", p)],
+          "--python-version", target.python, "--implementation", "cp", "-d", str(folder),
+          "-r", str(requirements)])  # fmt: skip
+    _remove_unlocked(folder, pins)
+    (folder / ".deps").unlink(missing_ok=True)  # the stamp of wheelhouses before the lock
+    stamp.write_text(text)
+
+
+def _remove_unlocked(folder: Path, pins: Sequence[LockedPin]) -> None:
+    """Remove the dependency wheels of the folder that are not one of ``pins`` (rbee's own wheel stays)."""
+    wanted = {(pin.name, Version(pin.version)) for pin in pins}
+    for wheel in folder.glob("*.whl"):
+        try:
+            name, version, _build, _tags = parse_wheel_filename(wheel.name)
+        except InvalidWheelFilename:
+            wheel.unlink()
+            continue
+        if name != canonicalize_name(rbee_wheel.DISTRIBUTION) and (name, version) not in wanted:
+            wheel.unlink()
+
+
+def _sync_rbee_wheel(folder: Path) -> Path:
+    """The folder's rbee wheel: built again when the rbee code this machine runs changed since the last one."""
+    try:
+        source = rbee_wheel.fingerprint()
+        stamp = folder / SOURCE_STAMP
+        current = sorted(folder.glob(f"{rbee_wheel.DISTRIBUTION}-*.whl"))
+        if current and stamp.exists() and stamp.read_text() == source:
+            return current[-1]
+        with tempfile.TemporaryDirectory(prefix="rbee-wheel-", dir=folder.parent) as tmp:
+            built = rbee_wheel.build(Path(tmp))
+            for old in current:
+                old.unlink()
+            made = folder / built.name
+            built.replace(made)
+    except RbeeWheelError as exc:
+        raise WheelhouseError(str(exc)) from None
     stamp.write_text(source)
     os.utime(folder)
-    return Wheelhouse(folder, rbee_wheel)
+    return made
+
+
+def build_wheelhouse(python: str | WheelhouseTarget, arch: str = "", root: Path = DEFAULT_ROOT) -> Wheelhouse:
+    """Wheels of rbee (the code running here) and its locked dependencies for a target (or Linux ``python``+arch)."""
+    target = python if isinstance(python, WheelhouseTarget) else WheelhouseTarget(python, "linux", arch)
+    platforms = _platforms(target)
+    folder = root.expanduser() / target.name
+    folder.mkdir(parents=True, exist_ok=True)
+    _sync_dependencies(folder, target, platforms)
+    return Wheelhouse(folder, _sync_rbee_wheel(folder))
 
 
 ARCHIVE_MTIME = 315532800
