@@ -457,6 +457,7 @@ def _with_files(
         hive_peers=hive_peers(spec, host) if units_here else [],
         api_keys_file=(target.api_keys_file or "") if api_keys_text and target.loads_credentials else "",
         tls=tls is not None,
+        log_format=spec.runtime.log_format,
     )
     if plan.is_queen:
         keys_file = target.api_keys_file if api_keys_text or not units_here else None

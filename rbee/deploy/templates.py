@@ -125,6 +125,8 @@ class UnitSettings:
     """The queen's keys file, loaded as its ``api-keys`` credential (empty: none, or not through systemd)."""
     tls: bool = False
     """``deploy.tls``: each unit loads the host's certificate, its key and the cluster CA (``tls.crt`` ...)."""
+    log_format: str = "text"
+    """``runtime.log_format``: ``json`` sets ``RBEE_LOG_FORMAT=json`` in each unit (one JSON object per log line)."""
 
 
 def render_queen(config: QueenConfig) -> str:

@@ -17,10 +17,12 @@ from rbee.local.plan import LocalService
 
 
 class ServiceProcess:
-    """One service (queen or hive) run as ``python -m rbee_runtime.<kind> --config FILE``."""
+    """One service (queen or hive) run as ``python -m rbee_runtime.<kind> --config FILE``; ``log_format``: the
+    spec's ``runtime.log_format`` (``json``: ``--log-format json``; text: the environment's choice)."""
 
-    def __init__(self, service: LocalService, log_dir: Path) -> None:
+    def __init__(self, service: LocalService, log_dir: Path, log_format: str = "text") -> None:
         self.service = service
+        self.log_format = log_format
         self.log_path = log_dir / f"{service.name.replace(' ', '-')}.log"
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
@@ -30,6 +32,8 @@ class ServiceProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
         command = [sys.executable, "-m", f"rbee_runtime.{self.service.kind}", "--config", str(self.service.config)]
+        if self.log_format == "json":
+            command += ["--log-format", "json"]
         self._process = subprocess.Popen(
             command, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
         )

@@ -30,7 +30,8 @@ class LocalCluster:
 
     def __init__(self, plan: LocalPlan, log_dir: Path, api_key: str | None = None) -> None:
         self.plan = plan
-        self.processes = [ServiceProcess(service, log_dir) for service in plan.services]
+        log_format = plan.spec.runtime.log_format
+        self.processes = [ServiceProcess(service, log_dir, log_format) for service in plan.services]
         self.api_key = api_key
 
     def start(self) -> None:

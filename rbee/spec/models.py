@@ -142,6 +142,9 @@ class RuntimeSpec(StrictModel):
         default=600.0, description="Stop an unplaced worker idle this long (0 = never)."
     )
     loading_timeout: Duration = Field(default=300.0, description="A worker must load its model within this.")
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="Log lines of queen, hives and workers: text, or json (one object per line)."
+    )
 
     @field_validator("stale_timeout")
     @classmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable
 
 import httpx
@@ -51,6 +52,11 @@ class HeartbeatSender:
         self._lock = threading.Lock()
         self._queen_ok: bool | None = None
         self.sent = 0
+        #: Set once the first heartbeat was tried (taken or not): part of the hive's readiness.
+        self.first_tried = asyncio.Event()
+        #: Since when (wall clock) the queen has not taken a heartbeat, and why (None: it takes them).
+        self.failing_since: float | None = None
+        self.problem = ""
 
     # ------------------------------------------------------------------ triggers
 
@@ -96,6 +102,7 @@ class HeartbeatSender:
         while True:
             self._wake_event.clear()
             await self.send_once()
+            self.first_tried.set()
             # asyncio.wait, not wait_for: on Python 3.11 wait_for can swallow the task's
             # cancellation when the event is set at the same moment, and close() then hangs.
             waiter = asyncio.ensure_future(self._wake_event.wait())
@@ -131,6 +138,11 @@ class HeartbeatSender:
         return True
 
     def _report(self, ok: bool, message: str) -> None:
+        if ok:
+            self.failing_since, self.problem = None, ""
+        else:
+            self.failing_since = self.failing_since or time.time()
+            self.problem = message
         if ok == self._queen_ok:
             log.debug(message)
             return

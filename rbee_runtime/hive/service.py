@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import logging
 import os
+import time
 from urllib.parse import urlsplit
 
 from rbee_runtime import __version__
@@ -21,7 +23,9 @@ from rbee_runtime.common.credentials import worker_credential, write_credential
 from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import ApiError
 from rbee_runtime.common.internal_auth import InternalAuth
+from rbee_runtime.common.notified_server import starting_longer
 from rbee_runtime.common.offload import OffloadPlan, plan_offload, try_read_gguf_shape
+from rbee_runtime.common.sd_notify import notifier
 from rbee_runtime.hive.catalog import Catalog
 from rbee_runtime.hive.config import HiveConfig
 from rbee_runtime.hive.heartbeat import HeartbeatSender
@@ -115,7 +119,10 @@ class Hive:
 
     async def start(self) -> None:
         """Register the configured models, re-adopt workers, start placements and loops."""
-        await asyncio.to_thread(self._register_configured_models)
+        models = len(self.config.models)
+        # A model new to the catalog has its sha256 checked (minutes for a big one): systemd waits for it.
+        async with starting_longer(notifier(), f"registering {models} model(s) (checking checksums)"):
+            await asyncio.to_thread(self._register_configured_models)
         await self.supervisor.start()
         if self.heartbeat is not None:
             self.heartbeat.start()
@@ -137,6 +144,30 @@ class Hive:
         await self.client.aclose()
         self.catalog.close()
         os.close(self._lock_fd)
+
+    def status_line(self) -> str:
+        """What ``systemctl status rbee-hive`` shows: where it listens, its workers, whether the queen hears it."""
+        workers = self.registry.list()
+        ready = sum(1 for w in workers if w.state in (WorkerState.IDLE, WorkerState.BUSY))
+        counts = [f"{ready} worker(s) ready"] + [
+            f"{n} {state}" for state in (WorkerState.LOADING, WorkerState.CRASHED)
+            if (n := sum(1 for w in workers if w.state == state))
+        ]  # fmt: skip
+        line = f"listening on {self.config.url}; {', '.join(counts)}"
+        beat = self.heartbeat
+        if beat is None:
+            return f"{line}; no queen configured"
+        if beat.failing_since is not None:
+            since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(beat.failing_since))
+            return f"{line}; queen unreachable since {since}: {beat.problem}"
+        return f"{line}; heartbeats reach the queen"
+
+    async def first_heartbeat_tried(self, timeout_s: float = 30.0) -> bool:
+        """Wait until the first heartbeat to the queen was tried (taken or not; True at once without a queen)."""
+        if self.heartbeat is not None:
+            with contextlib.suppress(TimeoutError):  # its POST times out sooner: a stuck build must not hold READY
+                await asyncio.wait_for(self.heartbeat.first_tried.wait(), timeout_s)
+        return True
 
     def _configured_model_requests(self) -> list[RegisterModelRequest]:
         return [

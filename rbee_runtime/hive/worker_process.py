@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
 import subprocess
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
+
+from rbee_runtime.common.log_setup import LOG_FORMAT_ENV
 
 LOG_TAIL_LINES = 20
 #: How close a process's start time must be to the recorded one to be the same process.
@@ -60,6 +64,16 @@ def describe_exit(rc: int | None) -> str:
     return f"worker process exited with status {rc}"
 
 
+def _start_line(cmd: list[str]) -> str:
+    """The line the hive writes into a worker's log before starting it (a JSON object when the logs are JSON)."""
+    if os.environ.get(LOG_FORMAT_ENV) == "json":
+        when = datetime.now(UTC).isoformat(timespec="milliseconds")
+        line = {"time": when, "level": "INFO", "logger": __name__, "message": f"hive starts: {' '.join(cmd)}",
+                "service": "hive"}  # fmt: skip
+        return json.dumps(line) + "\n"
+    return f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} hive starts: {' '.join(cmd)}\n"
+
+
 class WorkerProcess:
     """A worker process: the hive's child (``popen``) or one found again after a hive restart (``psutil`` only)."""
 
@@ -72,7 +86,7 @@ class WorkerProcess:
         """Start ``cmd`` in its own session, output appended to ``log_path`` (OSError when it cannot start)."""
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as fh:
-            fh.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} hive starts: {' '.join(cmd)}\n".encode())
+            fh.write(_start_line(cmd).encode())
             fh.flush()
             popen = subprocess.Popen(
                 cmd,

@@ -29,6 +29,7 @@ from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from rbee_runtime.common import log_context
 from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import ApiError
 from rbee_runtime.common.openai_chunks import SSE_DONE, sse
@@ -123,6 +124,7 @@ class InferenceService:
         job.cancelled = True
         self.scheduler.cancel_waiting(request_id)
         lease = job.lease
+        log_context.bind(request_id=request_id, model=job.model_id, worker=lease.worker_id if lease else None)
         if lease is not None:
             log.info("cancelling %s on worker %s", request_id, lease.worker_id)
             await self.workers.cancel(lease.url, request_id)
@@ -168,6 +170,7 @@ class InferenceService:
             if job.cancelled:
                 raise request_cancelled(job.request_id)
             lease = await self.scheduler.acquire(job.model_id, job.request_id, job.exclude, priority=job.attempts > 0)
+            log_context.bind(worker=lease.worker_id)  # the request's log lines name its worker from now on
             job.attempts += 1
             job.lease = lease
             generation = Generation(job.request_id, lease, self.workers, lambda: job.cancelled)

@@ -18,6 +18,7 @@ in this order:
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 
 import anyio
@@ -26,6 +27,7 @@ from fastapi.responses import JSONResponse
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from rbee_runtime.common import log_context
 from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import ApiError
 from rbee_runtime.common.openai_requests import RelayedRequest, new_request_id
@@ -34,6 +36,8 @@ from rbee_runtime.queen.generation import Relay
 from rbee_runtime.queen.http_utils import watch_disconnect
 from rbee_runtime.queen.inference import Job
 from rbee_runtime.queen.state import QueenState
+
+log = logging.getLogger(__name__)
 
 _STREAM_HEADERS = {
     "content-type": "text/event-stream; charset=utf-8",
@@ -86,11 +90,13 @@ class RequestRun(Response):
         #: The metrics label: the model asked for, ``unknown`` or ``other`` (clients cannot grow the label set).
         self.label = state.metrics.model_label(body.model, state.registry.knows_model(body.model))
         self._started = False
+        self._status = 0
         self._stop_streaming = anyio.CancelScope()
 
     async def _start(self, send: Send, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         """Send the answer's status and headers; the one place a request is counted."""
         self._started = True
+        self._status = status
         self.state.metrics.requests.labels(model=self.label, status=str(status)).inc()
         await send({"type": "http.response.start", "status": status, "headers": headers})
 
@@ -101,6 +107,7 @@ class RequestRun(Response):
         try:
             request_id = client_request_id(self.request) or new_request_id(body.kind)
             headers["X-Request-Id"] = request_id
+            log_context.bind(request_id=request_id, model=body.model)  # this request's task: its log lines
             relay = Relay(
                 path=_PATHS[body.kind], body=self.raw, stream=body.stream, chat=body.kind == "chat",
                 headers=RelayHeaders(request_id, int(time.time()), self.state.config.default_max_tokens),
@@ -118,6 +125,7 @@ class RequestRun(Response):
             await self._start(send, error.status_code, error.raw_headers)
             last = error.body
         await send({"type": "http.response.body", "body": last, "more_body": False})
+        log.debug("answered %s", self._status)
 
     async def _client_gone(self, job: Job) -> None:
         """Cancel the request as ``DELETE /v1/requests/{id}`` would; a running stream stops at once."""

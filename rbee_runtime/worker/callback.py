@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import httpx
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
@@ -83,6 +84,9 @@ class Announcer:
         self.stop = threading.Event()
         self.sent = 0
         self._ok: bool | None = None
+        #: Since when (wall clock) the hive has not taken a callback, and why (None: it takes them).
+        self.failing_since: float | None = None
+        self.problem = ""
         self._backoff = FIRST_BACKOFF_S
         options = client_options(tls)
         self._http = httpx.Client(timeout=timeout_s, trust_env=False, headers=_headers(credential), **options)
@@ -103,8 +107,11 @@ class Announcer:
             else:
                 log.debug("ready callback to %s failed again: %s", self.url, _describe(exc))
             self._ok = False
+            self.failing_since = self.failing_since or time.time()
+            self.problem = _describe(exc)
             return False
         self.sent += 1
+        self.failing_since, self.problem = None, ""
         if self._ok is not True:
             log.info("ready callback accepted by %s (re-sent every %g s)", self.url, self.interval_s)
         self._ok = True

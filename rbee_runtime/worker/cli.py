@@ -8,7 +8,9 @@ import sys
 from collections.abc import Sequence
 
 from rbee_runtime.common.credentials import CredentialError, is_loopback, read_credential
+from rbee_runtime.common.log_setup import LogFormatError, add_log_format_argument, configure_logging, log_format
 from rbee_runtime.common.ports import WORKER_PORT_FIRST
+from rbee_runtime.common.sd_notify import notifier
 from rbee_runtime.common.tls import TlsError, load_tls
 from rbee_runtime.worker.server import WorkerSettings, run
 
@@ -64,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "cores - 1, leaving one to HTTP; else llama-cpp-python's default)")
     p.add_argument("--grace-period", type=float, default=30.0, help="seconds a drain waits for running work")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add_log_format_argument(p)
     p.add_argument(
         "--announce-interval",
         type=_non_negative_float,
@@ -106,6 +109,10 @@ def parse_settings(argv: Sequence[str] | None = None) -> WorkerSettings:
         tls = load_tls(a.tls_cert_file, a.tls_key_file, a.tls_ca_file)
     except TlsError as exc:
         parser.error(str(exc).replace("tls_", "--tls-").replace("_file", "-file"))
+    try:
+        fmt = log_format(a.log_format)
+    except LogFormatError as exc:
+        parser.error(str(exc))
     return WorkerSettings(
         worker_id=a.worker_id,
         model_id=a.model_id,
@@ -120,6 +127,7 @@ def parse_settings(argv: Sequence[str] | None = None) -> WorkerSettings:
         threads=a.threads,
         grace_period_s=a.grace_period,
         log_level=a.log_level,
+        log_format=fmt,
         announce_interval_s=a.announce_interval,
         managed_by=a.managed_by,
         n_gpu_layers=a.n_gpu_layers,
@@ -131,12 +139,12 @@ def parse_settings(argv: Sequence[str] | None = None) -> WorkerSettings:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Parse the arguments, serve, and exit with the worker's status."""
+    notifier()  # read (and take out of the environment) systemd's notify socket before anything else
     settings = parse_settings(argv)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format=f"%(asctime)s %(levelname)s worker[{settings.worker_id}] %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(
+        settings.log_level, settings.log_format, service="worker", label=f"worker[{settings.worker_id}] ",
+        static={"worker": settings.worker_id, "model": settings.model_id},
+    )  # fmt: skip
     if settings.log_level != "debug":
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per announce is noise
     sys.exit(run(settings))

@@ -13,11 +13,13 @@ import numpy as np
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
+from rbee_runtime.common import log_context
 from rbee_runtime.common.bodies import parse_json
 from rbee_runtime.common.error_codes import ErrorCode
 from rbee_runtime.common.errors import ApiError
 from rbee_runtime.common.internal_auth import InternalAuth
 from rbee_runtime.common.openai_requests import EmbeddingRequest
+from rbee_runtime.common.relay import REQUEST_ID, REQUEST_ID_HEADER
 from rbee_runtime.worker.engine import EngineError
 from rbee_runtime.worker.service import WorkerService
 
@@ -44,6 +46,8 @@ def add_embedding_routes(app: FastAPI, service: WorkerService) -> None:
 
     async def embeddings(request: Request) -> Response:
         auth.check(request.headers.get("authorization"), ("worker",))
+        if (chosen := request.headers.get(REQUEST_ID_HEADER)) and REQUEST_ID.fullmatch(chosen):
+            log_context.bind(request_id=chosen)  # the queen's id of the request, in this request's log lines
         body = parse_json(await request.body(), EmbeddingRequest)
         if not service.engine.config.embedding:
             raise wrong_model_type(body.model, embedding=False)

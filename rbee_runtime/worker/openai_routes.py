@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from rbee_runtime.common import log_context
 from rbee_runtime.common.bodies import parse_json
 from rbee_runtime.common.contracts import EndEvent, ErrorEvent
 from rbee_runtime.common.error_codes import ErrorCode
@@ -203,6 +204,7 @@ async def answer(service: WorkerService, request: Request, model: type[OpenAIReq
     if service.engine.config.embedding:
         raise wrong_model_type(body.model, embedding=True)
     request_id = _request_id(request, body)
+    log_context.bind(request_id=request_id)  # this request's task, and its generation thread
     created = _int_header(request, CREATED_HEADER, int(time.time()), 0, 2**63 - 1)
     default_max = _int_header(request, DEFAULT_MAX_TOKENS_HEADER, DEFAULT_MAX_TOKENS, 1, MAX_TOKENS)
     relay = request.headers.get(RELAY_HEADER) == "1"

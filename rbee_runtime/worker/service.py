@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import threading
 import time
@@ -215,7 +216,10 @@ class WorkerService:
                 del self._recent_cancels[job.request_id]
                 job.cancel.set()
         self.last_activity = time.time()
-        thread = threading.Thread(target=self._run, args=(job, request), name=f"gen-{request.request_id}", daemon=True)
+        # the request's log context (its id) goes with it into the thread
+        context = contextvars.copy_context()
+        thread = threading.Thread(target=context.run, args=(self._run, job, request), name=f"gen-{request.request_id}",
+                                  daemon=True)  # fmt: skip
         thread.start()
         return job
 
