@@ -49,6 +49,20 @@ def _unique_names(spec: ClusterSpec) -> Iterator[SpecIssue]:
     yield from _duplicates("models", "id", [m.id for m in spec.models], "model id")
 
 
+RESERVED_HOST_NAMES = ("queen", "hives", "all", "ungrouped")
+"""Names of the inventory groups (pyinfra's and Ansible's ``queen``, ``hives``; Ansible's ``all``, ``ungrouped``): a
+host so named would make ``--limit NAME`` (and ``rbee deploy``'s batches) select the whole group."""
+
+
+def _reserved_names(spec: ClusterSpec) -> Iterator[SpecIssue]:
+    for i, host in enumerate(spec.hosts):
+        if host.name in RESERVED_HOST_NAMES:
+            yield SpecIssue(
+                ("hosts", i, "name"), "reserved: the name of an inventory group, --limit would select the group",
+                host.name, f"choose another name (reserved: {', '.join(RESERVED_HOST_NAMES)})",
+            )  # fmt: skip
+
+
 def _queen_host(spec: ClusterSpec, raw: RawNames) -> Iterator[SpecIssue]:
     names = [h.name for h in spec.hosts]
     if spec.queen.host is not None and spec.queen.host not in names and spec.queen.host not in raw.hosts:
@@ -141,6 +155,7 @@ def check_spec(spec: ClusterSpec, base_dir: Path, raw: RawNames | None = None) -
     raw = raw or RawNames()
     return [
         *_unique_names(spec),
+        *_reserved_names(spec),
         *_queen_host(spec, raw),
         *_ports(spec),
         *_placements(spec, raw),

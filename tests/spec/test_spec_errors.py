@@ -77,6 +77,13 @@ def test_duplicate_host_names() -> None:
     assert line.startswith("cluster.yaml:6:11: hosts[1].name: duplicate host name") and "(got 'a')" in line
 
 
+@pytest.mark.parametrize("name", ["queen", "hives", "all", "ungrouped"])
+def test_a_host_named_like_an_inventory_group_is_refused(name: str) -> None:
+    line = only(VALID.replace("name: b", f"name: {name}").replace("hosts: [b]", f"hosts: [{name}]"))
+    assert line.startswith("cluster.yaml:6:11: hosts[1].name: reserved") and f"(got '{name}')" in line
+    assert "--limit would select the group" in line
+
+
 def test_two_services_on_one_host_port() -> None:
     text = VALID.replace("cluster: lab\n", "cluster: lab\nqueen: {host: a, port: 7835}\n")
     line = only(text)
