@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -14,10 +15,14 @@ import typer
 
 from rbee.cli import exits
 from rbee.cli.extras import PARAMIKO, PYINFRA, require
+from rbee.cli.output import print_json, stdout_console
 from rbee.cli.spec_cmd import read_spec_or_exit
 from rbee.client import QueenClient
+from rbee.deploy.cluster_secret import ClusterSecretError, cluster_secret
+from rbee.deploy.redact import Redactor, spec_secrets
 from rbee.deploy.ssh_check import SshCheck, describe, ssh_failures
 from rbee.deploys.entry import path as entry_path
+from rbee.rollout import plan_render
 from rbee.rollout.plan import Plan, build_plan
 from rbee.rollout.pyinfra_run import run_pyinfra
 from rbee.rollout.rolling import batches, rolling_deploy
@@ -33,16 +38,25 @@ def inventory_names(spec_file: Path) -> list[str]:
     return [host.name for host in spec.hosts]
 
 
-def _print_plan(plan: Plan, why: dict[str, SshCheck]) -> None:
-    for host, changes in plan.changes.items():
-        if host in plan.failing:
-            continue
-        if changes:
-            typer.echo(f"{host}: {len(changes)} change(s)")
-            for change in changes:
-                typer.echo(f"  ~ {change}")
-        else:
-            typer.echo(f"{host}: up to date")
+class PlanFormat(StrEnum):
+    """How ``rbee plan`` prints: a terminal table with diffs, or markdown for a pull-request comment."""
+
+    TEXT = "text"
+    MARKDOWN = "markdown"
+    JSON = "json"
+
+
+def _redactor(spec_file: Path) -> Redactor:
+    """Every secret ``rbee plan`` could meet, to take out of what it prints (made nowhere: none created here)."""
+    spec = read_spec_or_exit(spec_file)
+    try:
+        secret = cluster_secret(spec.cluster, create=False)
+    except ClusterSecretError:
+        secret = None
+    return Redactor(spec_secrets(spec, spec_file.resolve().parent, secret))
+
+
+def _print_problems(plan: Plan, why: dict[str, SshCheck]) -> None:
     for host, problems in plan.failing.items():
         typer.echo(f"{host}: cannot be deployed: {'; '.join(problems)}", err=True)
     for host in plan.unreachable:
@@ -52,25 +66,35 @@ def _print_plan(plan: Plan, why: dict[str, SshCheck]) -> None:
 
 def plan(
     spec_file: SpecFile,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON (schema: docs/plan.md).")] = False,
+    output_format: Annotated[
+        PlanFormat,
+        typer.Option("--format", help="text: a table and diffs; markdown: a pull-request comment; json: --json."),
+    ] = PlanFormat.TEXT,
 ) -> None:
-    """Show what a deploy would change on each host, changing nothing (exit 0: nothing to do, 3: changes)."""
+    """Show what a deploy would change on each host, changing nothing (exit 0: nothing to do, 3: changes).
+
+    Per host: files, units, models, engine, runtime, services that restart and why; diffs of configs and units.
+    """
     require("plan", PYINFRA, PARAMIKO)
     hosts = inventory_names(spec_file)
+    redactor = _redactor(spec_file)
     run = run_pyinfra(spec_file, "--dry")
     if not run.document:
-        typer.echo(f"rbee plan: the dry run failed (pyinfra exit {run.returncode}):\n{run.log[-3000:]}", err=True)
+        log = redactor.text(run.log[-3000:])
+        typer.echo(f"rbee plan: the dry run failed (pyinfra exit {run.returncode}):\n{log}", err=True)
         for check in ssh_failures(read_spec_or_exit(spec_file), spec_file, hosts).values():
             typer.echo(describe(check), err=True)
         raise typer.Exit(exits.FAILURE)
-    result = build_plan(run.document, run.preflight, hosts)
+    result = build_plan(run.document, run.preflight, hosts).redacted(redactor)
     why = ssh_failures(read_spec_or_exit(spec_file), spec_file, result.unreachable) if result.unreachable else {}
-    if as_json:
-        typer.echo(json.dumps({"changes": result.changes, "failing": result.failing,
-                               "unreachable": result.unreachable,
-                               "ssh": {h: c.as_dict() for h, c in why.items()}}, indent=1))  # fmt: skip
+    if as_json or output_format is PlanFormat.JSON:
+        print_json(result.as_json({h: c.as_dict() for h, c in why.items()}))
+    elif output_format is PlanFormat.MARKDOWN:
+        typer.echo(plan_render.markdown(result, {h: describe(c) for h, c in why.items()}), nl=False)
     else:
-        _print_plan(result, why)
+        plan_render.terminal(result, stdout_console())
+    _print_problems(result, why)
     if result.failing or result.unreachable:
         raise typer.Exit(exits.FAILURE)
     raise typer.Exit(exits.CHANGES_PENDING if result.pending else exits.OK)

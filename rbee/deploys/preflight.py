@@ -22,7 +22,7 @@ from rbee.deploy.host_plan import HostPlan
 from rbee.deploy.host_state import HostState
 from rbee.deploy.probe import HostFacts
 from rbee.deploy.ssh_check import SshCheck, SshTarget, check_hosts, describe
-from rbee.deploys import control
+from rbee.deploys import control, plan_export
 from rbee.deploys.facts import RbeeHostState, host_data
 from rbee.deploys.operations import fail_host
 from rbee.spec.keys import ApiKeysError
@@ -47,8 +47,10 @@ def _probe() -> tuple[HostFacts, HostState, float]:
 
 
 def _write_report() -> None:
-    """The table as JSON, for ``rbee plan`` / ``rbee deploy`` (``$RBEE_PREFLIGHT_REPORT``)."""
-    target = os.environ.get("RBEE_PREFLIGHT_REPORT")
+    """The table as JSON, for ``rbee plan`` / ``rbee deploy`` (``$RBEE_PREFLIGHT_REPORT``), and in ``rbee plan``'s
+    dry run each planned host's changes (``plans``: ``rbee.deploy.change_report.HostChanges``). Written whole, as
+    each host finishes its preflight: the last one's holds every host."""
+    target = os.environ.get(plan_export.REPORT_ENV)
     if not target:
         return
     hosts = {
@@ -59,7 +61,11 @@ def _write_report() -> None:
         for name, (facts, latency, problems) in _rows.items()
     }  # fmt: skip
     unreached = {name: check.as_dict() for name, check in _unreached.items()}
-    Path(target).write_text(json.dumps({"hosts": hosts, "unreachable": unreached}, indent=1))
+    plans = {name: found.model_dump(mode="json") for name, found in plan_export.exported.items()}
+    path = Path(target)
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_text(json.dumps({"hosts": hosts, "unreachable": unreached, "plans": plans}, indent=1))
+    temp.replace(path)
 
 
 def _print_table() -> None:
@@ -102,7 +108,9 @@ def preflight() -> HostPlan:
     if active <= set(_rows):  # the last active host to be probed prints the table
         _classify_unreached()
         _print_table()
-        _write_report()
+    if not problems:
+        plan_export.export(plan)  # rbee plan's dry run only
+    _write_report()
     if problems:
         fail_host(name=f"preflight: {host.name} cannot run rbee", reason="; ".join(problems))
     return plan

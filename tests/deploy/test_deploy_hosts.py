@@ -325,13 +325,14 @@ def test_plan_is_empty_then_reports_drift_and_placement_changes(
 ) -> None:
     clean = rbee(cluster, "plan")
     assert clean.returncode == 0, clean.stdout + clean.stderr
-    assert "h1: up to date" in clean.stdout and "h3: up to date" in clean.stdout
+    assert "rbee plan: nothing to do" in clean.stdout and clean.stdout.count("up to date") == 3
     cluster.hosts.ssh("h3", "sed -i 's/^RestartSec=2/RestartSec=9/' /etc/systemd/system/rbee-hive.service")
     drift = rbee(cluster, "plan")
     assert drift.returncode == 3, drift.stdout + drift.stderr
-    h3 = drift.stdout.split("h3: ", 1)[1]
-    assert "~ services: unit rbee-hive.service" in h3 and "~ services: reload systemd units that changed" in h3
-    assert "h2: up to date" in drift.stdout
+    h3 = drift.stdout.split("\nh3: ", 1)[1]
+    assert "~ unit rbee-hive.service (/etc/systemd/system/rbee-hive.service): update" in h3
+    assert "    -RestartSec=9\n    +RestartSec=2\n" in h3 and "~ systemd: reload the units" in h3
+    assert "\nh2: " not in drift.stdout  # up to date: in the table only
     cluster.write(slots=3)
     try:
         placed = rbee(cluster, "plan", "--json")

@@ -87,6 +87,44 @@ def spec(test_hosts: TestHosts, tiny_model_path: Path, tmp_path_factory: pytest.
     yield path
 
 
+RECORD = "/opt/rbee/release.json"
+"""Names the checkout's commit: others committing to a shared checkout while a test runs change it on every host."""
+
+
+def diff_headers(text: str) -> list[str]:
+    """The ``---`` line of each diff in ``text`` but the release record's."""
+    return [line.strip() for line in text.splitlines() if line.strip().startswith("--- ") and RECORD not in line]
+
+
+def test_a_hand_edited_unit_shows_as_its_diff_on_its_host_until_a_deploy(spec: Path, test_hosts: TestHosts) -> None:
+    unit = "/etc/systemd/system/rbee-hive.service"
+    test_hosts.ssh("h2", f"echo '# edited by hand' >> {unit}", check=True)
+    try:
+        text = rbee("plan", str(spec))
+        assert text.returncode == 3, text.stdout + text.stderr
+        assert diff_headers(text.stdout) == [f"--- h2:{unit} (on the host)"], text.stdout
+        h2 = text.stdout.split("\nh2: ", 1)[1].split("\nh3: ", 1)[0]
+        assert f"~ unit rbee-hive.service ({unit}): update, content differs" in h2
+        assert f"    --- h2:{unit} (on the host)\n    +++ h2:{unit} (planned)\n" in h2 and "    -# edited by hand" in h2
+        markdown = rbee("plan", "--format", "markdown", str(spec))
+        assert markdown.returncode == 3, markdown.stderr
+        assert diff_headers(markdown.stdout) == [f"--- h2:{unit} (on the host)"], markdown.stdout
+        h2_block = markdown.stdout.split("<details><summary><b>h2</b>", 1)[1].split("</details>", 1)[0]
+        assert f"--- h2:{unit} (on the host)" in h2_block and "\n-# edited by hand\n```\n" in h2_block
+        data = json.loads(rbee("plan", "--json", str(spec)).stdout)
+        shown = {h: [c for c in (*v["changes"]["files"], *v["changes"]["units"]) if c["path"] != RECORD]
+                 for h, v in data["hosts"].items()}  # fmt: skip
+        assert {h: [c["path"] for c in changed] for h, changed in shown.items()} == {"h1": [], "h2": [unit], "h3": []}
+        assert [line for line in shown["h2"][0]["diff"].splitlines()[2:] if line[:1] in "+-"] == ["-# edited by hand"]
+        assert data["hosts"]["h2"]["status"] == "changes" and data["hosts"]["h2"]["changes"]["models"] == []
+    finally:
+        deployed = rbee("deploy", str(spec))  # puts the unit back
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    assert "edited by hand" not in test_hosts.ssh("h2", f"cat {unit}").stdout
+    again = rbee("plan", str(spec))
+    assert again.returncode == 0, again.stdout + again.stderr
+
+
 def test_a_changed_placement_rolls_out_without_a_failed_request(spec: Path, tiny_model_path: Path) -> None:
     write_spec(spec, tiny_model_path, slots=3)
     planned = rbee("plan", str(spec))
