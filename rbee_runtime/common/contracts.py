@@ -356,6 +356,14 @@ class HeartbeatAck(Wire):
     rejected_workers: list[RejectedWorker] = Field(default_factory=list)
 
 
+class HiveDeregistered(Wire):
+    """Answer of ``DELETE /v1/hives/{hive_id}``: whether the queen knew the hive, and the workers it forgot with it."""
+
+    hive_id: str
+    deregistered: bool
+    workers: list[str] = Field(default_factory=list)
+
+
 class QueenHive(Wire):
     """A hive as ``GET /v1/hives`` on the queen shows it."""
 

@@ -1,8 +1,10 @@
-"""The queen's internal route: the hives' heartbeats (``POST /v1/hives/heartbeat``).
+"""The queen's internal routes: the hives' heartbeats (``POST /v1/hives/heartbeat``) and a hive's deregistration
+(``DELETE /v1/hives/{hive_id}``, by a deploy that pruned its host).
 
-Taken only with the credential of the hive the beat names (when the queen has a cluster secret), and
-only when every worker it lists is that hive's, on its host (:mod:`.internal_plane`). Client API keys
-do not open it.
+Both are taken only with the credential of the hive they name (when the queen has a cluster secret: the deploy
+derives it from that secret), a heartbeat only when every worker it lists is that hive's, on its host
+(:mod:`.internal_plane`). Client API keys do not open them; without a cluster secret the deregistration needs the
+API key (when the queen has keys).
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ import logging
 
 from fastapi import APIRouter, Depends, Request
 
-from rbee_runtime.common.contracts import Heartbeat, HeartbeatAck, RejectedWorker
+from rbee_runtime.common.contracts import Heartbeat, HeartbeatAck, HiveDeregistered, RejectedWorker
 from rbee_runtime.queen.api_ops import check_hive_version
+from rbee_runtime.queen.auth import ApiKeys
 from rbee_runtime.queen.internal_plane import check_workers_belong
 from rbee_runtime.queen.state import QueenState, get_state
 
@@ -32,6 +35,11 @@ async def heartbeat(beat: Heartbeat, request: Request, state: QueenState = Depen
     check_workers_belong(beat)
     check_hive_version(beat.hive_id, beat.version)
     outcome = state.registry.record_heartbeat(beat)
+    if outcome.returned:
+        log.warning(
+            "hive %s was deregistered but heartbeats again: registered again (if a deploy pruned its host, "
+            "rbee-hive still runs there)", beat.hive_id,
+        )  # fmt: skip
     rejected = []
     for r in outcome.rejected:
         message = (
@@ -48,3 +56,23 @@ async def heartbeat(beat: Heartbeat, request: Request, state: QueenState = Depen
         stale_timeout_s=cfg.stale_timeout_s,
         rejected_workers=rejected,
     )
+
+
+@router.delete("/v1/hives/{hive_id}")
+async def deregister(hive_id: str, request: Request, state: QueenState = Depends(get_state)) -> HiveDeregistered:
+    """Forget a hive and its workers now (a deploy that pruned its host, once its services are stopped).
+
+    Idempotent: ``deregistered`` is false for a hive the queen does not know. 401/403 without the hive's credential
+    (with a cluster secret), else without an API key (when the queen has keys). A hive that heartbeats afterwards
+    registers again, with a warning in the queen's log.
+    """
+    authorization = request.headers.get("authorization")
+    if state.credentials.enabled:
+        state.credentials.check_heartbeat(authorization, hive_id, what="Deregistering a hive")
+    else:
+        keys: ApiKeys = request.app.state.api_keys
+        keys.check(authorization)
+    workers = state.registry.deregister(hive_id)
+    if workers is not None:
+        log.info("hive %s deregistered with its workers %s", hive_id, ", ".join(workers) or "(none)")
+    return HiveDeregistered(hive_id=hive_id, deregistered=workers is not None, workers=workers or [])

@@ -45,8 +45,8 @@ class QueenCredentials:
             self._workers[hive_id] = None if cred is None else worker_credential(cred)
         return self._workers[hive_id]
 
-    def check_heartbeat(self, authorization: str | None, hive_id: str) -> None:
-        """Raise 401/403 unless ``authorization`` carries the credential of hive ``hive_id``."""
+    def check_heartbeat(self, authorization: str | None, hive_id: str, what: str = "A heartbeat") -> None:
+        """Raise 401/403 unless ``authorization`` carries the credential of hive ``hive_id`` (``what`` needs it)."""
         expected = self.hive(hive_id)
         if expected is None:
             return
@@ -54,7 +54,7 @@ class QueenCredentials:
         if token is None:
             raise ApiError(
                 401, ErrorCode.MISSING_INTERNAL_CREDENTIAL,
-                "A heartbeat needs the hive's credential (Authorization: Bearer); client API keys do not open it.",
+                f"{what} needs the hive's credential (Authorization: Bearer); client API keys do not open it.",
                 headers=_CHALLENGE,
             )  # fmt: skip
         if not matches(token, expected):

@@ -6,6 +6,9 @@ ones its last heartbeat listed: a worker missing from a heartbeat is removed. A 
 to one hive: a heartbeat listing an id that another *online* hive reports as a live worker
 (``loading``/``idle``/``busy``/``draining``) is taken without that worker, which is reported as
 rejected (``WORKER_ALREADY_REGISTERED``); once the owner is stale or its worker is gone, the id moves.
+A hive is deregistered (``deregister``: a deploy pruned its host, after stopping it) at once, with its workers;
+the queen remembers that it did, so a heartbeat of that hive afterwards, which registers it again, is reported
+(``HeartbeatOutcome.returned``) instead of passing unnoticed.
 All methods are thread safe (one lock, no I/O under it) and therefore also safe between asyncio tasks.
 The per-request queries (:meth:`Registry.routable_workers`, :meth:`Registry.knows_model`,
 :meth:`Registry.peer_at`) read an index by model and by peer origin, rebuilt when a heartbeat changes the
@@ -40,6 +43,7 @@ ROUTABLE_STATES = frozenset({WorkerState.IDLE, WorkerState.BUSY})
 ACTIVE_STATES = frozenset({WorkerState.LOADING, WorkerState.IDLE, WorkerState.BUSY})
 #: States in which a worker holds its id: another hive cannot report a worker with that id meanwhile.
 CLAIMING_STATES = frozenset({*ACTIVE_STATES, WorkerState.DRAINING})
+_MAX_DEREGISTERED = 1024
 
 
 @dataclass(frozen=True)
@@ -52,10 +56,12 @@ class Rejection:
 
 @dataclass(frozen=True)
 class HeartbeatOutcome:
-    """What one heartbeat changed: workers of the hive that vanished, workers refused."""
+    """What one heartbeat changed: workers of the hive that vanished, workers refused, and whether the hive was
+    deregistered before (``returned``: it registers again)."""
 
     removed: list[str]
     rejected: list[Rejection]
+    returned: bool = False
 
 
 @dataclass(frozen=True)
@@ -129,6 +135,7 @@ class Registry:
         self._hives: dict[str, _Hive] = {}
         self._quarantine: dict[str, float] = {}
         self._index: _Index | None = None
+        self._deregistered: dict[str, None] = {}  # an ordered set: the oldest go first past _MAX_DEREGISTERED
 
     def _indexed(self) -> _Index:
         """The index of the current hives (rebuilt after a change; call under the lock)."""
@@ -176,7 +183,27 @@ class Registry:
                 heartbeat = heartbeat.model_copy(update={"workers": list(workers.values())})
             self._hives[heartbeat.hive_id] = _Hive(heartbeat=heartbeat, last_seen=now, workers=workers)
             self._index = None
-            return HeartbeatOutcome(removed=removed, rejected=rejected)
+            returned = heartbeat.hive_id in self._deregistered
+            self._deregistered.pop(heartbeat.hive_id, None)
+            return HeartbeatOutcome(removed=removed, rejected=rejected, returned=returned)
+
+    def deregister(self, hive_id: str) -> list[str] | None:
+        """Forget hive ``hive_id`` and its workers now; their ids (None: the queen did not know the hive).
+
+        Only for a hive that no longer heartbeats (its host was pruned, the hive stopped first): a later heartbeat
+        registers it again, and that heartbeat's outcome says so (``returned``).
+        """
+        with self._lock:
+            hive = self._hives.pop(hive_id, None)
+            if hive is None:
+                return None
+            for worker_id in hive.workers:
+                self._quarantine.pop(worker_id, None)
+            self._deregistered[hive_id] = None
+            while len(self._deregistered) > _MAX_DEREGISTERED:
+                self._deregistered.pop(next(iter(self._deregistered)))
+            self._index = None
+            return sorted(hive.workers)
 
     def upsert_worker(self, info: WorkerInfo) -> bool:
         """Add or update one worker of a known hive (from polling the hive); False if the hive is unknown."""
