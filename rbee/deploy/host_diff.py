@@ -97,6 +97,8 @@ class Wanted:
     services: Mapping[str, str]
     units: tuple[str, ...]
     workers: tuple[str, ...]
+    models_dir: str = ""
+    """Where the models live: a model file there that no upload wants is no longer placed (removed)."""
 
 
 @dataclass(frozen=True)
@@ -167,6 +169,7 @@ def wanted_state(plan: HostPlan, inputs: RunInputs) -> Wanted:
         services=services,
         units=plan.units,
         workers=tuple(w.name for w in plan.workers),
+        models_dir=plan.layout.models,
     )
 
 
@@ -251,4 +254,15 @@ def diff(wanted: Wanted, state: HostState) -> Changes:
             out.append(Change("install", name, f"stamp {state.stamps.get(name, '(none)')}"))
     out += files
     out += _service_changes(wanted, state)
+    out += _stale_models(wanted, state)
     return Changes(out)
+
+
+def _stale_models(wanted: Wanted, state: HostState) -> list[Change]:
+    """Model files of the models folder that no placement of this host needs any more (removed by the deploy)."""
+    if not wanted.models_dir:
+        return []
+    folder = f"{wanted.models_dir}/"
+    kept = {u.path for u in wanted.uploads}
+    stale = [p for p in state.big if p.startswith(folder) and "/" not in p[len(folder) :] and p not in kept]
+    return [Change("remove-model", p, "no longer placed on this host") for p in sorted(stale)]

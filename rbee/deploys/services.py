@@ -4,18 +4,21 @@ Everything written comes from the host's plan (``rbee.deploy.host_plan``): this 
 it into pyinfra operations. The queen and the hive are units of their own; each placed worker is
 an instance of the template unit ``rbee-worker@.service``. A service restarts only when the
 digest of what it starts from (config, unit, runtime and engine, its models) differs from the
-one it last started with; instances no longer placed are removed.
+one it last started with; instances no longer placed are removed, and so are model files no placement of the host
+needs any more (before the hive restarts with its new config; a worker still mapping one keeps its pages).
 """
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Mapping
 
 from pyinfra.api.deploy import deploy
-from pyinfra.operations import files, systemd
+from pyinfra.operations import files, server, systemd
 
 from rbee.deploy.host_diff import Changes
 from rbee.deploy.host_plan import HIVE_UNIT, QUEEN_UNIT, WORKER_UNIT, HostPlan
+from rbee.deploy.host_state import upload_stamp
 from rbee.deploy.layout import OLD_API_KEYS_FILE, WORKERS_DIR
 from rbee.deploys import darwin
 from rbee.deploys.operations import CONFIG_FILES, daemon_reload, put_planned, put_planned_files, service_state
@@ -30,6 +33,10 @@ def services(plan: HostPlan, changes: Changes, release: str, model_sha256: Mappi
     has not fetched it). A macOS host's plan holds launchd daemons instead: ``rbee/deploys/darwin.py`` puts them
     in place, with no systemd operation.
     """
+    if models_gone := [c.target for c in changes.of("remove-model")]:
+        gone = [*models_gone, *(upload_stamp(plan.layout, path) for path in models_gone)]  # and their upload stamps
+        server.shell(name=f"services: remove {len(models_gone)} model file(s) no longer placed",
+                     commands=[f"rm -f {' '.join(shlex.quote(p) for p in gone)}"])  # fmt: skip
     if plan.service_manager == "launchd":
         darwin.services(plan, changes, release, model_sha256)
         return

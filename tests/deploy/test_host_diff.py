@@ -160,6 +160,16 @@ def test_leftovers_stale_workers_and_the_old_keys_file(wanted: Wanted) -> None:
     ]
 
 
+def test_a_model_no_longer_placed_is_removed_and_a_placed_one_kept(wanted: Wanted) -> None:
+    state = deployed(wanted)
+    state.big["/opt/rbee/models/gone.gguf"] = Meta("644", "root", "root", 100, 1700000000, 77)
+    state.big["/opt/rbee/engines/0.3.36-cpu/old.whl"] = Meta("644", "root", "root", 100, 1700000000, 78)
+    assert kinds(diff(wanted, state)) == [("remove-model", "/opt/rbee/models/gone.gguf")]
+    unplaced = wanted_state(plan_deployed_host(parse_spec(SPEC.replace("hosts: [a]", "hosts: [b]"), "cluster.yaml"),
+                                               "a", parse_probe(PROBE), {}, "sk-1\n"), replace(INPUTS, models={}))
+    assert ("remove-model", "/opt/rbee/models/m.gguf") in kinds(diff(unplaced, deployed(wanted)))
+
+
 def test_a_changed_wheelhouse_listing_resyncs_but_does_not_reinstall(wanted: Wanted) -> None:
     state = deployed(wanted)
     state.wheelhouse_listing = "0" * 64  # a wheel deleted or rewritten on the host
