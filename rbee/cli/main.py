@@ -11,6 +11,7 @@ from rbee.cli import (
     cluster_cmd,
     engine_cmd,
     preflight_cmd,
+    release_cmd,
     rollout_cmd,
     spec_cmd,
     testhosts_cmd,
@@ -52,6 +53,8 @@ app.command("preflight")(preflight_cmd.preflight)
 app.command("plan")(rollout_cmd.plan)
 app.command("status")(rollout_cmd.status)
 app.command("deploy")(rollout_cmd.deploy)
+app.command("releases")(release_cmd.releases)
+app.command("rollback")(release_cmd.rollback)
 app.add_typer(cluster_cmd.workers_app, name="workers")
 app.add_typer(cluster_cmd.hives_app, name="hives")
 app.add_typer(cluster_cmd.models_app, name="models")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -24,6 +23,7 @@ from rbee.deploy.ssh_check import SshCheck, describe, ssh_failures
 from rbee.deploys.entry import path as entry_path
 from rbee.rollout import plan_render
 from rbee.rollout.plan import Plan, build_plan
+from rbee.rollout.provenance import compare, local_inputs, status_lines
 from rbee.rollout.pyinfra_run import run_pyinfra
 from rbee.rollout.rolling import batches, rolling_deploy
 from rbee.spec.inventory import queen_url
@@ -125,15 +125,17 @@ def status(
     spec_file: SpecFile,
     as_json: Annotated[bool, typer.Option("--json", help="Print the records as JSON.")] = False,
 ) -> None:
-    """Show what each host runs: the spec hash, git commit, engine build and model checksums of its deploy."""
+    """Show what each host runs: its release, where it came from (spec commit, rbee, engine wheel, model checksums)
+    and whether that is what the spec at hand would deploy."""
     require("status", PYINFRA)
     spec = read_spec_or_exit(spec_file)
     hosts = inventory_names(spec_file)
     records = _records(spec_file, spec.deploy.prefix)
+    local = local_inputs(spec, spec_file)
     if as_json:
-        typer.echo(json.dumps(records, indent=1, sort_keys=True))
+        compared = {h: {**r, "compared": compare(r, local)} if r else r for h, r in records.items()}
+        typer.echo(json.dumps(compared, indent=1, sort_keys=True))
         return
-    local_hash = hashlib.sha256(spec_file.read_bytes()).hexdigest()
     for host in hosts:
         record = records.get(host)
         if record is None:
@@ -141,13 +143,7 @@ def status(
         elif not record:
             typer.echo(f"{host}: never deployed by rbee")
         else:
-            same = "this spec" if record.get("spec_sha256") == local_hash else "ANOTHER spec (drift: run rbee plan)"
-            typer.echo(f"{host}: {same}, commit {str(record.get('git_commit', ''))[:12] or '?'}, "
-                       f"engine {record.get('engine') or '-'}")  # fmt: skip
-            models = record.get("models") or {}
-            assert isinstance(models, dict)
-            for model_id, sha in models.items():
-                typer.echo(f"  model {model_id}: sha256 {str(sha)[:16]}")
+            typer.echo("\n".join(status_lines(host, record, local)))
     if any(records.get(h) is None for h in hosts):
         raise typer.Exit(exits.FAILURE)
 
@@ -168,7 +164,7 @@ def deploy(
     with QueenClient(queen_url(spec), api_key=key) as queen:
         result = rolling_deploy(spec, spec_file, queen, batch, gate_timeout, typer.echo)
     if result.ok:
-        typer.echo(f"rbee deploy: {len(result.done)} batch(es) deployed and healthy")
+        typer.echo(f"rbee deploy: release {result.release}: {len(result.done)} batch(es) deployed and healthy")
         return
     where = ", ".join(result.failed_batch)
     state = "rolled back and serving the previous release" if result.rolled_back else "NOT rolled back"

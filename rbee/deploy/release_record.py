@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Mapping
+from pathlib import Path
 
 from rbee.deploy.rbee_wheel import source_tree
 
@@ -38,10 +39,12 @@ def release_record_text(
     model_sha256s: Mapping[str, str | None],
     *,
     commit: str | None = None,
+    provenance: Mapping[str, object] | None = None,
 ) -> str:
     """The text of ``release.json``; ``model_sha256s``: model id → checksum (None: not fetched).
 
-    ``commit``: the git commit to record (default: this checkout's, ``git_commit()``).
+    ``commit``: the git commit to record (default: this checkout's, ``git_commit()``); ``provenance``: more fields
+    (``rbee.deploys.provenance``: the release id, rbee's version, the spec's commit, the engine wheel's checksum).
     """
     content = {
         "cluster": cluster,
@@ -51,5 +54,21 @@ def release_record_text(
         "engine": engine_key,
         "wheelhouse": wheelhouse_fingerprint,
         "models": {model_id: sha or NOT_FETCHED for model_id, sha in model_sha256s.items()},
+        **(provenance or {}),
     }
     return json.dumps(content, indent=1, sort_keys=True) + "\n"
+
+
+def spec_commit(spec_file: Path) -> tuple[str, bool]:
+    """The commit of the git work tree holding ``spec_file`` and whether it has uncommitted changes to tracked files
+    (``("", False)`` outside a work tree, or without git)."""
+    folder = str(spec_file.resolve().parent)
+    try:
+        head = subprocess.run(["git", "-C", folder, "rev-parse", "HEAD"], capture_output=True, text=True, check=False)
+        if head.returncode != 0:
+            return "", False
+        status = subprocess.run(["git", "-C", folder, "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, check=False)  # fmt: skip
+    except OSError:
+        return "", False
+    return head.stdout.strip(), bool(status.stdout.strip())

@@ -1,103 +1,124 @@
-"""Shell steps that keep a host's running release aside and put it back (rolling deploys).
+"""Release history on the hosts: the commands that keep, list and restore releases, and what a listing says.
 
-A release on a host is: the venv (``<prefix>/venv``) with its install stamps, the configs
-(``/etc/rbee``), the rbee systemd units, ``<prefix>/release.json`` and the model files. The snapshot
-uses hard links for the venv (pip replaces files, it does not rewrite them, so the kept copy stays
-intact) and for the models (a deploy renames a changed model over the old one, ``rbee/deploys/atomic.py``,
-so the kept link still holds the old bytes): cheap. The kept models live in ``<models>/.rbee-previous``,
-on the models' own filesystem (a separate disk mounted there is common); a changed model takes twice
-its size on disk until the next snapshot.
+Every deploy that changes a host keeps what it installed as ``<prefix>/releases/<id>`` (the venv as hard links,
+``/etc/rbee``, the rbee units, the stamps, ``release.json``; its models as hard links in
+``<models>/.rbee-releases/<id>``) and points ``<prefix>/releases/current`` at it; ``rbee rollback`` brings a host
+back to a kept release. The work on the host is ``rbee.deploy.host_releases`` (standard library only), sent as
+``python3 -c <its text> ACTION JSON``: one round trip per host and action. The id is the same on every host of
+a deploy (``rbee.deploy.release_id``), so ``rbee rollback --to ID`` names one release of the whole cluster.
 """
 
 from __future__ import annotations
 
+import json
 import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
+from rbee.deploy import host_releases
 from rbee.deploy.layout import CONFIG_DIR, HostLayout
 
 UNITS = "/etc/systemd/system"
 TEMP_MARK = ".rbee-tmp-"
 """What an rbee temp file's name holds (``rbee/deploys/atomic.py``): a leftover is removed by the next deploy."""
 
+RELEASE_ID = host_releases.RELEASE_ID
+"""``<rbee version>-<12 hex digits>``: checked before an id reaches a host (and again on the host)."""
 
-def kept(layout: HostLayout) -> str:
-    """Where the previous release is kept."""
-    return f"{layout.prefix}/releases/previous"
-
-
-def kept_models(layout: HostLayout) -> str:
-    """Where the models of the previous release are kept (hard links, beside the live files)."""
-    return f"{layout.models}/.rbee-previous"
+DEFAULT_KEEP = 5
+"""Releases kept per host when the spec does not say (``deploy.keep_releases``)."""
 
 
-def keep_models_script(layout: HostLayout) -> str:
-    """Hard-link every live model into ``.rbee-previous`` (replacing what an older snapshot kept)."""
-    models, keep = shlex.quote(layout.models), shlex.quote(kept_models(layout))
-    return f"""if [ -d {models} ]; then
-  rm -rf {keep}.new && mkdir {keep}.new
-  for model in {models}/*.gguf; do
-    if [ -f "$model" ]; then ln "$model" {keep}.new/; fi
-  done
-  rm -rf {keep} && mv {keep}.new {keep}
-fi
-"""
+class ReleaseIdError(ValueError):
+    """Not a release id (the text is quoted in the message)."""
 
 
-def restore_models_script(layout: HostLayout) -> str:
-    """Put each kept model back where the live file differs (another inode): link beside it, rename over it."""
-    models, keep = shlex.quote(layout.models), shlex.quote(kept_models(layout))
-    return f"""if [ -d {keep} ]; then
-  for model in {keep}/*.gguf; do
-    [ -f "$model" ] || continue
-    live={models}/"$(basename "$model")"
-    if [ ! "$model" -ef "$live" ]; then
-      temp={models}/".$(basename "$model"){TEMP_MARK}rollback"
-      ln -f "$model" "$temp" && mv -f "$temp" "$live"
-    fi
-  done
-  sync {models} 2>/dev/null || sync
-fi
-"""
+def check_release_id(text: str) -> str:
+    """``text`` when it is a release id, else ``ReleaseIdError`` saying what one looks like."""
+    if not RELEASE_ID.match(text):
+        raise ReleaseIdError(f"not a release id: {text[:80]!r} (one looks like 0.1.0-3fa2b19c0d4e; see rbee releases)")
+    return text
 
 
-def snapshot_script(layout: HostLayout) -> str:
-    """Copy the live release into ``releases/previous`` (nothing when the host was never deployed)."""
-    keep, prefix = shlex.quote(kept(layout)), shlex.quote(layout.prefix)
-    return f"""set -e
-if [ ! -f {prefix}/release.json ]; then echo "no release to keep"; exit 0; fi
-rm -rf {keep}.new && mkdir -p {keep}.new/units
-cp -al {shlex.quote(layout.venv)} {keep}.new/venv
-cp -a {CONFIG_DIR} {keep}.new/etc
-cp -a {prefix}/release.json {keep}.new/release.json
-cp -a {shlex.quote(layout.stamps)} {keep}.new/stamps
-cp -a {UNITS}/rbee-*.service {keep}.new/units/ 2>/dev/null || true
-{keep_models_script(layout)}rm -rf {keep} && mv {keep}.new {keep}
-echo "kept $(sed -n 's/.*"git_commit": "\\(.\\{{12\\}}\\).*/\\1/p' {keep}/release.json)"
-"""
+def host_paths(layout: HostLayout) -> dict[str, Any]:
+    """Where the host's release lives, as ``host_releases.Store`` takes it."""
+    return {"prefix": layout.prefix, "models": layout.models, "config": CONFIG_DIR, "units": UNITS}
 
 
-def rollback_script(layout: HostLayout) -> str:
-    """Stop rbee, restore ``releases/previous``, start again exactly the services of that release."""
-    keep, prefix = shlex.quote(kept(layout)), shlex.quote(layout.prefix)
-    workers = f"{CONFIG_DIR}/workers"
-    return f"""set -e
-if [ ! -d {keep} ]; then echo "no previous release to roll back to" >&2; exit 1; fi
-for env in {workers}/*.env; do
-  [ -e "$env" ] || continue
-  systemctl disable --now "rbee-worker@$(basename "$env" .env).service" || true
-done
-systemctl stop rbee-hive.service rbee-queen.service 2>/dev/null || true
-rm -rf {shlex.quote(layout.venv)} && cp -al {keep}/venv {shlex.quote(layout.venv)}
-rm -rf {CONFIG_DIR} && cp -a {keep}/etc {CONFIG_DIR}
-cp -a {keep}/release.json {prefix}/release.json
-rm -rf {shlex.quote(layout.stamps)} && cp -a {keep}/stamps {shlex.quote(layout.stamps)}
-{restore_models_script(layout)}cp -a {keep}/units/. {UNITS}/
-systemctl daemon-reload
-[ -f {UNITS}/rbee-queen.service ] && systemctl enable --now rbee-queen.service
-systemctl enable --now rbee-hive.service
-for env in {workers}/*.env; do
-  [ -e "$env" ] || continue
-  systemctl enable --now "rbee-worker@$(basename "$env" .env).service"
-done
-echo "rolled back"
-"""
+def host_command(action: str, args: dict[str, Any]) -> str:
+    """The shell command that runs ``host_releases`` on the host (root's ``python3``)."""
+    source = Path(host_releases.__file__).read_text()
+    return f"python3 -c {shlex.quote(source)} {shlex.quote(action)} {shlex.quote(json.dumps(args, sort_keys=True))}"
+
+
+def keep_command(layout: HostLayout, release: str, record: str | None, keep: int) -> str:
+    """Keep the live install as ``release`` with ``record`` as its ``release.json`` (None: the live one, as it is)."""
+    args = {"paths": host_paths(layout), "release": check_release_id(release), "record": record, "keep": keep}
+    return host_command("keep", args)
+
+
+def adopt_command(layout: HostLayout, keep: int) -> str:
+    """Keep the live release when it was never kept (``host_releases.Store.adopt``; decided on the host)."""
+    return host_command("adopt", {"paths": host_paths(layout), "keep": keep})
+
+
+def list_command(layout: HostLayout) -> str:
+    """Print the host's kept releases as JSON (``parse_listing``); changes nothing."""
+    return host_command("list", {"paths": host_paths(layout)})
+
+
+def restore_command(layout: HostLayout, target: str, dry: bool = False) -> str:
+    """Bring the host back to ``target``: a kept release id, or ``undo:<id>`` (what a failed rollout of ``<id>``
+    returns to: the release current before it)."""
+    check_release_id(target.removeprefix("undo:"))
+    return host_command("restore", {"paths": host_paths(layout), "target": target, "dry": dry})
+
+
+@dataclass(frozen=True)
+class KeptRelease:
+    """One kept release of a host: its id, when it was kept, its record and the workers it runs."""
+
+    id: str
+    created: float
+    record: dict[str, Any]
+    workers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class HostReleases:
+    """A host's kept releases (the most recently running first) and which one runs."""
+
+    current: str = ""
+    releases: tuple[KeptRelease, ...] = ()
+    switched_from: str = ""
+    history: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+
+    def get(self, release: str) -> KeptRelease | None:
+        return next((r for r in self.releases if r.id == release), None)
+
+    def before_current(self) -> str:
+        """The release that ran before the current one ("" when none is kept): ``rbee rollback``'s default."""
+        seen = [h["id"] for h in self.history if h.get("id") != self.current]
+        kept = {r.id for r in self.releases}
+        for release in reversed(seen):
+            if release in kept:
+                return str(release)
+        return next((r.id for r in self.releases if r.id != self.current), "")
+
+
+def parse_listing(text: str) -> HostReleases:
+    """What ``list_command`` printed (``ValueError`` when it is not that)."""
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError("not a release listing")
+    releases = tuple(
+        KeptRelease(
+            str(r["id"]), float(r.get("created") or 0), dict(r.get("record") or {}), tuple(r.get("workers") or ())
+        )
+        for r in data.get("releases") or ()
+        if RELEASE_ID.match(str(r.get("id", "")))
+    )
+    switch = data.get("switch") or {}
+    history = tuple(h for h in data.get("history") or () if isinstance(h, dict))
+    return HostReleases(str(data.get("current") or ""), releases, str(switch.get("from") or ""), history)

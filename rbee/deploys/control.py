@@ -32,6 +32,7 @@ from rbee.deploy.release_record import git_commit, release_record_text
 from rbee.deploy.wheelhouse import Wheelhouse, build_wheelhouse, wheelhouse_target
 from rbee.deploy.wheelhouse import wheelhouse_archive as build_archive
 from rbee.deploys.builder import PyinfraRemote, choose_builder
+from rbee.deploys.provenance import release_provenance
 from rbee.engine.build_kit import BuildKitError, build_kit
 from rbee.engine.features import FeatureSet, local_feature_set
 from rbee.engine.remote_build import build_on_host
@@ -268,8 +269,9 @@ def run_inputs(plan: HostPlan) -> RunInputs:
         wheel = (remote_engine_wheel(plan, found), file_sha256(found.wheel) if found.wheel else None)
     checksums = model_checksums(plan)
     service_models = {m: sha or spec().model(m).source for m, sha in checksums.items()}  # not fetched yet: its source
+    provenance = release_provenance(wheel[1] if wheel else None)  # release id, rbee version, spec commit
     record = release_record_text(plan.cluster, plan.host, spec_sha256(), engine_key or "", fingerprint, checksums,
-                                 commit=commit())  # fmt: skip
+                                 commit=commit(), provenance=provenance)  # fmt: skip
     _inputs[host.name] = RunInputs(fingerprint, engine_key, wheel, checksums, f"{fingerprint}:{engine_key}",
                                    service_models, record)  # fmt: skip
     return _inputs[host.name]

@@ -1,29 +1,36 @@
-"""What this deploy put on a host, recorded in ``<prefix>/release.json`` (read by ``rbee status``).
+"""What this deploy put on a host, recorded in ``<prefix>/release.json`` and kept as a release (``rbee releases``).
 
-Only inputs go in (spec hash, git commit, engine build, wheelhouse and model checksums), no time
-stamp: an unchanged deploy writes the same record and so changes nothing. The text is built by
-``rbee.deploy.release_record`` (as on the Ansible path), once per host and run (``control.run_inputs``).
+Only inputs go in (spec hash, commits, rbee's version, engine build and wheel, wheelhouse and model checksums,
+the release id), no time stamp: an unchanged deploy writes the same record and so changes nothing. The text is
+built by ``rbee.deploy.release_record`` (as on the Ansible path), once per host and run (``control.run_inputs``).
+
+A record that differs is a new release on this host: one command (``rbee.deploy.releases.keep_command``) keeps
+the live install as ``<prefix>/releases/<id>`` (hard links, cheap), points ``current`` at it, writes the record
+last and prunes to ``deploy.keep_releases``. It runs after every other step, so a release is only what a step-by-
+step deploy finished. A host whose record is unchanged gets no command (a no-op deploy stays one round trip).
 """
 
 from __future__ import annotations
 
-import io
-
 from pyinfra.api.deploy import deploy
+from pyinfra.operations import server
 
 from rbee.deploy.host_diff import Changes
 from rbee.deploy.host_plan import HostPlan
 from rbee.deploy.release_record import RECORD
+from rbee.deploy.releases import keep_command
 from rbee.deploys import control
-from rbee.deploys.atomic import put_changed, set_metadata
+from rbee.deploys.atomic import set_metadata
+from rbee.deploys.provenance import run_release_id
 
 
 @deploy("rbee release record")
 def record(plan: HostPlan, changes: Changes) -> None:
-    """Write this host's release record (spec, commit, engine, wheelhouse, models) when it differs."""
+    """Write this host's release record and keep the release when the record differs (else fix its mode)."""
     dest = f"{plan.layout.prefix}/{RECORD}"
     if changes.has("file", dest):
         text = control.run_inputs(plan).record
-        put_changed(name="record: release.json", src=io.StringIO(text), dest=dest, mode="644")
+        keep = control.spec().deploy.keep_releases
+        server.shell(name="record: release.json", commands=[keep_command(plan.layout, run_release_id(), text, keep)])
     elif changes.has("file-mode", dest):
         set_metadata(name="record: release.json", path=dest, mode="644")

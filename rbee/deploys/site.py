@@ -36,6 +36,7 @@ from rbee.deploys.preflight import preflight
 from rbee.deploys.record import record
 from rbee.deploys.runtime import runtime
 from rbee.deploys.services import services
+from rbee.deploys.snapshot import adopt
 
 
 def site() -> None:
@@ -51,6 +52,7 @@ def site() -> None:
 def steps(plan: HostPlan) -> None:
     """The steps after the preflight, each doing what the diff of ``plan`` lists."""
     changes = control.changes(plan)
+    adopt(plan=plan, changes=changes)  # a running release never kept: kept before anything changes
     runtime(plan=plan, changes=changes)
     engine(plan=plan, changes=changes)
     install(plan=plan, changes=changes)

@@ -1,22 +1,43 @@
-"""Keep the running release of a host aside, so a rolling deploy can roll it back (``keep_release``).
+"""Keep a host's running release before a deploy changes it, when no release of it is kept yet (``adopt``).
 
-Copies the live release (``<prefix>/venv`` as hard links, ``/etc/rbee``, the rbee units and ``release.json``)
-into ``<prefix>/releases/previous``; ``rbee.deploys.rollback.roll_back`` puts it back and restarts the
-services. A host never deployed has nothing to keep. ``rbee deploy`` runs it before each batch.
+A host deployed by rbee before release history (or by the Ansible path) runs a release that was never kept:
+before the site's first change on it, ``adopt`` keeps that live install as ``adopted-<sha256 of its record>``
+(``rbee.deploy.host_releases``), so a failed rollout, or ``rbee rollback``, can return to it. A host that already
+has a kept release, a host never deployed and a host without changes get no command. ``keep_release`` (the
+``snapshot`` entry file) does the same on every host of an inventory, deciding on the host.
 """
+
+from __future__ import annotations
 
 from pyinfra.api.deploy import deploy
 from pyinfra.operations import server
 
+from rbee.deploy.host_diff import Changes
+from rbee.deploy.host_plan import HostPlan
+from rbee.deploy.host_releases import RELEASE_STAMP
 from rbee.deploy.layout import HostLayout
-from rbee.deploy.releases import snapshot_script
+from rbee.deploy.release_record import RECORD
+from rbee.deploy.releases import adopt_command
 from rbee.deploys import control
+
+
+@deploy("rbee release: adopt")
+def adopt(plan: HostPlan, changes: Changes) -> None:
+    """Keep the live release (never kept) before this deploy changes the host."""
+    found = control.host_state()
+    if not changes or f"{plan.layout.prefix}/{RECORD}" not in found.files or RELEASE_STAMP in found.stamps:
+        return
+    server.shell(
+        name="release: keep the running release (deployed before release history)",
+        commands=[adopt_command(plan.layout, control.spec().deploy.keep_releases)],
+    )
 
 
 @deploy("rbee release: keep")
 def keep_release() -> None:
-    """Keep the host's running release in ``<prefix>/releases/previous``."""
+    """On every host: keep the running release when none is kept (``adopt``, decided on the host)."""
+    cluster = control.spec()
     server.shell(
-        name="release: keep the running release aside",
-        commands=[snapshot_script(HostLayout(control.spec().deploy.prefix))],
+        name="release: keep the running release when none is kept",
+        commands=[adopt_command(HostLayout(cluster.deploy.prefix), cluster.deploy.keep_releases)],
     )

@@ -1,4 +1,10 @@
-"""A rolling deploy: batches of hosts, each deployed, gated on health, and rolled back on failure."""
+"""Rolling changes: batches of hosts, each changed, gated on health, and returned to its release on failure.
+
+``rolling_deploy`` deploys one release (its id the same on every host: ``rbee.rollout.history.deploy_release_id``);
+each changed host keeps it in its release history as the site's last step (``rbee/deploys/record.py``). A batch that
+fails is rolled back to what it ran before (``undo:<id>``, resolved on each host). ``rolling_rollback`` returns
+the hosts, batch by batch, to a kept release, with the same gate, and stops at the first batch that fails it.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +15,10 @@ from pathlib import Path
 
 from rbee.client import QueenClient
 from rbee.deploy.cluster_secret import cluster_secret
+from rbee.deploy.releases import HostReleases, check_release_id
 from rbee.deploy.ssh_check import describe, ssh_failures
 from rbee.rollout.gate import GateTarget, wait_for
+from rbee.rollout.history import deploy_release_id, read_releases
 from rbee.rollout.pyinfra_run import PyinfraRun, run_pyinfra
 from rbee.spec import ClusterSpec
 from rbee.spec.placement import assign
@@ -31,10 +39,22 @@ def targets(spec: ClusterSpec, hosts: list[str]) -> list[GateTarget]:
     return [GateTarget(h, sum(1 for a in placed if a.host == h)) for h in hosts]
 
 
+def release_targets(listings: dict[str, HostReleases | str], release: str | None, hosts: list[str]) -> list[GateTarget]:
+    """What the gate expects of each host of a batch running ``release`` (None: each host's current one): the
+    workers that release runs there."""
+    out = []
+    for host in hosts:
+        found = listings.get(host)
+        kept = found.get(release or found.current) if isinstance(found, HostReleases) else None
+        out.append(GateTarget(host, len(kept.workers) if kept else 0))
+    return out
+
+
 @dataclass
 class RolloutResult:
-    """How a rolling deploy ended: the batches done, and the failure (host, reason) if any."""
+    """How a rolling change ended: the release, the batches done, and the failure (batch, reason) if any."""
 
+    release: str = ""
     done: list[list[str]] = field(default_factory=list)
     failed_batch: list[str] = field(default_factory=list)
     reason: str = ""
@@ -56,36 +76,79 @@ def _unreachable(spec: ClusterSpec, spec_file: Path, batch: list[str]) -> str:
     return "".join(f"\n{describe(c)}" for c in ssh_failures(spec, spec_file, batch).values())
 
 
+def _return_batch(
+    spec: ClusterSpec,
+    spec_file: Path,
+    queen: QueenClient,
+    batch: list[str],
+    release: str,
+    gate_timeout_s: float,
+    say: Say,
+) -> bool:
+    """Roll a failed batch back to what it ran before ``release``, then wait for it (True: rolled back)."""
+    name = ", ".join(batch)
+    back = run_pyinfra(spec_file, "-y", "--data", f"rbee_rollback=undo:{release}", limit=batch, deploy="rollback")
+    if back.returncode != 0:
+        say(f"batch {name}: rollback failed: {_failure(back)}")
+        return False
+    expected = release_targets(read_releases(spec, spec_file, batch), None, batch)
+    healthy = wait_for(queen, expected, time.time(), gate_timeout_s, cluster_secret(spec.cluster))
+    say(f"batch {name}: rolled back" + (f", but still unhealthy: {healthy}" if healthy else ""))
+    return True
+
+
 def rolling_deploy(
     spec: ClusterSpec, spec_file: Path, queen: QueenClient, batch_size: int, gate_timeout_s: float, say: Say
 ) -> RolloutResult:
-    """Deploy batch after batch; stop at the first failed batch, after rolling it back."""
-    result = RolloutResult()
+    """Deploy batch after batch; stop at the first failed batch, after rolling it back to what it ran before."""
     secret = cluster_secret(spec.cluster)  # the one the deploys use: the gate asks the workers with it
+    release = check_release_id(deploy_release_id(spec, spec_file))
+    result = RolloutResult(release)
+    say(f"release {release}")
     for batch in batches(spec, batch_size):
-        say(f"batch {', '.join(batch)}: keeping the running release aside")
-        kept = run_pyinfra(spec_file, "-y", limit=batch, deploy="snapshot")
-        if kept.returncode != 0:
-            why = f"{_failure(kept)}{_unreachable(spec, spec_file, batch)}"
-            result.failed_batch, result.reason = batch, f"could not keep the running release: {why}"
-            return result
-        say(f"batch {', '.join(batch)}: deploying")
-        run = run_pyinfra(spec_file, "-y", limit=batch)
+        name = ", ".join(batch)
+        say(f"batch {name}: deploying")
+        run = run_pyinfra(spec_file, "-y", "--data", f"rbee_release={release}", limit=batch)
         reason = _failure(run) + _unreachable(spec, spec_file, batch) if run.returncode != 0 else ""
         if not reason:
-            say(f"batch {', '.join(batch)}: waiting for the health gate")
+            say(f"batch {name}: waiting for the health gate")
             reason = wait_for(queen, targets(spec, batch), time.time(), gate_timeout_s, secret)
         if reason:
             result.failed_batch, result.reason = batch, reason
-            say(f"batch {', '.join(batch)}: FAILED ({reason.splitlines()[0]}); rolling back")
-            back = run_pyinfra(spec_file, "-y", limit=batch, deploy="rollback")
-            result.rolled_back = back.returncode == 0
-            if result.rolled_back:
-                healthy = wait_for(queen, targets(spec, batch), time.time(), gate_timeout_s, secret)
-                say(f"batch {', '.join(batch)}: rolled back" + (f", but still unhealthy: {healthy}" if healthy else ""))
-            else:
-                say(f"batch {', '.join(batch)}: rollback failed: {_failure(back)}")
+            say(f"batch {name}: FAILED ({reason.splitlines()[0]}); rolling back")
+            result.rolled_back = _return_batch(spec, spec_file, queen, batch, release, gate_timeout_s, say)
             return result
         result.done.append(batch)
-        say(f"batch {', '.join(batch)}: healthy")
+        say(f"batch {name}: healthy")
+    return result
+
+
+def rolling_rollback(
+    spec: ClusterSpec,
+    spec_file: Path,
+    queen: QueenClient,
+    release: str,
+    listings: dict[str, HostReleases | str],
+    batch_size: int,
+    gate_timeout_s: float,
+    say: Say,
+) -> RolloutResult:
+    """Return batch after batch to the kept ``release`` (every host keeps it: ``history.rollback_target``), each
+    gated on its hosts running that release's workers; stop at the first batch that fails."""
+    secret = cluster_secret(spec.cluster)
+    result = RolloutResult(check_release_id(release))
+    for batch in batches(spec, batch_size):
+        name = ", ".join(batch)
+        say(f"batch {name}: rolling back to {release}")
+        run = run_pyinfra(spec_file, "-y", "--data", f"rbee_rollback={release}", limit=batch, deploy="rollback")
+        reason = _failure(run) + _unreachable(spec, spec_file, batch) if run.returncode != 0 else ""
+        if not reason:
+            say(f"batch {name}: waiting for the health gate")
+            reason = wait_for(queen, release_targets(listings, release, batch), time.time(), gate_timeout_s, secret)
+        if reason:
+            result.failed_batch, result.reason = batch, reason
+            say(f"batch {name}: FAILED ({reason.splitlines()[0]}); stopping")
+            return result
+        result.done.append(batch)
+        say(f"batch {name}: healthy on {release}")
     return result

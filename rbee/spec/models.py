@@ -180,6 +180,13 @@ class DeploySpec(StrictModel):
             "libc or a GPU backend); by default the first host of each feature set builds it."
         ),
     )
+    keep_releases: int = Field(
+        default=5, ge=1, le=50,
+        description=(
+            "Releases kept on each host for rbee rollback (the current one included; older ones are pruned, their "
+            "model files freed)."
+        ),
+    )  # fmt: skip
     tls: bool = Field(
         default=False,
         description=(

@@ -1,5 +1,5 @@
-"""``rbee.deploys.atomic.atomic_put`` for real (pyinfra's ``@local`` connector, real files) and the model keep/restore
-scripts of a rollback (run by ``sh`` on a real folder).
+"""``rbee.deploys.atomic.atomic_put`` for real (pyinfra's ``@local`` connector, real files); how a rollback puts
+kept model bytes back is in ``tests/deploy/test_release_history.py``.
 
 A process that has the old file mmapped is the worker of the issue: after ``files.put`` rewrote the file in
 place it dies of SIGBUS reading its mapping; after ``atomic_put`` it still reads the old bytes.
@@ -18,9 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from rbee.deploy.layout import HostLayout
-from rbee.deploy.releases import keep_models_script, kept_models, restore_models_script
 
 ROOT = Path(__file__).parents[2]
 PYINFRA = str(Path(sys.executable).parent / "pyinfra")
@@ -141,40 +138,3 @@ def test_a_folder_in_the_way_fails_the_host_naming_it(tmp_path: Path) -> None:
     )  # fmt: skip
     assert run.returncode != 0
     assert f"{dest} exists and is not a file" in run.stderr
-
-
-def sh(script: str) -> None:
-    subprocess.run(["sh", "-ec", script], check=True, timeout=30)
-
-
-def test_rollback_puts_the_kept_model_bytes_back_as_their_own_inode(tmp_path: Path) -> None:
-    layout = HostLayout(str(tmp_path))
-    models = Path(layout.models)
-    models.mkdir()
-    live, added = models / "tiny.gguf", models / "added.gguf"
-    live.write_bytes(OLD)
-    kept_inode = live.stat().st_ino
-    sh(keep_models_script(layout))
-    assert (Path(kept_models(layout)) / "tiny.gguf").stat().st_ino == kept_inode
-    (models / ".tiny.gguf.rbee-tmp-1").write_bytes(NEW)  # what a deploy does: a new file renamed over it
-    (models / ".tiny.gguf.rbee-tmp-1").rename(live)
-    added.write_bytes(NEW)
-    sh(restore_models_script(layout))
-    assert live.read_bytes() == OLD and live.stat().st_ino == kept_inode
-    assert added.read_bytes() == NEW, "a model the previous release did not have is left alone"
-    assert sorted(p.name for p in models.iterdir()) == [".rbee-previous", "added.gguf", "tiny.gguf"]
-    sh(restore_models_script(layout))  # nothing to do: the same inode already
-    assert live.stat().st_ino == kept_inode
-
-
-def test_a_new_snapshot_replaces_the_kept_models(tmp_path: Path) -> None:
-    layout = HostLayout(str(tmp_path))
-    models = Path(layout.models)
-    models.mkdir()
-    (models / "a.gguf").write_bytes(OLD)
-    sh(keep_models_script(layout))
-    (models / "a.gguf").unlink()
-    (models / "b.gguf").write_bytes(NEW)
-    sh(keep_models_script(layout))
-    assert sorted(p.name for p in Path(kept_models(layout)).iterdir()) == ["b.gguf"]
-    sh(keep_models_script(HostLayout(str(tmp_path / "never-deployed"))))  # no models folder: nothing kept
