@@ -18,6 +18,7 @@ from rbee.deploy import host_releases
 from rbee.deploy.host_releases import ReleaseError, Store
 from rbee.deploy.layout import HostLayout
 from rbee.deploy.release_id import release_id, version_label
+from rbee.deploy.release_record import spec_commit
 from rbee.deploy.releases import (
     HostReleases,
     ReleaseIdError,
@@ -28,6 +29,7 @@ from rbee.deploy.releases import (
 )
 from rbee.rollout.gate import GateTarget
 from rbee.rollout.history import rollback_target
+from rbee.rollout.provenance import LocalInputs, compare, status_lines
 from rbee.rollout.rolling import release_targets
 from rbee.spec import ClusterSpec, SpecError, load_spec
 
@@ -338,8 +340,8 @@ def test_the_host_program_runs_on_the_oldest_python_it_claims(host: Host) -> Non
 
 @pytest.mark.parametrize(
     ("value", "error"),
-    [("0", "greater than or equal to 1"), ("51", "less than or equal to 50"), ("'$(id)'", "never templates or commands"),
-     ("2.5", "valid integer")],
+    [("0", "greater than or equal to 1"), ("51", "less than or equal to 50"),
+     ("'$(id)'", "never templates or commands"), ("2.5", "valid integer")],
 )  # fmt: skip
 def test_keep_releases_is_a_located_spec_error_outside_1_to_50(tmp_path: Path, value: str, error: str) -> None:
     spec = tmp_path / "cluster.yaml"
@@ -348,3 +350,40 @@ def test_keep_releases_is_a_located_spec_error_outside_1_to_50(tmp_path: Path, v
         load_spec(spec)
     spec.write_text("cluster: c\nhosts: [{name: h1, address: 10.0.0.1}]\n")
     assert load_spec(spec).deploy.keep_releases == 5
+
+
+def test_the_spec_commit_and_its_dirty_flag_come_from_the_checkout_holding_the_spec(tmp_path: Path) -> None:
+    spec = tmp_path / "ops" / "cluster.yaml"
+    spec.parent.mkdir()
+    spec.write_text("cluster: c\n")
+    assert spec_commit(spec) == ("", False), "not in a git work tree"
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "spec"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    assert spec_commit(spec) == (head, False)
+    spec.write_text("cluster: d\n")
+    assert spec_commit(spec) == (head, True)
+
+
+def test_status_compares_a_record_with_the_spec_at_hand() -> None:
+    local = LocalInputs("aa" * 32, "c0ffee" * 6, False, "0.2.0", B, {"tiny": "11" * 32, "big": None})
+    record = {"spec_sha256": "aa" * 32, "release": B, "rbee_version": "0.2.0", "spec_commit": "c0ffee" * 6,
+              "spec_dirty": False, "models": {"tiny": "11" * 32, "big": "22" * 32}, "engine_wheel_sha256": "33" * 32,
+              "git_commit": "", "engine": "cpu-x"}  # fmt: skip
+    assert compare(record, local) == {"release": True, "here": B, "differs": []}  # big: not cached here, unknown
+    lines = status_lines("h1", record, local)
+    assert lines[:3] == [
+        "h1: this spec, commit ?, engine cpu-x", f"  release {B}: the spec at hand's",
+        f"  rbee 0.2.0, spec commit {'c0ffee' * 2}, engine wheel sha256 {'33' * 8}",
+    ]  # fmt: skip
+    old = {**record, "spec_sha256": "bb" * 32, "release": A, "rbee_version": "0.1.0", "spec_dirty": True,
+           "models": {"tiny": "44" * 32}}  # fmt: skip
+    found = compare(old, local)
+    assert not found["release"] and found["differs"] == [
+        "spec file", f"spec commit {'c0ffee' * 2} (uncommitted changes), here {'c0ffee' * 2}", "rbee 0.1.0, here 0.2.0",
+        f"model tiny {'44' * 6}, here {'11' * 6}",
+    ]  # fmt: skip
+    assert f"  release {A}: not the spec at hand's ({B})" in status_lines("h1", old, local)
+    assert status_lines("h1", old, local)[0] == "h1: ANOTHER spec (drift: run rbee plan), commit ?, engine cpu-x"
