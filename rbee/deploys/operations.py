@@ -114,10 +114,12 @@ def service_state(
     """
     unit = shlex.quote(service)
     steps = [f"systemctl enable {unit}"] if enable else []
+    # --no-block: the units are Type=notify, so a blocking restart would wait for each one to be ready (a worker's
+    # model load), one after the other; the health gate waits for them all at once and says what is missing.
     if restart:
-        steps += [f"systemctl restart {unit}", stamp_text(stamp, want)]
+        steps += [f"systemctl restart --no-block {unit}", stamp_text(stamp, want)]
     elif start:
-        steps.append(f"systemctl start {unit}")
+        steps.append(f"systemctl start --no-block {unit}")
     if steps:
         yield StringCommand(" && ".join(steps))  # one remote call
 
