@@ -128,7 +128,7 @@ def test_a_hand_edited_unit_shows_as_its_diff_on_its_host_until_a_deploy(spec: P
 def test_a_changed_placement_rolls_out_without_a_failed_request(spec: Path, tiny_model_path: Path) -> None:
     write_spec(spec, tiny_model_path, slots=3)
     planned = rbee("plan", str(spec))
-    assert planned.returncode == 3 and "services: worker tiny-1 config" in planned.stdout
+    assert planned.returncode == 3 and "~ worker tiny-1 config (" in planned.stdout, planned.stdout
     with Traffic() as traffic:
         rolled = rbee("deploy", str(spec))
     assert rolled.returncode == 0, rolled.stdout + rolled.stderr
