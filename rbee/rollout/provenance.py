@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rbee.deploy.cluster_secret import ClusterSecretError
 from rbee.deploy.release_id import rbee_version
 from rbee.deploy.release_record import spec_commit
 from rbee.models import cached_model
@@ -33,7 +34,11 @@ def local_inputs(spec: ClusterSpec, spec_file: Path) -> LocalInputs:
     cache = Path(spec.deploy.model_cache).expanduser()
     models = {m.id: (found.sha256 if (found := cached_model(m, cache)) else None) for m in spec.models}
     sha = hashlib.sha256(spec_file.read_bytes()).hexdigest()
-    return LocalInputs(sha, commit, dirty, rbee_version(), deploy_release_id(spec, spec_file, fetch=False), models)
+    try:
+        release = deploy_release_id(spec, spec_file, fetch=False)
+    except ClusterSecretError:
+        release = "(unknown: $RBEE_CLUSTER_SECRET is not a cluster secret)"
+    return LocalInputs(sha, commit, dirty, rbee_version(), release, models)
 
 
 def _commit(commit: str, dirty: bool) -> str:

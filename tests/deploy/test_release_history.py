@@ -29,7 +29,7 @@ from rbee.deploy.releases import (
 )
 from rbee.rollout.gate import GateTarget
 from rbee.rollout.history import rollback_target
-from rbee.rollout.provenance import LocalInputs, compare, status_lines
+from rbee.rollout.provenance import LocalInputs, compare, local_inputs, status_lines
 from rbee.rollout.rolling import release_targets
 from rbee.spec import ClusterSpec, SpecError, load_spec
 
@@ -387,3 +387,15 @@ def test_status_compares_a_record_with_the_spec_at_hand() -> None:
     ]  # fmt: skip
     assert f"  release {A}: not the spec at hand's ({B})" in status_lines("h1", old, local)
     assert status_lines("h1", old, local)[0] == "h1: ANOTHER spec (drift: run rbee plan), commit ?, engine cpu-x"
+
+
+def test_status_without_a_usable_cluster_secret_says_the_release_is_unknown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = tmp_path / "cluster.yaml"
+    spec.write_text("cluster: c\nhosts: [{name: h1, address: 10.0.0.1}]\n")
+    monkeypatch.setenv("RBEE_CLUSTER_SECRET", "not-a-secret")
+    local = local_inputs(load_spec(spec), spec)
+    assert local.release.startswith("(unknown: $RBEE_CLUSTER_SECRET")
+    monkeypatch.setenv("RBEE_CLUSTER_SECRET", "ab" * 32)
+    assert check_release_id(local_inputs(load_spec(spec), spec).release)
