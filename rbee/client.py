@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from rbee.deploy.cluster_ca import trust
-from rbee_runtime.common.contracts import QueenHive, QueenWorker
+from rbee_runtime.common.contracts import HiveDeregistered, QueenHive, QueenWorker
 from rbee_runtime.common.ports import QUEEN_PORT
 from rbee_runtime.queen.dashboard.schema import DashboardState
 
@@ -102,6 +102,16 @@ class QueenClient:
 
     def models(self) -> list[str]:
         return [m["id"] for m in self._get("/v1/models")["data"]]
+
+    def deregister_hive(self, hive_id: str, credential: str | None) -> HiveDeregistered:
+        """``DELETE /v1/hives/{hive_id}`` with the hive's ``credential`` (None: the client's API key)."""
+        headers = {"Authorization": f"Bearer {credential}"} if credential else {}
+        try:
+            response = self._http.delete(f"/v1/hives/{hive_id}", headers=headers)  # a spec host name: no quoting
+        except httpx.HTTPError as exc:
+            raise QueenError(f"cannot reach the queen at {self.base_url}: {exc}") from exc
+        _raise_for(response)
+        return HiveDeregistered.model_validate(response.json())
 
     def dashboard(self) -> DashboardState:
         """The cluster as the dashboard shows it (``GET /ui/api/state``)."""

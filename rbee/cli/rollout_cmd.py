@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -22,8 +23,9 @@ from rbee.deploy.redact import Redactor, spec_secrets
 from rbee.deploy.ssh_check import SshCheck, describe, ssh_failures
 from rbee.deploys.entry import path as entry_path
 from rbee.rollout import plan_render
-from rbee.rollout.plan import Plan, build_plan
+from rbee.rollout.plan import Plan, PruneHost, build_plan
 from rbee.rollout.provenance import compare, local_inputs, status_lines
+from rbee.rollout.prune import PruneState, finish, plan_entries, read_state, report
 from rbee.rollout.pyinfra_run import run_pyinfra
 from rbee.rollout.rolling import batches, rolling_deploy
 from rbee.spec.inventory import queen_url
@@ -71,6 +73,8 @@ def plan(
         PlanFormat,
         typer.Option("--format", help="text: a table and diffs; markdown: a pull-request comment; json: --json."),
     ] = PlanFormat.TEXT,
+    no_prune: Annotated[bool, typer.Option("--no-prune", help="List no host to prune (deploy --no-prune).")] = False,
+    move_queen: Annotated[bool, typer.Option("--move-queen", help="Plan as rbee deploy --move-queen.")] = False,
 ) -> None:
     """Show what a deploy would change on each host, changing nothing (exit 0: nothing to do, 3: changes).
 
@@ -79,14 +83,20 @@ def plan(
     require("plan", PYINFRA, PARAMIKO)
     hosts = inventory_names(spec_file)
     redactor = _redactor(spec_file)
-    run = run_pyinfra(spec_file, "--dry")
+    spec = read_spec_or_exit(spec_file)
+    with ThreadPoolExecutor(1) as pool:  # the hosts that left the spec are read while pyinfra plans the others
+        pruning = None if no_prune else pool.submit(read_state, spec, spec_file, move_queen=move_queen)
+        run = run_pyinfra(spec_file, "--dry")
+        prune_state = pruning.result() if pruning is not None else PruneState()
     if not run.document:
         log = redactor.text(run.log[-3000:])
         typer.echo(f"rbee plan: the dry run failed (pyinfra exit {run.returncode}):\n{log}", err=True)
         for check in ssh_failures(read_spec_or_exit(spec_file), spec_file, hosts).values():
             typer.echo(describe(check), err=True)
         raise typer.Exit(exits.FAILURE)
-    result = build_plan(run.document, run.preflight, hosts).redacted(redactor)
+    result = build_plan(run.document, run.preflight, hosts)
+    result.prune = [PruneHost(host=host, removes=removes) for host, removes in plan_entries(prune_state)]
+    result = result.redacted(redactor)
     why = ssh_failures(read_spec_or_exit(spec_file), spec_file, result.unreachable) if result.unreachable else {}
     if as_json or output_format is PlanFormat.JSON:
         print_json(result.as_json({h: c.as_dict() for h, c in why.items()}))
@@ -95,7 +105,9 @@ def plan(
     else:
         plan_render.terminal(result, stdout_console())
     _print_problems(result, why)
-    if result.failing or result.unreachable:
+    for line in (*prune_state.notes, *prune_state.problems):
+        typer.echo(f"rbee plan: {line}", err=True)
+    if result.failing or result.unreachable or prune_state.problems:
         raise typer.Exit(exits.FAILURE)
     raise typer.Exit(exits.CHANGES_PENDING if result.pending else exits.OK)
 
@@ -152,8 +164,17 @@ def deploy(
     spec_file: SpecFile,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Hosts per batch after the queen's host.")] = 1,
     gate_timeout: Annotated[float, typer.Option(help="Seconds a batch may take to become healthy.")] = 180.0,
+    no_prune: Annotated[
+        bool, typer.Option("--no-prune", help="Keep the hosts that left the spec running (a later deploy prunes them).")
+    ] = False,
+    move_queen: Annotated[
+        bool, typer.Option("--move-queen", help="Let the queen move to the spec's queen host (the old one goes).")
+    ] = False,
 ) -> None:
-    """Rolling deploy: the queen's host, then BATCH hosts at a time, each gated on health and rolled back on failure."""
+    """Rolling deploy: the queen's host, then BATCH hosts at a time, each gated on health and rolled back on failure.
+
+    Then the hosts that left the spec are pruned (workers drained and stopped, units, configs, models and venv
+    removed, the hive deregistered at the queen), unless --no-prune; rbee plan lists them first."""
     require("deploy", PYINFRA, PARAMIKO)
     spec = read_spec_or_exit(spec_file)
     try:
@@ -161,10 +182,29 @@ def deploy(
     except ApiKeysError as exc:
         typer.echo(f"rbee deploy: {exc}", err=True)
         raise typer.Exit(exits.FAILURE) from None
+    pruning = read_state(spec, spec_file, move_queen=move_queen, no_prune=no_prune)
+    for line in pruning.notes:
+        typer.echo(f"rbee deploy: {line}", err=True)
+    if pruning.problems:
+        for problem in (*pruning.problems, "nothing changed"):
+            typer.echo(f"rbee deploy: {problem}", err=True)
+        raise typer.Exit(exits.FAILURE)
+    if pruning.prune:
+        names = ", ".join(h.name for h in pruning.prune)
+        typer.echo(f"hosts that left the spec: {names}: " + ("kept (--no-prune)" if no_prune else "pruned at the end"))
     with QueenClient(queen_url(spec), api_key=key) as queen:
         result = rolling_deploy(spec, spec_file, queen, batch, gate_timeout, typer.echo)
+        outcome = finish(spec, spec_file, queen, pruning, cluster_secret(spec.cluster), typer.echo,
+                         prune=result.ok and not no_prune, remove_old_queen=result.ok)  # fmt: skip
+    done, wrong, failed = report(outcome, spec)
+    for line in done:
+        typer.echo(f"rbee deploy: {line}")
+    for line in wrong:
+        typer.echo(f"rbee deploy: {line}", err=True)
     if result.ok:
         typer.echo(f"rbee deploy: release {result.release}: {len(result.done)} batch(es) deployed and healthy")
+        if failed:
+            raise typer.Exit(exits.FAILURE)
         return
     where = ", ".join(result.failed_batch)
     state = "rolled back and serving the previous release" if result.rolled_back else "NOT rolled back"

@@ -23,7 +23,7 @@ HostStatus = Literal["ok", "changes", "failing", "unreachable"]
 
 
 class PruneHost(BaseModel):
-    """A host that runs rbee but left the spec: what a deploy would stop and remove there (none are pruned yet)."""
+    """A host that runs rbee but left the spec: what a deploy would stop and remove there (``rbee.rollout.prune``)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

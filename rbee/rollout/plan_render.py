@@ -148,6 +148,10 @@ def terminal(plan: Plan, console: Console) -> None:
             if change is not None and change.diff:
                 for diff_line in change.diff.splitlines():
                     console.print(Text(f"    {diff_line}", style=_diff_style(diff_line)))
+    for pruned in plan.prune:
+        console.print(Text(f"\n{pruned.host}: to prune (it left the spec)", style="bold"))
+        for item in pruned.removes:
+            console.print(Text(f"  - stop and remove {item}"))
 
 
 def _diff_style(line: str) -> str:
@@ -202,6 +206,10 @@ def markdown(plan: Plan, why: Mapping[str, str], budget: int = MARKDOWN_BUDGET) 
     for host in plan.names():
         block, left = _host_block(plan, host, why, left)
         out += block
+    for pruned in plan.prune:
+        out += ["", f"<details><summary><b>{html.escape(pruned.host)}</b>: to prune (it left the spec)</summary>", ""]
+        out += [f"- stop and remove {code(item)}" for item in pruned.removes]
+        out += ["", "</details>"]
     return "\n".join(out) + "\n"
 
 

@@ -8,7 +8,7 @@ pyinfra takes an inventory and deploys as files; these are the package's own, ea
 
 from pathlib import Path
 
-ENTRIES = ("inventory", "site", "snapshot", "rollback")
+ENTRIES = ("inventory", "site", "snapshot", "rollback", "prune_inventory", "decommission")
 
 
 def path(name: str) -> Path:

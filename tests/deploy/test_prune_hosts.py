@@ -1,0 +1,171 @@
+"""A host removed from the spec is pruned by the next deploy, on real test hosts of its own (h5: queen + hive, h6).
+
+The cluster runs the tiny model on both hosts and a second model (``tiny2``) on h5. Then the spec drops h6 and
+``tiny2``: ``rbee plan`` lists h6 for pruning (exit 3), ``rbee deploy --no-prune`` keeps it serving (and removes
+``tiny2`` from h5: its worker and its file), and ``rbee deploy`` prunes it while a client streams completions: no
+request fails, nothing of rbee is left on h6 but its service account, the queen no longer lists its hive (also a
+few heartbeat intervals later), and a plan afterwards has nothing to do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from rbee.testhosts import TestHosts
+from rbee.testhosts.inventory import spec_for_hosts
+from rbee.testhosts.naming import index
+from tests.hosts.plugin import session_layout
+
+pytestmark = [pytest.mark.engine, pytest.mark.slow]
+
+ROOT = Path(__file__).parents[2]
+RBEE = str(Path(sys.executable).parent / "rbee")
+API_KEY = "sk-prune-test"
+QUEEN = "http://10.210.0.15:7833"
+HOSTS = ("h5", "h6")  # hosts of their own: the other deploy tests keep what they put on h1..h4
+
+
+def write_spec(path: Path, model: Path, hosts: tuple[str, ...]) -> None:
+    both = hosts == HOSTS
+    models = f"- {{id: tiny, source: 'file://{model}', context: 512}}\n"
+    models += f"- {{id: tiny2, source: 'file://{model}', context: 512}}" if both else ""
+    placements = "- {model: tiny, hosts: [h5, h6], replicas: 2}\n- {model: tiny2, hosts: [h5]}" if both else (
+        "- {model: tiny, hosts: [h5]}")  # fmt: skip
+    path.write_text(spec_for_hosts(
+        list(hosts), cluster="prunetest", queen_host="h5", models_yaml=models, placements_yaml=placements,
+        extra_yaml="queen: {api_keys: {env: RBEE_TEST_KEYS}}\n"
+        "runtime: {heartbeat_interval: 1s, stale_timeout: 5s, loading_timeout: 90s}",
+    ))  # fmt: skip
+
+
+def rbee(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "RBEE_TEST_KEYS": API_KEY}
+    return subprocess.run([RBEE, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+RECORD = "/opt/rbee/release.json"
+"""Names the checkout's commit: others committing to a shared checkout while a test runs change it on every host."""
+
+
+def planned(spec: Path, *flags: str) -> tuple[list[str], dict[str, object]]:
+    """``rbee plan --json``: the hosts to prune, and each host's changes but those of the release record."""
+    done = rbee("plan", "--json", *flags, str(spec))
+    assert done.returncode in (0, 3), done.stdout + done.stderr
+    data = json.loads(done.stdout)
+    changed: dict[str, object] = {}
+    for host, found in data["hosts"].items():
+        changes = found["changes"] or {}
+        files = [f["path"] for f in (*changes.get("files", []), *changes.get("units", [])) if f["path"] != RECORD]
+        rest = {k: v for k, v in changes.items() if k not in ("files", "units") and v}
+        if files or rest or found["status"] not in ("ok", "changes"):
+            changed[host] = {"files": files, **rest, "status": found["status"]}
+    return [p["host"] for p in data["prune"]], changed
+
+
+def hive_ids() -> list[str]:
+    hives = httpx.get(f"{QUEEN}/v1/hives", headers={"Authorization": f"Bearer {API_KEY}"}, timeout=10).json()
+    return sorted(h["hive_id"] for h in hives["hives"])
+
+
+@pytest.fixture(scope="module")
+def hosts(test_hosts: TestHosts) -> Iterator[TestHosts]:
+    count, _ = session_layout()
+    for name in HOSTS:
+        test_hosts.start(name)  # a fresh disk when the session does not run it
+    try:
+        yield test_hosts
+    finally:
+        for name in HOSTS:
+            if index(name) > count:
+                test_hosts.remove(name)
+
+
+def test_a_host_removed_from_the_spec_is_listed_then_kept_then_pruned(
+    hosts: TestHosts, tiny_model_path: Path, tmp_path: Path
+) -> None:
+    spec = tmp_path / "cluster.yaml"
+    started = time.monotonic()
+    write_spec(spec, tiny_model_path, HOSTS)
+    first = rbee("deploy", str(spec))
+    assert first.returncode == 0, first.stdout + first.stderr
+    first_s = time.monotonic() - started
+    assert hive_ids() == ["h5", "h6"]
+    record = json.loads(hosts.ssh("h5", "cat /opt/rbee/applied-hosts.json").stdout)
+    assert [h["name"] for h in record["hosts"]] == ["h5", "h6"] and record["queen"] == "h5"
+    h6 = next(h for h in record["hosts"] if h["name"] == "h6")
+    assert (h6["address"], h6["workers"], h6["models"]) == ("10.210.0.16", ["tiny-1"], ["tiny"])
+
+    write_spec(spec, tiny_model_path, ("h5",))
+    listed = rbee("plan", "--json", str(spec))
+    assert listed.returncode == 3, listed.stdout + listed.stderr
+    assert json.loads(listed.stdout)["prune"] == [{"host": "h6", "removes": [
+        "rbee-hive.service", "rbee-worker@tiny-1.service", "model tiny", "/etc/rbee", "/opt/rbee"]}]  # fmt: skip
+    text = rbee("plan", str(spec))
+    assert text.returncode == 3 and "1 to prune" in text.stdout and "h6: to prune (it left the spec)" in text.stdout
+    unlisted = json.loads(rbee("plan", "--json", "--no-prune", str(spec)).stdout)
+    assert unlisted["prune"] == [] and "h6" not in unlisted["hosts"]
+
+    kept = rbee("deploy", "--no-prune", str(spec))
+    assert kept.returncode == 0, kept.stdout + kept.stderr
+    assert "hosts that left the spec: h6: kept (--no-prune)" in kept.stdout and "pruned h6" not in kept.stdout
+    assert hosts.ssh("h6", "systemctl is-active rbee-hive.service rbee-worker@tiny-1.service").stdout.split() == [
+        "active", "active"]  # fmt: skip
+    assert hive_ids() == ["h5", "h6"]
+    h5_models = hosts.ssh("h5", "ls /opt/rbee/models; ls /etc/rbee/workers").stdout.split()
+    assert h5_models == ["tiny.gguf", "tiny-1.env"], h5_models  # tiny2's worker and file went with its placement
+    assert "rbee-worker@tiny2-1" not in hosts.ssh("h5", "systemctl list-units --all --plain 'rbee-*'").stdout
+    assert planned(spec, "--no-prune") == ([], {})
+    assert planned(spec) == (["h6"], {})  # still recorded: a deploy without --no-prune prunes it
+
+    failed: list[str] = []
+    served = [0]
+    stop = threading.Event()
+
+    def traffic() -> None:
+        client = openai.OpenAI(base_url=f"{QUEEN}/v1", api_key=API_KEY, max_retries=0, timeout=60)
+        while not stop.is_set():
+            try:
+                stream = client.completions.create(model="tiny", prompt="Bees", max_tokens=24, stream=True)
+                served[0] += bool("".join(c.choices[0].text for c in stream if c.choices))
+            except openai.OpenAIError as exc:
+                failed.append(repr(exc))
+
+    client = threading.Thread(target=traffic, daemon=True)
+    client.start()
+    try:
+        prune_started = time.monotonic()
+        pruned = rbee("deploy", str(spec))
+        prune_s = time.monotonic() - prune_started
+    finally:
+        stop.set()
+        client.join(timeout=120)
+    assert pruned.returncode == 0, pruned.stdout + pruned.stderr
+    assert "rbee deploy: pruned h6: its rbee services stopped and removed, its hive deregistered" in pruned.stdout
+    assert failed == [] and served[0] >= 3, (failed[:5], served)
+    left = hosts.ssh("h6", "systemctl list-units --all --plain --no-legend 'rbee-*'; ls /etc/systemd/system "
+                           "| grep rbee; ls -d /etc/rbee /var/lib/rbee /opt/rbee 2>&1; id -u rbee >/dev/null && "
+                           "echo account kept").stdout  # fmt: skip
+    assert left.split("\n") == [
+        "ls: cannot access '/etc/rbee': No such file or directory",
+        "ls: cannot access '/var/lib/rbee': No such file or directory",
+        "ls: cannot access '/opt/rbee': No such file or directory",
+        "account kept", "",
+    ], left  # fmt: skip
+    assert hive_ids() == ["h5"]
+    time.sleep(4)  # four heartbeat intervals: nothing on h6 beats any more
+    assert hive_ids() == ["h5"]
+    record = json.loads(hosts.ssh("h5", "cat /opt/rbee/applied-hosts.json").stdout)
+    assert [h["name"] for h in record["hosts"]] == ["h5"]
+    assert planned(spec) == ([], {})
+    print(f"prune host test: {time.monotonic() - started:.0f} s (first deploy {first_s:.0f} s, prune {prune_s:.0f} s)")
