@@ -17,7 +17,9 @@ ENVIRONMENT: dict[str, str] = {
 }
 """Every variable a user may set, with what it changes (internal ones, set by rbee for its children, are not)."""
 
-INTERNAL = frozenset({"RBEE_PREFLIGHT_REPORT", "RBEE_TESTHOST_CGROUPS", "RBEE_PREFIX", "RBEE_WORKER_ARGS"})
+INTERNAL = frozenset(
+    {"RBEE_PREFLIGHT_REPORT", "RBEE_PRUNE_FILE", "RBEE_TESTHOST_CGROUPS", "RBEE_PREFIX", "RBEE_WORKER_ARGS"}
+)
 """Set by rbee for its own subprocesses or on hosts (the probe's shell, the worker unit's env file), not by users."""
 
 
