@@ -8,6 +8,7 @@ import fcntl
 import logging
 import os
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from rbee_runtime import __version__
@@ -176,11 +177,19 @@ class Hive:
         ]
 
     def _register_configured_models(self) -> None:
+        """Register the config's models; forget the others whose file is gone (a deploy that no longer places a
+        model here deletes its file before the hive restarts: the model is then no longer advertised)."""
+        configured = set()
         for req in self._configured_model_requests():
+            configured.add(req.model_id)
             try:
                 self.catalog.register(req)
             except ApiError as exc:
                 log.error("model %s from the config was not registered: %s", req.model_id, exc.message)
+        for entry in self.catalog.list_models():
+            if entry.model_id not in configured and not Path(entry.local_path).is_file():
+                self.catalog.remove(entry.model_id)
+                log.info("model %s forgotten: its file %s is gone", entry.model_id, entry.local_path)
 
     def capabilities(self) -> HiveCapabilities:
         return HiveCapabilities(
