@@ -41,6 +41,9 @@ WORKER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}-[0-9]{1,3}$"
 WorkerName = Annotated[str, Field(pattern=WORKER_NAME_PATTERN)]
 """A placed worker's instance name, ``<model>-<n>`` (``rbee.deploy.host_plan.placed_workers``)."""
 
+PRUNE_FILE_ENV = "RBEE_PRUNE_FILE"
+"""The file of the hosts a deploy prunes (written by ``rbee.rollout.prune``, read by the ``prune_inventory`` entry)."""
+
 HIVE_QUEEN_PREFIX = "hive_queen_url="
 RECORD_MARK = "applied-hosts:"
 

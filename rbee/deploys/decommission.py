@@ -24,10 +24,10 @@ from pyinfra.api.deploy import deploy
 from pyinfra.context import host
 from pyinfra.operations import server
 
+from rbee.deploy.applied_hosts import PRUNE_FILE_ENV
 from rbee.deploy.decommission_script import decommission_script, queen_removal_script
 from rbee.spec.inventory import HostEntry
 
-PRUNE_FILE_ENV = "RBEE_PRUNE_FILE"
 ACTIONS = ("decommission", "remove-queen", "record")
 
 

@@ -31,6 +31,7 @@ from typing import Any
 
 from rbee.client import QueenClient, QueenError
 from rbee.deploy.applied_hosts import (
+    PRUNE_FILE_ENV,
     AppliedHost,
     AppliedHosts,
     AppliedHostsError,
@@ -44,7 +45,6 @@ from rbee.deploy.applied_hosts import (
     write_command,
 )
 from rbee.deploy.ssh_check import SshTarget, check_hosts, describe
-from rbee.deploys.decommission import PRUNE_FILE_ENV
 from rbee.rollout.host_read import read_on_hosts
 from rbee.rollout.pyinfra_run import PyinfraRun, run_pyinfra
 from rbee.spec import ClusterSpec

@@ -18,6 +18,7 @@ import pytest
 
 from rbee.deploy.applied_hosts import (
     MAX_BYTES,
+    PRUNE_FILE_ENV,
     AppliedHosts,
     AppliedHostsError,
     parse,
@@ -30,7 +31,7 @@ from rbee.deploy.applied_hosts import (
     write_command,
 )
 from rbee.deploy.decommission_script import DONE_MARK, decommission_script, queen_removal_script
-from rbee.deploys.decommission import PRUNE_FILE_ENV, groups
+from rbee.deploys.decommission import groups
 from rbee.rollout.prune import PruneOutcome, judge, plan_entries, report, unfinished_hosts
 from rbee.rollout.pyinfra_run import PyinfraRun
 from rbee.spec import ClusterSpec, parse_spec
