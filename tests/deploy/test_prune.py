@@ -224,6 +224,15 @@ def test_a_queen_that_moves_is_refused_unless_asked_for() -> None:
     assert allowed.problems == [] and allowed.old_queen == "a" and allowed.prune == []
 
 
+def test_an_older_record_left_by_a_queen_move_goes_with_that_queen() -> None:
+    old, new = record_of(spec_of()), record_of(spec_of(queen="b"))
+    state = judge(spec_of(queen="b"), {"a": answer(old), "b": answer(new), "c": answer()})
+    assert state.problems == [] and state.record == new and state.old_queen == "a"
+    assert state.notes == ["an older applied-hosts record on a is removed (the queen moved)"]
+    several = judge(spec_of(queen="c"), {"a": answer(old), "b": answer(new), "c": answer()})
+    assert several.problems == ["applied-hosts records on several hosts (a, b), none on c"]
+
+
 def test_a_queen_removed_with_its_host_is_seen_in_the_hives_configs() -> None:
     spec = spec_of(WITHOUT_C.replace("name: a, address: 10.0.0.5", "name: d, address: 10.0.0.9"), queen="d",
                    placements="[d, b]")  # fmt: skip
