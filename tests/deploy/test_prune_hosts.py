@@ -2,9 +2,9 @@
 
 The cluster runs the tiny model on both hosts and a second model (``tiny2``) on h5. Then the spec drops h6 and
 ``tiny2``: ``rbee plan`` lists h6 for pruning (exit 3), ``rbee deploy --no-prune`` keeps it serving (and removes
-``tiny2`` from h5: its worker and its file), and ``rbee deploy`` prunes it while a client streams completions: no
-request fails, nothing of rbee is left on h6 but its service account, the queen no longer lists its hive (also a
-few heartbeat intervals later), and a plan afterwards has nothing to do.
+``tiny2`` from h5: its worker, its file, so its hive's catalog entry), and ``rbee deploy`` prunes h6 while a
+client streams completions: no request fails, nothing of rbee is left on h6 but its service account, the queen
+no longer lists its hive (also a few heartbeat intervals later), and a plan afterwards has nothing to do.
 """
 
 from __future__ import annotations
@@ -125,6 +125,8 @@ def test_a_host_removed_from_the_spec_is_listed_then_kept_then_pruned(
     h5_models = hosts.ssh("h5", "ls /opt/rbee/models; ls /etc/rbee/workers").stdout.split()
     assert h5_models == ["tiny.gguf", "tiny-1.env"], h5_models  # tiny2's worker and file went with its placement
     assert "rbee-worker@tiny2-1" not in hosts.ssh("h5", "systemctl list-units --all --plain 'rbee-*'").stdout
+    models = httpx.get(f"{QUEEN}/v1/models", headers={"Authorization": f"Bearer {API_KEY}"}, timeout=10).json()
+    assert [m["id"] for m in models["data"]] == ["tiny"]  # h5's hive forgot tiny2 (its file went before it restarted)
     assert planned(spec, "--no-prune") == ([], {})
     assert planned(spec) == (["h6"], {})  # still recorded: a deploy without --no-prune prunes it
 
