@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from rbee.cli import exits
+from rbee.cli import exits, heal_cmd
 from rbee.cli.extras import PARAMIKO, PYINFRA, require
 from rbee.cli.output import print_json, stdout_console
 from rbee.cli.spec_cmd import read_spec_or_exit
@@ -164,6 +164,15 @@ def deploy(
     spec_file: SpecFile,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Hosts per batch after the queen's host.")] = 1,
     gate_timeout: Annotated[float, typer.Option(help="Seconds a batch may take to become healthy.")] = 180.0,
+    only_drift: Annotated[
+        bool,
+        typer.Option(
+            "--only-drift",
+            help="Put back only what drifted from the release each host runs (a hand edit), "
+            "batched and gated alike; skip hosts where a release change is pending (exit 3).",
+        ),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="With --only-drift: each host's outcome as JSON.")] = False,
     no_prune: Annotated[
         bool, typer.Option("--no-prune", help="Keep the hosts that left the spec running (a later deploy prunes them).")
     ] = False,
@@ -174,8 +183,18 @@ def deploy(
     """Rolling deploy: the queen's host, then BATCH hosts at a time, each gated on health and rolled back on failure.
 
     Then the hosts that left the spec are pruned (workers drained and stopped, units, configs, models and venv
-    removed, the hive deregistered at the queen), unless --no-prune; rbee plan lists them first."""
+    removed, the hive deregistered at the queen), unless --no-prune; rbee plan lists them first.
+
+    --only-drift (the scheduled self-heal): only the hosts that drifted from the release they run get it again;
+    no new release, no prune; exit 0 in sync or healed, 3 a release change is pending (rbee deploy), 1 failed."""
     require("deploy", PYINFRA, PARAMIKO)
+    if as_json and not only_drift:
+        raise typer.BadParameter("goes with --only-drift", param_hint="--json")
+    if only_drift and move_queen:
+        raise typer.BadParameter("a queen that moves is a release change: rbee deploy --move-queen",
+                                 param_hint="--move-queen")  # fmt: skip
+    if only_drift:  # never a new release, never a prune: rbee.cli.heal_cmd
+        raise typer.Exit(heal_cmd.only_drift(spec_file, batch, gate_timeout, as_json, _redactor(spec_file)))
     spec = read_spec_or_exit(spec_file)
     try:
         key = first_api_key(spec, spec_file.resolve().parent)

@@ -9,7 +9,7 @@ the hosts, batch by batch, to a kept release, with the same gate, and stops at t
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,11 +26,14 @@ from rbee.spec.placement import assign
 Say = Callable[[str], None]
 
 
-def batches(spec: ClusterSpec, size: int) -> list[list[str]]:
-    """The queen's host alone first, then the other hosts ``size`` at a time, in spec order."""
+def batches(spec: ClusterSpec, size: int, only: Collection[str] | None = None) -> list[list[str]]:
+    """The queen's host alone first, then the other hosts ``size`` at a time, in spec order (``only``: of these
+    hosts alone, the same rule: ``rbee deploy --only-drift``)."""
     queen = spec.queen_host.name
-    others = [h.name for h in spec.hosts if h.name != queen]
-    return [[queen], *(others[i : i + size] for i in range(0, len(others), size))]
+    chosen = [h.name for h in spec.hosts if only is None or h.name in only]
+    others = [h for h in chosen if h != queen]
+    first = [[queen]] if queen in chosen else []
+    return [*first, *(others[i : i + size] for i in range(0, len(others), size))]
 
 
 def targets(spec: ClusterSpec, hosts: list[str]) -> list[GateTarget]:
@@ -81,13 +84,14 @@ def _return_batch(
     spec_file: Path,
     queen: QueenClient,
     batch: list[str],
-    release: str,
+    target: str,
     gate_timeout_s: float,
     say: Say,
 ) -> bool:
-    """Roll a failed batch back to what it ran before ``release``, then wait for it (True: rolled back)."""
+    """Roll a failed batch back to ``target`` (``undo:<id>``: what it ran before ``<id>``; or a kept release id),
+    then wait for it (True: rolled back)."""
     name = ", ".join(batch)
-    back = run_pyinfra(spec_file, "-y", "--data", f"rbee_rollback=undo:{release}", limit=batch, deploy="rollback")
+    back = run_pyinfra(spec_file, "-y", "--data", f"rbee_rollback={target}", limit=batch, deploy="rollback")
     if back.returncode != 0:
         say(f"batch {name}: rollback failed: {_failure(back)}")
         return False
@@ -98,14 +102,25 @@ def _return_batch(
 
 
 def rolling_deploy(
-    spec: ClusterSpec, spec_file: Path, queen: QueenClient, batch_size: int, gate_timeout_s: float, say: Say
+    spec: ClusterSpec,
+    spec_file: Path,
+    queen: QueenClient,
+    batch_size: int,
+    gate_timeout_s: float,
+    say: Say,
+    *,
+    heal: tuple[str, Collection[str]] | None = None,
 ) -> RolloutResult:
-    """Deploy batch after batch; stop at the first failed batch, after rolling it back to what it ran before."""
+    """Deploy batch after batch; stop at the first failed batch, after rolling it back to what it ran before.
+
+    ``heal``: (the release the hosts run, those hosts): re-apply that release to them alone (``rbee deploy
+    --only-drift``), in the same batches; a batch that fails returns to that release as the hosts keep it."""
     secret = cluster_secret(spec.cluster)  # the one the deploys use: the gate asks the workers with it
-    release = check_release_id(deploy_release_id(spec, spec_file))
+    release = check_release_id(heal[0] if heal else deploy_release_id(spec, spec_file))
+    back_to = release if heal else f"undo:{release}"  # a heal switched no release: undo:<id> would go before it
     result = RolloutResult(release)
     say(f"release {release}")
-    for batch in batches(spec, batch_size):
+    for batch in batches(spec, batch_size, heal[1] if heal else None):
         name = ", ".join(batch)
         say(f"batch {name}: deploying")
         run = run_pyinfra(spec_file, "-y", "--data", f"rbee_release={release}", limit=batch)
@@ -116,7 +131,7 @@ def rolling_deploy(
         if reason:
             result.failed_batch, result.reason = batch, reason
             say(f"batch {name}: FAILED ({reason.splitlines()[0]}); rolling back")
-            result.rolled_back = _return_batch(spec, spec_file, queen, batch, release, gate_timeout_s, say)
+            result.rolled_back = _return_batch(spec, spec_file, queen, batch, back_to, gate_timeout_s, say)
             return result
         result.done.append(batch)
         say(f"batch {name}: healthy")

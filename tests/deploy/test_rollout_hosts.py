@@ -125,6 +125,78 @@ def test_a_hand_edited_unit_shows_as_its_diff_on_its_host_until_a_deploy(spec: P
     assert again.returncode == 0, again.stdout + again.stderr
 
 
+UNTOUCHED = (
+    "echo release $(readlink /opt/rbee/releases/current) $(ls /opt/rbee/releases | wc -l); "
+    "echo record $(sha256sum < /opt/rbee/release.json | cut -c1-16); "
+    "for u in $(systemctl list-units --all --plain --no-legend 'rbee-*' | cut -d' ' -f1 | sort); do "
+    "echo $u $(systemctl show -p ActiveEnterTimestampMonotonic --value $u); done; "
+    "find /etc/rbee /etc/systemd/system /opt/rbee -path /opt/rbee/venv -prune -o -newer /run/rbee-test-mark -print"
+)
+"""What a host runs and since when: its current release and how many it keeps, its record, each rbee unit's last
+start, every file or folder written after the mark (``/run/rbee-test-mark``)."""
+
+
+def host_marks(test_hosts: TestHosts, mark: bool = False) -> dict[str, str]:
+    """``UNTOUCHED`` of each host (``mark``: touch the mark first)."""
+    first = "touch /run/rbee-test-mark && sleep 0.01; " if mark else ""
+    return {host: test_hosts.ssh(host, first + UNTOUCHED, check=True).stdout for host in HOSTS}
+
+
+RECORD_ONLY = [f"~ record: release.json ({RECORD}): update, content differs"]
+"""A host's only change when this shared checkout got a commit since the last deploy (the record names it)."""
+
+
+def test_the_scheduled_self_heal_puts_back_a_hand_edit_and_leaves_a_release_change_alone(
+    spec: Path, tiny_model_path: Path, test_hosts: TestHosts
+) -> None:
+    """rbee deploy --only-drift: the drifted host alone gets its release again (no new one); a spec change that was
+    not deployed is skipped (exit 3) and changes nothing.
+
+    h1 and h3 must get nothing after the plan (no file written, no unit restarted), unless a commit to this shared
+    checkout landed since the last deploy: their record then names another commit, and re-recording it is their
+    heal (asserted as such)."""
+    unit = "/etc/systemd/system/rbee-hive.service"
+    healed = False
+    try:
+        test_hosts.ssh("h2", f"echo '# edited by hand' >> {unit}", check=True)
+        planned = rbee("plan", str(spec))
+        assert planned.returncode == 3 and diff_headers(planned.stdout) == [f"--- h2:{unit} (on the host)"]
+        before = host_marks(test_hosts, mark=True)
+        heal = rbee("deploy", "--only-drift", "--json", str(spec))
+        assert heal.returncode == 0, heal.stdout + heal.stderr
+        report, after = json.loads(heal.stdout), host_marks(test_hosts)
+        found = report["hosts"]
+        assert found["h2"]["status"] == "healed" and found["h2"]["recorded"] == report["release"], heal.stdout
+        assert f"~ unit rbee-hive.service ({unit}): update, content differs" in found["h2"]["changes"]
+        assert "batch h2: healthy" in heal.stderr and report["exit"] == 0
+        for host in ("h1", "h3"):
+            if found[host]["status"] == "healed":  # a commit since the last deploy: the record alone
+                assert found[host]["changes"] == RECORD_ONLY, heal.stdout
+                continue
+            assert found[host]["status"] == "in-sync" and f"batch {host}" not in heal.stderr, heal.stdout
+            assert after[host] == before[host]  # nothing written, nothing restarted
+        assert after["h2"].splitlines()[0] == before["h2"].splitlines()[0]  # the same release, no new one kept
+        assert "edited by hand" not in test_hosts.ssh("h2", f"cat {unit}").stdout
+        again = rbee("plan", str(spec))
+        assert again.returncode == 0 or diff_headers(again.stdout) == [], again.stdout  # (or a commit meanwhile)
+        healed = True
+
+        write_spec(spec, tiny_model_path, slots=3)  # merged, not deployed yet
+        before = host_marks(test_hosts, mark=True)
+        skipped = rbee("deploy", "--only-drift", str(spec))
+        assert skipped.returncode == 3, skipped.stdout + skipped.stderr
+        release = report["release"]
+        for host in HOSTS:
+            told = f"{host}: skipped: release change pending (runs release {release}, the spec at hand is "
+            assert told in skipped.stdout, skipped.stdout
+        assert skipped.stdout.rstrip().endswith("rbee deploy --only-drift: 0 healed, 0 in sync, 3 skipped, 0 failed")
+        assert host_marks(test_hosts) == before
+    finally:
+        write_spec(spec, tiny_model_path)  # the spec the hosts run, for the tests after this one
+        if not healed:
+            rbee("deploy", str(spec))
+
+
 def test_a_changed_placement_rolls_out_without_a_failed_request(spec: Path, tiny_model_path: Path) -> None:
     write_spec(spec, tiny_model_path, slots=3)
     planned = rbee("plan", str(spec))
