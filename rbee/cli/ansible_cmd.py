@@ -47,6 +47,7 @@ from rbee.deploy.ansible_steps import (
 )
 from rbee.deploy.probe import PROBE_SCRIPT
 from rbee.deploy.wheelhouse import WheelhouseError
+from rbee.engine.features import local_feature_set
 from rbee.models import ModelFetchError
 from rbee.spec.keys import ApiKeysError
 
@@ -82,17 +83,20 @@ def prepare_control(
     """Prepare on this machine what a deploy ships (wheelhouse, engine wheels, models); print their paths as JSON.
 
     The Ansible playbook runs the same steps itself after probing the hosts; this command warms the
-    caches ahead (e.g. in CI), assuming every host has this Python and arch (``backend: auto`` → cpu).
+    caches ahead (e.g. in CI), assuming every host has this Python and arch and this machine's OS and libc
+    (``backend: auto`` → cpu).
     """
     spec = read_spec_or_exit(spec_file)
     version = spec.deploy.llama_cpp_python
+    here = local_feature_set("cpu", version)
     engines = [
-        {"backend": "cpu" if h.backend == "auto" else h.backend, "arch": arch, "python": python, "version": version}
+        {"backend": "cpu" if h.backend == "auto" else h.backend, "arch": arch, "python": python, "version": version,
+         "os": here.os, "libc": here.libc}
         for h in spec.hosts
-    ]
+    ]  # fmt: skip
     try:
         out = {
-            "wheelhouses": prepare_wheelhouses([{"python": python, "arch": arch}])["wheelhouses"],
+            "wheelhouses": prepare_wheelhouses([{"python": python, "os": "linux", "arch": arch}])["wheelhouses"],
             "engines": prepare_engines(engines, spec.deploy.build_cache, build=True)["engines"],
             "models": prepare_models([m.model_dump() for m in spec.models], spec.deploy.model_cache)["models"],
         }

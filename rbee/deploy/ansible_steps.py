@@ -63,7 +63,7 @@ def prepare_wheelhouses(targets: list[dict[str, Any]]) -> dict[str, Any]:
     """The wheelhouse of each target (a ``WheelhouseTarget`` as JSON, with its ``key``), by key."""
     out: dict[str, Any] = {}
     for raw in targets:
-        target = WheelhouseTarget(**{f.name: raw[f.name] for f in fields(WheelhouseTarget)})
+        target = WheelhouseTarget(**{f.name: raw[f.name] for f in fields(WheelhouseTarget) if f.name in raw})
         target = replace(target, extras=tuple(target.extras))
         key = target.name
         if key in out:
@@ -73,6 +73,7 @@ def prepare_wheelhouses(targets: list[dict[str, Any]]) -> dict[str, Any]:
             "folder": str(house.folder),
             "rbee_wheel": house.rbee_wheel.name,
             "fingerprint": house.fingerprint,
+            "extras": list(target.extras),  # installed beside rbee: NVML, the CUDA runtime of a CUDA host
         }
     return {"wheelhouses": out}
 

@@ -18,8 +18,10 @@ from pyinfra.api.deploy import deploy
 from rbee.deploy.host_diff import Changes
 from rbee.deploy.host_plan import HostPlan
 from rbee.deploy.layout import HostLayout
+from rbee.deploy.wheelhouse import wheelhouse_target
 from rbee.deploys import control
 from rbee.deploys.operations import stamped_install
+from rbee.engine.features import FeatureSet
 
 
 def check_script(gpu_offload: bool) -> str:
@@ -31,8 +33,14 @@ def check_script(gpu_offload: bool) -> str:
     )
 
 
+def extra_requirements(features: FeatureSet) -> list[str]:
+    """What a host installs beside rbee and the engine, from its wheelhouse: NVML and the CUDA runtime on CUDA."""
+    return list(wheelhouse_target(features).extras)
+
+
 def install_command(layout: HostLayout, wheels: list[str], replaced: list[str], gpu_offload: bool) -> str:
-    """The one shell command of the install: venv, uninstall ``replaced``, install ``wheels``, check."""
+    """The one shell command of the install: venv, uninstall ``replaced``, install ``wheels`` (wheel paths and
+    requirements, every one from the wheelhouse), check."""
     python, venv = shlex.quote(layout.python), shlex.quote(layout.venv)
     uninstall = " ".join(shlex.quote(name) for name in replaced)
     return (
@@ -57,9 +65,8 @@ def install(plan: HostPlan, changes: Changes) -> None:
     fingerprint = control.wheelhouse_fingerprint(plan.features)
     rbee_wheel = f"{layout.wheelhouse}/{house.rbee_wheel.name}"
     replaced = ["rbee"] * runtime + ["llama_cpp_python"] * engine
-    command = install_command(
-        layout, [rbee_wheel, control.remote_engine_wheel(plan, found)], replaced, plan.features.gpu_offload
-    )
+    wheels = [rbee_wheel, control.remote_engine_wheel(plan, found), *extra_requirements(plan.features)]
+    command = install_command(layout, wheels, replaced, plan.features.gpu_offload)
     stamps = {f"{layout.stamps}/runtime": fingerprint, f"{layout.stamps}/engine": plan.features.key}
     stamped_install(name=f"install: rbee and engine {plan.features.key}, one pip pass", commands=[command],
                     stamps=stamps)  # fmt: skip

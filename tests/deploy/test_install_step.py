@@ -25,3 +25,17 @@ def test_the_check_fails_naming_an_engine_that_is_not_the_planned_build() -> Non
     done = run_check(gpu_offload=True)  # a CUDA host that got a CPU wheel
     assert done.returncode == 1
     assert done.stderr.strip() == "llama_supports_gpu_offload() is False, expected True"
+
+
+def test_a_cuda_host_installs_nvml_and_the_cuda_runtime_beside_rbee() -> None:
+    """The wheelhouse of a CUDA host carries NVML (the hive's GPU readings) and, for PyPI's CUDA, the runtime
+    libraries the worker loads: the install must put them in the venv, not only ship them."""
+    from rbee.deploys.install import extra_requirements
+    from rbee.engine.cuda import PYPI_CUDA, RUNTIME_TOOLKIT
+    from rbee.engine.features import FeatureSet
+
+    assert extra_requirements(FeatureSet("cpu", "x86_64", "3.11", "0.3.36")) == []
+    cuda = extra_requirements(FeatureSet("cuda", "x86_64", "3.11", "0.3.36", cuda=PYPI_CUDA))
+    assert any(r.startswith("nvidia-ml-py") for r in cuda) and RUNTIME_TOOLKIT in cuda
+    system_cuda = extra_requirements(FeatureSet("cuda", "x86_64", "3.11", "0.3.36", cuda="12"))
+    assert any(r.startswith("nvidia-ml-py") for r in system_cuda) and RUNTIME_TOOLKIT not in system_cuda
