@@ -19,6 +19,7 @@ from rbee.cli.output import print_json, stdout_console
 from rbee.cli.spec_cmd import read_spec_or_exit
 from rbee.client import QueenClient
 from rbee.deploy.cluster_secret import ClusterSecretError, cluster_secret
+from rbee.deploy.host_lock import REFRESH_COMMAND, lock_problems
 from rbee.deploy.redact import Redactor, spec_secrets
 from rbee.deploy.ssh_check import SshCheck, describe, ssh_failures
 from rbee.deploys.entry import path as entry_path
@@ -66,6 +67,16 @@ def _print_problems(plan: Plan, why: dict[str, SshCheck]) -> None:
         typer.echo(f"{reason}; its changes are unknown", err=True)
 
 
+def require_current_lock(command: str) -> None:
+    """Stop (one line, exit 1) when the host lock no longer matches rbee's dependencies: the wheelhouse would
+    stop anyway, but inside pyinfra, as a traceback on every host."""
+    problems = lock_problems()
+    if problems:
+        typer.echo(f"rbee {command}: the host lock does not match rbee's dependencies ({'; '.join(problems)}): "
+                   f"run `{REFRESH_COMMAND}` in rbee's checkout and commit rbee/deploy/locks/", err=True)  # fmt: skip
+        raise typer.Exit(exits.FAILURE)
+
+
 def plan(
     spec_file: SpecFile,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON (schema: docs/plan.md).")] = False,
@@ -81,6 +92,7 @@ def plan(
     Per host: files, units, models, engine, runtime, services that restart and why; diffs of configs and units.
     """
     require("plan", PYINFRA, PARAMIKO)
+    require_current_lock("plan")
     hosts = inventory_names(spec_file)
     redactor = _redactor(spec_file)
     spec = read_spec_or_exit(spec_file)
@@ -188,6 +200,7 @@ def deploy(
     --only-drift (the scheduled self-heal): only the hosts that drifted from the release they run get it again;
     no new release, no prune; exit 0 in sync or healed, 3 a release change is pending (rbee deploy), 1 failed."""
     require("deploy", PYINFRA, PARAMIKO)
+    require_current_lock("deploy")
     if as_json and not only_drift:
         raise typer.BadParameter("goes with --only-drift", param_hint="--json")
     if only_drift and move_queen:

@@ -48,3 +48,22 @@ def test_commands_without_the_extra_still_work() -> None:
 def test_installed_extras_pass_the_check() -> None:
     """The test environment has every extra (``dev`` lists pyinfra; the engine tests need llama-cpp-python)."""
     assert PYINFRA.installed() and PARAMIKO.installed() and ENGINE.installed()
+
+
+def test_a_stale_host_lock_stops_plan_and_deploy_in_one_line(tmp_path) -> None:
+    """A lock that no longer matches rbee's dependencies (here: none at all) is one line and exit 1, before any
+    host is touched (inside pyinfra it would be a traceback per host)."""
+    import subprocess
+    import sys
+
+    spec = tmp_path / "cluster.yaml"
+    spec.write_text("cluster: c\nhosts:\n  - {name: a, address: 10.0.0.1}\n")
+    code = (f"import rbee.deploy.host_lock as lock, pathlib; lock.LOCK_DIR = pathlib.Path({str(tmp_path)!r}); "
+            "from rbee.cli.main import main; main()")  # fmt: skip
+    for command in ("plan", "deploy"):
+        done = subprocess.run([sys.executable, "-c", code, command, str(spec)], capture_output=True, text=True,
+                              timeout=60, check=False)  # fmt: skip
+        assert done.returncode == 1, done.stderr
+        (line,) = done.stderr.splitlines()
+        assert line.startswith(f"rbee {command}: the host lock does not match") and "rbee wheelhouse lock" in line
+        assert "Traceback" not in done.stderr and done.stdout == ""
