@@ -16,13 +16,14 @@ import pytest
 from rbee.deploy.change_report import HostText, host_changes, texts_to_read
 from rbee.deploy.host_diff import RunInputs, Wanted, diff, wanted_state
 from rbee.deploy.host_plan import HostPlan, plan_deployed_host
-from rbee.deploy.host_state import WHEELHOUSE_STAMP, HostState, Meta, RemoteFile, UnitState, Upload
+from rbee.deploy.host_state import HostState, Meta, RemoteFile, UnitState
 from rbee.deploy.probe import parse_probe
 from rbee.deploy.redact import MARKER, Redactor, spec_secrets
 from rbee.deploy.text_diff import MAX_DIFF_LINES, MAX_TEXT_BYTES, printable, text_diff
 from rbee.deploys.plan_export import READ_SCRIPT, RbeeFileTexts
 from rbee.spec import parse_spec
 from rbee_runtime.common.credentials import hive_credential, worker_credential
+from tests.deploy.deployed_state import deployed
 
 PROBE = "os=Linux\narch=x86_64\nglibc=2.36\npython=3.11.2\npython_venv=yes\nsystemd=yes\nprobe=done\n"
 SPEC = """cluster: t
@@ -47,7 +48,6 @@ INPUTS = RunInputs(
     service_models={"m": MODEL_SHA},
     record='{"cluster": "t"}\n',
 )
-LISTING = "ef" * 32
 UNIT = "/etc/systemd/system/rbee-hive.service"
 MODEL = "/opt/rbee/models/m.gguf"
 
@@ -56,16 +56,6 @@ def plan() -> HostPlan:
     return plan_deployed_host(parse_spec(SPEC, "cluster.yaml"), "a", parse_probe(PROBE), {"m": 2**20}, KEYS, SECRET)
 
 
-def deployed(wanted: Wanted) -> HostState:
-    """The state a complete deploy of ``wanted`` leaves on a host."""
-    files = {f.path: RemoteFile(f.sha256, Meta(f.mode, f.user or "root", f.group or "root")) for f in wanted.files}
-    big = {u.path: Meta(u.mode, "root", "root", 100, 1700000000, i) for i, u in enumerate(wanted.uploads)}
-    uploads = {u.path: Upload(u.sha256 or "", 100, 1700000000, i) for i, u in enumerate(wanted.uploads)}
-    dirs = {d.path: Meta(d.mode, d.user or "root", d.group or "root") for d in wanted.dirs}
-    stamps = {**wanted.installs, WHEELHOUSE_STAMP: f"{wanted.wheelhouse} {LISTING}"}
-    stamps.update({f"service-{unit}": digest for unit, digest in wanted.services.items()})
-    units = {unit: UnitState(enabled=True, active=True) for unit in wanted.services}
-    return HostState(files, dirs, big, stamps, uploads, LISTING, frozenset({"user", "group"}), units, complete=True)
 
 
 @pytest.fixture

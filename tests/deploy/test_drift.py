@@ -21,9 +21,8 @@ import pytest
 from rbee.cli import exits
 from rbee.cli.heal_cmd import exit_code, outcomes, report_json
 from rbee.deploy.change_report import HostChanges, HostText, host_changes
-from rbee.deploy.host_diff import RunInputs, Wanted, diff, wanted_state
+from rbee.deploy.host_diff import RunInputs, diff, wanted_state
 from rbee.deploy.host_plan import plan_deployed_host
-from rbee.deploy.host_state import WHEELHOUSE_STAMP, HostState, Meta, RemoteFile, UnitState, Upload
 from rbee.deploy.probe import parse_probe
 from rbee.deploy.redact import Redactor
 from rbee.deploy.release_record import release_record_text
@@ -40,12 +39,12 @@ from rbee.rollout.history import deploy_release_id
 from rbee.rollout.plan import Plan, build_plan
 from rbee.rollout.rolling import RolloutResult, batches
 from rbee.spec import load_spec, parse_spec
+from tests.deploy.deployed_state import deployed
 
 RBEE = str(Path(sys.executable).parent / "rbee")
 PROBE = "os=Linux\narch=x86_64\nglibc=2.36\npython=3.11.2\npython_venv=yes\nsystemd=yes\nprobe=done\n"
 HOSTS = ["a", "b", "c", "d", "e", "f", "g"]
 UNIT = "/etc/systemd/system/rbee-hive.service"
-LISTING = "ef" * 32
 INPUTS = RunInputs(
     wheelhouse="wh1fingerprint0",
     engine_key="0.3.36-cpu",
@@ -147,16 +146,6 @@ def test_the_record_command_reads_the_record_and_changes_nothing(tmp_path: Path)
 # ------------------------------------------------------------------------------------------- the hosts' verdicts
 
 
-def deployed(wanted: Wanted) -> HostState:
-    """The state a complete deploy of ``wanted`` leaves on a host."""
-    files = {f.path: RemoteFile(f.sha256, Meta(f.mode, f.user or "root", f.group or "root")) for f in wanted.files}
-    big = {u.path: Meta(u.mode, "root", "root", 100, 1700000000, i) for i, u in enumerate(wanted.uploads)}
-    uploads = {u.path: Upload(u.sha256 or "", 100, 1700000000, i) for i, u in enumerate(wanted.uploads)}
-    dirs = {d.path: Meta(d.mode, d.user or "root", d.group or "root") for d in wanted.dirs}
-    stamps = {**wanted.installs, WHEELHOUSE_STAMP: f"{wanted.wheelhouse} {LISTING}"}
-    stamps.update({f"service-{unit}": digest for unit, digest in wanted.services.items()})
-    units = {unit: UnitState(enabled=True, active=True) for unit in wanted.services}
-    return HostState(files, dirs, big, stamps, uploads, LISTING, frozenset({"user", "group"}), units, complete=True)
 
 
 def hand_edited_unit() -> HostChanges:

@@ -19,12 +19,10 @@ import pytest
 from rbee.deploy.host_diff import Changes, RunInputs, Wanted, diff, wanted_state
 from rbee.deploy.host_plan import HostPlan, plan_deployed_host
 from rbee.deploy.host_state import (
-    WHEELHOUSE_STAMP,
     HostState,
     Meta,
     RemoteFile,
     UnitState,
-    Upload,
     parse_state,
     resumable_temp,
     state_script,
@@ -35,6 +33,7 @@ from rbee.deploy.layout import HostLayout
 from rbee.deploy.probe import parse_probe
 from rbee.deploys.atomic import FileTail
 from rbee.spec import parse_spec
+from tests.deploy.deployed_state import deployed
 
 PROBE = "os=Linux\narch=x86_64\nglibc=2.36\npython=3.11.2\npython_venv=yes\nsystemd=yes\nprobe=done\n"
 SPEC = """cluster: t
@@ -57,7 +56,6 @@ INPUTS = RunInputs(
     service_models={"m": MODEL_SHA},
     record='{"cluster": "t"}\n',
 )
-LISTING = "ef" * 32
 
 
 def run_script(script: str) -> str:
@@ -68,16 +66,6 @@ def plan() -> HostPlan:
     return plan_deployed_host(parse_spec(SPEC, "cluster.yaml"), "a", parse_probe(PROBE), {"m": 2**20}, "sk-1\n")
 
 
-def deployed(wanted: Wanted) -> HostState:
-    """The state a complete deploy of ``wanted`` leaves on a host."""
-    files = {f.path: RemoteFile(f.sha256, Meta(f.mode, f.user or "root", f.group or "root")) for f in wanted.files}
-    big = {u.path: Meta(u.mode, "root", "root", 100, 1700000000, i) for i, u in enumerate(wanted.uploads)}
-    uploads = {u.path: Upload(u.sha256 or "", 100, 1700000000, i) for i, u in enumerate(wanted.uploads)}
-    dirs = {d.path: Meta(d.mode, d.user or "root", d.group or "root") for d in wanted.dirs}
-    stamps = {**wanted.installs, WHEELHOUSE_STAMP: f"{wanted.wheelhouse} {LISTING}"}
-    stamps.update({f"service-{unit}": digest for unit, digest in wanted.services.items()})
-    units = {unit: UnitState(enabled=True, active=True) for unit in wanted.services}
-    return HostState(files, dirs, big, stamps, uploads, LISTING, frozenset({"user", "group"}), units, complete=True)
 
 
 @pytest.fixture

@@ -21,9 +21,8 @@ from rbee.cli.rollout_cmd import _redactor
 from rbee.deploy.change_report import HostChanges, HostText, host_changes, texts_to_read
 from rbee.deploy.cluster_ca import tls_dir, tls_for
 from rbee.deploy.cluster_secret import cluster_secret
-from rbee.deploy.host_diff import RunInputs, Wanted, diff, wanted_state
+from rbee.deploy.host_diff import RunInputs, diff, wanted_state
 from rbee.deploy.host_plan import HostPlan, plan_deployed_host
-from rbee.deploy.host_state import WHEELHOUSE_STAMP, HostState, Meta, RemoteFile, UnitState, Upload
 from rbee.deploy.probe import parse_probe
 from rbee.deploy.redact import MARKER, Redactor, spec_secrets
 from rbee.rollout import plan_render
@@ -31,6 +30,7 @@ from rbee.rollout.plan import SCHEMA_VERSION, Plan, build_plan
 from rbee.spec import parse_spec
 from rbee.spec.models import ClusterSpec
 from rbee_runtime.common.credentials import hive_credential, worker_credential
+from tests.deploy.deployed_state import deployed
 
 PROBE = "os=Linux\narch=x86_64\nglibc=2.36\npython=3.11.2\npython_venv=yes\nsystemd=yes\nprobe=done\n"
 SPEC = """cluster: plantest
@@ -84,16 +84,6 @@ def host_plan(spec: ClusterSpec, name: str) -> HostPlan:
                               tls_for(spec, name))  # fmt: skip
 
 
-def deployed(wanted: Wanted) -> HostState:
-    """The state a complete deploy of ``wanted`` leaves on a host."""
-    files = {f.path: RemoteFile(f.sha256, Meta(f.mode, f.user or "root", f.group or "root")) for f in wanted.files}
-    big = {u.path: Meta(u.mode, "root", "root", 100, 1700000000, i) for i, u in enumerate(wanted.uploads)}
-    uploads = {u.path: Upload(u.sha256 or "", 100, 1700000000, i) for i, u in enumerate(wanted.uploads)}
-    dirs = {d.path: Meta(d.mode, d.user or "root", d.group or "root") for d in wanted.dirs}
-    stamps = {**wanted.installs, WHEELHOUSE_STAMP: f"{wanted.wheelhouse} x"}
-    stamps.update({f"service-{unit}": digest for unit, digest in wanted.services.items()})
-    units = {unit: UnitState(enabled=True, active=True) for unit in wanted.services}
-    return HostState(files, dirs, big, stamps, uploads, "x", frozenset({"user", "group"}), units, complete=True)
 
 
 def changed(plan: HostPlan, redactor: Redactor, on_host: dict[str, str], edit: tuple[str, ...] = ()) -> HostChanges:
