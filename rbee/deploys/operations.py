@@ -125,6 +125,18 @@ def service_state(
 
 
 @operation()
+def settle_units(timeout_s: int) -> Generator[StringCommand, None, None]:
+    """Wait (at most ``timeout_s``) until systemd holds no job for rbee's units: the ones restarted ``--no-block``
+    have stopped their old process and started (ready or failed). A hive's last heartbeat, sent as it stops, so
+    lands before the deploy ends, and the health gate (heartbeats *after* the deploy) hears only the new hive."""
+    rounds = max(1, timeout_s * 2)
+    yield StringCommand(
+        f"i=0; while [ $i -lt {rounds} ] && systemctl list-jobs --no-legend 'rbee-*' | grep -q 'rbee-'; "
+        "do sleep 0.5; i=$((i+1)); done"
+    )
+
+
+@operation()
 def daemon_reload() -> Generator[StringCommand, None, None]:
     """``systemctl daemon-reload`` (a unit file changed, or systemd holds an older version of one)."""
     yield StringCommand("systemctl daemon-reload")

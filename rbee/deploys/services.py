@@ -21,7 +21,17 @@ from rbee.deploy.host_plan import HIVE_UNIT, QUEEN_UNIT, WORKER_UNIT, HostPlan
 from rbee.deploy.host_state import upload_stamp
 from rbee.deploy.layout import OLD_API_KEYS_FILE, WORKERS_DIR
 from rbee.deploys import darwin
-from rbee.deploys.operations import CONFIG_FILES, daemon_reload, put_planned, put_planned_files, service_state
+from rbee.deploys.operations import (
+    CONFIG_FILES,
+    daemon_reload,
+    put_planned,
+    put_planned_files,
+    service_state,
+    settle_units,
+)
+
+SETTLE_TIMEOUT_S = 300
+"""How long a deploy waits for its (re)started units at most; the health gate waits for the rest."""
 
 
 @deploy("rbee services")
@@ -47,6 +57,7 @@ def services(plan: HostPlan, changes: Changes, release: str, model_sha256: Mappi
 
     if changes.has("daemon-reload"):
         daemon_reload(name="services: reload systemd units that changed")
+    started = False
     for service in plan.services:
         enable, start = changes.has("enable", service.unit), changes.has("start", service.unit)
         restart = changes.has("restart", service.unit)
@@ -56,6 +67,9 @@ def services(plan: HostPlan, changes: Changes, release: str, model_sha256: Mappi
                 enable=enable, start=start, restart=restart, want=service.digest(release, model_sha256),
                 stamp=f"{plan.layout.stamps}/service-{service.unit}",
             )  # fmt: skip
+            started = started or start or restart
+    if started:
+        settle_units(name="services: wait until the (re)started units are up or failed", timeout_s=SETTLE_TIMEOUT_S)
 
     if changes.has("remove-file", OLD_API_KEYS_FILE):
         files.file(name="services: no API keys file outside the credentials folder (an older release's)",
