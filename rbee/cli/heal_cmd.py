@@ -16,7 +16,7 @@ import typer
 
 from rbee.cli import exits
 from rbee.cli.output import print_json
-from rbee.cli.spec_cmd import read_spec_or_exit
+from rbee.cli.spec_cmd import api_key_or_exit, read_spec_or_exit
 from rbee.client import QueenClient
 from rbee.deploy.redact import Redactor
 from rbee.deploy.ssh_check import describe, ssh_failures
@@ -26,7 +26,6 @@ from rbee.rollout.plan_render import change_lines
 from rbee.rollout.pyinfra_run import run_pyinfra
 from rbee.rollout.rolling import RolloutResult, rolling_deploy
 from rbee.spec.inventory import queen_url
-from rbee.spec.keys import ApiKeysError, first_api_key
 
 SCHEMA_VERSION = 1
 """``rbee deploy --only-drift --json``'s ``version`` (docs/gitops.md)."""
@@ -109,11 +108,7 @@ def report_json(wanted: WantedRelease, verdicts: list[HostDrift], done: dict[str
 def only_drift(spec_file: Path, batch: int, gate_timeout: float, as_json: bool, redactor: Redactor) -> int:
     """Heal the hosts that drifted from their release (see the module docstring); the exit status."""
     spec = read_spec_or_exit(spec_file)
-    try:
-        key = first_api_key(spec, spec_file.resolve().parent)
-    except ApiKeysError as exc:
-        typer.echo(f"{NAME}: {exc}", err=True)
-        return exits.FAILURE
+    key = api_key_or_exit(NAME, spec, spec_file)
     say: Callable[[str], None] = (lambda line: typer.echo(line, err=True)) if as_json else typer.echo
     plan = _dry_plan(spec_file, [h.name for h in spec.hosts], redactor)
     for check in ssh_failures(spec, spec_file, plan.unreachable).values() if plan.unreachable else ():

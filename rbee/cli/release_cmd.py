@@ -11,13 +11,12 @@ import typer
 from rbee.cli import exits
 from rbee.cli.extras import PARAMIKO, PYINFRA, require
 from rbee.cli.output import print_json
-from rbee.cli.spec_cmd import read_spec_or_exit
+from rbee.cli.spec_cmd import api_key_or_exit, read_spec_or_exit
 from rbee.client import QueenClient
 from rbee.deploy.releases import HostReleases, KeptRelease, ReleaseIdError, check_release_id
 from rbee.rollout.history import read_releases, rollback_target
 from rbee.rollout.rolling import batches, rolling_rollback
 from rbee.spec.inventory import queen_url
-from rbee.spec.keys import ApiKeysError, first_api_key
 
 SpecFile = Annotated[Path, typer.Argument(help="Path to the cluster spec (YAML).", show_default=False)]
 
@@ -97,11 +96,7 @@ def rollback(
     changes."""
     require("rollback", PYINFRA, PARAMIKO)
     spec = read_spec_or_exit(spec_file)
-    try:
-        key = first_api_key(spec, spec_file.resolve().parent)
-    except ApiKeysError as exc:
-        typer.echo(f"rbee rollback: {exc}", err=True)
-        raise typer.Exit(exits.FAILURE) from None
+    key = api_key_or_exit("rbee rollback", spec, spec_file)
     listings = read_releases(spec, spec_file)
     target = rollback_target(listings, to)
     if target.problems:

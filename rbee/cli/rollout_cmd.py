@@ -16,7 +16,7 @@ import typer
 from rbee.cli import exits, heal_cmd
 from rbee.cli.extras import PARAMIKO, PYINFRA, require
 from rbee.cli.output import print_json, stdout_console
-from rbee.cli.spec_cmd import read_spec_or_exit
+from rbee.cli.spec_cmd import api_key_or_exit, read_spec_or_exit
 from rbee.client import QueenClient
 from rbee.deploy.cluster_secret import ClusterSecretError, cluster_secret
 from rbee.deploy.host_lock import REFRESH_COMMAND, lock_problems
@@ -30,7 +30,6 @@ from rbee.rollout.prune import PruneState, finish, plan_entries, read_state, rep
 from rbee.rollout.pyinfra_run import run_pyinfra
 from rbee.rollout.rolling import batches, rolling_deploy
 from rbee.spec.inventory import queen_url
-from rbee.spec.keys import ApiKeysError, first_api_key
 
 SpecFile = Annotated[Path, typer.Argument(help="Path to the cluster spec (YAML).", show_default=False)]
 
@@ -209,11 +208,7 @@ def deploy(
     if only_drift:  # never a new release, never a prune: rbee.cli.heal_cmd
         raise typer.Exit(heal_cmd.only_drift(spec_file, batch, gate_timeout, as_json, _redactor(spec_file)))
     spec = read_spec_or_exit(spec_file)
-    try:
-        key = first_api_key(spec, spec_file.resolve().parent)
-    except ApiKeysError as exc:
-        typer.echo(f"rbee deploy: {exc}", err=True)
-        raise typer.Exit(exits.FAILURE) from None
+    key = api_key_or_exit("rbee deploy", spec, spec_file)
     pruning = read_state(spec, spec_file, move_queen=move_queen, no_prune=no_prune)
     for line in pruning.notes:
         typer.echo(f"rbee deploy: {line}", err=True)

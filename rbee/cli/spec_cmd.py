@@ -15,6 +15,7 @@ from rbee.cli.output import print_json, stdout_console
 from rbee.spec import ClusterSpec, SpecError, SpecIssue, load_spec
 from rbee.spec.inventory import inventory_groups
 from rbee.spec.issues import format_path, show
+from rbee.spec.keys import ApiKeysError, first_api_key
 from rbee.spec.placement import assign, eligible_hosts
 
 app = typer.Typer(help="Validate and inspect cluster specs (cluster.yaml).", no_args_is_help=True)
@@ -33,6 +34,15 @@ def read_spec_or_exit(path: Path) -> ClusterSpec:
         raise typer.Exit(exits.INVALID_SPEC) from None
     except OSError as exc:
         typer.echo(f"{path}: cannot read the spec: {exc.strerror or exc}", err=True)
+        raise typer.Exit(exits.FAILURE) from None
+
+
+def api_key_or_exit(command: str, spec: ClusterSpec, spec_file: Path) -> str | None:
+    """The spec's first API key (None without keys), or print why it cannot be read and exit 1."""
+    try:
+        return first_api_key(spec, spec_file.resolve().parent)
+    except ApiKeysError as exc:
+        typer.echo(f"{command}: {exc}", err=True)
         raise typer.Exit(exits.FAILURE) from None
 
 
