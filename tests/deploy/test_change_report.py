@@ -23,19 +23,8 @@ from rbee.deploy.text_diff import MAX_DIFF_LINES, MAX_TEXT_BYTES, printable, tex
 from rbee.deploys.plan_export import READ_SCRIPT, RbeeFileTexts
 from rbee.spec import parse_spec
 from rbee_runtime.common.credentials import hive_credential, worker_credential
-from tests.deploy.deployed_state import deployed
+from tests.deploy.deployed_state import PROBE, SPEC, deployed
 
-PROBE = "os=Linux\narch=x86_64\nglibc=2.36\npython=3.11.2\npython_venv=yes\nsystemd=yes\nprobe=done\n"
-SPEC = """cluster: t
-queen: {host: a}
-hosts:
-  - {name: a, address: 10.0.0.5}
-  - {name: b, address: 10.0.0.6}
-models:
-  - {id: m, source: 'file:///m.gguf', context: 1024}
-placements:
-  - {model: m, hosts: [a], slots: 2}
-"""
 KEYS = "sk-live-4f9c2a7e1b\nsk-live-second-0d3e\n"
 SECRET = "5e" * 32
 MODEL_SHA = "ab" * 32

@@ -39,10 +39,9 @@ from rbee.rollout.history import deploy_release_id
 from rbee.rollout.plan import Plan, build_plan
 from rbee.rollout.rolling import RolloutResult, batches
 from rbee.spec import load_spec, parse_spec
-from tests.deploy.deployed_state import deployed
+from tests.deploy.deployed_state import PROBE, deployed
 
 RBEE = str(Path(sys.executable).parent / "rbee")
-PROBE = "os=Linux\narch=x86_64\nglibc=2.36\npython=3.11.2\npython_venv=yes\nsystemd=yes\nprobe=done\n"
 HOSTS = ["a", "b", "c", "d", "e", "f", "g"]
 UNIT = "/etc/systemd/system/rbee-hive.service"
 INPUTS = RunInputs(

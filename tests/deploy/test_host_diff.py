@@ -33,19 +33,8 @@ from rbee.deploy.layout import HostLayout
 from rbee.deploy.probe import parse_probe
 from rbee.deploys.atomic import FileTail
 from rbee.spec import parse_spec
-from tests.deploy.deployed_state import deployed
+from tests.deploy.deployed_state import PROBE, SPEC, deployed
 
-PROBE = "os=Linux\narch=x86_64\nglibc=2.36\npython=3.11.2\npython_venv=yes\nsystemd=yes\nprobe=done\n"
-SPEC = """cluster: t
-queen: {host: a}
-hosts:
-  - {name: a, address: 10.0.0.5}
-  - {name: b, address: 10.0.0.6}
-models:
-  - {id: m, source: 'file:///m.gguf', context: 1024}
-placements:
-  - {model: m, hosts: [a], slots: 2}
-"""
 MODEL_SHA = "ab" * 32
 INPUTS = RunInputs(
     wheelhouse="wh1",

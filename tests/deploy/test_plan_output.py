@@ -30,9 +30,8 @@ from rbee.rollout.plan import SCHEMA_VERSION, Plan, build_plan
 from rbee.spec import parse_spec
 from rbee.spec.models import ClusterSpec
 from rbee_runtime.common.credentials import hive_credential, worker_credential
-from tests.deploy.deployed_state import deployed
+from tests.deploy.deployed_state import PROBE, deployed
 
-PROBE = "os=Linux\narch=x86_64\nglibc=2.36\npython=3.11.2\npython_venv=yes\nsystemd=yes\nprobe=done\n"
 SPEC = """cluster: plantest
 queen: {host: a, api_keys: {env: PLAN_TEST_KEYS}}
 hosts:
