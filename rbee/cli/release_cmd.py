@@ -25,17 +25,17 @@ def _release_json(kept: KeptRelease, current: str) -> dict[str, Any]:
     record = kept.record
     return {
         "id": kept.id, "current": kept.id == current, "created": kept.created,
-        "rbee_version": record.get("rbee_version", ""), "spec_commit": record.get("spec_commit", ""),
-        "spec_dirty": bool(record.get("spec_dirty")), "spec_sha256": record.get("spec_sha256", ""),
-        "workers": list(kept.workers),
+        "rbee_version": record.get("rbee_version", ""), "spec_commit": kept.came_from("spec_commit") or "",
+        "spec_dirty": bool(kept.came_from("spec_dirty")), "spec_sha256": record.get("spec_sha256", ""),
+        "rbee_commit": kept.came_from("rbee_commit") or "", "workers": list(kept.workers),
     }  # fmt: skip
 
 
 def _release_line(kept: KeptRelease, current: str) -> str:
     record = kept.record
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(kept.created)) if kept.created else "?"
-    commit = str(record.get("spec_commit") or "")[:12] or "-"
-    dirty = " (uncommitted changes)" if record.get("spec_dirty") else ""
+    commit = str(kept.came_from("spec_commit") or "")[:12] or "-"
+    dirty = " (uncommitted changes)" if kept.came_from("spec_dirty") else ""
     workers = ", ".join(kept.workers) or "no workers"
     mark = "*" if kept.id == current else " "
     return f"  {mark} {kept.id}  {when}  rbee {record.get('rbee_version') or '?'}  spec {commit}{dirty}  {workers}"

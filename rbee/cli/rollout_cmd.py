@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +22,7 @@ from rbee.client import QueenClient
 from rbee.deploy.cluster_secret import ClusterSecretError, cluster_secret
 from rbee.deploy.host_lock import REFRESH_COMMAND, lock_problems
 from rbee.deploy.redact import Redactor, spec_secrets
+from rbee.deploy.release_record import PROVENANCE, RECORD
 from rbee.deploy.ssh_check import SshCheck, describe, ssh_failures
 from rbee.deploys.entry import path as entry_path
 from rbee.rollout import plan_render
@@ -124,12 +126,14 @@ def plan(
 
 
 def _records(spec_file: Path, prefix: str) -> dict[str, dict[str, object]]:
-    """Each host's ``release.json`` (``{}`` when the host has none or was not reached)."""
+    """Each host's ``release.json``, with its ``provenance.json`` (the commits) under ``"origin"`` (``{}`` when the
+    host has no record or was not reached)."""
 
     pyinfra = str(Path(sys.executable).parent / "pyinfra")
     env = {**os.environ, "RBEE_SPEC": str(spec_file.resolve())}
-    command = [pyinfra, "--json", str(entry_path("inventory")), "fact", "server.Command",
-               f"command=cat {prefix}/release.json 2>/dev/null || true"]  # fmt: skip
+    record_path, origin_path = shlex.quote(f"{prefix}/{RECORD}"), shlex.quote(f"{prefix}/{PROVENANCE}")
+    read = f"cat {record_path} 2>/dev/null; echo; echo {_ORIGIN_MARK}; cat {origin_path} 2>/dev/null; true"
+    command = [pyinfra, "--json", str(entry_path("inventory")), "fact", "server.Command", f"command={read}"]
     done = subprocess.run(command, cwd=spec_file.resolve().parent, env=env, capture_output=True, text=True, check=False)
     try:
         facts = next(iter(json.loads(done.stdout).values()))
@@ -137,11 +141,21 @@ def _records(spec_file: Path, prefix: str) -> dict[str, dict[str, object]]:
         return {}
     out: dict[str, dict[str, object]] = {}
     for host, text in facts.items():
-        try:
-            out[host] = json.loads(text) if text else {}
-        except json.JSONDecodeError:
-            out[host] = {}
+        record_text, _, origin_text = (text or "").partition(_ORIGIN_MARK)
+        record, origin = _json_object(record_text), _json_object(origin_text)
+        out[host] = {**record, "origin": origin} if record else {}
     return out
+
+
+_ORIGIN_MARK = "--rbee-provenance--"
+
+
+def _json_object(text: str) -> dict[str, object]:
+    try:
+        found = json.loads(text) if text.strip() else {}
+    except json.JSONDecodeError:
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 def status(

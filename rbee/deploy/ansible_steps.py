@@ -277,7 +277,7 @@ def release_record(data: dict[str, Any]) -> str:
     """The text of ``<prefix>/release.json`` (``rbee.deploy.release_record``, as ``rbee/deploys/record.py``).
 
     ``data``: cluster, host, spec_sha256, engine (key), wheelhouse (fingerprint), models (the host's
-    ``rbee_models``) and cache (the model cache); the checksums come from the cache, the commit from git.
+    ``rbee_models``) and cache (the model cache); the checksums come from the cache.
     """
     cache = Path(data["cache"]).expanduser()
     models: dict[str, str | None] = {}

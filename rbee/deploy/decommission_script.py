@@ -27,10 +27,21 @@ from rbee.deploy.layout import (
     MACOS_DATA_DIR,
     WORKERS_DIR,
 )
-from rbee.deploy.release_record import RECORD
+from rbee.deploy.release_record import PROVENANCE, RECORD
 from rbee.deploy.releases import UNITS
 
-PREFIX_ENTRIES = ("venv", "wheelhouse", "engines", "models", "stamps", "releases", "build", RECORD, RECORD_FILE)
+PREFIX_ENTRIES = (
+    "venv",
+    "wheelhouse",
+    "engines",
+    "models",
+    "stamps",
+    "releases",
+    "build",
+    RECORD,
+    PROVENANCE,
+    RECORD_FILE,
+)
 """What rbee puts in the prefix (``rbee.deploy.layout``, ``host_releases``, ``rbee.engine.remote_build``)."""
 
 UNIT_FILES = ("rbee-queen.service", "rbee-hive.service", "rbee-worker@.service")

@@ -10,6 +10,7 @@ On the host (``<prefix>/releases``, root's only: the configs hold credentials)::
     <id>/units         the rbee unit files, copied
     <id>/stamps        the stamps (what was installed, what each service started from, verified uploads)
     <id>/release.json  the release record (``rbee.deploy.release_record``)
+    <id>/provenance.json  the commits it was made from (also live as ``<prefix>/provenance.json``)
     <id>/created       when it was kept (epoch seconds)
     current            symlink to the running release, switched by rename (atomic)
     history            one line per switch: ``<epoch> <id> <why>``
@@ -154,6 +155,15 @@ def _read(path: Path, default: str = "") -> str:
         return default
 
 
+def _json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path`` ({} when it is missing or holds something else)."""
+    try:
+        found = json.loads(_read(path, "{}"))
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
 # ---------------------------------------------------------------------------------------------------- the store
 
 
@@ -173,6 +183,7 @@ class Store:
         self.venv = self.prefix / "venv"
         self.stamps = self.prefix / "stamps"
         self.record = self.prefix / "release.json"
+        self.origin = self.prefix / "provenance.json"
 
     # -- reading
 
@@ -227,16 +238,10 @@ class Store:
     def describe(self, release: str) -> dict[str, Any]:
         """One release as ``rbee releases`` shows it: id, created, its record and its workers."""
         folder = self.path(release)
-        try:
-            record = json.loads(_read(folder / "release.json", "{}"))
-        except ValueError:
-            record = {}
+        record, origin = _json_object(folder / "release.json"), _json_object(folder / "provenance.json")
         workers = folder / "etc" / "workers"
         names = sorted(p.name[: -len(".env")] for p in workers.glob("*.env")) if workers.is_dir() else []
-        return {
-            "id": release, "created": self._created(release), "record": record if isinstance(record, dict) else {},
-            "workers": names,
-        }  # fmt: skip
+        return {"id": release, "created": self._created(release), "record": record, "workers": names, "origin": origin}
 
     def listing(self) -> dict[str, Any]:
         """Everything ``rbee releases`` and ``rbee rollback`` read, the most recently running release first."""
@@ -249,16 +254,19 @@ class Store:
 
     # -- keeping
 
-    def keep(self, release: str, record: str | None, keep: int, why: str = "deploy") -> dict[str, Any]:
-        """Keep the live install as ``release`` with ``record`` as its ``release.json`` (None: the live one), make it
-        current, write ``record`` as the live ``release.json`` (last: a keep cut short is redone by the next deploy,
-        which still finds the record different), prune to the ``keep`` most recent (and the one a failed rollout
-        returns to)."""
+    def keep(
+        self, release: str, record: str | None, keep: int, why: str = "deploy", origin: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Keep the live install as ``release`` with ``record`` as its ``release.json`` (None: the live one) and
+        ``origin`` as its ``provenance.json`` (None: the live one, if any), make it current, write both live (the
+        record last: a keep cut short is redone by the next deploy, which still finds the record different), prune
+        to the ``keep`` most recent (and the one a failed rollout returns to)."""
         folder = self.path(release)
         if record is None:
             if not self.record.is_file():
                 return {"kept": "", "why": "no release on this host"}
             record = _read(self.record)
+        origin_text = json.dumps(origin, indent=1, sort_keys=True) + "\n" if origin is not None else _read(self.origin)
         for legacy in (self.root / "previous", self.models / ".rbee-previous"):
             _remove(legacy)  # the single kept release of rbee before release history
         self.root.mkdir(parents=True, exist_ok=True)
@@ -278,6 +286,8 @@ class Store:
             copy_tree(self.stamps, temp / "stamps")
             _write(temp / "stamps" / RELEASE_STAMP, release + "\n", 0o600)
         _write(temp / "release.json", record)
+        if origin_text:
+            _write(temp / "provenance.json", origin_text)
         _write(temp / "created", f"{time.time():.3f}\n")
         models_temp = self._keep_models(release, record)
         _remove(folder)
@@ -288,6 +298,8 @@ class Store:
         self.switch(release, why)
         if self.stamps.is_dir():
             _write(self.stamps / RELEASE_STAMP, release + "\n", 0o600)
+        if origin_text and _read(self.origin) != origin_text:
+            _write(self.origin, origin_text)
         if _read(self.record) != record:
             _write(self.record, record)
         pruned = self.prune(keep)
@@ -402,6 +414,10 @@ class Store:
         started_from = tuple(n for n in live_stamps if n.startswith(SERVICE_STAMP))  # rewritten after each (re)start
         if (folder / "stamps").is_dir():
             sync_tree(folder / "stamps", self.stamps, keep=started_from)
+        if (folder / "provenance.json").is_file():
+            _put(folder / "provenance.json", self.origin)
+        else:
+            _remove(self.origin)
         _put(folder / "release.json", self.record)
         if units:
             self._systemctl("daemon-reload")
@@ -491,7 +507,14 @@ def main(argv: list[str]) -> int:
             out = store.listing()
         elif action == "keep":
             why = str(args.get("why", "deploy"))
-            out = store.keep(str(args["release"]), args.get("record"), int(args["keep"]), why)
+            origin = args.get("origin")
+            out = store.keep(
+                str(args["release"]),
+                args.get("record"),
+                int(args["keep"]),
+                why,
+                origin if isinstance(origin, dict) else None,
+            )
         elif action == "adopt":
             out = store.adopt(int(args["keep"]))
         elif action == "prune":

@@ -230,6 +230,19 @@ class HostState:
             if p.startswith(folder) and p.endswith(".env")
         )
 
+    def installed_engine(self, engines: str, key: str) -> tuple[str, str] | None:
+        """The engine wheel of feature set ``key`` the host installed, as (path, sha256), when its install stamp
+        names ``key`` and the wheel in ``<engines>/<key>/`` is still its verified upload; else None."""
+        if self.stamps.get("engine") != key:
+            return None
+        folder = f"{engines}/{key}/"
+        for path, meta in sorted(self.big.items()):
+            stamp = self.uploads.get(path)
+            name = path.removeprefix(folder)
+            if path.startswith(folder) and "/" not in name and name.endswith(".whl") and stamp and stamp.matches(meta):
+                return path, stamp.sha256
+        return None
+
     def daemon_files(self) -> list[str]:
         """The names of rbee's plists in ``/Library/LaunchDaemons``."""
         folder = f"{LAUNCH_DAEMONS_DIR}/"

@@ -25,7 +25,8 @@ from rbee.spec.models import ClusterSpec, ModelSpec
 from rbee.spec.placement import assign
 
 ModelSha = Callable[[ModelSpec], str | None]
-"""A placed model's sha256 (None: not fetched, a dry run)."""
+"""A placed model's sha256 (None: not fetched, a dry run; then the spec's pinned ``sha256`` counts, which a fetch
+verifies, else the model's source)."""
 
 
 @cache
@@ -64,7 +65,7 @@ def release_id(spec: ClusterSpec, spec_sha256: str, spec_dir: Path, model_sha: M
         "spec": spec_sha256,
         "rbee": rbee_version(),
         "code": code_fingerprint(),
-        "models": {m: model_sha(spec.model(m)) or spec.model(m).source for m in placed},
+        "models": {m: model_sha(spec.model(m)) or spec.model(m).sha256 or spec.model(m).source for m in placed},
         "keys": _digest(keys),
         "secret": _digest(cluster_secret(spec.cluster, create=False)),
     }

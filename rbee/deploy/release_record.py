@@ -1,8 +1,14 @@
-"""What a deploy put on a host, as the text of ``<prefix>/release.json`` (read by ``rbee status``).
+"""What a deploy put on a host, as the text of ``<prefix>/release.json`` (read by ``rbee status``), and where
+the release came from, as ``provenance.json`` beside it.
 
-Built here once for the pyinfra deploy (``rbee/deploys/record.py``) and the Ansible path
-(``rbee.deploy.ansible_steps``). Only inputs go in (spec hash, git commit, engine build, wheelhouse
-and model checksums), no time stamp: an unchanged deploy writes the same record, byte for byte.
+The record is built here once for the pyinfra deploy (``rbee/deploys/record.py``) and the Ansible path
+(``rbee.deploy.ansible_steps``). Only what the release is goes in (spec hash, engine build, wheelhouse and model
+checksums, the release id), no time stamp and no commit: an unchanged deploy writes the same record, byte for
+byte, whatever the commit it runs from (a commit that changes neither the spec nor rbee's code is no change).
+
+The commits (``origin``: rbee's checkout and the spec's) are written only when a release is kept, into
+``releases/<id>/provenance.json`` and the live ``<prefix>/provenance.json`` (``rbee.deploy.host_releases``): they
+say which commit *made* the running release, and the deploy's diff never compares them.
 """
 
 from __future__ import annotations
@@ -16,6 +22,9 @@ from rbee.deploy.rbee_wheel import source_tree
 
 RECORD = "release.json"
 """The record's file name, in the host's prefix."""
+
+PROVENANCE = "provenance.json"
+"""Where the running release came from (the commits), beside the record; written only when a release is kept."""
 
 NOT_FETCHED = "(not fetched: dry run)"
 """A model's checksum when it is not in the control machine's cache (a dry run)."""
@@ -38,25 +47,30 @@ def release_record_text(
     wheelhouse_fingerprint: str,
     model_sha256s: Mapping[str, str | None],
     *,
-    commit: str | None = None,
     provenance: Mapping[str, object] | None = None,
 ) -> str:
     """The text of ``release.json``; ``model_sha256s``: model id → checksum (None: not fetched).
 
-    ``commit``: the git commit to record (default: this checkout's, ``git_commit()``); ``provenance``: more fields
-    (``rbee.deploys.provenance``: the release id, rbee's version, the spec's commit, the engine wheel's checksum).
+    ``provenance``: more fields (``rbee.deploys.provenance``: the release id, rbee's version, the engine wheel's
+    checksum).
     """
     content = {
         "cluster": cluster,
         "host": host,
         "spec_sha256": spec_sha256,
-        "git_commit": git_commit() if commit is None else commit,
         "engine": engine_key,
         "wheelhouse": wheelhouse_fingerprint,
         "models": {model_id: sha or NOT_FETCHED for model_id, sha in model_sha256s.items()},
         **(provenance or {}),
     }
     return json.dumps(content, indent=1, sort_keys=True) + "\n"
+
+
+def origin(spec_file: Path) -> dict[str, object]:
+    """Where a release made now from ``spec_file`` comes from: rbee's commit ("" for an installed rbee), the spec's
+    commit and whether its checkout has uncommitted changes (the text of ``provenance.json``, as a mapping)."""
+    commit, dirty = spec_commit(spec_file)
+    return {"rbee_commit": git_commit(), "spec_commit": commit, "spec_dirty": dirty}
 
 
 def spec_commit(spec_file: Path) -> tuple[str, bool]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,9 +53,15 @@ def host_command(action: str, args: dict[str, Any]) -> str:
     return f"python3 -c {shlex.quote(source)} {shlex.quote(action)} {shlex.quote(json.dumps(args, sort_keys=True))}"
 
 
-def keep_command(layout: HostLayout, release: str, record: str | None, keep: int) -> str:
-    """Keep the live install as ``release`` with ``record`` as its ``release.json`` (None: the live one, as it is)."""
-    args = {"paths": host_paths(layout), "release": check_release_id(release), "record": record, "keep": keep}
+def keep_command(
+    layout: HostLayout, release: str, record: str | None, keep: int, origin: Mapping[str, object] | None = None
+) -> str:
+    """Keep the live install as ``release`` with ``record`` as its ``release.json`` (None: the live one, as it is)
+    and ``origin`` (the commits it came from, ``rbee.deploy.release_record.origin``) as its ``provenance.json``."""
+    args = {
+        "paths": host_paths(layout), "release": check_release_id(release), "record": record, "keep": keep,
+        "origin": dict(origin) if origin is not None else None,
+    }  # fmt: skip
     return host_command("keep", args)
 
 
@@ -75,14 +82,24 @@ def restore_command(layout: HostLayout, target: str, dry: bool = False) -> str:
     return host_command("restore", {"paths": host_paths(layout), "target": target, "dry": dry})
 
 
+_LEGACY_ORIGIN = {"rbee_commit": "git_commit"}
+"""Origin fields a record of an older rbee named otherwise."""
+
+
 @dataclass(frozen=True)
 class KeptRelease:
-    """One kept release of a host: its id, when it was kept, its record and the workers it runs."""
+    """One kept release of a host: its id, when it was kept, its record, the workers it runs and where it came from
+    (``origin``: the commits; a release kept before they moved out of the record has them in ``record``)."""
 
     id: str
     created: float
     record: dict[str, Any]
     workers: tuple[str, ...]
+    origin: dict[str, Any] = field(default_factory=dict)
+
+    def came_from(self, key: str) -> Any:
+        """An origin field (``spec_commit``, ``spec_dirty``, ``rbee_commit``), from the record of an older release."""
+        return self.origin.get(key, self.record.get(_LEGACY_ORIGIN.get(key, key)))
 
 
 @dataclass(frozen=True)
@@ -114,7 +131,11 @@ def parse_listing(text: str) -> HostReleases:
         raise ValueError("not a release listing")
     releases = tuple(
         KeptRelease(
-            str(r["id"]), float(r.get("created") or 0), dict(r.get("record") or {}), tuple(r.get("workers") or ())
+            str(r["id"]),
+            float(r.get("created") or 0),
+            dict(r.get("record") or {}),
+            tuple(r.get("workers") or ()),
+            dict(r.get("origin") or {}),
         )
         for r in data.get("releases") or ()
         if RELEASE_ID.match(str(r.get("id", "")))

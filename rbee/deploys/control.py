@@ -27,8 +27,9 @@ from rbee.deploy.engine_plan import builds_here
 from rbee.deploy.host_diff import Changes, RunInputs, diff, wanted_state
 from rbee.deploy.host_plan import HostPlan, plan_deployed_host
 from rbee.deploy.host_state import HostState
+from rbee.deploy.layout import HostLayout
 from rbee.deploy.probe import HostFacts
-from rbee.deploy.release_record import git_commit, release_record_text
+from rbee.deploy.release_record import release_record_text
 from rbee.deploy.wheelhouse import Wheelhouse, build_wheelhouse, wheelhouse_target
 from rbee.deploy.wheelhouse import wheelhouse_archive as build_archive
 from rbee.deploys.builder import PyinfraRemote, choose_builder
@@ -117,7 +118,7 @@ def host_plan(facts: HostFacts, keys_readable: bool = True) -> HostPlan:
         wants_keys = keys_readable and name == cluster.queen_host.name
         keys = api_keys_text(cluster, base_dir) if wants_keys else None
         placed = [cluster.model(m) for m in models_on(cluster, name)]
-        sizes = {m.id: f.size_bytes for m in placed if (f := model_file(m, cluster)) is not None}
+        sizes = {m.id: size for m in placed if (size := model_size(m, cluster)) is not None}
         secret = cluster_secret(cluster.cluster)
         _plans[name] = plan_deployed_host(cluster, name, facts, sizes, keys, secret, tls_for(cluster, name))
     return _plans[name]
@@ -145,6 +146,39 @@ def model_file(model: ModelSpec, cluster: ClusterSpec) -> FetchedModel | None:
                     found = fetch_model(model, cache, progress=rich_progress_callback(bar))
             _models[model.id] = found
         return _models[model.id]
+
+
+def hosted_model_size(model: ModelSpec, cluster: ClusterSpec) -> int | None:
+    """The size of the current host's copy of ``model`` when the spec pins its sha256 and the host's file is the
+    verified upload of exactly that content (None otherwise): such a host needs nothing fetched for it."""
+    if model.sha256 is None:
+        return None
+    state = host_state()
+    path = HostLayout(cluster.deploy.prefix).model_path(model.id)
+    meta, stamp = state.big.get(path), state.uploads.get(path)
+    return meta.size if meta and stamp and stamp.sha256 == model.sha256 and stamp.matches(meta) else None
+
+
+def model_size(model: ModelSpec, cluster: ClusterSpec) -> int | None:
+    """A placed model's size for the host's plan (RAM and disk): the cached copy's, else the host's own verified copy
+    of the pinned content, else fetched now when the run may (``model_file``); None: not known yet."""
+    cached = cached_model(model, Path(cluster.deploy.model_cache).expanduser())
+    if cached is not None:
+        return cached.size_bytes
+    hosted = hosted_model_size(model, cluster)
+    if hosted is not None:
+        return hosted
+    fetched = model_file(model, cluster)
+    return fetched.size_bytes if fetched else None
+
+
+def model_sha256(model: ModelSpec, cluster: ClusterSpec) -> str | None:
+    """A model's sha256 for this run: the cached copy's, else the one the spec pins (fetched only where a host lacks
+    it: the upload verifies it), else fetched now when the run may; None: not known yet (a dry run)."""
+    if model.sha256 is not None:
+        return model.sha256
+    fetched = model_file(model, cluster)
+    return fetched.sha256 if fetched else None
 
 
 def say(line: str) -> None:
@@ -226,13 +260,6 @@ def spec_sha256() -> str:
     return _file_sums[path]
 
 
-def commit() -> str:
-    """The git commit of the deploying checkout, asked once per run."""
-    if "commit" not in _file_sums:
-        _file_sums["commit"] = git_commit()
-    return _file_sums["commit"]
-
-
 def remember_state(state: HostState) -> None:
     """Keep what the preflight read on the current host (``rbee.deploy.host_state``)."""
     _states[host.name] = state
@@ -241,6 +268,13 @@ def remember_state(state: HostState) -> None:
 def host_state() -> HostState:
     """What the preflight read on the current host (an empty state, as a bare host, before it ran)."""
     return _states.get(host.name, HostState())
+
+
+def installed_engine(plan: HostPlan) -> tuple[str, str] | None:
+    """The engine wheel the current host installed for its feature set, as (path on the host, sha256): the host keeps
+    it, whatever this machine's cache holds (a rebuild is not byte-identical, and a runner with an empty cache must
+    build nothing a host already has). None: the host needs this run's wheel."""
+    return host_state().installed_engine(plan.layout.engines, plan.features.key)
 
 
 def engine_usable(plan: HostPlan) -> EngineWheel | None:
@@ -257,21 +291,30 @@ def remote_engine_wheel(plan: HostPlan, found: EngineWheel) -> str:
     return f"{plan.layout.engines}/{plan.features.key}/{name}"
 
 
+def host_engine_path(plan: HostPlan) -> str | None:
+    """The engine wheel the current host installs from: the one it has (``installed_engine``), else where this
+    run's goes; None when this host has no usable engine (the engine step fails it)."""
+    if (kept := installed_engine(plan)) is not None:
+        return kept[0]
+    found = engine_usable(plan)
+    return remote_engine_wheel(plan, found) if found is not None else None
+
+
 def run_inputs(plan: HostPlan) -> RunInputs:
     """This run's inputs for the current host: fingerprints, checksums, the release record (each hashed once)."""
     if host.name in _inputs:
         return _inputs[host.name]
     fingerprint = wheelhouse_fingerprint(plan.features)
-    found = engine_usable(plan)
-    engine_key = plan.features.key if found is not None else None
-    wheel = None
-    if found is not None:
+    wheel: tuple[str, str | None] | None = installed_engine(plan)
+    engine_key = plan.features.key if wheel is not None else None
+    if wheel is None and (found := engine_usable(plan)) is not None:
+        engine_key = plan.features.key
         wheel = (remote_engine_wheel(plan, found), file_sha256(found.wheel) if found.wheel else None)
     checksums = model_checksums(plan)
     service_models = {m: sha or spec().model(m).source for m, sha in checksums.items()}  # not fetched yet: its source
-    provenance = release_provenance(wheel[1] if wheel else None)  # release id, rbee version, spec commit
+    provenance = release_provenance(wheel[1] if wheel else None)  # release id, rbee version, engine wheel
     record = release_record_text(plan.cluster, plan.host, spec_sha256(), engine_key or "", fingerprint, checksums,
-                                 commit=commit(), provenance=provenance)  # fmt: skip
+                                 provenance=provenance)  # fmt: skip
     _inputs[host.name] = RunInputs(fingerprint, engine_key, wheel, checksums, f"{fingerprint}:{engine_key}",
                                    service_models, record)  # fmt: skip
     return _inputs[host.name]
@@ -303,9 +346,7 @@ def model_checksums(plan: HostPlan) -> dict[str, str | None]:
     cluster = spec()
     out: dict[str, str | None] = {}
     for model_id in plan.models:
-        model = cluster.model(model_id)
-        fetched = model_file(model, cluster)
-        out[model_id] = fetched.sha256 if fetched else model.sha256
+        out[model_id] = model_sha256(cluster.model(model_id), cluster)
     return out
 
 
@@ -314,7 +355,9 @@ def pending_work(plan: HostPlan) -> list[str]:
     the models to fetch and the engine to build; empty when the caches hold them."""
     cluster = spec()
     work = [f"fetch model {m} ({cluster.model(m).source})" for m in plan.models
-            if model_file(cluster.model(m), cluster) is None]  # fmt: skip
+            if model_file(cluster.model(m), cluster) is None and hosted_model_size(cluster.model(m), cluster) is None]
+    if installed_engine(plan) is not None:
+        return work
     found = engine_wheel(plan.features)
     if found.wheel is None and found.failure is None:
         local = builds_here(plan.features, local_feature_set("cpu", plan.features.version))

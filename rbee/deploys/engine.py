@@ -7,6 +7,10 @@ the host's Python would refuse fails the host before the upload. After installin
 the build: ``import llama_cpp`` works and ``llama_supports_gpu_offload()`` is true exactly for
 CUDA/Metal builds (``rbee/deploys/install.py``). The upload is verified on the host and stamped (sha256 +
 stat), so a later deploy knows the wheel by ``stat`` without reading it.
+
+A host that has its feature set's engine installed keeps it (``control.installed_engine``): a control machine with
+an empty cache (a fresh CI runner) builds no engine and uploads none for it, and one whose cache holds another build
+of the same set (builds are not byte-identical) does not replace it.
 """
 
 from __future__ import annotations
@@ -28,9 +32,15 @@ from rbee.engine.wheel_tags import wheel_problem
 
 @deploy("rbee engine")
 def engine(plan: HostPlan, changes: Changes) -> None:
-    """Upload this host's engine wheel where the diff says it is not there; build nothing cached."""
+    """Upload this host's engine wheel where the diff says it is not there; build nothing cached, nor anything the
+    host already has (its installed wheel of this feature set is kept, whatever this machine's cache holds)."""
     layout = plan.layout
     features = plan.features
+    kept = control.installed_engine(plan)
+    if kept is not None:  # the host has this feature set's engine: nothing built, nothing uploaded
+        if changes.has("file-mode", kept[0]):
+            set_metadata(name=f"engine: upload {features.key}", path=kept[0], mode="644")
+        return
     found = control.engine_wheel(features)
     if found.failure:
         fail_host(name=f"engine: no wheel for {features.key}", reason=found.failure)

@@ -57,15 +57,17 @@ def install_command(layout: HostLayout, wheels: list[str], replaced: list[str], 
 def install(plan: HostPlan, changes: Changes) -> None:
     """Install the runtime and the engine where the diff says either is not this run's (nothing otherwise)."""
     runtime, engine = changes.has("install", "runtime"), changes.has("install", "engine")
-    found = control.engine_usable(plan)
-    if found is None or not (runtime or engine):  # no engine: the engine step has failed this host
+    if not (runtime or engine):
+        return
+    engine_path = control.host_engine_path(plan)
+    if engine_path is None:  # no engine: the engine step has failed this host
         return
     layout = plan.layout
     house = control.wheelhouse(plan.features)
     fingerprint = control.wheelhouse_fingerprint(plan.features)
     rbee_wheel = f"{layout.wheelhouse}/{house.rbee_wheel.name}"
     replaced = ["rbee"] * runtime + ["llama_cpp_python"] * engine
-    wheels = [rbee_wheel, control.remote_engine_wheel(plan, found), *extra_requirements(plan.features)]
+    wheels = [rbee_wheel, engine_path, *extra_requirements(plan.features)]
     command = install_command(layout, wheels, replaced, plan.features.gpu_offload)
     stamps = {f"{layout.stamps}/runtime": fingerprint, f"{layout.stamps}/engine": plan.features.key}
     stamped_install(name=f"install: rbee and engine {plan.features.key}, one pip pass", commands=[command],

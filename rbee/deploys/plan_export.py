@@ -99,6 +99,6 @@ def export(plan: HostPlan) -> None:
     cluster = control.spec()
     sizes = {m: fetched.size_bytes if (fetched := control.model_file(cluster.model(m), cluster)) else None
              for m in plan.models}  # fmt: skip
-    cached = control.engine_wheel(plan.features).wheel is not None
+    cached = control.installed_engine(plan) is not None or control.engine_wheel(plan.features).wheel is not None
     exported[host.name] = host_changes(plan, wanted, changes, control.host_state(), current, _redactor(plan),
                                        model_bytes=sizes, engine_cached=cached)  # fmt: skip

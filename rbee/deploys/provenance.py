@@ -1,9 +1,10 @@
 """What a release record says about where the release came from, made once per deploy run.
 
-``release_provenance(engine_wheel_sha256)`` is added to each host's ``release.json`` (``rbee.deploys.control``): the
-release id (``--data rbee_release=ID`` from ``rbee deploy``, the same for every batch; else computed here, once per
-run, fetching the placed models it digests), rbee's version, the commit of the git checkout holding the spec (and
-whether that checkout has uncommitted changes) and the engine wheel's sha256.
+``release_provenance(engine_wheel_sha256)`` is added to each host's ``release.json`` (``rbee.deploys.control``):
+the release id (``--data rbee_release=ID`` from ``rbee deploy``, the same for every batch; else computed here, once
+per run, fetching the placed models it digests unless the spec pins their sha256), rbee's version and the engine
+wheel's sha256. ``release_origin()``: the commits (rbee's checkout, the spec's and whether it has uncommitted
+changes), kept with a new release only (``provenance.json``), never compared by the diff.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 from pyinfra.context import host
 
 from rbee.deploy.release_id import rbee_version, release_id
-from rbee.deploy.release_record import spec_commit
+from rbee.deploy.release_record import origin
 from rbee.deploy.releases import check_release_id
 from rbee.spec.models import ModelSpec
 
@@ -22,8 +23,8 @@ _ids: dict[str, str] = {}
 
 
 @cache
-def _spec_commit(spec_file: str) -> tuple[str, bool]:
-    return spec_commit(Path(spec_file))
+def _origin(spec_file: str) -> dict[str, object]:
+    return origin(Path(spec_file))
 
 
 def run_release_id() -> str:
@@ -42,10 +43,10 @@ def run_release_id() -> str:
         missing: list[str] = []
 
         def model_sha(model: ModelSpec) -> str | None:
-            found = control.model_file(model, cluster)
+            found = control.model_sha256(model, cluster)  # pinned: the pin, nothing fetched
             if found is None:
                 missing.append(model.id)
-            return found.sha256 if found else None
+            return found
 
         made = release_id(cluster, control.spec_sha256(), Path(spec_file).parent, model_sha)
         if not missing:
@@ -55,8 +56,13 @@ def run_release_id() -> str:
 
 def release_provenance(engine_wheel_sha256: str | None) -> dict[str, object]:
     """The record's provenance fields for the current host (its engine wheel's checksum given)."""
-    commit, dirty = _spec_commit(str(host.data.rbee_spec_file))
     return {
-        "release": run_release_id(), "rbee_version": rbee_version(), "spec_commit": commit, "spec_dirty": dirty,
+        "release": run_release_id(),
+        "rbee_version": rbee_version(),
         "engine_wheel_sha256": engine_wheel_sha256 or "",
-    }  # fmt: skip
+    }
+
+
+def release_origin() -> dict[str, object]:
+    """The commits a release kept by this run comes from (asked once per run)."""
+    return dict(_origin(str(host.data.rbee_spec_file)))

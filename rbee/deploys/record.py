@@ -1,7 +1,8 @@
 """What this deploy put on a host, recorded in ``<prefix>/release.json`` and kept as a release (``rbee releases``).
 
-Only inputs go in (spec hash, commits, rbee's version, engine build and wheel, wheelhouse and model checksums,
-the release id), no time stamp: an unchanged deploy writes the same record and so changes nothing. The text is
+Only inputs go in (spec hash, rbee's version, engine build and wheel, wheelhouse and model checksums, the release
+id), no time stamp and no commit: an unchanged deploy writes the same record and so changes nothing. The commits it
+came from go with the kept release (``provenance.json``), written only here. The text is
 built by ``rbee.deploy.release_record`` (as on the Ansible path), once per host and run (``control.run_inputs``).
 
 A record that differs is a new release on this host: one command (``rbee.deploy.releases.keep_command``) keeps
@@ -21,7 +22,7 @@ from rbee.deploy.release_record import RECORD
 from rbee.deploy.releases import keep_command
 from rbee.deploys import control
 from rbee.deploys.atomic import set_metadata
-from rbee.deploys.provenance import run_release_id
+from rbee.deploys.provenance import release_origin, run_release_id
 
 
 @deploy("rbee release record")
@@ -31,6 +32,7 @@ def record(plan: HostPlan, changes: Changes) -> None:
     if changes.has("file", dest):
         text = control.run_inputs(plan).record
         keep = control.spec().deploy.keep_releases
-        server.shell(name="record: release.json", commands=[keep_command(plan.layout, run_release_id(), text, keep)])
+        command = keep_command(plan.layout, run_release_id(), text, keep, origin=release_origin())
+        server.shell(name="record: release.json", commands=[command])
     elif changes.has("file-mode", dest):
         set_metadata(name="record: release.json", path=dest, mode="644")

@@ -153,7 +153,7 @@ def _start_command(place: BuildPlace, jobs: str, cuda_root: str | None = None) -
         cmake_args += [f"-DCUDAToolkit_ROOT={cuda_root}", f"-DCMAKE_CUDA_COMPILER={nvcc}"]
         exports = (
             f"export CUDACXX={_q(nvcc)} CUDAToolkit_ROOT={_q(cuda_root)}; "
-            f"export PATH={_q(cuda_root + '/bin')}:\"$PATH\"; "
+            f'export PATH={_q(cuda_root + "/bin")}:"$PATH"; '
         )
     build = (
         f"{exports}export CMAKE_ARGS={_q(' '.join(cmake_args))} CMAKE_BUILD_PARALLEL_LEVEL={_q(jobs)}; "

@@ -20,14 +20,15 @@ from rbee.spec.models import ModelSpec
 
 
 def deploy_release_id(spec: ClusterSpec, spec_file: Path, fetch: bool = True) -> str:
-    """The release id of deploying ``spec_file`` now (``rbee.deploy.release_id``); the placed models it digests are
-    fetched into the model cache first (the deploy needs them anyway), unless ``fetch`` is false (then a model not
-    cached counts by its source: ``rbee status`` comparing without fetching)."""
+    """The release id of deploying ``spec_file`` now (``rbee.deploy.release_id``). A placed model not cached counts by
+    the ``sha256`` the spec pins (fetched later, by the deploy, only for a host that lacks it); one not pinned is
+    fetched into the model cache first, unless ``fetch`` is false (then it counts by its source: ``rbee status``
+    comparing without fetching)."""
     cache = Path(spec.deploy.model_cache).expanduser()
 
     def model_sha(model: ModelSpec) -> str | None:
         found = cached_model(model, cache)
-        if found is None and fetch:
+        if found is None and fetch and model.sha256 is None:  # a pinned sha256 is the id's input: nothing to fetch
             with progress_bar(Console(stderr=True)) as bar:
                 found = fetch_model(model, cache, progress=rich_progress_callback(bar))
         return found.sha256 if found else None

@@ -255,7 +255,6 @@ def _failure_tail(run: PyinfraRun) -> str:
     return " | ".join(line.strip() for line in run.log.splitlines()[-6:] if line.strip()) or f"exit {run.returncode}"
 
 
-
 def report(outcome: PruneOutcome, spec: ClusterSpec) -> tuple[list[str], list[str], bool]:
     """What ``rbee deploy`` says of the prune: lines of what was done, lines of what went wrong, and whether the
     deploy fails for it (a problem, or a host not pruned when ``deploy.on_unreachable`` is ``stop``)."""

@@ -118,8 +118,9 @@ class ModelSpec(StrictModel):
     source: ModelSource = Field(description="hf:OWNER/REPO/FILE.gguf, file:///abs/path.gguf or https://...")
     sha256: Sha256 | None = Field(default=None, description="Expected sha256 of the file (verified).")
     context: int = Field(default=2048, ge=64, le=1_048_576, description="Context size (tokens) of a slot.")
-    embedding: bool = Field(default=False, description="An embedding model: its workers serve POST /v1/embeddings "
-                            "only (no completions).")
+    embedding: bool = Field(
+        default=False, description="An embedding model: its workers serve POST /v1/embeddings only (no completions)."
+    )
 
 
 class PlacementSpec(StrictModel):

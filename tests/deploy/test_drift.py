@@ -115,10 +115,8 @@ def test_the_release_id_follows_the_spec(env: None, tmp_path: Path, tiny_model_p
 
 
 def record(release: str) -> str:
-    provenance = {"release": release, "rbee_version": "0.1.0", "spec_commit": "", "spec_dirty": False,
-                  "engine_wheel_sha256": ""}  # fmt: skip
-    return release_record_text("t", "b", "12" * 32, "0.3.36-cpu", "wh1", {"m": "ab" * 32}, commit="",
-                               provenance=provenance)  # fmt: skip
+    provenance = {"release": release, "rbee_version": "0.1.0", "engine_wheel_sha256": ""}
+    return release_record_text("t", "b", "12" * 32, "0.3.36-cpu", "wh1", {"m": "ab" * 32}, provenance=provenance)
 
 
 @pytest.mark.parametrize(

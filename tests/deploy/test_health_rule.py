@@ -223,9 +223,9 @@ def test_cluster_lines_one_per_hive_with_its_workers() -> None:
 
 
 def test_release_record_text_is_inputs_only_and_stable() -> None:
-    text = release_record_text("c", "h1", "ab" * 32, "cpu-x", "fp", {"tiny": "cd" * 32, "big": None}, commit="1234")
+    text = release_record_text("c", "h1", "ab" * 32, "cpu-x", "fp", {"tiny": "cd" * 32, "big": None})
     assert text == (
-        '{\n "cluster": "c",\n "engine": "cpu-x",\n "git_commit": "1234",\n "host": "h1",\n'
+        '{\n "cluster": "c",\n "engine": "cpu-x",\n "host": "h1",\n'
         ' "models": {\n  "big": "(not fetched: dry run)",\n  "tiny": "' + "cd" * 32 + '"\n },\n'
         ' "spec_sha256": "' + "ab" * 32 + '",\n "wheelhouse": "fp"\n}\n'
     )

@@ -94,6 +94,22 @@ def test_a_new_model_checksum_uploads_and_restarts_its_services(wanted: Wanted) 
     assert {t for k, t in got if k == "restart"} == {"rbee-hive.service", "rbee-worker@m-1.service"}
 
 
+def test_the_engine_a_host_installed_for_its_feature_set_is_the_one_it_keeps(wanted: Wanted) -> None:
+    """A control machine whose cache lacks the engine (a fresh CI runner) or holds another build of the same feature
+    set plans with the host's own wheel: found by the install stamp and the verified upload in the set's folder."""
+    state = deployed(wanted)
+    path, sha = INPUTS.engine_wheel  # type: ignore[misc]
+    assert state.installed_engine("/opt/rbee/engines", "0.3.36-cpu") == (path, sha)
+    assert state.installed_engine("/opt/rbee/engines", "0.3.36-cuda") is None, "another feature set"
+    other = replace(INPUTS, engine_wheel=(path, "ef" * 32))
+    assert ("upload", path) in kinds(diff(wanted_state(plan(), other), state)), "what the diff alone would do"
+    state.big[path] = replace(state.big[path], inode=999)
+    assert state.installed_engine("/opt/rbee/engines", "0.3.36-cpu") is None, "replaced by hand: not the upload"
+    state = deployed(wanted)
+    state.stamps["engine"] = "0.3.35-cpu"
+    assert state.installed_engine("/opt/rbee/engines", "0.3.36-cpu") is None, "installed: another set"
+
+
 def test_a_dry_run_without_the_model_uploads_it(wanted: Wanted) -> None:
     dry = wanted_state(plan(), replace(INPUTS, models={"m": None}))
     assert ("upload", "/opt/rbee/models/m.gguf") in kinds(diff(dry, deployed(wanted)))

@@ -91,7 +91,7 @@ class Host:
         return out
 
     def keep(self, release: str, keep: int = 5) -> dict[str, Any]:
-        return self.run("keep", release=release, record=record(release), keep=keep)
+        return self.run("keep", release=release, record=record(release), keep=keep, origin=origin(release))
 
     def calls(self) -> list[str]:
         calls = self.log.read_text().splitlines() if self.log.exists() else []
@@ -104,6 +104,10 @@ class Host:
 
 def record(release: str) -> str:
     return json.dumps({"release": release, "models": {"tiny": "sha-of-" + release}, "rbee_version": "0.1.0"}) + "\n"
+
+
+def origin(release: str) -> dict[str, Any]:
+    return {"rbee_commit": "", "spec_commit": f"commit-of-{release}", "spec_dirty": False}
 
 
 @pytest.fixture
@@ -148,6 +152,10 @@ def test_the_id_is_the_same_for_the_same_inputs_and_changes_with_each(monkeypatc
     assert check_release_id(first) and first == release_id(spec, "11" * 32, Path("/spec"), lambda m: "cd" * 32)
     assert release_id(spec, "22" * 32, Path("/spec"), lambda m: "cd" * 32) != first  # the spec file
     assert release_id(spec, "11" * 32, Path("/spec"), lambda m: "ef" * 32) != first  # a model's bytes
+    pinned = spec.model_copy(update={"models": [spec.models[0].model_copy(update={"sha256": "cd" * 32})]})
+    assert release_id(pinned, "11" * 32, Path("/spec"), lambda m: None) == first, (
+        "a model not fetched yet (a cold cache) counts by the sha256 the spec pins, which the fetch verifies")
+    assert release_id(spec, "11" * 32, Path("/spec"), lambda m: None) != first  # not pinned: by its source
     monkeypatch.setenv("RBEE_CLUSTER_SECRET", "cd" * 32)
     assert release_id(spec, "11" * 32, Path("/spec"), lambda m: "cd" * 32) != first  # a rotated secret
 
@@ -163,11 +171,32 @@ def test_keeping_a_release_links_the_venv_and_models_and_copies_the_rest(host: H
     assert sorted(p.name for p in (kept / "units").iterdir()) == ["rbee-hive.service", "rbee-worker@.service"]
     assert (kept / "stamps/release").read_text() == f"{A}\n" == (host.prefix / "stamps/release").read_text()
     assert (kept / "release.json").read_text() == record(A) == (host.prefix / "release.json").read_text()
+    assert json.loads((kept / "provenance.json").read_text()) == origin(A)
+    assert (host.prefix / "provenance.json").read_text() == (kept / "provenance.json").read_text()
     assert str((host.prefix / "releases/current").readlink()) == A
     assert oct((host.prefix / "releases").stat().st_mode & 0o777) == "0o700"
     listed = parse_listing(json.dumps(host.run("list")))
     assert listed.current == A and [r.id for r in listed.releases] == [A] and listed.releases[0].workers == ("tiny-1",)
+    assert listed.releases[0].came_from("spec_commit") == f"commit-of-{A}"
     assert not [p for p in (host.prefix / "releases").iterdir() if ".rbee-tmp-" in p.name]
+
+
+def test_a_release_kept_again_keeps_the_commits_that_made_it_and_an_older_record_still_names_its_own(
+    host: Host,
+) -> None:
+    """A commit that changes neither the spec nor rbee makes the same release: the record is unchanged, so no keep
+    runs and ``provenance.json`` still names the commit that made the release. An older rbee's release kept its
+    commits in the record itself."""
+    host.deploy(A, slots=2, model=b"model A")
+    host.keep(A)
+    legacy = {"release": A, "spec_commit": "c0ffee", "spec_dirty": True, "git_commit": "beef"}
+    kept = parse_listing(json.dumps({"releases": [{"id": A, "record": legacy}]})).releases[0]
+    assert (kept.came_from("spec_commit"), kept.came_from("spec_dirty"), kept.came_from("rbee_commit")) == (
+        "c0ffee", True, "beef")  # fmt: skip
+    (host.prefix / "release.json").write_text('{"release": "x"}\n')  # another rbee's record, adopted as it is
+    (host.prefix / "stamps/release").unlink()
+    adopted = host.run("adopt", keep=5)["kept"]
+    assert json.loads((host.prefix / "releases" / adopted / "provenance.json").read_text()) == origin(A)
 
 
 def test_a_release_keeps_its_bytes_when_the_next_deploy_replaces_files(host: Host) -> None:
@@ -226,6 +255,7 @@ def test_rollback_restores_files_models_and_restarts_only_what_differs(host: Hos
     assert (host.units / "rbee-worker@.service").read_text() == f"[Service]\n# {A}\n"
     assert (host.units / "rbee-worker@.service").stat().st_gid == 1, "the unit's owner, as the deploy left it"
     assert (host.prefix / "release.json").read_text() == record(A)
+    assert json.loads((host.prefix / "provenance.json").read_text()) == origin(A), "where A came from, not B"
     stamps = host.prefix / "stamps"
     assert sorted(p.name for p in stamps.iterdir()) == [
         "release", "runtime", "service-rbee-hive.service", "service-rbee-worker@tiny-1.service"]  # fmt: skip
@@ -369,24 +399,27 @@ def test_the_spec_commit_and_its_dirty_flag_come_from_the_checkout_holding_the_s
 
 def test_status_compares_a_record_with_the_spec_at_hand() -> None:
     local = LocalInputs("aa" * 32, "c0ffee" * 6, False, "0.2.0", B, {"tiny": "11" * 32, "big": None})
-    record = {"spec_sha256": "aa" * 32, "release": B, "rbee_version": "0.2.0", "spec_commit": "c0ffee" * 6,
-              "spec_dirty": False, "models": {"tiny": "11" * 32, "big": "22" * 32}, "engine_wheel_sha256": "33" * 32,
-              "git_commit": "", "engine": "cpu-x"}  # fmt: skip
-    assert compare(record, local) == {"release": True, "here": B, "differs": []}  # big: not cached here, unknown
+    record = {"spec_sha256": "aa" * 32, "release": B, "rbee_version": "0.2.0", "engine": "cpu-x",
+              "models": {"tiny": "11" * 32, "big": "22" * 32}, "engine_wheel_sha256": "33" * 32,
+              "origin": {"spec_commit": "feed" * 10, "spec_dirty": False, "rbee_commit": "beef" * 10}}  # fmt: skip
+    assert compare(record, local) == {"release": True, "here": B, "differs": []}, (
+        "big: not cached here, unknown; the commit that made the release is no difference in what runs")
     lines = status_lines("h1", record, local)
-    assert lines[:3] == [
-        "h1: this spec, commit ?, engine cpu-x", f"  release {B}: the spec at hand's",
-        f"  rbee 0.2.0, spec commit {'c0ffee' * 2}, engine wheel sha256 {'33' * 8}",
+    assert lines[:4] == [
+        "h1: this spec, engine cpu-x", f"  release {B}: the spec at hand's",
+        f"  made from spec commit {'feed' * 3}, rbee 0.2.0 (commit {'beef' * 3})", f"  engine wheel sha256 {'33' * 8}",
     ]  # fmt: skip
-    old = {**record, "spec_sha256": "bb" * 32, "release": A, "rbee_version": "0.1.0", "spec_dirty": True,
-           "models": {"tiny": "44" * 32}}  # fmt: skip
+    old = {"spec_sha256": "bb" * 32, "release": A, "rbee_version": "0.1.0", "spec_commit": "c0ffee" * 6,
+           "spec_dirty": True, "git_commit": "", "engine": "cpu-x", "models": {"tiny": "44" * 32}}  # an older record
     found = compare(old, local)
     assert not found["release"] and found["differs"] == [
         "spec file", f"spec commit {'c0ffee' * 2} (uncommitted changes), here {'c0ffee' * 2}", "rbee 0.1.0, here 0.2.0",
         f"model tiny {'44' * 6}, here {'11' * 6}",
     ]  # fmt: skip
     assert f"  release {A}: not the spec at hand's ({B})" in status_lines("h1", old, local)
-    assert status_lines("h1", old, local)[0] == "h1: ANOTHER spec (drift: run rbee plan), commit ?, engine cpu-x"
+    assert status_lines("h1", old, local)[0] == "h1: ANOTHER spec (drift: run rbee plan), engine cpu-x"
+    assert f"  made from spec commit {'c0ffee' * 2} (uncommitted changes), rbee 0.1.0 (commit -)" in status_lines(
+        "h1", old, local)  # fmt: skip
 
 
 def test_status_without_a_usable_cluster_secret_says_the_release_is_unknown(

@@ -9,6 +9,7 @@ another runtime, and a rollback across it restarts every service, the queen's to
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -25,6 +26,7 @@ import httpx
 import openai
 import pytest
 
+from rbee.deploy.cluster_secret import state_dir
 from rbee.testhosts import TestHosts
 from rbee.testhosts.inventory import spec_for_hosts
 
@@ -39,10 +41,12 @@ SLOTS = (2, 3, 4)
 
 
 def write_spec(path: Path, model: Path, slots: int, keep: int = 3) -> None:
+    """The spec of the placement with ``slots``; the model's sha256 pinned (as a GitOps repository would)."""
+    sha = hashlib.sha256(model.read_bytes()).hexdigest()
     path.write_text(
         spec_for_hosts(
             HOSTS, cluster="deploytest", queen_host="h1",
-            models_yaml=f"- {{id: tiny, source: 'file://{model}', context: 512}}",
+            models_yaml=f"- {{id: tiny, source: 'file://{model}', sha256: {sha}, context: 512}}",
             placements_yaml=f"- {{model: tiny, hosts: [h2, h3], replicas: 2, slots: {slots}}}",
             extra_yaml="queen: {api_keys: {env: RBEE_TEST_KEYS}}\n"
             "runtime: {heartbeat_interval: 1s, stale_timeout: 5s, loading_timeout: 90s}\n"
@@ -51,8 +55,8 @@ def write_spec(path: Path, model: Path, slots: int, keep: int = 3) -> None:
     )  # fmt: skip
 
 
-def rbee(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "RBEE_TEST_KEYS": API_KEY}
+def rbee(*args: str, timeout: float = 900, **more_env: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "RBEE_TEST_KEYS": API_KEY, **more_env}
     return subprocess.run([RBEE, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -203,3 +207,61 @@ def test_older_releases_are_pruned_and_a_rollback_to_one_is_refused_before_anyth
     assert {h: f["current"] for h, f in releases(spec).items()} == dict.fromkeys(HOSTS, newest)
     hostile = rbee("rollback", "--to", "0.1.0-aaaaaaaaaaaa;reboot", str(spec))
     assert hostile.returncode == 2 and "not a release id" in hostile.stderr
+
+
+def test_a_commit_that_changes_nothing_deployed_is_no_change_and_each_release_names_the_commit_that_made_it(
+    deployed: tuple[Path, list[str]], tiny_model_path: Path
+) -> None:
+    """The operator's repository gets commits that touch neither the spec nor rbee: ``rbee plan`` stays empty (the
+    record holds no commit), and the commit that made the running release is still the one ``rbee status`` and
+    ``rbee releases`` name."""
+    spec, _ = deployed
+    git = ["git", "-C", str(spec.parent), "-c", "user.name=ops", "-c", "user.email=ops@example.org"]
+
+    def commit(message: str) -> str:
+        subprocess.run([*git, "add", "-A"], check=True)
+        subprocess.run([*git, "commit", "-qm", message], check=True)
+        return subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+
+    subprocess.run([*git, "init", "-q"], check=True)
+    commit("the cluster as deployed")
+    planned = rbee("plan", str(spec))
+    assert planned.returncode == 0, f"a commit alone is no change:\n{planned.stdout[-3000:]}"
+    write_spec(spec, tiny_model_path, SLOTS[2])
+    made_by = commit("four slots")
+    release = deploy(spec)
+    (spec.parent / "README.md").write_text("Our cluster.\n")
+    later = commit("docs only")
+    planned = rbee("plan", str(spec))
+    assert planned.returncode == 0, f"a commit that changes no input is no change:\n{planned.stdout[-3000:]}"
+    for host, found in releases(spec).items():
+        assert found["current"] == release, host
+        assert found["releases"][0]["spec_commit"] == made_by and not found["releases"][0]["spec_dirty"], host
+    status = rbee("status", str(spec))
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert status.stdout.count(f"release {release}: the spec at hand's") == 3, status.stdout
+    assert status.stdout.count(f"made from spec commit {made_by[:12]}") == 3 and later[:12] not in status.stdout
+
+
+def test_a_control_machine_with_empty_caches_plans_and_deploys_nothing_the_hosts_already_have(
+    deployed: tuple[Path, list[str]], tmp_path: Path
+) -> None:
+    """A fresh CI runner: no engine wheel, no model, no wheelhouse cached (``HOME`` empty; the cluster secret is the
+    operator's, as a CI secret would give it). With the model's sha256 pinned, ``rbee plan`` is exact (exit 0) and
+    ``rbee deploy`` builds no engine and fetches no model: the hosts keep what they have."""
+    spec, _ = deployed
+    home = tmp_path / "home"
+    home.mkdir()
+    cold = {"HOME": str(home), "RBEE_STATE_DIR": str(state_dir()), "XDG_CACHE_HOME": str(home / ".cache")}
+    started = time.monotonic()
+    planned = rbee("plan", str(spec), **cold)
+    print(f"plan on empty caches: {time.monotonic() - started:.1f}s")
+    assert planned.returncode == 0, f"a cold runner plans what the hosts have:\n{planned.stdout[-3000:]}"
+    started = time.monotonic()
+    again = rbee("deploy", str(spec), **cold)
+    print(f"deploy on empty caches: {time.monotonic() - started:.1f}s")
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    cache = home / ".cache" / "rbee"
+    assert not list((cache / "wheels").glob("**/*.whl")), "no engine built"
+    assert not list((cache / "models").glob("**/*.gguf")), "no model fetched"
+    assert rbee("plan", str(spec)).returncode == 0, "the warm machine agrees: nothing changed"

@@ -61,8 +61,8 @@ def test_the_installed_rbee_deploys_its_own_code_to_the_hosts(
     assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
     for name in HOSTS:
         assert test_hosts.ssh(name, HOST_VERSION).stdout.strip() == installed.version, name
-        record = json.loads(test_hosts.ssh(name, "cat /opt/rbee/release.json").stdout)
-        assert record["git_commit"] == ""  # an installed rbee has no checkout to name
+        origin = json.loads(test_hosts.ssh(name, "cat /opt/rbee/provenance.json").stdout)
+        assert origin["rbee_commit"] == ""  # an installed rbee has no checkout to name
     client = openai.OpenAI(base_url="http://10.210.0.11:7833/v1", api_key=API_KEY, max_retries=0, timeout=60)
     chat = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=8)
     assert chat.choices[0].message.content
