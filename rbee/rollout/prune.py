@@ -180,7 +180,7 @@ def unfinished_hosts(run: PyinfraRun, names: list[str]) -> set[str]:
 def _why(hosts: list[AppliedHost], base_dir: Path, run: PyinfraRun) -> dict[str, str]:
     """Why each host failed: the SSH check's classification, else the tail of pyinfra's log."""
     checks = {c.host: c for c in check_hosts([SshTarget.from_spec(h.as_spec_host(), base_dir) for h in hosts])}
-    tail = " | ".join(line.strip() for line in run.log.splitlines()[-6:] if line.strip())
+    tail = _failure_tail(run)
     return {h.name: describe(checks[h.name]) if checks[h.name].outcome != "ok" else tail for h in hosts}
 
 
