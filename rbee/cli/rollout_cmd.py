@@ -28,7 +28,7 @@ from rbee.deploys.entry import path as entry_path
 from rbee.rollout import plan_render
 from rbee.rollout.plan import Plan, PruneHost, build_plan
 from rbee.rollout.provenance import compare, local_inputs, status_lines
-from rbee.rollout.prune import PruneState, finish, plan_entries, read_state, report
+from rbee.rollout.prune import PruneState, finish, forgettable, plan_entries, read_state, report
 from rbee.rollout.pyinfra_run import run_pyinfra
 from rbee.rollout.rolling import batches, rolling_deploy
 from rbee.spec.inventory import queen_url
@@ -204,11 +204,20 @@ def deploy(
     move_queen: Annotated[
         bool, typer.Option("--move-queen", help="Let the queen move to the spec's queen host (the old one goes).")
     ] = False,
+    forget: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--forget", metavar="HOST",
+            help="A host that left the spec and is gone for good: drop it from the applied hosts and deregister its "
+            "hive without reaching it (nothing is sent to it). Repeatable.",
+        ),
+    ] = None,
 ) -> None:
     """Rolling deploy: the queen's host, then BATCH hosts at a time, each gated on health and rolled back on failure.
 
     Then the hosts that left the spec are pruned (workers drained and stopped, units, configs, models and venv
-    removed, the hive deregistered at the queen), unless --no-prune; rbee plan lists them first.
+    removed, the hive deregistered at the queen), unless --no-prune; rbee plan lists them first. One that is gone
+    for good (retried by every deploy) is dropped with --forget HOST.
 
     --only-drift (the scheduled self-heal): only the hosts that drifted from the release they run get it again;
     no new release, no prune; exit 0 in sync or healed, 3 a release change is pending (rbee deploy), 1 failed."""
@@ -219,6 +228,8 @@ def deploy(
     if only_drift and move_queen:
         raise typer.BadParameter("a queen that moves is a release change: rbee deploy --move-queen",
                                  param_hint="--move-queen")  # fmt: skip
+    if only_drift and forget:
+        raise typer.BadParameter("the self-heal never prunes: rbee deploy --forget HOST", param_hint="--forget")
     if only_drift:  # never a new release, never a prune: rbee.cli.heal_cmd
         raise typer.Exit(heal_cmd.only_drift(spec_file, batch, gate_timeout, as_json, _redactor(spec_file)))
     spec = read_spec_or_exit(spec_file)
@@ -230,13 +241,20 @@ def deploy(
         for problem in (*pruning.problems, "nothing changed"):
             typer.echo(f"rbee deploy: {problem}", err=True)
         raise typer.Exit(exits.FAILURE)
+    forgotten = frozenset(forget or ())
+    if refused := forgettable(pruning, sorted(forgotten)):
+        for problem in (*refused, "nothing changed"):
+            typer.echo(f"rbee deploy: {problem}", err=True)
+        raise typer.Exit(exits.USAGE)
     if pruning.prune:
         names = ", ".join(h.name for h in pruning.prune)
-        typer.echo(f"hosts that left the spec: {names}: " + ("kept (--no-prune)" if no_prune else "pruned at the end"))
+        typer.echo(f"hosts that left the spec: {names}: " + ("kept (--no-prune)" if no_prune else "pruned at the end")
+                   + (f"; forgotten: {', '.join(sorted(forgotten))}" if forgotten else ""))  # fmt: skip
     with QueenClient(queen_url(spec), api_key=key) as queen:
         result = rolling_deploy(spec, spec_file, queen, batch, gate_timeout, typer.echo)
         outcome = finish(spec, spec_file, queen, pruning, cluster_secret(spec.cluster), typer.echo,
-                         prune=result.ok and not no_prune, remove_old_queen=result.ok)  # fmt: skip
+                         prune=result.ok and not no_prune, remove_old_queen=result.ok,
+                         forget=forgotten if result.ok else frozenset())  # fmt: skip
     done, wrong, failed = report(outcome, spec)
     for line in done:
         typer.echo(f"rbee deploy: {line}")

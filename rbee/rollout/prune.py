@@ -150,6 +150,7 @@ class PruneOutcome:
     """How ``finish`` went: the hosts pruned, the ones not pruned (and why), whether the record was written."""
 
     pruned: list[str] = field(default_factory=list)
+    forgotten: list[str] = field(default_factory=list)
     not_pruned: dict[str, str] = field(default_factory=dict)
     record_written: bool = False
     problems: list[str] = field(default_factory=list)
@@ -206,14 +207,22 @@ def finish(
     *,
     prune: bool = True,
     remove_old_queen: bool = True,
+    forget: frozenset[str] = frozenset(),
 ) -> PruneOutcome:
     """After the last batch: prune (``prune``), remove the queen a move left behind (``remove_old_queen``),
-    deregister, and write the record (after a failed deploy: neither of the first two, the record all the same)."""
+    deregister, and write the record (after a failed deploy: neither of the first two, the record all the same).
+
+    ``forget``: hosts to prune (``forgettable``) that are gone for good: nothing is sent to them, their hives are
+    deregistered and they leave the record (what still runs there is the operator's to stop)."""
     out = PruneOutcome()
     base_dir = spec_file.resolve().parent
     if not state.queen_reached:
         return out
-    targets = state.prune if prune and state.record is not None else []
+    for name in sorted(forget & {h.name for h in state.prune}):
+        if reason := _deregister(queen, name, secret):
+            out.problems.append(f"{name}: forgotten, but {reason}")
+        out.forgotten.append(name)
+    targets = [h for h in state.prune if h.name not in forget] if prune and state.record is not None else []
     record = state.record
     entries = [
         _entry(h.as_spec_host(), base_dir, {"rbee_action": "decommission", "rbee_prefix": record.prefix})
@@ -238,7 +247,7 @@ def finish(
             if reason := _deregister(queen, host.name, secret):
                 out.problems.append(f"{host.name}: decommissioned, but {reason}")
             out.pruned.append(host.name)
-    keep = tuple(h.name for h in state.prune if h.name not in out.pruned)
+    keep = tuple(h.name for h in state.prune if h.name not in out.pruned and h.name not in out.forgotten)
     new = record_of(spec, state.record, keep)
     if state.record_text is None or new.text().strip() != state.record_text.strip():  # pyinfra drops the last newline
         queen_host = spec.queen_host
@@ -255,11 +264,23 @@ def _failure_tail(run: PyinfraRun) -> str:
     return " | ".join(line.strip() for line in run.log.splitlines()[-6:] if line.strip()) or f"exit {run.returncode}"
 
 
+def forgettable(state: PruneState, names: list[str]) -> list[str]:
+    """Why ``rbee deploy --forget`` refuses ``names`` (empty: each is a host to prune): only a host that left the
+    spec and is still recorded can be forgotten."""
+    to_prune = [h.name for h in state.prune]
+    listed = ", ".join(to_prune) or "none"
+    return [f"--forget {name[:64]!r}: not a host that left the spec (to prune: {listed})"
+            for name in names if name not in to_prune]  # fmt: skip
+
+
 def report(outcome: PruneOutcome, spec: ClusterSpec) -> tuple[list[str], list[str], bool]:
     """What ``rbee deploy`` says of the prune: lines of what was done, lines of what went wrong, and whether the
     deploy fails for it (a problem, or a host not pruned when ``deploy.on_unreachable`` is ``stop``)."""
     done = [f"pruned {h}: its rbee services stopped and removed, its hive deregistered" for h in outcome.pruned]
-    wrong = [f"{h}: not pruned: {why}; a later deploy tries again" for h, why in outcome.not_pruned.items()]
+    done += [f"forgot {h}: no longer recorded, its hive deregistered; nothing was sent to it (if it comes back, "
+             "stop rbee there by hand)" for h in outcome.forgotten]  # fmt: skip
+    wrong = [f"{h}: not pruned: {why}; a later deploy tries again (gone for good: rbee deploy --forget {h})"
+             for h, why in outcome.not_pruned.items()]  # fmt: skip
     wrong += outcome.problems
     failed = bool(outcome.problems) or (bool(outcome.not_pruned) and spec.deploy.on_unreachable == "stop")
     return done, wrong, failed

@@ -23,7 +23,9 @@ from pathlib import Path
 
 import pytest
 
+from rbee.deploy.cluster_secret import cluster_secret
 from rbee.testhosts import TestHosts
+from rbee_runtime.common.credentials import hive_credential, worker_credential
 
 ROOT = Path(__file__).parents[2]
 BIN = Path(sys.executable).parent
@@ -61,6 +63,7 @@ def test_the_installed_collection_converges_idempotently_and_passes_the_host_che
         "NO_COLOR": "1",
         "PY_COLORS": "0",
         "ANSIBLE_FORCE_COLOR": "0",
+        "ANSIBLE_VERBOSITY": "1",  # -v: what a CI log shows when someone debugs; no credential may be in it
     }
     collection = _installed_collection(tmp_path, env)
     started = time.monotonic()
@@ -76,4 +79,9 @@ def test_the_installed_collection_converges_idempotently_and_passes_the_host_che
     assert "Verifier completed successfully" in out
     assert re.search(r"\b\d+ passed\b", out) and not re.search(r"\b\d+ failed\b", out), out[-4000:]
     assert all(test_hosts.is_running(name) for name in ("h1", "h2", "h3")), "fresh hosts for the later tests"
+    secret = cluster_secret("molecule", create=False)
+    assert secret, "the converge made the cluster's secret"
+    leaked = [name for name in ("h1", "h2", "h3") if hive_credential(secret, name) in out
+              or worker_credential(hive_credential(secret, name)) in out]  # fmt: skip
+    assert leaked == [] and "sk-molecule" not in out, f"-v output shows the credentials of {leaked}"
     print(f"molecule test of the installed collection: {took:.0f}s")

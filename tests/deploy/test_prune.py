@@ -32,7 +32,7 @@ from rbee.deploy.applied_hosts import (
 )
 from rbee.deploy.decommission_script import DONE_MARK, decommission_script, queen_removal_script
 from rbee.deploys.decommission import groups
-from rbee.rollout.prune import PruneOutcome, judge, plan_entries, report, unfinished_hosts
+from rbee.rollout.prune import PruneOutcome, forgettable, judge, plan_entries, report, unfinished_hosts
 from rbee.rollout.pyinfra_run import PyinfraRun
 from rbee.spec import ClusterSpec, parse_spec
 
@@ -198,6 +198,18 @@ def test_a_host_recorded_and_no_longer_in_the_spec_is_pruned() -> None:
                                           "/opt/rbee"])]  # fmt: skip
 
 
+def test_only_a_host_that_left_the_spec_can_be_forgotten() -> None:
+    recorded = record_of(spec_of())
+    state = judge(spec_of(WITHOUT_C, placements="[a, b]"), {"a": answer(recorded), "b": answer()})
+    assert forgettable(state, ["c"]) == []
+    assert forgettable(state, ["b", "x" * 100]) == [
+        "--forget 'b': not a host that left the spec (to prune: c)",
+        f"--forget {'x' * 64!r}: not a host that left the spec (to prune: c)",
+    ]  # fmt: skip
+    assert forgettable(judge(spec_of(), {"a": answer(), "b": answer(), "c": answer()}), ["c"]) == [
+        "--forget 'c': not a host that left the spec (to prune: none)"]  # fmt: skip
+
+
 def test_the_queens_host_unreached_prunes_nothing() -> None:
     state = judge(spec_of(WITHOUT_C, placements="[a, b]"), {"b": answer()})
     assert not state.queen_reached and state.prune == [] and state.problems == []
@@ -361,10 +373,15 @@ def test_a_host_is_done_only_when_pyinfra_finished_it() -> None:
 
 def test_what_a_deploy_says_of_its_prune_and_when_it_fails_for_it() -> None:
     spec = spec_of()
-    outcome = PruneOutcome(pruned=["c"], not_pruned={"d": "d: unreachable (timed out)"})
+    outcome = PruneOutcome(pruned=["c"], not_pruned={"d": "d: unreachable (timed out)"}, forgotten=["e"])
     done, wrong, failed = report(outcome, spec)
-    assert done == ["pruned c: its rbee services stopped and removed, its hive deregistered"]
-    assert wrong == ["d: not pruned: d: unreachable (timed out); a later deploy tries again"] and not failed
+    assert done == [
+        "pruned c: its rbee services stopped and removed, its hive deregistered",
+        "forgot e: no longer recorded, its hive deregistered; nothing was sent to it (if it comes back, stop rbee "
+        "there by hand)",
+    ]  # fmt: skip
+    assert wrong == ["d: not pruned: d: unreachable (timed out); a later deploy tries again (gone for good: "
+                     "rbee deploy --forget d)"] and not failed  # fmt: skip
     stopping = spec.model_copy(update={"deploy": spec.deploy.model_copy(update={"on_unreachable": "stop"})})
     assert report(outcome, stopping)[2]
     assert report(PruneOutcome(problems=["a: the applied-hosts record was not written"]), spec)[2]

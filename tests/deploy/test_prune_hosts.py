@@ -36,14 +36,14 @@ QUEEN = "http://10.210.0.15:7833"
 HOSTS = ("h5", "h6")  # hosts of their own: the other deploy tests keep what they put on h1..h4
 
 
-def write_spec(path: Path, model: Path, hosts: tuple[str, ...]) -> None:
+def write_spec(path: Path, model: Path, hosts: tuple[str, ...], queen: str = "h5") -> None:
     both = hosts == HOSTS
     models = f"- {{id: tiny, source: 'file://{model}', context: 512}}\n"
     models += f"- {{id: tiny2, source: 'file://{model}', context: 512}}" if both else ""
     placements = "- {model: tiny, hosts: [h5, h6], replicas: 2}\n- {model: tiny2, hosts: [h5]}" if both else (
         "- {model: tiny, hosts: [h5]}")  # fmt: skip
     path.write_text(spec_for_hosts(
-        list(hosts), cluster="prunetest", queen_host="h5", models_yaml=models, placements_yaml=placements,
+        list(hosts), cluster="prunetest", queen_host=queen, models_yaml=models, placements_yaml=placements,
         extra_yaml="queen: {api_keys: {env: RBEE_TEST_KEYS}}\n"
         "runtime: {heartbeat_interval: 1s, stale_timeout: 5s, loading_timeout: 90s}",
     ))  # fmt: skip
@@ -55,7 +55,7 @@ def rbee(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
 
 
 RECORD = "/opt/rbee/release.json"
-"""Names the checkout's commit: others committing to a shared checkout while a test runs change it on every host."""
+"""Names the release, whose id digests rbee's code: editing a shared checkout while a test runs changes it."""
 
 
 def planned(spec: Path, *flags: str) -> tuple[list[str], dict[str, object]]:
@@ -73,8 +73,8 @@ def planned(spec: Path, *flags: str) -> tuple[list[str], dict[str, object]]:
     return [p["host"] for p in data["prune"]], changed
 
 
-def hive_ids() -> list[str]:
-    hives = httpx.get(f"{QUEEN}/v1/hives", headers={"Authorization": f"Bearer {API_KEY}"}, timeout=10).json()
+def hive_ids(queen: str = QUEEN) -> list[str]:
+    hives = httpx.get(f"{queen}/v1/hives", headers={"Authorization": f"Bearer {API_KEY}"}, timeout=10).json()
     return sorted(h["hive_id"] for h in hives["hives"])
 
 
@@ -171,3 +171,77 @@ def test_a_host_removed_from_the_spec_is_listed_then_kept_then_pruned(
     assert [h["name"] for h in record["hosts"]] == ["h5"]
     assert planned(spec) == ([], {})
     print(f"prune host test: {time.monotonic() - started:.0f} s (first deploy {first_s:.0f} s, prune {prune_s:.0f} s)")
+
+
+def test_a_host_gone_for_good_is_retried_by_each_deploy_until_forgotten(
+    hosts: TestHosts, tiny_model_path: Path, tmp_path: Path
+) -> None:
+    """h6 deployed, then removed from the spec while its cable is pulled (a dead machine): each deploy reports it not
+    pruned and names ``--forget``; ``rbee deploy --forget h6`` drops it from the record and deregisters its hive
+    without reaching it; a host that did not leave the spec is refused before anything changes."""
+    spec = tmp_path / "cluster.yaml"
+    write_spec(spec, tiny_model_path, HOSTS)
+    deployed = rbee("deploy", str(spec))
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    assert hive_ids() == ["h5", "h6"]
+    write_spec(spec, tiny_model_path, ("h5",))
+    hosts.cable("h6", False)
+    try:
+        retried = rbee("deploy", str(spec))
+        assert retried.returncode == 0, retried.stdout + retried.stderr  # deploy.on_unreachable: continue
+        assert "rbee deploy: h6: not pruned: " in retried.stderr and "rbee deploy --forget h6)" in retried.stderr
+        assert planned(spec) == (["h6"], {}), "still recorded: retried by the next deploy"
+        refused = rbee("deploy", "--forget", "h5", str(spec))
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert "--forget 'h5': not a host that left the spec (to prune: h6)" in refused.stderr
+        assert "nothing changed" in refused.stderr and "batch" not in refused.stdout
+        started = time.monotonic()
+        forgot = rbee("deploy", "--forget", "h6", str(spec))
+        forget_s = time.monotonic() - started
+        assert forgot.returncode == 0, forgot.stdout + forgot.stderr
+        assert "rbee deploy: forgot h6: no longer recorded, its hive deregistered" in forgot.stdout
+        assert "not pruned" not in forgot.stderr
+        assert hive_ids() == ["h5"]
+        record = json.loads(hosts.ssh("h5", "cat /opt/rbee/applied-hosts.json").stdout)
+        assert [h["name"] for h in record["hosts"]] == ["h5"]
+        assert planned(spec) == ([], {})
+        print(f"forget: {forget_s:.1f} s")
+    finally:
+        hosts.cable("h6", True)
+        hosts.ssh("h6", "systemctl disable --now rbee-hive.service 'rbee-worker@*' || true")
+
+
+def test_a_queen_moves_to_another_host_only_when_asked_and_the_old_one_goes(
+    hosts: TestHosts, tiny_model_path: Path, tmp_path: Path
+) -> None:
+    """The spec moves the queen from h5 to h6: ``rbee deploy`` refuses before anything changes (clients would lose
+    the endpoint), ``rbee deploy --move-queen`` starts the queen on h6, both hives report there, and h5's queen is
+    stopped and removed (h5 stays a hive); a plan afterwards has nothing to do."""
+    spec = tmp_path / "cluster.yaml"
+    write_spec(spec, tiny_model_path, HOSTS)
+    deployed = rbee("deploy", str(spec))
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    assert hive_ids() == ["h5", "h6"]
+    write_spec(spec, tiny_model_path, HOSTS, queen="h6")
+    refused = rbee("deploy", str(spec))
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "the queen moves to h6 from h5" in refused.stderr and "rbee deploy --move-queen" in refused.stderr
+    assert "nothing changed" in refused.stderr and hive_ids() == ["h5", "h6"]
+    started = time.monotonic()
+    moved = rbee("deploy", "--move-queen", str(spec))
+    move_s = time.monotonic() - started
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    new_queen = "http://10.210.0.16:7833"
+    assert hive_ids(new_queen) == ["h5", "h6"]
+    client = openai.OpenAI(base_url=f"{new_queen}/v1", api_key=API_KEY, max_retries=0, timeout=60)
+    assert client.completions.create(model="tiny", prompt="Bees", max_tokens=8).choices[0].text is not None
+    gone = "/etc/systemd/system/rbee-queen.service /opt/rbee/applied-hosts.json"
+    left = hosts.ssh("h5", f"systemctl is-active rbee-queen.service rbee-hive.service; ls {gone} 2>&1").stdout
+    assert left.split("\n")[:2] == ["inactive", "active"], left
+    assert "rbee-queen.service: No such file" in left and "applied-hosts.json: No such file" in left, left
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{QUEEN}/health", timeout=5)
+    record = json.loads(hosts.ssh("h6", "cat /opt/rbee/applied-hosts.json").stdout)
+    assert record["queen"] == "h6" and [h["name"] for h in record["hosts"]] == ["h5", "h6"]
+    assert planned(spec) == ([], {})
+    print(f"queen move: {move_s:.1f} s")
