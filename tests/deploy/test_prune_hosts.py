@@ -238,7 +238,7 @@ def test_a_queen_moves_to_another_host_only_when_asked_and_the_old_one_goes(
     gone = "/etc/systemd/system/rbee-queen.service /opt/rbee/applied-hosts.json"
     left = hosts.ssh("h5", f"systemctl is-active rbee-queen.service rbee-hive.service; ls {gone} 2>&1").stdout
     assert left.split("\n")[:2] == ["inactive", "active"], left
-    assert "rbee-queen.service: No such file" in left and "applied-hosts.json: No such file" in left, left
+    assert "rbee-queen.service': No such file" in left and "applied-hosts.json': No such file" in left, left
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{QUEEN}/health", timeout=5)
     record = json.loads(hosts.ssh("h6", "cat /opt/rbee/applied-hosts.json").stdout)
