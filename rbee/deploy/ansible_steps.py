@@ -26,7 +26,7 @@ from rbee.deploy.host_plan import HostPlan, plan_deployed_host
 from rbee.deploy.probe import HostFacts, parse_probe
 from rbee.deploy.release_record import release_record_text
 from rbee.deploy.ssh_check import SshTarget
-from rbee.deploy.wheelhouse import WheelhouseTarget, build_wheelhouse, wheelhouse_target
+from rbee.deploy.wheelhouse import WheelhouseTarget, build_wheelhouse, planned_fingerprint, wheelhouse_target
 from rbee.engine.build_kit import BuildKitError, build_kit
 from rbee.engine.features import FeatureSet, local_feature_set
 from rbee.engine.remote_build import build_on_host
@@ -72,7 +72,7 @@ def prepare_wheelhouses(targets: list[dict[str, Any]]) -> dict[str, Any]:
         out[key] = {
             "folder": str(house.folder),
             "rbee_wheel": house.rbee_wheel.name,
-            "fingerprint": house.fingerprint,
+            "fingerprint": planned_fingerprint(target),  # the identity rbee deploy stamps too
             "extras": list(target.extras),  # installed beside rbee: NVML, the CUDA runtime of a CUDA host
         }
     return {"wheelhouses": out}

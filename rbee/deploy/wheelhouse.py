@@ -5,7 +5,8 @@ engine: nvidia-ml-py and the CUDA runtime libraries on CUDA hosts), into
 ``~/.cache/rbee/wheelhouse/<target>/``; the deploy ships that folder to each host as one archive and installs
 with ``pip --no-index --find-links``. It holds rbee's own wheel (``rbee.deploy.rbee_wheel``: the code this
 control machine runs, from a checkout or an installed rbee) and exactly the dependency versions of the host
-lock (``rbee.deploy.host_lock``), downloaded again only when the lock changes.
+lock (``rbee.deploy.host_lock``), downloaded again only when the lock changes. Its identity
+(``planned_fingerprint``: the pins and rbee's code) is known without preparing it, so a plan downloads nothing.
 """
 
 from __future__ import annotations
@@ -111,17 +112,47 @@ SOURCE_STAMP = ".rbee-source"
 """The fingerprint of the rbee code its rbee wheel was built from."""
 
 
+def _pins(target: WheelhouseTarget) -> tuple[list[LockedPin], str]:
+    """The target's locked pins (their markers evaluated for it) and their text, as the folder's stamp holds it."""
+    try:
+        pins = locked_requirements(target.python, target.os, target.arch, target.extras)
+    except LockError as exc:
+        raise WheelhouseError(str(exc)) from None
+    return pins, "".join(f"{pin.requirement_line()}\n" for pin in pins)
+
+
+def planned_fingerprint(target: WheelhouseTarget) -> str:
+    """The identity of a target's wheelhouse, known without preparing it: sha256 over the target, its locked pins
+    (each with the hashes pip must match) and the fingerprint of the rbee code its rbee wheel is built from.
+
+    What a host's runtime stamp and a release record hold: the same on every control machine, an empty cache
+    included, so a plan needs no download to tell whether a host's wheelhouse is this one.
+    """
+    digest = hashlib.sha256(f"{target.name}\0".encode())
+    digest.update(_pins(target)[1].encode())
+    digest.update(rbee_wheel.fingerprint().encode())
+    return digest.hexdigest()
+
+
+def wheelhouse_ready(target: WheelhouseTarget, root: Path = DEFAULT_ROOT) -> bool:
+    """True when the target's wheelhouse is prepared already (its pins downloaded, rbee's wheel built from the code
+    running here): ``build_wheelhouse`` would download and build nothing."""
+    folder = root.expanduser() / target.name
+    try:
+        ready = (folder / LOCK_STAMP).read_text() == _pins(target)[1]
+        ready = ready and (folder / SOURCE_STAMP).read_text() == rbee_wheel.fingerprint()
+    except OSError:
+        return False
+    return ready and any(folder.glob(f"{rbee_wheel.DISTRIBUTION}-*.whl"))
+
+
 def _sync_dependencies(folder: Path, target: WheelhouseTarget, platforms: Sequence[str]) -> None:
     """The folder's dependencies made exactly the target's locked pins: downloaded when the lock changed, else kept.
 
     ``pip download --no-deps --require-hashes`` of the pins (their markers evaluated here, for the target);
     wheels of other versions (an older lock's) are removed.
     """
-    try:
-        pins = locked_requirements(target.python, target.os, target.arch, target.extras)
-    except LockError as exc:
-        raise WheelhouseError(str(exc)) from None
-    text = "".join(f"{pin.requirement_line()}\n" for pin in pins)
+    pins, text = _pins(target)
     stamp = folder / LOCK_STAMP
     if stamp.exists() and stamp.read_text() == text:
         return

@@ -29,8 +29,15 @@ from rbee.deploy.host_plan import HostPlan, plan_deployed_host
 from rbee.deploy.host_state import HostState
 from rbee.deploy.layout import HostLayout
 from rbee.deploy.probe import HostFacts
+from rbee.deploy.release_id import rbee_version
 from rbee.deploy.release_record import release_record_text
-from rbee.deploy.wheelhouse import Wheelhouse, build_wheelhouse, wheelhouse_target
+from rbee.deploy.wheelhouse import (
+    Wheelhouse,
+    build_wheelhouse,
+    planned_fingerprint,
+    wheelhouse_ready,
+    wheelhouse_target,
+)
 from rbee.deploy.wheelhouse import wheelhouse_archive as build_archive
 from rbee.deploys.builder import PyinfraRemote, choose_builder
 from rbee.deploys.provenance import release_provenance
@@ -224,20 +231,34 @@ def _find_or_build(features: FeatureSet) -> EngineWheel:
 
 
 def wheelhouse_fingerprint(features: FeatureSet) -> str:
-    """The fingerprint of a feature set's wheelhouse, hashed once per run (every host of the target shares it)."""
-    house = wheelhouse(features)
-    with once(f"fingerprint:{house.folder}"):
-        if str(house.folder) not in _fingerprints:
-            _fingerprints[str(house.folder)] = house.fingerprint
-        return _fingerprints[str(house.folder)]
+    """The identity of a feature set's wheelhouse (``planned_fingerprint``: nothing prepared), once per run."""
+    target = wheelhouse_target(features)
+    with once(f"fingerprint:{target.name}"):
+        if target.name not in _fingerprints:
+            _fingerprints[target.name] = planned_fingerprint(target)
+        return _fingerprints[target.name]
+
+
+def wheelhouse_at_hand(features: FeatureSet) -> bool:
+    """True when this run may use the feature set's wheelhouse now: prepared already, or the run may prepare it
+    (``slow_work_allowed``; a run that asks first downloads and builds nothing before the answer)."""
+    target = wheelhouse_target(features)
+    return target.name in _wheelhouses or slow_work_allowed() or wheelhouse_ready(target)
+
+
+def rbee_wheel_name(features: FeatureSet) -> str:
+    """The name of the rbee wheel in the feature set's wheelhouse (a placeholder while it is not prepared yet)."""
+    if wheelhouse_at_hand(features):
+        return wheelhouse(features).rbee_wheel.name
+    return f"rbee-{rbee_version()}-py3-none-any.whl"
 
 
 def wheelhouse_archive(features: FeatureSet) -> Path:
-    """The feature set's wheelhouse as one tar (``rbee.deploy.wheelhouse.wheelhouse_archive``), made once per run."""
+    """The feature set's wheelhouse as one tar (``rbee.deploy.wheelhouse.wheelhouse_archive``, named by its content's
+    fingerprint), made once per run."""
     house = wheelhouse(features)
-    fingerprint = wheelhouse_fingerprint(features)
     with once(f"archive:{house.folder}"):
-        return build_archive(house, fingerprint)
+        return build_archive(house, house.fingerprint)
 
 
 def file_sha256(path: Path) -> str:
@@ -356,6 +377,9 @@ def pending_work(plan: HostPlan) -> list[str]:
     cluster = spec()
     work = [f"fetch model {m} ({cluster.model(m).source})" for m in plan.models
             if model_file(cluster.model(m), cluster) is None and hosted_model_size(cluster.model(m), cluster) is None]
+    planned = changes(plan)
+    if (planned.has("wheelhouse") or planned.has("install", "runtime")) and not wheelhouse_at_hand(plan.features):
+        work.append(f"prepare the wheelhouse {wheelhouse_target(plan.features).name} (rbee and its dependencies)")
     if installed_engine(plan) is not None:
         return work
     found = engine_wheel(plan.features)

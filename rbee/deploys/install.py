@@ -63,9 +63,8 @@ def install(plan: HostPlan, changes: Changes) -> None:
     if engine_path is None:  # no engine: the engine step has failed this host
         return
     layout = plan.layout
-    house = control.wheelhouse(plan.features)
     fingerprint = control.wheelhouse_fingerprint(plan.features)
-    rbee_wheel = f"{layout.wheelhouse}/{house.rbee_wheel.name}"
+    rbee_wheel = f"{layout.wheelhouse}/{control.rbee_wheel_name(plan.features)}"
     replaced = ["rbee"] * runtime + ["llama_cpp_python"] * engine
     wheels = [rbee_wheel, engine_path, *extra_requirements(plan.features)]
     command = install_command(layout, wheels, replaced, plan.features.gpu_offload)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import shlex
 
 from pyinfra.api.deploy import deploy
-from pyinfra.operations import server
+from pyinfra.operations import files, server
 
 from rbee.deploy.host_diff import Changes
 from rbee.deploy.host_plan import HostPlan
@@ -78,5 +78,7 @@ def runtime(plan: HostPlan, changes: Changes) -> None:
         account = (user, DATA_DIR, control.host_state().account) if changes.has("account") else None
         account_and_folders(name=f"runtime: service user {user} and rbee's folders", account=account,
                             folders=folders)  # fmt: skip
-    if changes.has("wheelhouse"):
+    if changes.has("wheelhouse") and not control.wheelhouse_at_hand(plan.features):  # before the answer: shown only
+        files.directory(name="runtime: wheelhouse (to prepare: rbee and its dependencies)", path=plan.layout.wheelhouse)
+    elif changes.has("wheelhouse"):
         _ship_wheelhouse(plan, control.wheelhouse_fingerprint(plan.features))

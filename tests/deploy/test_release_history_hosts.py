@@ -248,7 +248,7 @@ def test_a_control_machine_with_empty_caches_plans_and_deploys_nothing_the_hosts
 ) -> None:
     """A fresh CI runner: no engine wheel, no model, no wheelhouse cached (``HOME`` empty; the cluster secret is the
     operator's, as a CI secret would give it). With the model's sha256 pinned, ``rbee plan`` is exact (exit 0) and
-    ``rbee deploy`` builds no engine and fetches no model: the hosts keep what they have."""
+    ``rbee deploy`` builds no engine, fetches no model and downloads no wheelhouse: the hosts keep what they have."""
     spec, _ = deployed
     home = tmp_path / "home"
     home.mkdir()
@@ -264,4 +264,5 @@ def test_a_control_machine_with_empty_caches_plans_and_deploys_nothing_the_hosts
     cache = home / ".cache" / "rbee"
     assert not list((cache / "wheels").glob("**/*.whl")), "no engine built"
     assert not list((cache / "models").glob("**/*.gguf")), "no model fetched"
+    assert not list((cache / "wheelhouse").glob("**/*.whl")), "no wheelhouse downloaded: the hosts have it"
     assert rbee("plan", str(spec)).returncode == 0, "the warm machine agrees: nothing changed"
