@@ -312,7 +312,8 @@ class Store:
         if not self.record.is_file() or (self.stamps / RELEASE_STAMP).is_file():
             return {"kept": "", "why": "a release is kept already, or none runs"}
         digest = hashlib.sha256(self.record.read_bytes()).hexdigest()
-        return self.keep(f"{ADOPTED}-{digest[:12]}", None, keep, why="adopted")
+        origin = _json_object(self.origin)  # kept by rbee deploy only: another deploy's (Ansible's) release has none
+        return self.keep(f"{ADOPTED}-{digest[:12]}", None, keep, why="adopted", origin=origin)
 
     def _unit_files(self, folder: Path) -> list[Path]:
         if not folder.is_dir():

@@ -180,8 +180,8 @@ def model_size(model: ModelSpec, cluster: ClusterSpec) -> int | None:
 
 
 def model_sha256(model: ModelSpec, cluster: ClusterSpec) -> str | None:
-    """A model's sha256 for this run: the cached copy's, else the one the spec pins (fetched only where a host lacks
-    it: the upload verifies it), else fetched now when the run may; None: not known yet (a dry run)."""
+    """A model's sha256 for this run: the one the spec pins (what a fetch and each upload verify; fetched only where
+    a host lacks it), else the cached copy's, else fetched now when the run may; None: not known yet (a dry run)."""
     if model.sha256 is not None:
         return model.sha256
     fetched = model_file(model, cluster)
