@@ -34,7 +34,8 @@ from rbee.testhosts.paths import Paths
 from tests.hosts.plugin import session_layout
 from tests.prometheus import sample_value
 
-pytestmark = [pytest.mark.engine, pytest.mark.slow]
+FIRST_DEPLOY_TIMEOUT = 2400  # the trixie engine is built on h2 when it is not cached (~10 min on 2 cores)
+pytestmark = [pytest.mark.engine, pytest.mark.slow, pytest.mark.timeout(FIRST_DEPLOY_TIMEOUT + 300)]  # a bare machine
 
 ROOT = Path(__file__).parents[2]
 PYINFRA = str(Path(sys.executable).parent / "pyinfra")
@@ -42,7 +43,6 @@ API_KEY = "sk-deploy-test"
 QUEEN = "http://10.210.0.11:7833"
 HOSTS = ["h1", "h2", "h3"]
 RELEASES = ("bookworm", "trixie")  # h1 bookworm, h2 and h3 trixie
-FIRST_DEPLOY_TIMEOUT = 2400  # the trixie engine is built on h2 when it is not cached (~10 min on 2 cores)
 
 
 @dataclass
