@@ -349,8 +349,8 @@ def test_status_shows_what_each_host_runs(cluster: Cluster, first: subprocess.Co
     shown = rbee(cluster, "status")
     assert shown.returncode == 0, shown.stderr
     for host in HOSTS:
-        assert f"{host}: this spec, commit " in shown.stdout
-    assert "model tiny: sha256 " in shown.stdout
+        assert f"{host}: this spec, engine {engine_keys(cluster)[host]}" in shown.stdout
+    assert shown.stdout.count("  made from spec commit ") == 3 and "model tiny: sha256 " in shown.stdout
 
 
 def test_dry_run_shows_changes_and_changes_nothing(cluster: Cluster, first: subprocess.CompletedProcess[str]) -> None:
@@ -408,8 +408,11 @@ def test_a_host_that_is_down_is_named_and_the_others_deploy(
 def test_a_failing_engine_build_names_its_builder_with_the_log_tail_and_the_others_deploy(
     cluster: Cluster, first: subprocess.CompletedProcess[str], tmp_path: Path
 ) -> None:
-    """h3, the builder named in the spec, has a compiler that fails; a fresh build cache holds only h1's engine."""
+    """h3, the builder named in the spec, has a compiler that fails; a fresh build cache holds only h1's engine, and
+    h2 and h3 must install theirs again (their install stamps gone: a host that has its engine keeps it)."""
     keys = engine_keys(cluster)
+    for host in ("h2", "h3"):
+        cluster.hosts.ssh(host, "rm -f /opt/rbee/stamps/engine", check=True)
     cache = tmp_path / "wheels"
     cache.mkdir()
     subprocess.run(["cp", "-a", str(DEFAULT_CACHE.expanduser() / keys["h1"]), str(cache)], check=True)
