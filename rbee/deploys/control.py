@@ -84,6 +84,7 @@ def once(key: str) -> threading.Lock:
 
 _wheelhouses: dict[str, Wheelhouse] = {}
 _fingerprints: dict[str, str] = {}
+_ready: dict[str, bool] = {}
 _file_sums: dict[str, str] = {}
 _states: dict[str, HostState] = {}
 _inputs: dict[str, RunInputs] = {}
@@ -243,7 +244,11 @@ def wheelhouse_at_hand(features: FeatureSet) -> bool:
     """True when this run may use the feature set's wheelhouse now: prepared already, or the run may prepare it
     (``slow_work_allowed``; a run that asks first downloads and builds nothing before the answer)."""
     target = wheelhouse_target(features)
-    return target.name in _wheelhouses or slow_work_allowed() or wheelhouse_ready(target)
+    if target.name in _wheelhouses or slow_work_allowed():
+        return True
+    if target.name not in _ready:  # hashes rbee's code: once per target and run, not once per host
+        _ready[target.name] = wheelhouse_ready(target)
+    return _ready[target.name]
 
 
 def rbee_wheel_name(features: FeatureSet) -> str:
