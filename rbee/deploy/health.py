@@ -79,7 +79,8 @@ class Expectation:
 def missing_in(
     expectation: Expectation, hives: Sequence[QueenHive], workers: Sequence[QueenWorker], now: float | None = None
 ) -> str:
-    """What the queen's lists lack for ``expectation`` ("" when ready), e.g. ``hive h2, 1 placed worker(s) on h3``.
+    """What the queen's lists lack for ``expectation`` ("" when ready), e.g. ``hive h2, 1 placed worker(s) on h3
+    (tiny-2 loading)`` (the counted workers it lists there, not ready: state and last error).
 
     Pure: ``hives``/``workers`` are the queen's ``GET /v1/hives``/``GET /v1/workers``; ``now`` (wall
     time, default: the clock) only matters with ``expectation.since``. Does not check ``serves``.
@@ -95,9 +96,22 @@ def missing_in(
         ]
     ready = Counter(w.hive_id for w in expectation.placed_workers(workers))
     problems += [
-        f"{n - ready[h]} placed worker(s) on {h}" for h, n in sorted(expectation.placed.items()) if ready[h] < n
+        f"{n - ready[h]} placed worker(s) on {h}{_not_ready(expectation, workers, h)}"
+        for h, n in sorted(expectation.placed.items())
+        if ready[h] < n
     ]
     return ", ".join(problems)
+
+
+def _not_ready(expectation: Expectation, workers: Sequence[QueenWorker], hive_id: str) -> str:
+    """What the queen says of ``hive_id``'s counted workers that are not ready, e.g. `` (tiny-2 crashed: OOM)``
+    ("" when it lists none of them)."""
+    seen = [
+        f"{w.worker_id} {w.state}" + (f": {w.last_error[:120]}" if w.last_error else "")
+        for w in sorted(workers, key=lambda w: w.worker_id)
+        if w.hive_id == hive_id and w.managed_by == expectation.managed_by and w.state not in READY_STATES
+    ]
+    return f" ({'; '.join(seen)})" if seen else ""
 
 
 def serves(http: httpx.Client, worker: QueenWorker, token: str | None = None) -> str:

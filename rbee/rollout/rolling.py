@@ -20,6 +20,7 @@ from rbee.deploy.ssh_check import describe, ssh_failures
 from rbee.rollout.gate import GateTarget, wait_for
 from rbee.rollout.history import deploy_release_id, read_releases
 from rbee.rollout.pyinfra_run import PyinfraRun, run_pyinfra
+from rbee.rollout.unit_logs import describe_reports, unit_reports
 from rbee.spec import ClusterSpec
 from rbee.spec.placement import assign
 
@@ -123,11 +124,13 @@ def rolling_deploy(
     for batch in batches(spec, batch_size, heal[1] if heal else None):
         name = ", ".join(batch)
         say(f"batch {name}: deploying")
+        started = time.time()
         run = run_pyinfra(spec_file, "-y", "--data", f"rbee_release={release}", limit=batch)
         reason = _failure(run) + _unreachable(spec, spec_file, batch) if run.returncode != 0 else ""
         if not reason:
             say(f"batch {name}: waiting for the health gate")
             reason = wait_for(queen, targets(spec, batch), time.time(), gate_timeout_s, secret)
+            reason += describe_reports(unit_reports(spec_file, batch, started)) if reason else ""
         if reason:
             result.failed_batch, result.reason = batch, reason
             say(f"batch {name}: FAILED ({reason.splitlines()[0]}); rolling back")

@@ -89,7 +89,7 @@ def test_missing_names_hives_not_online_and_placed_workers_not_ready() -> None:
     workers = [worker("w3a", "h3"), worker("w3b", "h3", state="loading"), worker("w1", "h1", managed_by="hive")]
     expected = health.Expectation({"h1": 0, "h2": 1, "h3": 2})
     missing = health.missing_in(expected, hives, workers)
-    assert missing == "hive h2, hive h3, 1 placed worker(s) on h2, 1 placed worker(s) on h3"
+    assert missing == "hive h2, hive h3, 1 placed worker(s) on h2, 1 placed worker(s) on h3 (w3b loading)"
     hives = [hive("h1"), hive("h2"), hive("h3")]
     workers[1] = worker("w3b", "h3", state="busy")
     workers.append(worker("w2", "h2"))
@@ -101,8 +101,9 @@ def test_which_workers_count_is_the_expectations_managed_by() -> None:
     hives, workers = [hive("here")], [worker("w1", "here", managed_by="hive")]
     assert health.missing_in(health.Expectation({"here": 1}, managed_by="hive"), hives, workers) == ""
     assert health.missing_in(health.Expectation({"here": 1}), hives, workers) == "1 placed worker(s) on here"
-    crashed = [worker("w1", "here", state="crashed", managed_by="hive")]
-    assert health.missing_in(health.Expectation({"here": 1}, managed_by="hive"), hives, crashed) != ""
+    crashed = [worker("w1", "here", state="crashed", managed_by="hive").model_copy(update={"last_error": "OOM"})]
+    why = health.missing_in(health.Expectation({"here": 1}, managed_by="hive"), hives, crashed)
+    assert why == "1 placed worker(s) on here (w1 crashed: OOM)"
 
 
 def test_with_since_a_hive_must_have_reported_after_it() -> None:

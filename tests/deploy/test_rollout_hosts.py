@@ -219,6 +219,8 @@ def test_a_release_whose_hive_cannot_start_is_rolled_back(
     assert broken.returncode == 1
     assert "rbee deploy: failed on h2: " in broken.stderr and "hive h2" in broken.stderr
     assert "h2 rolled back and serving the previous release; untouched: h3" in broken.stderr
+    told = broken.stderr.split("\nh2:\n", 1)[-1]  # the failed host's report: its units and their journal
+    assert "\n  unit rbee-hive.service: " in "\n" + told and " rbee-hive[" in told, broken.stderr
     assert test_hosts.ssh("h3", "cat /opt/rbee/release.json").stdout == h3_before
     assert "--port 7835" not in test_hosts.ssh("h2", "cat /etc/rbee/hive.yaml").stdout
     assert "port: 7835" in test_hosts.ssh("h2", "cat /etc/rbee/hive.yaml").stdout
