@@ -423,6 +423,7 @@ class Store:
         if units:
             self._systemctl("daemon-reload")
         for unit in services:
+            self._systemctl("reset-failed", unit, check=False)  # the rollback's own start is not refused by the limit
             if unit in restart:
                 self._systemctl("enable", unit)
                 self._systemctl("restart", unit)

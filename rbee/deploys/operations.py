@@ -114,14 +114,22 @@ def service_state(
     """
     unit = shlex.quote(service)
     steps = [f"systemctl enable {unit}"] if enable else []
+    # The deploy's own (re)start is never refused by the unit's start limit (StartLimitBurst= counts manual starts
+    # too: a few deploys and rollbacks in minutes would hit it); reset-failed flushes the count, so only a unit that
+    # crash-loops after this start is stopped by it.
     # --no-block: the units are Type=notify, so a blocking restart would wait for each one to be ready (a worker's
     # model load), one after the other; the health gate waits for them all at once and says what is missing.
     if restart:
-        steps += [f"systemctl restart --no-block {unit}", stamp_text(stamp, want)]
+        steps += [reset_start_limit(unit), f"systemctl restart --no-block {unit}", stamp_text(stamp, want)]
     elif start:
-        steps.append(f"systemctl start --no-block {unit}")
+        steps += [reset_start_limit(unit), f"systemctl start --no-block {unit}"]
     if steps:
         yield StringCommand(" && ".join(steps))  # one remote call
+
+
+def reset_start_limit(quoted_unit: str) -> str:
+    """The shell step that clears a unit's failed state and start count (true when systemd has no such unit yet)."""
+    return f"{{ systemctl reset-failed {quoted_unit} 2>/dev/null || true; }}"
 
 
 @operation()

@@ -243,8 +243,10 @@ def test_rollback_restores_files_models_and_restarts_only_what_differs(host: Hos
     assert done["release"] == A and done["stop"] == ["rbee-worker@tiny-2.service"]
     assert done["restart"] == ["rbee-worker@tiny-1.service"] and done["venv"] and done["models"] == ["tiny"]
     assert host.calls() == [
-        "disable --now rbee-worker@tiny-2.service", "daemon-reload", "enable --now rbee-hive.service",
-        "enable rbee-worker@tiny-1.service", "restart rbee-worker@tiny-1.service",
+        "disable --now rbee-worker@tiny-2.service", "daemon-reload",
+        "reset-failed rbee-hive.service", "enable --now rbee-hive.service",
+        "reset-failed rbee-worker@tiny-1.service", "enable rbee-worker@tiny-1.service",
+        "restart rbee-worker@tiny-1.service",
     ]  # fmt: skip
     assert (host.prefix / "venv/lib/rbee.py").read_text() == f"runtime of {A}\n"
     assert (host.prefix / "models/tiny.gguf").read_bytes() == b"model A"
@@ -265,7 +267,10 @@ def test_rollback_restores_files_models_and_restarts_only_what_differs(host: Hos
     assert not list(host.root.rglob("*.rbee-tmp-*"))
     again = host.run("restore", target=A)  # nothing differs any more: nothing restarts
     assert again["restart"] == [] and again["stop"] == [] and not again["venv"] and again["models"] == []
-    assert host.calls() == ["enable --now rbee-hive.service", "enable --now rbee-worker@tiny-1.service"]
+    assert host.calls() == [
+        "reset-failed rbee-hive.service", "enable --now rbee-hive.service",
+        "reset-failed rbee-worker@tiny-1.service", "enable --now rbee-worker@tiny-1.service",
+    ]  # fmt: skip
 
 
 def test_undo_returns_to_the_release_before_the_tried_one_or_stays_when_it_never_switched(host: Host) -> None:

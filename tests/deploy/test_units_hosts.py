@@ -32,11 +32,11 @@ MODELS = "/opt/rbee/models"
 SHORT_START_S = 40
 
 
-def write_spec(path: Path, model: Path) -> None:
+def write_spec(path: Path, model: Path, slots: int = 2) -> None:
     path.write_text(spec_for_hosts(
         ["h1", "h2", "h3"], cluster="deploytest", queen_host="h1",
         models_yaml=f"- {{id: tiny, source: 'file://{model}', context: 512}}",
-        placements_yaml="- {model: tiny, hosts: [h2, h3], replicas: 2, slots: 2}",
+        placements_yaml=f"- {{model: tiny, hosts: [h2, h3], replicas: 2, slots: {slots}}}",
         extra_yaml="queen: {api_keys: {env: RBEE_TEST_KEYS}}\n"
         "runtime: {heartbeat_interval: 1s, stale_timeout: 5s, loading_timeout: 90s}",
     ))  # fmt: skip
@@ -139,3 +139,22 @@ def test_a_worker_whose_model_cannot_load_fails_its_start_with_the_reason_in_the
         strays = [line for line in lines if (line["service"], line.get("worker")) != mine]
         assert lines and not strays, strays
     print(f"{broken}: systemctl start failed after {took:.2f} s: {started.stderr.strip()}")
+
+
+def test_a_deploy_restarts_a_worker_that_hit_its_start_limit(
+    hosts: TestHosts, tiny_model_path: Path, tmp_path: Path
+) -> None:
+    """``StartLimitBurst=`` counts manual starts: after a few restarts in minutes systemd refuses the next one. A
+    deploy's own (re)start clears the count first (``systemctl reset-failed``), so deploys and rollbacks in a row are
+    never refused; the limit still stops a unit that crash-loops afterwards."""
+    unit = "rbee-worker@tiny-1"
+    burst = int(show(hosts, "h2", unit, "StartLimitBurst")["StartLimitBurst"])
+    refused = hosts.ssh("h2", f"for i in $(seq {burst + 1}); do systemctl restart {unit} || exit 7; done", timeout=300)
+    assert refused.returncode == 7 and show(hosts, "h2", unit, "Result")["Result"] == "start-limit-hit", refused.stderr
+    spec = tmp_path / "cluster.yaml"
+    write_spec(spec, tiny_model_path, slots=3)
+    env = {**os.environ, "RBEE_TEST_KEYS": API_KEY}
+    rbee = str(Path(sys.executable).parent / "rbee")
+    run = subprocess.run([rbee, "deploy", str(spec)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "(3 slot(s))" in status_of(hosts, "h2", unit, "serving tiny at ")["StatusText"]
