@@ -25,7 +25,7 @@ from rbee.deploy.host_diff import Changes
 from rbee.deploy.host_plan import HostPlan, PlannedFile
 from rbee.deploy.layout import CONFIG_DIR, MACOS_DATA_DIR, MACOS_LOG_DIR
 from rbee.deploy.macos import service_account_script
-from rbee.deploys import control
+from rbee.deploys import control_run
 from rbee.deploys.atomic import upload_commands
 from rbee.deploys.operations import CONFIG_FILES, put_planned_files
 
@@ -47,9 +47,9 @@ def launchd_daemon(planned: PlannedFile, label: str, want: str, stamp: str) -> G
 
     ``want``: the digest of its inputs (``PlannedService.digest``), kept in ``stamp`` once it has
     (re)started from them; the order of the launchctl calls is ``launchd.daemon_steps``; what the host
-    holds is the preflight's state (``control.host_state``).
+    holds is the preflight's state (``control_run.host_state``).
     """
-    state = control.host_state()
+    state = control_run.host_state()
     on_disk = state.files.get(planned.path)
     steps = launchd.daemon_steps(
         label,

@@ -24,7 +24,7 @@ from pyinfra.context import host, state
 from rbee.client import QueenClient
 from rbee.deploy import health
 from rbee.deploy.cluster_secret import cluster_secret
-from rbee.deploys import control
+from rbee.deploys import control, control_run
 from rbee.deploys.operations import wait_until
 from rbee.spec.inventory import queen_url
 from rbee.spec.keys import first_api_key
@@ -34,7 +34,7 @@ from rbee.spec.placement import assign
 def _expected() -> health.Expectation:
     """Every host of this run is a hive, with its placed workers (systemd units: ``managed_by`` external), each
     serving a completion when this run (re)started a service anywhere."""
-    cluster = control.spec()
+    cluster = control_run.spec()
     active = {str(h.data.rbee_host) for h in state.inventory.get_active_hosts()}
     placed = dict.fromkeys(active, 0)
     for assigned in assign(cluster):
@@ -55,7 +55,7 @@ def health_gate() -> None:
     """On the queen's host entry: wait for the cluster, then print it."""
     if "queen" not in host.data.rbee_roles:
         return
-    cluster = control.spec()
+    cluster = control_run.spec()
     key = first_api_key(cluster, Path(host.data.rbee_spec_file).parent)
     queen = QueenClient(queen_url(cluster), api_key=key or "", timeout_s=5.0)
     timeout_s = cluster.runtime.loading_timeout

@@ -19,7 +19,7 @@ from rbee.deploy.host_diff import Changes
 from rbee.deploy.host_plan import HostPlan
 from rbee.deploy.layout import HostLayout
 from rbee.deploy.wheelhouse import wheelhouse_target
-from rbee.deploys import control
+from rbee.deploys import control_engine
 from rbee.deploys.operations import stamped_install
 from rbee.engine.features import FeatureSet
 
@@ -59,12 +59,12 @@ def install(plan: HostPlan, changes: Changes) -> None:
     runtime, engine = changes.has("install", "runtime"), changes.has("install", "engine")
     if not (runtime or engine):
         return
-    engine_path = control.host_engine_path(plan)
+    engine_path = control_engine.host_engine_path(plan)
     if engine_path is None:  # no engine: the engine step has failed this host
         return
     layout = plan.layout
-    fingerprint = control.wheelhouse_fingerprint(plan.features)
-    rbee_wheel = f"{layout.wheelhouse}/{control.rbee_wheel_name(plan.features)}"
+    fingerprint = control_engine.wheelhouse_fingerprint(plan.features)
+    rbee_wheel = f"{layout.wheelhouse}/{control_engine.rbee_wheel_name(plan.features)}"
     replaced = ["rbee"] * runtime + ["llama_cpp_python"] * engine
     wheels = [rbee_wheel, engine_path, *extra_requirements(plan.features)]
     command = install_command(layout, wheels, replaced, plan.features.gpu_offload)

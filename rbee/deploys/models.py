@@ -17,7 +17,7 @@ from pyinfra.operations import files
 from rbee.deploy.host_diff import Changes
 from rbee.deploy.host_plan import HostPlan
 from rbee.deploy.host_state import upload_stamp
-from rbee.deploys import control
+from rbee.deploys import control_models, control_run
 from rbee.deploys.atomic import put_changed, set_metadata
 
 
@@ -30,7 +30,7 @@ def _resume_from(changes: Changes, dest: str) -> int:
 @deploy("rbee models")
 def models(plan: HostPlan, changes: Changes) -> None:
     """Copy this host's models into place where the diff says they are not there."""
-    cluster = control.spec()
+    cluster = control_run.spec()
     for model_id in plan.models:
         model = cluster.model(model_id)
         dest = plan.layout.model_path(model_id)
@@ -38,7 +38,7 @@ def models(plan: HostPlan, changes: Changes) -> None:
             if changes.has("file-mode", dest):
                 set_metadata(name=f"models: {model_id}", path=dest, mode="644")
             continue
-        fetched = control.model_file(model, cluster)
+        fetched = control_models.model_file(model, cluster)
         if fetched is None:  # not fetched yet (a dry run, or before the confirmation): shown, never run
             files.file(name=f"models: {model_id} (to fetch from {model.source})", path=dest)
         else:

@@ -24,7 +24,7 @@ from rbee.deploy.host_diff import wanted_state
 from rbee.deploy.host_plan import HostPlan
 from rbee.deploy.redact import Redactor, spec_secrets
 from rbee.deploy.text_diff import MAX_TEXT_BYTES
-from rbee.deploys import control
+from rbee.deploys import control, control_engine, control_models, control_run
 
 REPORT_ENV = "RBEE_PREFLIGHT_REPORT"
 
@@ -72,12 +72,12 @@ class RbeeFileTexts(FactBase[dict[str, HostText]]):
 
 def planning() -> bool:
     """True in ``rbee plan``'s run: a dry run that writes a report."""
-    return control.DRY_RUN and bool(os.environ.get(REPORT_ENV))
+    return control_run.DRY_RUN and bool(os.environ.get(REPORT_ENV))
 
 
 def _redactor(plan: HostPlan) -> Redactor:
     """Every secret of the cluster, and those of this host's plan (its credential files, its TLS key)."""
-    cluster = control.spec()
+    cluster = control_run.spec()
     if cluster.cluster not in _redactors:
         base_dir = Path(str(host.data.rbee_spec_file)).parent
         try:
@@ -96,9 +96,10 @@ def export(plan: HostPlan) -> None:
     wanted = wanted_state(plan, control.run_inputs(plan))
     paths = texts_to_read(plan, changes)
     current = host.get_fact(RbeeFileTexts, paths=paths) if paths else {}
-    cluster = control.spec()
-    sizes = {m: fetched.size_bytes if (fetched := control.model_file(cluster.model(m), cluster)) else None
+    cluster = control_run.spec()
+    sizes = {m: fetched.size_bytes if (fetched := control_models.model_file(cluster.model(m), cluster)) else None
              for m in plan.models}  # fmt: skip
-    cached = control.installed_engine(plan) is not None or control.engine_wheel(plan.features).wheel is not None
-    exported[host.name] = host_changes(plan, wanted, changes, control.host_state(), current, _redactor(plan),
+    kept = control_engine.installed_engine(plan) is not None
+    cached = kept or control_engine.engine_wheel(plan.features).wheel is not None
+    exported[host.name] = host_changes(plan, wanted, changes, control_run.host_state(), current, _redactor(plan),
                                        model_bytes=sizes, engine_cached=cached)  # fmt: skip

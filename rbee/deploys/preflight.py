@@ -22,7 +22,7 @@ from rbee.deploy.host_plan import HostPlan
 from rbee.deploy.host_state import HostState
 from rbee.deploy.probe import HostFacts
 from rbee.deploy.ssh_check import SshCheck, SshTarget, check_hosts, describe
-from rbee.deploys import control, plan_export
+from rbee.deploys import control, control_run, plan_export
 from rbee.deploys.facts import RbeeHostState, host_data
 from rbee.deploys.operations import fail_host
 from rbee.spec.keys import ApiKeysError
@@ -40,7 +40,7 @@ def _classify_unreached() -> None:
 
 def _probe() -> tuple[HostFacts, HostState, float]:
     """The probe and the host's state (``RbeeHostState``), and that round trip's time in ms (the latency)."""
-    cluster = control.spec()
+    cluster = control_run.spec()
     started = time.perf_counter()
     facts, found = host.get_fact(RbeeHostState, prefix=cluster.deploy.prefix, user=cluster.deploy.service_user)
     return facts, found, (time.perf_counter() - started) * 1000
@@ -96,7 +96,7 @@ def _print_table() -> None:
 def preflight() -> HostPlan:
     """Probe this host, plan it, record its line of the table, and fail it when rbee cannot run there."""
     facts, found, latency = _probe()
-    control.remember_state(found)
+    control_run.remember_state(found)
     try:
         plan = control.host_plan(facts)
         problems = list(plan.problems)

@@ -30,25 +30,28 @@ def _origin(spec_file: str) -> dict[str, object]:
 def run_release_id() -> str:
     """This run's release id: ``rbee deploy``'s (host data ``rbee_release``), else computed once per run (again while
     a placed model is not fetched yet: its checksum is part of the id)."""
-    from rbee.deploys import control  # control builds the records with this module: imported when first used
+    from rbee.deploys import (  # control builds the records with this module: imported when first used
+        control_models,
+        control_run,
+    )
 
     given = host.data.get("rbee_release")
     if given:
         return check_release_id(str(given))
     spec_file = str(host.data.rbee_spec_file)
-    with control.once(f"release-id:{spec_file}"):
+    with control_run.once(f"release-id:{spec_file}"):
         if spec_file in _ids:
             return _ids[spec_file]
-        cluster = control.spec()
+        cluster = control_run.spec()
         missing: list[str] = []
 
         def model_sha(model: ModelSpec) -> str | None:
-            found = control.model_sha256(model, cluster)  # pinned: the pin, nothing fetched
+            found = control_models.model_sha256(model, cluster)  # pinned: the pin, nothing fetched
             if found is None:
                 missing.append(model.id)
             return found
 
-        made = release_id(cluster, control.spec_sha256(), Path(spec_file).parent, model_sha)
+        made = release_id(cluster, control_run.spec_sha256(), Path(spec_file).parent, model_sha)
         if not missing:
             _ids[spec_file] = made
         return made

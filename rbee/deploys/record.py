@@ -20,7 +20,7 @@ from rbee.deploy.host_diff import Changes
 from rbee.deploy.host_plan import HostPlan
 from rbee.deploy.release_record import RECORD
 from rbee.deploy.releases import keep_command
-from rbee.deploys import control
+from rbee.deploys import control, control_run
 from rbee.deploys.atomic import set_metadata
 from rbee.deploys.provenance import release_origin, run_release_id
 
@@ -31,7 +31,7 @@ def record(plan: HostPlan, changes: Changes) -> None:
     dest = f"{plan.layout.prefix}/{RECORD}"
     if changes.has("file", dest):
         text = control.run_inputs(plan).record
-        keep = control.spec().deploy.keep_releases
+        keep = control_run.spec().deploy.keep_releases
         command = keep_command(plan.layout, run_release_id(), text, keep, origin=release_origin())
         server.shell(name="record: release.json", commands=[command])
     elif changes.has("file-mode", dest):

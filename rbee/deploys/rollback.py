@@ -13,7 +13,7 @@ from pyinfra.operations import server
 
 from rbee.deploy.layout import HostLayout
 from rbee.deploy.releases import ReleaseIdError, restore_command
-from rbee.deploys import control
+from rbee.deploys import control_run
 from rbee.deploys.operations import fail_host
 
 
@@ -22,7 +22,7 @@ def roll_back() -> None:
     """Return the host to the release named by ``rbee_rollback`` and restart the services whose inputs differ."""
     target = str(host.data.get("rbee_rollback") or "")
     try:
-        command = restore_command(HostLayout(control.spec().deploy.prefix), target)
+        command = restore_command(HostLayout(control_run.spec().deploy.prefix), target)
     except ReleaseIdError as exc:
         fail_host(name="release: roll back", reason=f"rbee_rollback: {exc}")
         return

@@ -17,7 +17,7 @@ from rbee.deploy.host_diff import Changes
 from rbee.deploy.host_plan import HostPlan
 from rbee.deploy.host_state import FUNCTIONS, WHEELHOUSE_STAMP, wheelhouse_listing
 from rbee.deploy.layout import CONFIG_DIR, CREDENTIALS_DIR, DATA_DIR, WORKERS_DIR
-from rbee.deploys import control, darwin
+from rbee.deploys import control_engine, control_run, darwin
 from rbee.deploys.atomic import put_changed, remove_leftovers
 from rbee.deploys.operations import account_and_folders
 
@@ -44,11 +44,11 @@ def _ship_wheelhouse(plan: HostPlan, fingerprint: str) -> None:
     files' ``stat`` listing, so a no-op compares it without reading a wheel.
     """
     layout = plan.layout
-    archive = control.wheelhouse_archive(plan.features)
+    archive = control_engine.wheelhouse_archive(plan.features)
     remote = f"{layout.prefix}/.wheelhouse.tar"
     put_changed(
         name="runtime: wheelhouse (rbee and its dependencies, one archive)", src=str(archive), dest=remote,
-        mode="600", verify_sha256=control.file_sha256(archive),  # the prefix exists: made by the folders' command
+        mode="600", verify_sha256=control_run.file_sha256(archive),  # the prefix exists: made by the folders' command
     )  # fmt: skip
     folder, fresh = shlex.quote(layout.wheelhouse), shlex.quote(f"{layout.wheelhouse}.new")
     stamp = shlex.quote(f"{layout.stamps}/{WHEELHOUSE_STAMP}")
@@ -75,10 +75,11 @@ def runtime(plan: HostPlan, changes: Changes) -> None:
         if folders:
             account_and_folders(name="runtime: rbee's folders", account=None, folders=folders)
     elif changes.has("account") or folders:
-        account = (user, DATA_DIR, control.host_state().account) if changes.has("account") else None
+        account = (user, DATA_DIR, control_run.host_state().account) if changes.has("account") else None
         account_and_folders(name=f"runtime: service user {user} and rbee's folders", account=account,
                             folders=folders)  # fmt: skip
-    if changes.has("wheelhouse") and not control.wheelhouse_at_hand(plan.features):  # before the answer: shown only
+    # before the answer: shown only
+    if changes.has("wheelhouse") and not control_engine.wheelhouse_at_hand(plan.features):
         files.directory(name="runtime: wheelhouse (to prepare: rbee and its dependencies)", path=plan.layout.wheelhouse)
     elif changes.has("wheelhouse"):
-        _ship_wheelhouse(plan, control.wheelhouse_fingerprint(plan.features))
+        _ship_wheelhouse(plan, control_engine.wheelhouse_fingerprint(plan.features))

@@ -25,7 +25,7 @@ from typing import cast
 from pyinfra.context import host
 
 from rbee.deploy.host_plan import HostPlan
-from rbee.deploys import control
+from rbee.deploys import control, control_run
 from rbee.deploys.confirmed import drop, made_by, when_executing
 from rbee.deploys.engine import engine
 from rbee.deploys.health import health_gate
@@ -42,7 +42,7 @@ from rbee.deploys.snapshot import adopt
 def site() -> None:
     """Deploy the current host to the spec: every step of the site, in order, each only as far as it differs."""
     plan = cast(HostPlan, preflight())  # pyinfra types @deploy results as operations
-    if control.slow_work_allowed():
+    if control_run.slow_work_allowed():
         steps(plan)
     elif control.changes(plan):
         _after_confirmation(plan)
@@ -65,7 +65,7 @@ def steps(plan: HostPlan) -> None:
 def _after_confirmation(plan: HostPlan) -> None:
     """Show the host's changes as planned now; once the run executes (after the answer), plan and run them again."""
     if work := control.pending_work(plan):
-        control.say(f"{host.name}: after the confirmation (never in a dry run): {'; '.join(work)}")
+        control_run.say(f"{host.name}: after the confirmation (never in a dry run): {'; '.join(work)}")
     shown: list[str] = []
     when_executing(name="rbee: models fetched and engine built where missing, the host planned again, its steps run",
                    function=partial(_deploy_confirmed, shown))  # fmt: skip

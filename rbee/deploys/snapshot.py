@@ -18,25 +18,25 @@ from rbee.deploy.host_releases import RELEASE_STAMP
 from rbee.deploy.layout import HostLayout
 from rbee.deploy.release_record import RECORD
 from rbee.deploy.releases import adopt_command
-from rbee.deploys import control
+from rbee.deploys import control_run
 
 
 @deploy("rbee release: adopt")
 def adopt(plan: HostPlan, changes: Changes) -> None:
     """Keep the live release (never kept) before this deploy changes the host."""
-    found = control.host_state()
+    found = control_run.host_state()
     if not changes or f"{plan.layout.prefix}/{RECORD}" not in found.files or RELEASE_STAMP in found.stamps:
         return
     server.shell(
         name="release: keep the running release (deployed before release history)",
-        commands=[adopt_command(plan.layout, control.spec().deploy.keep_releases)],
+        commands=[adopt_command(plan.layout, control_run.spec().deploy.keep_releases)],
     )
 
 
 @deploy("rbee release: keep")
 def keep_release() -> None:
     """On every host: keep the running release when none is kept (``adopt``, decided on the host)."""
-    cluster = control.spec()
+    cluster = control_run.spec()
     server.shell(
         name="release: keep the running release when none is kept",
         commands=[adopt_command(HostLayout(cluster.deploy.prefix), cluster.deploy.keep_releases)],

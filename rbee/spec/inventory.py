@@ -57,7 +57,7 @@ def connection(host: HostSpec, base_dir: Path) -> dict[str, Any]:
 def host_data(spec: ClusterSpec, host: HostSpec, base_dir: Path, spec_file: Path) -> dict[str, Any]:
     """A host's pyinfra data: how to connect, its name and roles, and the spec file it comes from.
 
-    The deploy reads the spec itself (validated once per run, ``rbee.deploys.control.spec``) and builds
+    The deploy reads the spec itself (validated once per run, ``rbee.deploys.control_run.spec``) and builds
     the host's typed plan from it (``rbee.deploy.host_plan``); nothing is copied field by field.
     """
     return {

@@ -30,7 +30,7 @@ from rbee.deploy.host_state import HostState, Meta, RemoteFile
 from rbee.deploy.macos import service_account_script
 from rbee.deploy.probe import parse_probe
 from rbee.deploy.wheelhouse import Wheelhouse
-from rbee.deploys import control
+from rbee.deploys import control_engine, control_run
 from rbee.deploys.runtime import runtime
 from rbee.deploys.services import services
 from rbee.spec import parse_spec
@@ -63,7 +63,7 @@ def wheelhouse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The runtime step's wheelhouse, without building one (pip download is not what is tested)."""
     wheel = tmp_path / "rbee-0.1.0-py3-none-any.whl"
     wheel.write_bytes(b"not a wheel")
-    monkeypatch.setattr(control, "wheelhouse", lambda features: Wheelhouse(tmp_path, wheel))
+    monkeypatch.setattr(control_engine, "wheelhouse", lambda features: Wheelhouse(tmp_path, wheel))
 
 
 def changes_of(p: HostPlan, found: HostState) -> Changes:
@@ -82,7 +82,7 @@ def generate(
         return default() if default else None
 
     monkeypatch.setattr(pyinfra_host, "get_fact", get_fact)
-    monkeypatch.setitem(control._states, "mini", found)
+    monkeypatch.setitem(control_run._states, "mini", found)
     inventory = Inventory((["mini"], {}))
     state = State(inventory, Config())
     host = inventory.get_host("mini")
