@@ -78,6 +78,16 @@ def require_current_lock(command: str) -> None:
         raise typer.Exit(exits.FAILURE)
 
 
+ForgetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--forget", metavar="HOST",
+        help="A host that left the spec and is gone for good: drop it from the applied hosts and deregister its "
+        "hive without reaching it (nothing is sent to it). Repeatable.",
+    ),
+]
+
+
 def plan(
     spec_file: SpecFile,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON (schema: docs/plan.md).")] = False,
@@ -87,6 +97,7 @@ def plan(
     ] = PlanFormat.TEXT,
     no_prune: Annotated[bool, typer.Option("--no-prune", help="List no host to prune (deploy --no-prune).")] = False,
     move_queen: Annotated[bool, typer.Option("--move-queen", help="Plan as rbee deploy --move-queen.")] = False,
+    forget: ForgetOption = None,
 ) -> None:
     """Show what a deploy would change on each host, changing nothing (exit 0: nothing to do, 3: changes).
 
@@ -97,10 +108,16 @@ def plan(
     hosts = inventory_names(spec_file)
     redactor = _redactor(spec_file)
     spec = read_spec_or_exit(spec_file)
+    forgotten = sorted(set(forget or ()))
     with ThreadPoolExecutor(1) as pool:  # the hosts that left the spec are read while pyinfra plans the others
-        pruning = None if no_prune else pool.submit(read_state, spec, spec_file, move_queen=move_queen)
+        reads = forgotten or not no_prune
+        pruning = pool.submit(read_state, spec, spec_file, move_queen=move_queen, no_prune=no_prune) if reads else None
         run = run_pyinfra(spec_file, "--dry")
         prune_state = pruning.result() if pruning is not None else PruneState()
+    if refused := forgettable(prune_state, forgotten):
+        for problem in refused:
+            typer.echo(f"rbee plan: {problem}", err=True)
+        raise typer.Exit(exits.USAGE)
     if not run.document:
         log = redactor.text(run.log[-3000:])
         typer.echo(f"rbee plan: the dry run failed (pyinfra exit {run.returncode}):\n{log}", err=True)
@@ -108,7 +125,11 @@ def plan(
             typer.echo(describe(check), err=True)
         raise typer.Exit(exits.FAILURE)
     result = build_plan(run.document, run.preflight, hosts)
-    result.prune = [PruneHost(host=host, removes=removes) for host, removes in plan_entries(prune_state)]
+    result.prune = [
+        PruneHost(host=host, removes=removes, forget=host in forgotten)
+        for host, removes in plan_entries(prune_state)
+        if host in forgotten or not no_prune
+    ]
     result = result.redacted(redactor)
     why = ssh_failures(read_spec_or_exit(spec_file), spec_file, result.unreachable) if result.unreachable else {}
     if as_json or output_format is PlanFormat.JSON:
@@ -204,14 +225,7 @@ def deploy(
     move_queen: Annotated[
         bool, typer.Option("--move-queen", help="Let the queen move to the spec's queen host (the old one goes).")
     ] = False,
-    forget: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--forget", metavar="HOST",
-            help="A host that left the spec and is gone for good: drop it from the applied hosts and deregister its "
-            "hive without reaching it (nothing is sent to it). Repeatable.",
-        ),
-    ] = None,
+    forget: ForgetOption = None,
 ) -> None:
     """Rolling deploy: the queen's host, then BATCH hosts at a time, each gated on health and rolled back on failure.
 

@@ -29,6 +29,9 @@ class PruneHost(BaseModel):
 
     host: str
     removes: list[str] = []
+    forget: bool = False
+    """Gone for good (``--forget``): nothing is sent to it; its hive is deregistered and it leaves the record (what
+    still runs there is the operator's to stop). ``removes`` is what pruning would have removed."""
 
 
 def _short(name: str) -> str:

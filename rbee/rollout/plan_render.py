@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from rbee.deploy.change_report import FileChange, HostChanges, ModelChange
-from rbee.rollout.plan import Plan
+from rbee.rollout.plan import Plan, PruneHost
 
 COLUMNS = ("files", "units", "models", "engine", "runtime", "restarts")
 """The kinds of change, one column each after the host and its status."""
@@ -98,7 +98,8 @@ def rows(plan: Plan) -> list[tuple[str, str, dict[str, str]]]:
         found = plan.hosts.get(host)
         out.append((host, status_text(plan, host), cells(found) if found is not None else empty))
     for pruned in plan.prune:
-        out.append((pruned.host, "to prune", {**empty, "restarts": _listed(pruned.removes, "services")}))
+        restarts = "-" if pruned.forget else _listed(pruned.removes, "services")
+        out.append((pruned.host, "to forget" if pruned.forget else "to prune", {**empty, "restarts": restarts}))
     return out
 
 
@@ -149,9 +150,22 @@ def terminal(plan: Plan, console: Console) -> None:
                 for diff_line in change.diff.splitlines():
                     console.print(Text(f"    {diff_line}", style=_diff_style(diff_line)))
     for pruned in plan.prune:
-        console.print(Text(f"\n{pruned.host}: to prune (it left the spec)", style="bold"))
-        for item in pruned.removes:
-            console.print(Text(f"  - stop and remove {item}"))
+        console.print(Text(f"\n{pruned.host}: {_prune_title(pruned)}", style="bold"))
+        for line in _prune_items(pruned, str):
+            console.print(Text(f"  - {line}"))
+
+
+def _prune_title(pruned: PruneHost) -> str:
+    if pruned.forget:
+        return "to forget (gone for good, --forget): not contacted; its hive deregistered, dropped from the record"
+    return "to prune (it left the spec)"
+
+
+def _prune_items(pruned: PruneHost, show: Callable[[str], str]) -> list[str]:
+    """What happens to a host that left the spec, one line each (``show``: how a path or unit is written)."""
+    if pruned.forget:
+        return ["nothing is sent to it: what still runs there is yours to stop"]
+    return [f"stop and remove {show(item)}" for item in pruned.removes]
 
 
 def _diff_style(line: str) -> str:
@@ -168,7 +182,8 @@ def _headline(plan: Plan) -> str:
     return (
         head
         + (f"; {len(stuck)} cannot be planned" if stuck else "")
-        + (f"; {len(plan.prune)} to prune" if plan.prune else "")
+        + (f"; {len(pruned)} to prune" if (pruned := [p for p in plan.prune if not p.forget]) else "")
+        + (f"; {len(forgotten)} to forget" if (forgotten := [p for p in plan.prune if p.forget]) else "")
     )
 
 
@@ -207,8 +222,9 @@ def markdown(plan: Plan, why: Mapping[str, str], budget: int = MARKDOWN_BUDGET) 
         block, left = _host_block(plan, host, why, left)
         out += block
     for pruned in plan.prune:
-        out += ["", f"<details><summary><b>{html.escape(pruned.host)}</b>: to prune (it left the spec)</summary>", ""]
-        out += [f"- stop and remove {code(item)}" for item in pruned.removes]
+        title = html.escape(_prune_title(pruned))
+        out += ["", f"<details><summary><b>{html.escape(pruned.host)}</b>: {title}</summary>", ""]
+        out += [f"- {line}" for line in _prune_items(pruned, code)]
         out += ["", "</details>"]
     return "\n".join(out) + "\n"
 

@@ -26,7 +26,7 @@ from rbee.deploy.host_plan import HostPlan, plan_deployed_host
 from rbee.deploy.probe import parse_probe
 from rbee.deploy.redact import MARKER, Redactor, spec_secrets
 from rbee.rollout import plan_render
-from rbee.rollout.plan import SCHEMA_VERSION, Plan, build_plan
+from rbee.rollout.plan import SCHEMA_VERSION, Plan, PruneHost, build_plan
 from rbee.spec import parse_spec
 from rbee.spec.models import ClusterSpec
 from rbee_runtime.common.credentials import hive_credential, worker_credential
@@ -235,3 +235,19 @@ def test_diffs_past_the_comment_budget_are_named_not_shown(cluster: tuple[Cluste
     text = plan_render.markdown(plan, {}, budget=first)
     assert text.count("```diff") == 1
     assert f"`{UNIT}`: diff left out (the comment's size limit); run `rbee plan` to see it" in text
+
+
+def test_hosts_to_prune_and_to_forget_show_apart_in_every_format() -> None:
+    """A host to prune lists what goes; one to forget (``rbee plan --forget``) says nothing is sent to it."""
+    plan = Plan(changes={}, hosts={}, order=[])
+    plan.prune = [PruneHost(host="c", removes=["services: unit rbee-hive.service", "/opt/rbee/models/m.gguf"]),
+                  PruneHost(host="d", removes=["services: unit rbee-hive.service"], forget=True)]  # fmt: skip
+    shown = outputs(plan)
+    for text in (shown["text"], shown["markdown"]):
+        assert "1 to prune; 1 to forget" in text
+        assert "c: to prune (it left the spec)" in text.replace("<b>", "").replace("</b>", "")
+        assert "d: to forget (gone for good, --forget)" in text.replace("<b>", "").replace("</b>", "")
+        assert text.count("stop and remove") == 2, "the forgotten host's units are not listed"
+        assert "nothing is sent to it" in text
+    assert "| to forget |" in shown["markdown"] and "| to prune |" in shown["markdown"]
+    assert [(p["host"], p["forget"]) for p in json.loads(shown["json"])["prune"]] == [("c", False), ("d", True)]

@@ -191,6 +191,11 @@ def test_a_host_gone_for_good_is_retried_by_each_deploy_until_forgotten(
         assert retried.returncode == 0, retried.stdout + retried.stderr  # deploy.on_unreachable: continue
         assert "rbee deploy: h6: not pruned: " in retried.stderr and "rbee deploy --forget h6)" in retried.stderr
         assert planned(spec) == (["h6"], {}), "still recorded: retried by the next deploy"
+        previewed = rbee("plan", "--forget", "h6", str(spec))  # what the deploy below does, shown first
+        assert previewed.returncode == 3 and "1 to forget" in previewed.stdout, previewed.stdout + previewed.stderr
+        assert "h6: to forget (gone for good, --forget)" in previewed.stdout
+        assert "stop and remove" not in previewed.stdout
+        assert rbee("plan", "--forget", "h5", str(spec)).returncode == 2
         refused = rbee("deploy", "--forget", "h5", str(spec))
         assert refused.returncode == 2, refused.stdout + refused.stderr
         assert "--forget 'h5': not a host that left the spec (to prune: h6)" in refused.stderr
