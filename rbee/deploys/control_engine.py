@@ -21,7 +21,7 @@ from rbee.deploy.wheelhouse import (
 )
 from rbee.deploy.wheelhouse import wheelhouse_archive as build_archive
 from rbee.deploys.builder import PyinfraRemote, choose_builder
-from rbee.deploys.control_run import host_state, once, say, slow_work_allowed, spec
+from rbee.deploys.control_run import host_state, memo, once, say, slow_work_allowed, spec
 from rbee.engine.build_kit import BuildKitError, build_kit
 from rbee.engine.features import FeatureSet, local_feature_set
 from rbee.engine.remote_build import build_on_host
@@ -115,10 +115,7 @@ def host_engine_path(plan: HostPlan) -> str | None:
 def wheelhouse_fingerprint(features: FeatureSet) -> str:
     """The identity of a feature set's wheelhouse (``planned_fingerprint``: nothing prepared), once per run."""
     target = wheelhouse_target(features)
-    with once(f"fingerprint:{target.name}"):
-        if target.name not in _fingerprints:
-            _fingerprints[target.name] = planned_fingerprint(target)
-        return _fingerprints[target.name]
+    return memo("fingerprint", _fingerprints, target.name, lambda: planned_fingerprint(target))
 
 
 def wheelhouse_at_hand(features: FeatureSet) -> bool:
@@ -135,10 +132,7 @@ def wheelhouse_at_hand(features: FeatureSet) -> bool:
 def wheelhouse(features: FeatureSet) -> Wheelhouse:
     """rbee and its dependencies as wheels for the hosts of an engine feature set (cheap when nothing changed)."""
     target = wheelhouse_target(features)
-    with once(f"wheelhouse:{target.name}"):
-        if target.name not in _wheelhouses:
-            _wheelhouses[target.name] = build_wheelhouse(target)
-        return _wheelhouses[target.name]
+    return memo("wheelhouse", _wheelhouses, target.name, lambda: build_wheelhouse(target))
 
 
 def rbee_wheel_name(features: FeatureSet) -> str:

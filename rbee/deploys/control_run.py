@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from pyinfra.context import host, state
 
@@ -26,12 +28,22 @@ _locks_lock = threading.Lock()
 _file_sums: dict[str, str] = {}
 _states: dict[str, HostState] = {}
 
+T = TypeVar("T")
+
 
 def once(key: str) -> threading.Lock:
     """The lock of one piece of control-side work: pyinfra loads the deploy file for all hosts at once (gevent
     greenlets; its CLI patches ``threading``), so the first host of a feature set builds and the others wait."""
     with _locks_lock:
         return _locks.setdefault(key, threading.Lock())
+
+
+def memo(kind: str, table: dict[str, T], key: str, make: Callable[[], T]) -> T:
+    """``table[key]``, made by ``make`` the first time (under ``once(kind:key)``: the other hosts wait for it)."""
+    with once(f"{kind}:{key}"):
+        if key not in table:
+            table[key] = make()
+        return table[key]
 
 
 def slow_work_allowed() -> bool:
@@ -59,14 +71,15 @@ def say(line: str) -> None:
 
 def file_sha256(path: Path) -> str:
     """The sha256 of a local file (an engine wheel), read once per run."""
-    with once(f"sha256:{path}"):
-        if str(path) not in _file_sums:
-            digest = hashlib.sha256()
-            with path.open("rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
-            _file_sums[str(path)] = digest.hexdigest()
-        return _file_sums[str(path)]
+
+    def digest() -> str:
+        found = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                found.update(block)
+        return found.hexdigest()
+
+    return memo("sha256", _file_sums, str(path), digest)
 
 
 def spec_sha256() -> str:
