@@ -75,7 +75,7 @@ def outcomes(verdicts: list[HostDrift], result: RolloutResult | None) -> dict[st
             out[host] = ("healed", f"release {verdict.recorded} again")
         elif host in failed_batch and result is not None:
             back = f"back on its release {verdict.recorded}" if result.rolled_back else "NOT rolled back"
-            out[host] = ("failed", f"the heal failed ({result.reason.splitlines()[0]}); {back}")
+            out[host] = ("failed", f"the heal failed ({result.reason.splitlines()[0]}); {back}{result.told([host])}")
         else:
             out[host] = ("failed", "not healed: an earlier batch failed")
     return out
@@ -125,7 +125,7 @@ def only_drift(spec_file: Path, batch: int, gate_timeout: float, as_json: bool, 
         say(f"{NAME}: healing {', '.join(drifted)}: release {wanted.id} again, batch by batch")
         with QueenClient(queen_url(spec), api_key=key) as queen:
             result = rolling_deploy(spec, spec_file, queen, batch, gate_timeout, say, heal=(wanted.id, drifted))
-    done = outcomes(verdicts, result)
+    done = {host: (status, redactor.text(why)) for host, (status, why) in outcomes(verdicts, result).items()}
     if as_json:
         print_json(report_json(wanted, verdicts, done))
     else:

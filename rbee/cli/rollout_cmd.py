@@ -282,6 +282,7 @@ def deploy(
     where = ", ".join(result.failed_batch)
     state = "rolled back and serving the previous release" if result.rolled_back else "NOT rolled back"
     untouched = [h for b in batches(spec, batch)[len(result.done) + 1 :] for h in b]
-    typer.echo(f"rbee deploy: failed on {where}: {result.reason}", err=True)
+    said = _redactor(spec_file).text(result.reason + result.told())  # the hosts' journal: no secret goes to a CI log
+    typer.echo(f"rbee deploy: failed on {where}: {said}", err=True)
     typer.echo(f"rbee deploy: {where} {state}; untouched: {', '.join(untouched) or 'none'}", err=True)
     raise typer.Exit(exits.FAILURE)

@@ -63,6 +63,12 @@ class RolloutResult:
     failed_batch: list[str] = field(default_factory=list)
     reason: str = ""
     rolled_back: bool = False
+    reports: dict[str, str] = field(default_factory=dict)
+    """Host of the failed batch → what it told of rbee's units when the batch failed its gate (``unit_logs``)."""
+
+    def told(self, hosts: Collection[str] | None = None) -> str:
+        """The failed batch's reports (of ``hosts`` alone when given) as lines to print after the reason."""
+        return describe_reports({h: r for h, r in self.reports.items() if hosts is None or h in hosts})
 
     @property
     def ok(self) -> bool:
@@ -130,7 +136,7 @@ def rolling_deploy(
         if not reason:
             say(f"batch {name}: waiting for the health gate")
             reason = wait_for(queen, targets(spec, batch), time.time(), gate_timeout_s, secret)
-            reason += describe_reports(unit_reports(spec_file, batch, started)) if reason else ""
+            result.reports = unit_reports(spec_file, batch, started) if reason else {}
         if reason:
             result.failed_batch, result.reason = batch, reason
             say(f"batch {name}: FAILED ({reason.splitlines()[0]}); rolling back")

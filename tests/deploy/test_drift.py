@@ -231,6 +231,9 @@ def test_outcomes_of_a_heal_that_failed_on_its_second_batch() -> None:
         "f": ("failed", "unreachable: its changes are unknown"),
     }  # fmt: skip
     assert outcomes(verdicts()[2:3], replace(result, done=[], rolled_back=False))["c"][1].endswith("NOT rolled back")
+    told = replace(result, failed_batch=["c", "d"], reports={"c": "unit rbee-hive.service: failed/failed", "d": "x"})
+    assert outcomes(verdicts(), told)["c"][1].endswith(
+        f"back on its release {RELEASE}\nc:\n  unit rbee-hive.service: failed/failed"), "its own report alone"
     assert exit_code([s for s, _ in done.values()]) == exits.FAILURE
 
 
