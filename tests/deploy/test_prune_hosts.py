@@ -109,8 +109,8 @@ def test_a_host_removed_from_the_spec_is_listed_then_kept_then_pruned(
     write_spec(spec, tiny_model_path, ("h5",))
     listed = rbee("plan", "--json", str(spec))
     assert listed.returncode == 3, listed.stdout + listed.stderr
-    assert json.loads(listed.stdout)["prune"] == [{"host": "h6", "removes": [
-        "rbee-hive.service", "rbee-worker@tiny-1.service", "model tiny", "/etc/rbee", "/opt/rbee"], "forget": False}]  # fmt: skip
+    assert json.loads(listed.stdout)["prune"] == [{"host": "h6", "forget": False, "removes": [
+        "rbee-hive.service", "rbee-worker@tiny-1.service", "model tiny", "/etc/rbee", "/opt/rbee"]}]  # fmt: skip
     text = rbee("plan", str(spec))
     assert text.returncode == 3 and "1 to prune" in text.stdout and "h6: to prune (it left the spec)" in text.stdout
     unlisted = json.loads(rbee("plan", "--json", "--no-prune", str(spec)).stdout)
