@@ -1,7 +1,7 @@
-"""Work done once per deploy on the control machine (the one running pyinfra), shared by all hosts.
+"""Each host's plan, this run's inputs and changes for it, and the work still pending, on the control machine.
 
-Deploy files run once per host; these memos make sure each model is fetched, each engine
-feature set built and the wheelhouse prepared once, whatever the number of hosts.
+Deploy files run once per host; the memos of ``control_run``, ``control_models`` and ``control_engine`` make sure
+each model is fetched, each engine feature set built and the wheelhouse prepared once, whatever the number of hosts.
 
 The slow work (a model fetch, an engine build) happens only when the run may do it (``slow_work_allowed``): with
 ``-y`` while the operations are made (pyinfra then asks nothing), else only once they execute, after pyinfra's

@@ -42,14 +42,19 @@ def write_spec(path: Path, model: Path, slots: int = 2) -> None:
     ))  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def hosts(test_hosts: TestHosts, tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> TestHosts:
-    spec = tmp_path_factory.mktemp("units") / "cluster.yaml"
-    write_spec(spec, tiny_model_path)
+def deploy(spec: Path) -> None:
+    """``rbee deploy`` of ``spec``, which must succeed."""
     env = {**os.environ, "RBEE_TEST_KEYS": API_KEY}
     rbee = str(Path(sys.executable).parent / "rbee")
     run = subprocess.run([rbee, "deploy", str(spec)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def hosts(test_hosts: TestHosts, tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> TestHosts:
+    spec = tmp_path_factory.mktemp("units") / "cluster.yaml"
+    write_spec(spec, tiny_model_path)
+    deploy(spec)
     return test_hosts
 
 
@@ -153,8 +158,5 @@ def test_a_deploy_restarts_a_worker_that_hit_its_start_limit(
     assert refused.returncode == 7 and show(hosts, "h2", unit, "Result")["Result"] == "start-limit-hit", refused.stderr
     spec = tmp_path / "cluster.yaml"
     write_spec(spec, tiny_model_path, slots=3)
-    env = {**os.environ, "RBEE_TEST_KEYS": API_KEY}
-    rbee = str(Path(sys.executable).parent / "rbee")
-    run = subprocess.run([rbee, "deploy", str(spec)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    deploy(spec)
     assert "(3 slot(s))" in status_of(hosts, "h2", unit, "serving tiny at ")["StatusText"]
